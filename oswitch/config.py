@@ -864,7 +864,7 @@ def _resolve_target(
     resolved = dict(raw)
     problems: list[_Invalid] = []
     provider_id = raw.get("provider_id")
-    if not isinstance(provider_id, str) or not provider_id:
+    if not isinstance(provider_id, str) or not provider_id.strip():
         return resolved
     entry, entry_problems = ctx.provider(provider_id)
     problems.extend(entry_problems)
