@@ -1,0 +1,1 @@
+"""The trio runtime: target actors, dispatcher, admission, and the Switcher facade."""

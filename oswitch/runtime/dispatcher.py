@@ -1,0 +1,386 @@
+"""The dispatcher: drives one request across targets until it ends.
+
+Per request: rank the eligible targets (pure scoring over the actors' state) →
+send an attempt to the best one → await its outcome → apply the recovery policy
+for its class → fail over, retry after backoff, wait for a cooldown, walk the
+model's fallbacks, or end — within ``retry_budget``, ``failover_budget`` and the
+request's deadline. Every way out is a reply or one typed error.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import trio
+
+from oswitch.audit import audit
+from oswitch.config import SwitcherConfig
+from oswitch.core.backoff import BackoffSettings, backoff_delay
+from oswitch.core.error_class import ErrorClass
+from oswitch.core.policy import RequestAction, recovery_for
+from oswitch.core.scoring import Weights, rank
+from oswitch.core.trace import AttemptRecord, TraceBuilder
+from oswitch.errors import AllTargetsFailed, RequestFailed
+from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, CancelReason, OutcomeKind
+from oswitch.runtime.router import RequestNeeds, Router, model_chain
+from oswitch.runtime.target import TargetActor
+
+
+class Settings:
+    """The global knobs the dispatcher reads, converted once per config (seconds)."""
+
+    def __init__(self, config: SwitcherConfig) -> None:
+        self.config = config
+        self.retry_budget = config.retry_budget
+        self.failover_budget = config.failover_budget
+        self.max_wait_s = config.max_wait_ms / 1000.0
+        self.attempt_limit_s = config.max_expected_latency_ms / 1000.0
+        self.max_expected_latency_s = config.max_expected_latency_ms / 1000.0
+        self.hedge_after_s = None if config.hedge_after_ms is None else config.hedge_after_ms / 1000
+        w = config.routing_weights
+        self.weights = Weights(health=w.health, latency=w.latency, failure=w.failure,
+                               priority=w.priority)
+        b = config.backoff
+        self.backoff = BackoffSettings(
+            base_s=b.base_ms / 1000.0, multiplier=b.multiplier, max_s=b.max_ms / 1000.0,
+            jitter=b.jitter,
+        )
+        self.fallbacks: Mapping[str, Sequence[str]] = config.fallbacks
+
+
+class ChangeSignal:
+    """Wakes every waiter when any target's eligibility may have changed."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        event, self._event = self._event, trio.Event()
+        event.set()
+
+    async def wait_until(self, deadline: float) -> None:
+        """Return at the next change, or at ``deadline`` (trio time), whichever is first."""
+        with trio.move_on_at(deadline):
+            await self._event.wait()
+
+
+class RequestRun:
+    """One request's journey; the dispatcher's mutable per-request state."""
+
+    def __init__(
+        self,
+        *,
+        request: Mapping[str, Any],
+        request_id: str,
+        model: str,
+        needs: RequestNeeds,
+        deadline: float,
+        settings: Settings,
+        router: Router,
+        changed: ChangeSignal,
+        trace: TraceBuilder,
+        rng: random.Random,
+    ) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.model = model
+        self.needs = needs
+        self.deadline = deadline
+        self.settings = settings
+        self.router = router
+        self.changed = changed
+        self.trace = trace
+        self.rng = rng
+        self.attempts = 0
+        self.retries = 0
+        self.failovers = 0
+        self.free_next = True  # the first attempt, and one after an operator cancel
+        self.tried: set[str] = set()
+        self.excluded: set[str] = set()
+        self.not_before: dict[str, float] = {}
+        self.backoff_rounds: dict[str, int] = {}
+        self.context_limit: int | None = None
+        self.context_refused = False
+        self.retry_next: str | None = None  # a target to resend to at once (fresh key)
+        self.last_class: ErrorClass | None = None
+        self.last_status: int | None = None
+        self.last_message = ""
+
+    # ---- the request loop --------------------------------------------------------
+
+    async def run(self) -> AttemptOutcome:
+        """Return the successful outcome, or raise AllTargetsFailed / RequestFailed."""
+        chain = model_chain(self.model, self.settings.fallbacks)
+        for hop, model in enumerate(chain):
+            if hop > 0:
+                if not self._budget_allows_failover():
+                    break
+                self.failovers += 1
+                audit("fallback", request_id=self.request_id, model=model,
+                      decision="fallback", note=f"from {chain[hop - 1]}")
+            outcome = await self._run_model(model)
+            if outcome is not None:
+                return outcome
+        raise self._give_up(chain)
+
+    def _pool(self, model: str) -> list[TargetActor]:
+        limit = self.context_limit
+        return [
+            actor
+            for actor in self.router.candidates(model)
+            if self.needs.admits(actor)
+            and (limit is None or (actor.target.context_window or 0) > limit)
+        ]
+
+    def _cost(self, actor: TargetActor) -> str:
+        if self.free_next:
+            return "free"
+        return "retry" if actor.target_id in self.tried else "failover"
+
+    def _affordable(self, actor: TargetActor) -> bool:
+        cost = self._cost(actor)
+        if cost == "retry":
+            return self.retries < self.settings.retry_budget
+        if cost == "failover":
+            return self._budget_allows_failover()
+        return True
+
+    def _budget_allows_failover(self) -> bool:
+        return self.failovers < self.settings.failover_budget
+
+    def _ready_at(self, actor: TargetActor, model: str, now: float) -> float:
+        return max(actor.ready_at(model, now), self.not_before.get(actor.target_id, -math.inf))
+
+    async def _run_model(self, model: str) -> AttemptOutcome | None:
+        """Try ``model``'s targets; None when they are exhausted (walk the fallbacks)."""
+        pool = self._pool(model)
+        while True:
+            now = trio.current_time()
+            if now >= self.deadline:
+                raise self._deadline_error()
+            live = [a for a in pool if a.target_id not in self.excluded and self._affordable(a)]
+            if not live:
+                return None
+            ready_times = [(self._ready_at(a, model, now), a) for a in live]
+            eligible = [a for t, a in ready_times if t <= now]
+            if not eligible:
+                earliest = min(t for t, _ in ready_times)
+                wait_until = min(now + self.settings.max_wait_s, self.deadline)
+                if earliest > wait_until and not math.isinf(earliest):
+                    return None
+                if math.isinf(earliest):
+                    # Slots or probes busy, or blocked by an operator: wait for a change,
+                    # but only as long as max_wait allows.
+                    await self.changed.wait_until(wait_until)
+                    if trio.current_time() >= wait_until:
+                        return None
+                else:
+                    await self.changed.wait_until(earliest)
+                continue
+            actor = self._choose(eligible)
+            outcome = await self._attempt(actor, model)
+            if outcome.kind is OutcomeKind.OK:
+                self._record(actor, model, outcome, "return")
+                return outcome
+            if outcome.kind is OutcomeKind.REFUSED:
+                await trio.lowlevel.checkpoint()
+                continue
+            self._settle(actor, model, outcome)
+            if self.context_refused:
+                self.context_refused = False
+                return None
+
+    def _choose(self, eligible: list[TargetActor]) -> TargetActor:
+        """The best eligible target, preferring ones this request has not tried yet."""
+        retry_next, self.retry_next = self.retry_next, None
+        for actor in eligible:
+            if actor.target_id == retry_next:
+                return actor
+        untried = [a for a in eligible if a.target_id not in self.tried]
+        group = untried or eligible
+        if len(group) == 1:
+            return group[0]
+        by_id = {a.target_id: a for a in group}
+        plan = rank(
+            [a.candidate() for a in group],
+            self.settings.weights,
+            max_expected_latency_s=self.settings.max_expected_latency_s,
+            rng=self.rng,
+        )
+        return by_id[plan[0].target_id]
+
+    async def _attempt(self, actor: TargetActor, model: str) -> AttemptOutcome:
+        cost = self._cost(actor)
+        now = trio.current_time()
+        order = AttemptOrder(
+            request=self.request,
+            model=model,
+            stream=False,
+            deadline=min(now + self.settings.attempt_limit_s, self.deadline),
+            request_id=self.request_id,
+        )
+        try:
+            await actor.send(order)
+            outcome = await order.reply.wait()
+        finally:
+            if not order.reply.is_set:
+                order.cancel(CancelReason.CALLER)
+        if outcome.kind is OutcomeKind.REFUSED:
+            return outcome
+        self.attempts += 1
+        self.tried.add(actor.target_id)
+        if outcome.kind is OutcomeKind.CANCELLED:
+            # Cancelled by an operator: it costs the request nothing.
+            self.free_next = True
+            return outcome
+        if cost == "retry":
+            self.retries += 1
+        elif cost == "failover":
+            self.failovers += 1
+        self.free_next = False
+        return outcome
+
+    def _settle(self, actor: TargetActor, model: str, outcome: AttemptOutcome) -> None:
+        """Decide what a failed or cancelled attempt means for the rest of the request."""
+        target_id = actor.target_id
+        if outcome.kind is OutcomeKind.CANCELLED:
+            self.excluded.add(target_id)
+            self._record(actor, model, outcome, "failover")
+            return
+        classification = outcome.classification
+        assert classification is not None
+        error_class = outcome.error_class
+        assert error_class is not None
+        self.last_class = error_class
+        self.last_status = classification.status
+        self.last_message = classification.message
+        recovery = recovery_for(error_class, silent=outcome.silent)
+        action = recovery.request_action
+        if action is RequestAction.RETURN:
+            self._record(actor, model, outcome, "return")
+            raise RequestFailed(
+                classification.message or str(error_class),
+                request_id=self.request_id,
+                error_class=error_class,
+                status=classification.status,
+            )
+        decision = "failover"
+        if outcome.retry_same:
+            decision = "retry"  # a fresh credential: the same target goes again at once
+            self.retry_next = target_id
+        elif action is RequestAction.SIBLING_OR_FALLBACK:
+            if classification.status == 429:
+                self.excluded.add(target_id)  # per-minute budget: a sibling key may take it
+            else:
+                self.context_limit = max(self.context_limit or 0, actor.target.context_window or 0)
+                self.context_refused = True
+                decision = "fallback"
+                if actor.target.context_window is None:
+                    # Unknown window: no other target of this model is known to be larger.
+                    self.excluded.update(a.target_id for a in self.router.candidates(model)
+                                         if a.target.context_window is None)
+                self.excluded.add(target_id)
+        elif action is RequestAction.RETRY_THEN_FAIL_OVER and recovery.retry_same_target:
+            decision = "backoff"  # a sibling now if one is eligible, else this one later
+            rounds = self.backoff_rounds.get(target_id, 0)
+            self.backoff_rounds[target_id] = rounds + 1
+            delay = backoff_delay(self.settings.backoff, rounds, self.rng)
+            self.not_before[target_id] = trio.current_time() + delay
+        elif not recovery.retry_same_target:
+            self.excluded.add(target_id)
+        else:
+            decision = "cooldown"  # the target cools down; fail over or wait for it
+        self._record(actor, model, outcome, decision)
+
+    def _record(
+        self, actor: TargetActor, model: str, outcome: AttemptOutcome, decision: str
+    ) -> None:
+        classification = outcome.classification
+        self.trace.add(
+            AttemptRecord(
+                index=len(self.trace.attempts),
+                target_id=actor.target_id,
+                model=outcome.served_model,
+                started_at=outcome.started_at,
+                duration_s=outcome.duration_s,
+                error_class=outcome.error_class,
+                decision=decision,
+                status=None if classification is None else classification.status,
+                retry_after=None if classification is None else classification.retry_after,
+                note=outcome.note or (
+                    f"cancelled: {outcome.cancel_reason}" if outcome.cancel_reason else ""
+                ),
+                hedge=False,
+            )
+        )
+        audit(
+            "attempt",
+            request_id=self.request_id,
+            target_id=actor.target_id,
+            model=outcome.served_model,
+            attempt=self.attempts,
+            error_class=None if outcome.error_class is None else str(outcome.error_class),
+            decision=decision,
+            latency_ms=round(outcome.duration_s * 1000.0, 3),
+            status=None if classification is None else classification.status,
+        )
+
+    # ---- endings -----------------------------------------------------------------
+
+    def _earliest_ready(self, chain: Sequence[str]) -> float | None:
+        now = trio.current_time()
+        times = [
+            actor.ready_at(model, now)
+            for model in chain
+            for actor in self._pool(model)
+            if actor.target_id not in self.excluded
+        ]
+        finite = [t for t in times if not math.isinf(t)]
+        if not finite:
+            return None
+        return max(0.0, min(finite) - now)
+
+    def _deadline_error(self) -> AllTargetsFailed:
+        return AllTargetsFailed(
+            f"deadline exceeded after {self.attempts} attempt(s)"
+            + (f"; last failure: {self.last_class}" if self.last_class else ""),
+            request_id=self.request_id,
+            error_class=self.last_class,
+            retry_after=self._earliest_ready([self.model]),
+            attempts=self.attempts,
+            deadline_exceeded=True,
+        )
+
+    def _give_up(self, chain: Sequence[str]) -> AllTargetsFailed | RequestFailed:
+        if self.last_class is ErrorClass.REQUEST_TOO_LARGE:
+            return RequestFailed(
+                self.last_message or "request too large for every target",
+                request_id=self.request_id,
+                error_class=ErrorClass.REQUEST_TOO_LARGE,
+                status=self.last_status,
+            )
+        if not any(self.router.candidates(m) for m in chain):
+            reason = f"no target serves model {self.model!r}"
+        elif not any(self._pool(m) for m in chain):
+            reason = f"no target serving {self.model!r} accepts this request (capabilities/tags)"
+        elif self.attempts == 0:
+            reason = f"no target for {self.model!r} became eligible in time"
+        else:
+            reason = (
+                f"all targets failed for {self.model!r} after {self.attempts} attempt(s)"
+                f" (retries {self.retries}/{self.settings.retry_budget}, failovers "
+                f"{self.failovers}/{self.settings.failover_budget})"
+            )
+            if self.last_class is not None:
+                reason += f"; last failure: {self.last_class}"
+        return AllTargetsFailed(
+            reason,
+            request_id=self.request_id,
+            error_class=self.last_class,
+            retry_after=self._earliest_ready(chain),
+            attempts=self.attempts,
+        )
+

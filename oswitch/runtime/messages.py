@@ -1,0 +1,127 @@
+"""What the dispatcher and the target actors say to each other."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from oswitch.core.classify import Classification
+from oswitch.core.error_class import ErrorClass
+
+T = TypeVar("T")
+
+
+class OneShot(Generic[T]):
+    """A value delivered once from one task to another (a reply slot)."""
+
+    __slots__ = ("_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: T | None = None
+
+    def set(self, value: T) -> None:
+        """Deliver ``value``; later calls are ignored (the first answer wins)."""
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    @property
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> T:
+        """Block until the value is delivered, then return it."""
+        await self._event.wait()
+        return self._value  # type: ignore[return-value]
+
+
+class CancelReason(enum.StrEnum):
+    """Why an attempt's cancel scope was cancelled from outside the attempt."""
+
+    OPERATOR = "operator"  # disable_target, or a removed target: costs the request nothing
+    HEDGE_LOST = "hedge_lost"  # another attempt of the same request answered first
+    CALLER = "caller"  # the caller went away or its own deadline fired
+
+
+class OutcomeKind(enum.StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"
+
+
+@attrs.frozen(kw_only=True)
+class AttemptOutcome:
+    """How one attempt ended, as the target actor reports it to the dispatcher.
+
+    ``FAILED`` carries the classification; ``silent`` marks an attempt abandoned
+    at its time limit (never retried on that target). ``REFUSED`` means the target
+    was not eligible when the order arrived: nothing was sent, nothing is spent.
+    ``retry_same`` marks an AuthFailure after which the credential was refreshed.
+    """
+
+    kind: OutcomeKind
+    target_id: str
+    served_model: str
+    started_at: float
+    duration_s: float = 0.0
+    reply: dict[str, Any] | None = None
+    classification: Classification | None = None
+    silent: bool = False
+    cancel_reason: CancelReason | None = None
+    retry_same: bool = False
+    note: str = ""
+
+    @property
+    def error_class(self) -> ErrorClass | None:
+        if self.silent:
+            return ErrorClass.TRANSPORT_FAILURE
+        return None if self.classification is None else self.classification.error_class
+
+
+@attrs.define(eq=False)
+class AttemptOrder:
+    """One attempt of one request, sent to a target actor's inbox.
+
+    ``scope`` is the attempt's cancel scope: the actor enters it around the upstream
+    call, anyone may cancel it (through :meth:`cancel`) to fail the attempt over.
+    """
+
+    request: Mapping[str, Any]
+    model: str
+    stream: bool
+    deadline: float
+    request_id: str
+    hedge: bool = False
+    reply: OneShot[AttemptOutcome] = attrs.Factory(OneShot)
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    cancel_reason: CancelReason | None = None
+
+    def cancel(self, reason: CancelReason) -> None:
+        """Cancel the attempt; the first reason given is the one reported."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.scope.cancel()
+
+
+class CommandKind(enum.StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    DRAIN = "drain"
+    DISABLE = "disable"
+    RECONFIGURE = "reconfigure"
+    RETIRE = "retire"  # removed by a reload: drain, then stop the actor
+
+
+@attrs.define(eq=False)
+class Command:
+    """An operator command for one target; ``done`` is set once it is applied."""
+
+    kind: CommandKind
+    payload: object = None
+    done: OneShot[None] = attrs.Factory(OneShot)

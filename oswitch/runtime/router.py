@@ -1,0 +1,107 @@
+"""Which targets may take a request: the model index and the request's needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from oswitch.runtime.target import TargetActor
+
+
+@attrs.frozen(kw_only=True)
+class RequestNeeds:
+    """What a request asks of a target, read once from the request dict.
+
+    ``capabilities``: always ``chat``; ``tools`` when it carries tools or tool
+    results; ``vision`` when a message has an image part. ``require_tags`` and
+    ``avoid_tags`` come from the request's own ``"oswitch"`` object.
+    """
+
+    capabilities: frozenset[str]
+    require_tags: frozenset[str] = frozenset()
+    avoid_tags: frozenset[str] = frozenset()
+
+    def admits(self, actor: TargetActor) -> bool:
+        target = actor.target
+        if target.capabilities is not None and not self.capabilities <= set(
+            target.capabilities
+        ):
+            return False
+        tags = set(target.policy_tags)
+        return self.require_tags <= tags and not (self.avoid_tags & tags)
+
+
+def _tags(options: Mapping[str, Any], key: str) -> frozenset[str]:
+    value = options.get(key, ())
+    if isinstance(value, str):
+        return frozenset({value})
+    return frozenset(str(v) for v in value) if isinstance(value, list | tuple) else frozenset()
+
+
+def request_needs(request: Mapping[str, Any]) -> RequestNeeds:
+    """Read what ``request`` needs of a target (see :class:`RequestNeeds`)."""
+    needs = {"chat"}
+    if request.get("tools") or request.get("functions"):
+        needs.add("tools")
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            if message.get("role") == "tool" or message.get("tool_calls"):
+                needs.add("tools")
+            content = message.get("content")
+            if isinstance(content, list) and any(
+                isinstance(part, dict) and part.get("type") in ("image_url", "image")
+                for part in content
+            ):
+                needs.add("vision")
+    options = request.get("oswitch")
+    if not isinstance(options, Mapping):
+        options = {}
+    return RequestNeeds(
+        capabilities=frozenset(needs),
+        require_tags=_tags(options, "require_tags"),
+        avoid_tags=_tags(options, "avoid_tags"),
+    )
+
+
+class Router:
+    """Targets indexed by the model names they serve, so a request never walks all."""
+
+    def __init__(self, actors: Iterable[TargetActor]) -> None:
+        self.actors: dict[str, TargetActor] = {}
+        self._by_model: dict[str, list[TargetActor]] = {}
+        self._any_model: list[TargetActor] = []
+        for actor in actors:
+            self.actors[actor.target_id] = actor
+            serves = actor.target.serves or (
+                (actor.target.model,) if actor.target.model else ("*",)
+            )
+            if "*" in serves:
+                self._any_model.append(actor)
+            else:
+                for model in serves:
+                    self._by_model.setdefault(model, []).append(actor)
+
+    def candidates(self, model: str) -> Sequence[TargetActor]:
+        """Every target serving ``model``, whatever its state."""
+        named = self._by_model.get(model)
+        if not self._any_model:
+            return named or ()
+        return [*(named or ()), *self._any_model]
+
+    def models(self) -> list[str]:
+        """The model names served by name (passthrough targets serve any)."""
+        return sorted(self._by_model)
+
+
+def model_chain(model: str, fallbacks: Mapping[str, Sequence[str]]) -> list[str]:
+    """``model`` then its fallbacks (or the ``"*"`` chain), never repeating a model."""
+    chain = [model]
+    for name in fallbacks.get(model, fallbacks.get("*", ())):
+        if name not in chain:
+            chain.append(name)
+    return chain

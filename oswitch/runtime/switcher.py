@@ -1,0 +1,341 @@
+"""The public facade: ``open_switcher`` and the ``Switcher`` it yields."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from oswitch.audit import audit
+from oswitch.config import SwitcherConfig
+from oswitch.core.error_class import ErrorClass
+from oswitch.core.secret import Secret
+from oswitch.core.trace import RequestTrace, TraceBuilder, TraceStore
+from oswitch.errors import (
+    AllTargetsFailed,
+    ConfigError,
+    RequestFailed,
+    SwitcherError,
+    UnknownRequest,
+    UnknownTarget,
+)
+from oswitch.runtime.admission import Admission, AdmissionStatistics, QueueTimeout
+from oswitch.runtime.dispatcher import ChangeSignal, RequestRun, Settings
+from oswitch.runtime.messages import CommandKind
+from oswitch.runtime.router import Router, request_needs
+from oswitch.runtime.target import TargetActor, TargetView
+
+
+@attrs.frozen(kw_only=True)
+class SwitcherStatistics:
+    """Counters of a running switcher (for metrics and listings)."""
+
+    targets: int
+    requests: int
+    succeeded: int
+    failed: int
+    traces_kept: int
+    admission: AdmissionStatistics
+
+
+def _validate_request(request: object) -> str:
+    """Return the request's model, or raise RequestFailed(InvalidRequest) naming the fault."""
+    problem: str | None = None
+    if not isinstance(request, Mapping):
+        problem = f"request must be an object (got {type(request).__name__})"
+    elif not isinstance(request.get("model"), str) or not request["model"]:
+        problem = "model: required, a non-empty string"
+    elif not isinstance(request.get("messages"), list) or not request["messages"]:
+        problem = "messages: required, a non-empty list"
+    if problem is not None:
+        raise RequestFailed(problem, error_class=ErrorClass.INVALID_REQUEST)
+    assert isinstance(request, Mapping)
+    return str(request["model"])
+
+
+def _prompt_chars(request: Mapping[str, Any]) -> int:
+    total = 0
+    for message in request.get("messages", ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(
+                len(part.get("text", ""))
+                for part in content
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+            )
+    return total
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(10)
+
+
+class Switcher:
+    """Routes chat requests over targets. Get one from ``open_switcher``.
+
+    Requests run in the caller's task: cancelling the caller cancels the request and
+    its upstream attempt. Operator methods return once the target's actor applied
+    the change.
+    """
+
+    def __init__(
+        self,
+        config: SwitcherConfig,
+        nursery: trio.Nursery,
+        *,
+        transport: httpx.AsyncBaseTransport | None,
+        rng: random.Random,
+    ) -> None:
+        self._config = config
+        self._nursery = nursery
+        self._transport = transport
+        self._rng = rng
+        self._secrets: list[Secret] = []
+        self._changed = ChangeSignal()
+        self._settings = Settings(config)
+        self._admission = Admission(
+            concurrency_limit=config.concurrency_limit,
+            queue_limit=config.queue_limit,
+            backpressure_threshold=config.backpressure_threshold,
+        )
+        self._traces = TraceStore(capacity=config.trace_capacity)
+        self._router = Router(())
+        self._requests = 0
+        self._succeeded = 0
+        self._failed = 0
+
+    @property
+    def config(self) -> SwitcherConfig:
+        return self._config
+
+    async def _start_actor(self, target: Any, config: SwitcherConfig) -> TargetActor:
+        actor = TargetActor(
+            target,
+            config,
+            transport=self._transport,
+            secrets=self._secrets,
+            notify=self._changed.notify,
+            rng=self._rng,
+        )
+        await self._nursery.start(self._run_actor, actor)
+        return actor
+
+    async def _run_actor(
+        self, actor: TargetActor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await actor.run(task_status=task_status)
+
+    async def _start(self) -> None:
+        actors = [await self._start_actor(t, self._config) for t in self._config.targets]
+        self._router = Router(actors)
+
+    # ---- requests ----------------------------------------------------------------
+
+    async def complete(
+        self, request: Mapping[str, Any], *, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Send one chat request and return the OpenAI-shaped reply.
+
+        Blocks until a target answered, waiting in the admission queue, for cooldowns
+        (at most ``max_wait_ms``) and for backoff, never past ``request_timeout_ms`` or
+        the caller's own trio deadline. Cancelling the caller cancels the attempt in
+        flight. The reply gains ``"oswitch": {"request_id", "target_id", "attempts"}``
+        and its ``model`` is the upstream model that served.
+
+        Raises ``Overloaded`` (at once, queue full), ``AllTargetsFailed`` (budgets or
+        deadline spent, nothing eligible in time) or ``RequestFailed`` (the request
+        cannot succeed as sent: InvalidRequest, RequestTooLarge, PolicyFailure).
+        """
+        model = _validate_request(request)
+        rid = request_id or new_request_id()
+        now = trio.current_time()
+        deadline = min(
+            now + self._config.request_timeout_ms / 1000.0, trio.current_effective_deadline()
+        )
+        trace = TraceBuilder(
+            request_id=rid, model=model, stream=False, started_at=now,
+            prompt_chars=_prompt_chars(request),
+        )
+        self._traces.add(trace)
+        self._requests += 1
+        try:
+            try:
+                async with self._admission.slot(deadline=deadline, request_id=rid) as waited:
+                    trace.queue_wait_s = waited
+                    run = RequestRun(
+                        request=request,
+                        request_id=rid,
+                        model=model,
+                        needs=request_needs(request),
+                        deadline=deadline,
+                        settings=self._settings,
+                        router=self._router,
+                        changed=self._changed,
+                        trace=trace,
+                        rng=self._rng,
+                    )
+                    outcome = await run.run()
+            except QueueTimeout:
+                raise AllTargetsFailed(
+                    "deadline exceeded while queued for admission",
+                    request_id=rid,
+                    deadline_exceeded=True,
+                    retry_after=self._admission.retry_after_hint(),
+                ) from None
+        except SwitcherError as exc:
+            self._failed += 1
+            exc.request_id = rid
+            trace.finish(
+                trio.current_time(),
+                type(exc).__name__,
+                error_class=getattr(exc, "error_class", None),
+            )
+            audit("request_failed", request_id=rid, model=model,
+                  error_class=str(getattr(exc, "error_class", "") or ""),
+                  note=type(exc).__name__)
+            raise
+        except BaseException:
+            trace.finish(trio.current_time(), "cancelled")
+            raise
+        self._succeeded += 1
+        trace.finish(
+            trio.current_time(), "ok", served_by=outcome.target_id,
+            served_model=outcome.served_model,
+        )
+        reply = dict(outcome.reply or {})
+        reply["model"] = outcome.served_model
+        reply["oswitch"] = {
+            "request_id": rid,
+            "target_id": outcome.target_id,
+            "attempts": len(trace.attempts),
+        }
+        return reply
+
+    # ---- operator surface --------------------------------------------------------
+
+    def list_targets(self) -> list[TargetView]:
+        """Snapshot every target (never a key). Does not block."""
+        now = trio.current_time()
+        return [actor.view(now) for actor in self._router.actors.values()]
+
+    def inspect_request(self, request_id: str) -> RequestTrace:
+        """The trace of a request still kept in the ring buffer; raises UnknownRequest."""
+        trace = self._traces.get(request_id)
+        if trace is None:
+            raise UnknownRequest(request_id)
+        return trace
+
+    def _actor(self, target_id: str) -> TargetActor:
+        try:
+            return self._router.actors[target_id]
+        except KeyError:
+            raise UnknownTarget(target_id) from None
+
+    async def pause_target(self, target_id: str) -> None:
+        """Stop routing new work to the target; in-flight attempts finish.
+
+        Returns once the actor applied it. Raises UnknownTarget.
+        """
+        await self._actor(target_id).command(CommandKind.PAUSE)
+
+    async def resume_target(self, target_id: str) -> None:
+        """Back to Active: breaker reset, cooldowns cleared, key re-read. Raises UnknownTarget."""
+        await self._actor(target_id).command(CommandKind.RESUME)
+
+    async def drain_target(self, target_id: str) -> None:
+        """No new work; in-flight attempts finish, then the target is Disabled.
+
+        Returns once draining has begun (not when it ends). Raises UnknownTarget.
+        """
+        await self._actor(target_id).command(CommandKind.DRAIN)
+
+    async def disable_target(self, target_id: str) -> None:
+        """No new work; in-flight attempts are cancelled and their requests fail over
+        at no cost to their budgets. Raises UnknownTarget."""
+        await self._actor(target_id).command(CommandKind.DISABLE)
+
+    async def reload_config(self, config: SwitcherConfig) -> None:
+        """Swap in ``config``: unchanged targets keep their state, changed ones keep
+        health and take the new settings, removed ones drain then stop, new ones start.
+
+        Raises ConfigError (and changes nothing) when ``config`` is not valid.
+        Requests in flight finish under the settings they started with.
+        """
+        from oswitch.config import validate_config
+
+        if not isinstance(config, SwitcherConfig):
+            raise ConfigError([("$", f"expected a SwitcherConfig (got {type(config).__name__})")])
+        validate_config(config)
+        old_router = self._router
+        new_ids = {t.target_id for t in config.targets}
+        actors: list[TargetActor] = []
+        for target in config.targets:
+            actor = old_router.actors.get(target.target_id)
+            if actor is None:
+                actor = await self._start_actor(target, config)
+            elif actor.target != target or self._config != config:
+                await actor.command(CommandKind.RECONFIGURE, (target, config))
+            actors.append(actor)
+        for target_id, actor in old_router.actors.items():
+            if target_id not in new_ids:
+                self._nursery.start_soon(actor.command, CommandKind.RETIRE)
+        self._config = config
+        self._settings = Settings(config)
+        self._admission.reconfigure(
+            concurrency_limit=config.concurrency_limit,
+            queue_limit=config.queue_limit,
+            backpressure_threshold=config.backpressure_threshold,
+        )
+        self._traces.resize(config.trace_capacity)
+        self._router = Router(actors)
+        self._changed.notify()
+        audit("config_reloaded", note=f"{len(actors)} targets")
+
+    def statistics(self) -> SwitcherStatistics:
+        return SwitcherStatistics(
+            targets=len(self._router.actors),
+            requests=self._requests,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            traces_kept=len(self._traces),
+            admission=self._admission.statistics(),
+        )
+
+
+@asynccontextmanager
+async def open_switcher(
+    config: SwitcherConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Switcher]:
+    """Start a switcher: one supervisor nursery running one actor per target.
+
+    Opens no listening socket. With ``transport`` every target's client uses it
+    (tests pass ``httpx.MockTransport``) and oswitch never closes it; without it each
+    target owns a real connection pool. On exit every attempt still running is
+    cancelled and every client oswitch created is closed. ``rng`` seeds jitter and
+    load spreading (tests pass a seeded ``random.Random``).
+    """
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        switcher = Switcher(config, nursery, transport=transport, rng=rng or random.Random())
+        await switcher._start()
+        try:
+            yield switcher
+        except BaseException as exc:
+            # Raised by the caller's own code: re-raise it as it is once the actors
+            # are shut down, not wrapped in the supervisor nursery's ExceptionGroup.
+            body_error = exc
+        finally:
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,721 @@
+"""The target actor: one trio task per target, the only writer of that target's state.
+
+A target is one (provider, endpoint, key, model) combination. Its actor owns the
+circuit breaker, token bucket, concurrency limiter, health and latency averages,
+cooldowns and lifecycle state. The dispatcher reads the actor (``ready_at``,
+``candidate``, ``view``) and talks to it through its inbox: attempt orders and
+operator commands. Attempts run in the actor's own nursery, each in a cancel scope
+the actor owns, so failover anywhere is just ``order.cancel(reason)``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+import attrs
+import httpx
+import trio
+
+from oswitch.audit import audit
+from oswitch.config import SwitcherConfig, TargetConfig
+from oswitch.core.backoff import BackoffSettings, backoff_delay
+from oswitch.core.breaker import BreakerSettings, BreakerState, CircuitBreaker, Transition
+from oswitch.core.bucket import TokenBucket
+from oswitch.core.classify import Classification, classify
+from oswitch.core.error_class import ErrorClass
+from oswitch.core.policy import SHORT_COOLDOWN_S, TargetEffect, recovery_for
+from oswitch.core.scoring import Candidate, HealthTracker
+from oswitch.core.secret import Secret, scrub
+from oswitch.providers.base import MalformedReply, ProviderAdapter, adapter_for
+from oswitch.runtime.http import make_client
+from oswitch.runtime.messages import (
+    AttemptOrder,
+    AttemptOutcome,
+    CancelReason,
+    Command,
+    CommandKind,
+    OutcomeKind,
+)
+
+log = logging.getLogger("oswitch.target")
+
+# How often a target waiting for a new key re-reads its key's environment variable.
+CREDENTIAL_POLL_S = 5.0
+# The inbox is small on purpose: the dispatcher never queues work on a busy target.
+INBOX_SIZE = 16
+# A reply body larger than this is refused as malformed rather than buffered.
+MAX_REPLY_BYTES = 32 * 1024 * 1024
+
+
+class TargetState(enum.StrEnum):
+    """The operator-controlled lifecycle of a target."""
+
+    ACTIVE = "Active"
+    PAUSED = "Paused"
+    DRAINING = "Draining"
+    DISABLED = "Disabled"
+
+
+class TargetCondition(enum.StrEnum):
+    """The health condition of a target, as routing sees it."""
+
+    HEALTHY = "Healthy"
+    HALF_OPEN = "HalfOpen"
+    CIRCUIT_OPEN = "CircuitOpen"
+    COOLING_DOWN = "CoolingDown"
+    QUOTA_EXHAUSTED = "QuotaExhausted"
+    REAUTH_REQUIRED = "ReauthRequired"
+    POLICY_BLOCKED = "PolicyBlocked"
+
+
+@attrs.frozen(kw_only=True)
+class TargetView:
+    """A read-only snapshot of one target, as ``Switcher.list_targets`` returns it.
+
+    Times (``cooldown_until``) are on the switcher's trio clock;
+    ``cooldown_remaining_s`` is relative to when the view was taken. Never
+    contains a key: ``key_source`` says only where the key comes from.
+    """
+
+    target_id: str
+    provider_id: str
+    api: str
+    base_url: str
+    model: str | None
+    serves: tuple[str, ...]
+    state: str
+    condition: str
+    breaker_state: str
+    health: float
+    latency_ms: float | None
+    failure_rate: float
+    in_flight: int
+    concurrency_limit: int
+    operator_priority: int
+    enabled: bool
+    capabilities: tuple[str, ...] | None
+    policy_tags: tuple[str, ...]
+    context_window: int | None
+    deployment_mode_hint: str
+    cooldown_until: float | None
+    cooldown_remaining_s: float | None
+    model_cooldowns: Mapping[str, float]
+    attempts: int
+    successes: int
+    failures_by_class: Mapping[str, int]
+    breaker_trips: int
+    key_source: str
+
+
+def breaker_settings(config: SwitcherConfig, target: TargetConfig) -> BreakerSettings:
+    cb = target.circuit_breaker or config.circuit_breaker
+    return BreakerSettings(
+        failure_threshold=cb.failure_threshold,
+        failure_rate_threshold=cb.failure_rate_threshold,
+        sliding_window_size=cb.sliding_window_size,
+        half_open_after_s=cb.half_open_after_ms / 1000.0,
+        half_open_max_probes=cb.half_open_max_probes,
+        success_threshold=cb.success_threshold,
+    )
+
+
+def backoff_settings(config: SwitcherConfig) -> BackoffSettings:
+    b = config.backoff
+    return BackoffSettings(
+        base_s=b.base_ms / 1000.0,
+        multiplier=b.multiplier,
+        max_s=b.max_ms / 1000.0,
+        jitter=b.jitter,
+    )
+
+
+def _make_bucket(target: TargetConfig, now: float) -> TokenBucket | None:
+    if target.rate_limit is None:
+        return None
+    rate = target.rate_limit.requests_per_minute / 60.0
+    burst = target.rate_limit.burst or max(1, math.ceil(rate))
+    return TokenBucket(rate_per_s=rate, burst=float(burst), now=now)
+
+
+class TargetActor:
+    """The actor for one target. Created by the switcher; run with ``nursery.start``.
+
+    Only the actor's own tasks change its state. Other tasks may call the read-only
+    methods (``ready_at``, ``candidate``, ``view``, ``serves``) and ``send``.
+    """
+
+    def __init__(
+        self,
+        target: TargetConfig,
+        config: SwitcherConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None,
+        secrets: list[Secret],
+        notify: Callable[[], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        now = trio.current_time()
+        self.target = target
+        self.config = config
+        self.target_id = target.target_id
+        self._transport = transport
+        self._secrets = secrets
+        self._notify = notify or (lambda: None)
+        self._rng = rng or random.Random()
+        self._adapter: ProviderAdapter = adapter_for(target.api)
+        self._client = make_client(max_connections=target.concurrency_limit, transport=transport)
+        self._limiter = trio.CapacityLimiter(target.concurrency_limit)
+        self._breaker = CircuitBreaker(breaker_settings(config, target))
+        self._bucket = _make_bucket(target, now)
+        self._health = HealthTracker()
+        self._backoff = backoff_settings(config)
+        self.state = TargetState.ACTIVE if target.enabled else TargetState.DISABLED
+        self._blocked: TargetCondition | None = None  # PolicyBlocked / ReauthRequired
+        self._quota_until = -math.inf
+        self._cooldown_until = -math.inf
+        self._model_cooldowns: dict[str, float] = {}
+        self._rate_limit_streak = 0
+        self._in_flight: set[AttemptOrder] = set()
+        self._idle = trio.lowlevel.ParkingLot()
+        self._attempts = 0
+        self._successes = 0
+        self._failures: Counter[str] = Counter()
+        self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](
+            INBOX_SIZE
+        )
+        self._nursery: trio.Nursery | None = None
+        self._api_key: str | None = None
+        self._load_key(initial=True)
+
+    # ---- credentials -------------------------------------------------------------
+
+    @property
+    def key_source(self) -> str:
+        if self.target.api_key is not None:
+            return "inline"
+        if self.target.api_key_env:
+            present = bool(os.environ.get(self.target.api_key_env))
+            return f"env {self.target.api_key_env} ({'set' if present else 'missing'})"
+        return "none"
+
+    def _load_key(self, *, initial: bool = False) -> bool:
+        """Read the key from config or its environment variable; True if it changed."""
+        if self.target.api_key is not None:
+            new_key: str | None = self.target.api_key.reveal()
+        elif self.target.api_key_env:
+            new_key = os.environ.get(self.target.api_key_env) or None
+            if new_key is None:
+                if initial:
+                    log.warning(
+                        "key_missing",
+                        extra={"target_id": self.target_id, "note": self.target.api_key_env},
+                    )
+                self._blocked = TargetCondition.REAUTH_REQUIRED
+        else:
+            new_key = None
+        changed = new_key != self._api_key
+        self._api_key = new_key
+        if new_key is not None:
+            self._secrets.append(Secret(new_key))
+        return changed
+
+    async def _watch_credentials(self) -> None:
+        """While ReauthRequired, re-read the key's variable until a new key shows up."""
+        while self._blocked is TargetCondition.REAUTH_REQUIRED:
+            await trio.sleep(CREDENTIAL_POLL_S)
+            env = self.target.api_key_env
+            if self._blocked is TargetCondition.REAUTH_REQUIRED and env:
+                fresh = os.environ.get(env)
+                if fresh and fresh != self._api_key:
+                    self._api_key = fresh
+                    self._secrets.append(Secret(fresh))
+                    self._set_blocked(None, reason="credential refreshed")
+
+    def _set_blocked(self, condition: TargetCondition | None, *, reason: str) -> None:
+        if condition is self._blocked:
+            return
+        self._blocked = condition
+        audit(
+            "target_condition",
+            target_id=self.target_id,
+            condition=str(condition or self.condition(trio.current_time())),
+            note=reason,
+        )
+        if condition is TargetCondition.REAUTH_REQUIRED and self._nursery is not None:
+            self._nursery.start_soon(self._watch_credentials)
+        self._notify()
+
+    # ---- read side (any task) ----------------------------------------------------
+
+    def serves(self, model: str) -> bool:
+        serves = self.target.serves or ((self.target.model,) if self.target.model else ("*",))
+        return "*" in serves or model in serves
+
+    def upstream_model(self, model: str) -> str:
+        """The model name sent upstream: the target's own, or the requested one."""
+        return self.target.model or model
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def condition(self, now: float) -> TargetCondition:
+        if self._blocked is not None:
+            return self._blocked
+        if self._quota_until > now:
+            return TargetCondition.QUOTA_EXHAUSTED
+        breaker = self._breaker.state(now)
+        if breaker is BreakerState.OPEN:
+            return TargetCondition.CIRCUIT_OPEN
+        if breaker is BreakerState.HALF_OPEN:
+            return TargetCondition.HALF_OPEN
+        if self._cooldown_until > now:
+            return TargetCondition.COOLING_DOWN
+        return TargetCondition.HEALTHY
+
+    def ready_at(self, model: str, now: float) -> float:
+        """When this target can take an attempt for ``model``: ``<= now`` means now,
+        ``math.inf`` means not by the clock alone (an operator, a free slot or a
+        finished probe must change something first)."""
+        if self.state is not TargetState.ACTIVE or self._blocked is not None:
+            return math.inf
+        ready = max(self._quota_until, self._cooldown_until)
+        if self.target.model is None:
+            ready = max(ready, self._model_cooldowns.get(model, -math.inf))
+        if not self._breaker.can_attempt(now):
+            half_open_at = self._breaker.half_open_at
+            if half_open_at is None or half_open_at <= now:
+                return math.inf  # half-open, probe slots busy
+            ready = max(ready, half_open_at)
+        if len(self._in_flight) >= self.target.concurrency_limit:
+            return math.inf
+        if self._bucket is not None:
+            ready = max(ready, now + self._bucket.wait_time(now))
+        return ready
+
+    def candidate(self) -> Candidate:
+        return Candidate(
+            target_id=self.target_id,
+            tier=self.target.operator_priority,
+            health=self._health.health,
+            latency_s=self._health.latency_s,
+            failure_rate=self._health.failure_rate,
+            priority=float(self.target.operator_priority),
+            in_flight=len(self._in_flight),
+        )
+
+    def view(self, now: float) -> TargetView:
+        cooldown = max(self._cooldown_until, self._quota_until)
+        latency = self._health.latency_s
+        return TargetView(
+            target_id=self.target_id,
+            provider_id=self.target.provider_id,
+            api=self.target.api,
+            base_url=self.target.base_url,
+            model=self.target.model,
+            serves=self.target.serves,
+            state=str(self.state),
+            condition=str(self.condition(now)),
+            breaker_state=str(self._breaker.state(now)),
+            health=self._health.health,
+            latency_ms=None if latency is None else latency * 1000.0,
+            failure_rate=self._health.failure_rate,
+            in_flight=len(self._in_flight),
+            concurrency_limit=self.target.concurrency_limit,
+            operator_priority=self.target.operator_priority,
+            enabled=self.target.enabled,
+            capabilities=self.target.capabilities,
+            policy_tags=self.target.policy_tags,
+            context_window=self.target.context_window,
+            deployment_mode_hint=self.config.deployment_mode_hint,
+            cooldown_until=cooldown if cooldown > now else None,
+            cooldown_remaining_s=cooldown - now if cooldown > now else None,
+            model_cooldowns={m: t for m, t in self._model_cooldowns.items() if t > now},
+            attempts=self._attempts,
+            successes=self._successes,
+            failures_by_class=dict(self._failures),
+            breaker_trips=self._breaker.statistics(now).trips,
+            key_source=self.key_source,
+        )
+
+    # ---- talking to the actor ----------------------------------------------------
+
+    async def send(self, message: AttemptOrder | Command) -> None:
+        """Put ``message`` in the inbox; blocks only while the inbox is full."""
+        await self._send_inbox.send(message)
+
+    async def command(self, kind: CommandKind, payload: object = None) -> None:
+        """Send an operator command and return once the actor has applied it."""
+        command = Command(kind=kind, payload=payload)
+        await self.send(command)
+        await command.done.wait()
+
+    # ---- the actor ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The actor's life: serve the inbox until retired or cancelled.
+
+        Attempts run in a nursery owned here; on exit every attempt still running
+        is cancelled and the target's client is closed.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self._blocked is TargetCondition.REAUTH_REQUIRED:
+                    nursery.start_soon(self._watch_credentials)
+                task_status.started()
+                async with self._inbox:
+                    async for message in self._inbox:
+                        if isinstance(message, Command):
+                            retired = await self._apply_command(message)
+                            if retired:
+                                break
+                        else:
+                            self._start_attempt(message)
+                nursery.cancel_scope.cancel()
+        finally:
+            for order in list(self._in_flight):
+                order.cancel(CancelReason.OPERATOR)
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._client.aclose()
+
+    def _start_attempt(self, order: AttemptOrder) -> None:
+        now = trio.current_time()
+        if self.ready_at(order.model, now) > now or order.scope.cancel_called:
+            order.reply.set(
+                AttemptOutcome(
+                    kind=OutcomeKind.REFUSED,
+                    target_id=self.target_id,
+                    served_model=self.upstream_model(order.model),
+                    started_at=now,
+                    note="not eligible",
+                )
+            )
+            return
+        transition = self._breaker.begin_attempt(now)
+        self._report_transition(transition)
+        if self._bucket is not None:
+            self._bucket.try_take(now)
+        self._limiter.acquire_on_behalf_of_nowait(order)
+        self._in_flight.add(order)
+        self._attempts += 1
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_attempt, order, self._breaker.epoch)
+
+    async def _run_attempt(self, order: AttemptOrder, epoch: int) -> None:
+        started = trio.current_time()
+        served_model = self.upstream_model(order.model)
+        outcome: AttemptOutcome | None = None
+        try:
+            order.scope.deadline = min(order.scope.deadline, order.deadline)
+            with order.scope:
+                outcome = await self._call_upstream(order, served_model, started)
+            if outcome is None:
+                outcome = self._cancelled_outcome(order, served_model, started)
+            outcome = self._settle(outcome, epoch)
+        finally:
+            self._in_flight.discard(order)
+            self._limiter.release_on_behalf_of(order)
+            if not self._in_flight:
+                self._idle.unpark_all()
+            if outcome is None:  # cancelled from above: the actor is going away
+                self._breaker.release(trio.current_time(), epoch=epoch)
+                outcome = AttemptOutcome(
+                    kind=OutcomeKind.CANCELLED,
+                    target_id=self.target_id,
+                    served_model=served_model,
+                    started_at=started,
+                    duration_s=trio.current_time() - started,
+                    cancel_reason=CancelReason.OPERATOR,
+                )
+            order.reply.set(outcome)
+            if self.state is TargetState.DRAINING and not self._in_flight:
+                self._set_state(TargetState.DISABLED, reason="drained")
+            self._notify()
+
+    def _cancelled_outcome(
+        self, order: AttemptOrder, served_model: str, started: float
+    ) -> AttemptOutcome:
+        now = trio.current_time()
+        if order.cancel_reason is not None:
+            return AttemptOutcome(
+                kind=OutcomeKind.CANCELLED,
+                target_id=self.target_id,
+                served_model=served_model,
+                started_at=started,
+                duration_s=now - started,
+                cancel_reason=order.cancel_reason,
+            )
+        return AttemptOutcome(
+            kind=OutcomeKind.FAILED,
+            target_id=self.target_id,
+            served_model=served_model,
+            started_at=started,
+            duration_s=now - started,
+            classification=Classification(
+                error_class=ErrorClass.TRANSPORT_FAILURE,
+                retry_after=None,
+                message=f"no answer within {now - started:.3f}s",
+            ),
+            silent=True,
+            note="abandoned: no answer in time",
+        )
+
+    async def _call_upstream(
+        self, order: AttemptOrder, served_model: str, started: float
+    ) -> AttemptOutcome:
+        call = self._adapter.build_call(
+            order.request,
+            base_url=self.target.base_url,
+            model=served_model,
+            api_key=self._api_key,
+            stream=False,
+        )
+        status: int | None = None
+        try:
+            async with self._client.stream(
+                "POST", call.url, headers=dict(call.headers), json=call.body
+            ) as response:
+                status = response.status_code
+                body = await _read_limited(response, MAX_REPLY_BYTES)
+                headers = response.headers
+        except MalformedReply as exc:
+            classification = Classification(
+                error_class=ErrorClass.TRANSIENT_SERVER_FAILURE,
+                retry_after=None,
+                message=str(exc),
+                status=status,
+            )
+            return self._failed(served_model, started, classification, note="malformed")
+        except Exception as exc:  # every transport fault is classified, never raised
+            classification = classify(
+                status, None, None, exc, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
+            )
+            return self._failed(served_model, started, classification, note=type(exc).__name__)
+        duration = trio.current_time() - started
+        if 200 <= status < 300:
+            try:
+                reply = self._adapter.parse_reply(json.loads(body), model=served_model)
+            except (ValueError, MalformedReply) as exc:
+                # A 2xx that is not a reply is the provider's fault, like a 5xx.
+                classification = Classification(
+                    error_class=ErrorClass.TRANSIENT_SERVER_FAILURE,
+                    retry_after=None,
+                    message=f"malformed reply: {exc}",
+                    status=status,
+                )
+                return self._failed(served_model, started, classification, note="malformed")
+            return AttemptOutcome(
+                kind=OutcomeKind.OK,
+                target_id=self.target_id,
+                served_model=str(reply.get("model") or served_model),
+                started_at=started,
+                duration_s=duration,
+                reply=reply,
+            )
+        classification = classify(
+            status, headers, body, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
+        )
+        return self._failed(served_model, started, classification)
+
+    def _failed(
+        self,
+        served_model: str,
+        started: float,
+        classification: Classification,
+        *,
+        note: str = "",
+    ) -> AttemptOutcome:
+        if classification.message:
+            classification = attrs.evolve(
+                classification, message=scrub(classification.message, self._secrets)
+            )
+        return AttemptOutcome(
+            kind=OutcomeKind.FAILED,
+            target_id=self.target_id,
+            served_model=served_model,
+            started_at=started,
+            duration_s=trio.current_time() - started,
+            classification=classification,
+            note=note,
+        )
+
+    def _settle(self, outcome: AttemptOutcome, epoch: int) -> AttemptOutcome:
+        """Apply an attempt's outcome to this target's state (the actor's writes)."""
+        now = trio.current_time()
+        if outcome.kind is OutcomeKind.OK:
+            self._successes += 1
+            self._rate_limit_streak = 0
+            self._health.record_success(outcome.duration_s)
+            self._report_transition(self._breaker.record_success(now, epoch=epoch))
+            return outcome
+        if outcome.kind is not OutcomeKind.FAILED or outcome.classification is None:
+            self._breaker.release(now, epoch=epoch)
+            return outcome
+        classification = outcome.classification
+        error_class = outcome.error_class
+        assert error_class is not None
+        self._failures[str(error_class)] += 1
+        if classification.local_fault:
+            self._breaker.release(now, epoch=epoch)
+            return outcome
+        recovery = recovery_for(error_class)
+        if recovery.breaker_failure:
+            self._health.record_failure()
+            self._report_transition(self._breaker.record_failure(now, epoch=epoch))
+        else:
+            self._breaker.release(now, epoch=epoch)
+        delay = classification.retry_after
+        effect = recovery.target_effect
+        if effect is TargetEffect.COOLDOWN:
+            if delay is None:
+                delay = backoff_delay(self._backoff, self._rate_limit_streak, self._rng)
+            self._rate_limit_streak += 1
+            self._cool_down(outcome.served_model, now + delay)
+        elif effect is TargetEffect.SHORT_COOLDOWN:
+            self._cool_down(outcome.served_model, now + (delay or SHORT_COOLDOWN_S))
+        elif effect is TargetEffect.QUOTA_EXHAUSTED:
+            quota_s = delay if delay is not None else self.config.quota_cooldown_ms / 1000.0
+            self._quota_until = max(self._quota_until, now + quota_s)
+            audit(
+                "target_condition",
+                target_id=self.target_id,
+                condition=str(TargetCondition.QUOTA_EXHAUSTED),
+                retry_after=quota_s,
+            )
+        elif effect is TargetEffect.REAUTH:
+            if self.target.api_key is None and self.target.api_key_env and self._load_key():
+                return attrs.evolve(outcome, retry_same=True, note="credential refreshed")
+            self._set_blocked(TargetCondition.REAUTH_REQUIRED, reason="authentication failed")
+        elif effect is TargetEffect.POLICY_BLOCKED:
+            self._set_blocked(TargetCondition.POLICY_BLOCKED, reason=str(error_class))
+        return outcome
+
+    def _cool_down(self, served_model: str, until: float) -> None:
+        # A passthrough target serves many models: one model's limit must not take
+        # the key down for all of them.
+        if self.target.model is None:
+            current = self._model_cooldowns.get(served_model, -math.inf)
+            self._model_cooldowns[served_model] = max(current, until)
+        else:
+            self._cooldown_until = max(self._cooldown_until, until)
+
+    def _report_transition(self, transition: Transition | None) -> None:
+        if transition is not None:
+            audit(
+                "breaker",
+                target_id=self.target_id,
+                state=str(transition.to_state),
+                note=transition.reason,
+            )
+
+    def _set_state(self, state: TargetState, *, reason: str) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        audit("target_state", target_id=self.target_id, state=str(state), note=reason)
+        self._notify()
+
+    async def _apply_command(self, command: Command) -> bool:
+        """Apply an operator command; True when the actor should stop."""
+        now = trio.current_time()
+        kind = command.kind
+        retire = False
+        if kind is CommandKind.PAUSE:
+            self._set_state(TargetState.PAUSED, reason="operator pause")
+        elif kind is CommandKind.RESUME:
+            self._report_transition(self._breaker.reset(now))
+            self._cooldown_until = -math.inf
+            self._quota_until = -math.inf
+            self._model_cooldowns.clear()
+            self._rate_limit_streak = 0
+            if self._blocked is TargetCondition.REAUTH_REQUIRED:
+                self._load_key()
+            self._set_blocked(
+                None
+                if self._api_key or not self.target.api_key_env
+                else TargetCondition.REAUTH_REQUIRED,
+                reason="operator resume",
+            )
+            self._set_state(TargetState.ACTIVE, reason="operator resume")
+        elif kind is CommandKind.DRAIN:
+            self._set_state(
+                TargetState.DRAINING if self._in_flight else TargetState.DISABLED,
+                reason="operator drain",
+            )
+        elif kind is CommandKind.DISABLE:
+            self._set_state(TargetState.DISABLED, reason="operator disable")
+            for order in list(self._in_flight):
+                order.cancel(CancelReason.OPERATOR)
+        elif kind is CommandKind.RECONFIGURE:
+            assert isinstance(command.payload, tuple)
+            target, config = command.payload
+            self._reconfigure(target, config, now)
+        elif kind is CommandKind.RETIRE:
+            self._set_state(
+                TargetState.DRAINING if self._in_flight else TargetState.DISABLED,
+                reason="removed by reload",
+            )
+            await self._wait_idle()
+            retire = True
+        command.done.set(None)
+        self._notify()
+        return retire
+
+    def _reconfigure(self, target: TargetConfig, config: SwitcherConfig, now: float) -> None:
+        """Take a reloaded config, keeping this target's health and state."""
+        old = self.target
+        self.target = target
+        self.config = config
+        self._backoff = backoff_settings(config)
+        if target.api != old.api:
+            self._adapter = adapter_for(target.api)
+        new_breaker = breaker_settings(config, target)
+        if new_breaker != self._breaker.settings:
+            self._breaker = CircuitBreaker(new_breaker)
+        if target.rate_limit != old.rate_limit:
+            self._bucket = _make_bucket(target, now)
+        if target.concurrency_limit != old.concurrency_limit:
+            # A new pool sized to the new limit; in-flight attempts finish on the old one.
+            old_client = self._client
+            self._client = make_client(
+                max_connections=target.concurrency_limit, transport=self._transport
+            )
+            self._limiter.total_tokens = target.concurrency_limit
+            assert self._nursery is not None
+            self._nursery.start_soon(self._close_when_idle, old_client)
+        if (target.api_key, target.api_key_env) != (old.api_key, old.api_key_env):
+            self._load_key()
+            if self._api_key or not target.api_key_env:
+                self._set_blocked(None, reason="key changed by reload")
+        if target.enabled != old.enabled:
+            self._set_state(
+                TargetState.ACTIVE if target.enabled else TargetState.DISABLED,
+                reason="reload",
+            )
+
+    async def _wait_idle(self) -> None:
+        while self._in_flight:
+            await self._idle.park()
+
+    async def _close_when_idle(self, client: httpx.AsyncClient) -> None:
+        await self._wait_idle()
+        await client.aclose()
+
+
+async def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise MalformedReply(f"reply body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
