@@ -978,7 +978,8 @@ def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> Sw
     ctx = _ParseContext(providers=providers, providers_path=("provider",))
     discovered: dict[int, str] = {}
     raw_targets = own.get("targets", _MISSING)
-    if raw_targets is _MISSING and opencode and "provider" in mapping:
+    discovering = raw_targets is _MISSING and opencode and "provider" in mapping
+    if discovering:
         disabled = mapping.get("disabled_providers", [])
         disabled = set(disabled) if isinstance(disabled, list) else set()
         targets: list[Any] = []
@@ -989,7 +990,7 @@ def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> Sw
             discovered[len(targets)] = str(name)
             targets.append(_resolve_target(raw, len(targets), ctx, discovered=True))
         own["targets"] = targets
-        if not targets:
+        if not targets and isinstance(mapping.get("provider"), Mapping):
             problems.append(
                 (("provider",), "lists no providers, and switcher.targets is not given")
             )
@@ -1005,6 +1006,8 @@ def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> Sw
         config = _converter.structure(own, SwitcherConfig)
     except (ClassValidationError, _Invalid) as exc:
         for path, reason, absolute in _walk(exc, ()):
+            if path == ("targets",) and discovering and not discovered:
+                continue  # already reported at $.provider, where targets should come from
             where = path if absolute else _place(path, prefix, renamed, discovered, ctx)
             problems.append((where, reason))
     finally:

@@ -1,0 +1,404 @@
+"""opencode.json: the switcher section, provider discovery in both shapes, paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oswitch.config import TargetConfig, load_config, parse_config
+from oswitch.core.secret import Secret
+from oswitch.errors import ConfigError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FAKE_KEY = "sk-test-OSWITCH-FAKE-KEY-7f3a9c"
+
+
+def problems_of(mapping: Any) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(mapping)
+    return list(info.value.problems)
+
+
+def test_example_opencode_file_discovers_one_target_per_provider() -> None:
+    """examples/opencode.json yields a target per provider entry, in file order."""
+    config = load_config(EXAMPLES / "opencode.json")
+    assert config.targets == (
+        TargetConfig(
+            target_id="anthropic",
+            provider_id="anthropic",
+            api="anthropic",
+            base_url="https://api.anthropic.com/v1",
+            api_key_env="ANTHROPIC_API_KEY",
+            serves=("claude-sonnet-4-5", "claude-3-5-haiku-latest"),
+        ),
+        TargetConfig(
+            target_id="openai",
+            provider_id="openai",
+            api="openai",
+            base_url="https://api.openai.com/v1",
+            api_key_env="OPENAI_API_KEY",
+            serves=("gpt-4.1",),
+            context_window=1047576,
+        ),
+        TargetConfig(
+            target_id="ollama",
+            provider_id="ollama",
+            api="openai",
+            base_url="http://localhost:11434/v1",
+            serves=("qwen2.5-coder:7b", "llama3.1:8b"),
+        ),
+    )
+
+
+def test_example_opencode_switcher_section_applies() -> None:
+    """The switcher section (with shorthands) sets the global options."""
+    config = load_config(EXAMPLES / "opencode.json")
+    assert (config.retry_budget, config.max_expected_latency_ms, config.failover_budget) == (
+        2,
+        45000.0,
+        3,
+    )
+    assert config.fallbacks == {
+        "claude-sonnet-4-5": ("gpt-4.1",),
+        "*": ("qwen2.5-coder:7b",),
+    }
+    assert config.circuit_breaker.failure_threshold == 3
+
+
+def test_short_provider_shape_is_accepted() -> None:
+    """{"api": ..., "apiKey": ..., "baseURL": ...} describes a provider too."""
+    config = parse_config(
+        {
+            "provider": {
+                "openai": {"api": "openai", "apiKey": FAKE_KEY},
+                "corp": {
+                    "api": "anthropic",
+                    "apiKey": "{env:CORP_KEY}",
+                    "baseURL": "https://llm.corp.example/v1",
+                    "models": ["claude-x"],
+                },
+            }
+        }
+    )
+    openai, corp = config.targets
+    assert (openai.api, openai.base_url, openai.api_key, openai.api_key_env) == (
+        "openai",
+        "https://api.openai.com/v1",
+        Secret(FAKE_KEY),
+        None,
+    )
+    assert (corp.api, corp.base_url, corp.api_key_env, corp.serves) == (
+        "anthropic",
+        "https://llm.corp.example/v1",
+        "CORP_KEY",
+        ("claude-x",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("npm", "api", "base_url", "key_env"),
+    [
+        ("@ai-sdk/anthropic", "anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY"),
+        ("@ai-sdk/openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ("@ai-sdk/groq", "openai", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+        (
+            "@openrouter/ai-sdk-provider",
+            "openai",
+            "https://openrouter.ai/api/v1",
+            "OPENROUTER_API_KEY",
+        ),
+        (
+            "@ai-sdk/google",
+            "openai",
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            "GOOGLE_GENERATIVE_AI_API_KEY",
+        ),
+    ],
+)
+def test_npm_package_picks_api_and_defaults(
+    npm: str, api: str, base_url: str, key_env: str
+) -> None:
+    """A provider entry named anything takes its defaults from its npm package."""
+    (resolved,) = parse_config({"provider": {"work": {"npm": npm}}}).targets
+    assert (resolved.target_id, resolved.provider_id) == ("work", "work")
+    assert (resolved.api, resolved.base_url, resolved.api_key_env) == (api, base_url, key_env)
+
+
+def test_openai_compatible_named_like_a_known_provider_uses_its_defaults() -> None:
+    """@ai-sdk/openai-compatible under a well-known name needs no baseURL."""
+    (resolved,) = parse_config({"provider": {"groq": {"npm": "@ai-sdk/openai-compatible"}}}).targets
+    assert (resolved.base_url, resolved.api_key_env) == (
+        "https://api.groq.com/openai/v1",
+        "GROQ_API_KEY",
+    )
+
+
+def test_azure_resource_name_builds_the_base_url() -> None:
+    """@ai-sdk/azure's options.resourceName gives the v1 endpoint of that resource."""
+    (resolved,) = parse_config(
+        {"provider": {"azure": {"npm": "@ai-sdk/azure", "options": {"resourceName": "contoso"}}}}
+    ).targets
+    assert resolved.base_url == "https://contoso.openai.azure.com/openai/v1"
+    assert resolved.api_key_env == "AZURE_OPENAI_API_KEY"
+
+
+def test_literal_api_key_becomes_a_hidden_secret() -> None:
+    """options.apiKey given literally is kept as a Secret and never shown."""
+    config = parse_config({"provider": {"openai": {"options": {"apiKey": FAKE_KEY}}}})
+    assert config.targets[0].api_key == Secret(FAKE_KEY)
+    assert FAKE_KEY not in repr(config)
+
+
+def test_model_id_is_the_name_served() -> None:
+    """A models entry with its own id serves that id (the upstream model name)."""
+    config = parse_config(
+        {
+            "provider": {
+                "lab": {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "options": {"baseURL": "http://127.0.0.1:9000/v1"},
+                    "models": {"fast": {"id": "org/fast-model-v2"}, "slow": {}},
+                }
+            }
+        }
+    )
+    assert config.targets[0].serves == ("org/fast-model-v2", "slow")
+
+
+def test_provider_without_models_serves_any_model() -> None:
+    """A discovered provider listing no models passes any model through."""
+    config = parse_config({"provider": {"openai": {}}})
+    assert config.targets[0].serves == ("*",)
+
+
+def test_disabled_providers_are_discovered_disabled() -> None:
+    """OpenCode's disabled_providers become targets with enabled = false."""
+    config = parse_config(
+        {"provider": {"openai": {}, "anthropic": {}}, "disabled_providers": ["anthropic"]}
+    )
+    assert [(t.target_id, t.enabled) for t in config.targets] == [
+        ("openai", True),
+        ("anthropic", False),
+    ]
+
+
+def test_opencode_keys_outside_oswitch_sections_are_ignored() -> None:
+    """$schema, plugin, mcp, model, agent and unknown provider keys are not errors."""
+    config = parse_config(
+        {
+            "$schema": "https://opencode.ai/config.json",
+            "plugin": ["o-switcher"],
+            "mcp": {"x": {"type": "local"}},
+            "model": "openai/gpt-4.1",
+            "agent": {"review": {"temperature": 0.1}},
+            "theme": "dark",
+            "provider": {
+                "openai": {"name": "OpenAI", "whitelist": ["gpt-4.1"], "options": {"timeout": 5}}
+            },
+        }
+    )
+    assert [t.target_id for t in config.targets] == ["openai"]
+
+
+def test_explicit_switcher_targets_turn_discovery_off() -> None:
+    """With switcher.targets given, provider entries are not turned into targets."""
+    config = parse_config(
+        {
+            "provider": {"openai": {}, "anthropic": {}},
+            "switcher": {"targets": [{"target_id": "only", "provider_id": "openai"}]},
+        }
+    )
+    assert [t.target_id for t in config.targets] == ["only"]
+
+
+def test_switcher_targets_inherit_from_the_provider_entry_of_their_provider_id() -> None:
+    """A switcher target named after a provider entry takes its URL, key and models."""
+    config = parse_config(
+        {
+            "provider": {
+                "corp": {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "options": {"baseURL": "https://llm.corp.example/v1", "apiKey": "{env:CORP}"},
+                    "models": {"big": {}, "small": {}},
+                }
+            },
+            "switcher": {
+                "targets": [
+                    {"target_id": "corp-a", "provider_id": "corp", "operator_priority": 1},
+                    {"target_id": "corp-b", "provider_id": "corp", "model": "small"},
+                ]
+            },
+        }
+    )
+    a, b = config.targets
+    assert (a.base_url, a.api_key_env, a.serves) == (
+        "https://llm.corp.example/v1",
+        "CORP",
+        ("big", "small"),
+    )
+    assert (b.base_url, b.api_key_env, b.model, b.serves) == (
+        "https://llm.corp.example/v1",
+        "CORP",
+        "small",
+        ("small",),
+    )
+
+
+def test_broken_provider_entries_not_used_are_ignored() -> None:
+    """With explicit targets, an unusable provider entry nobody references is no error."""
+    config = parse_config(
+        {
+            "provider": {"bedrock": {"npm": "@ai-sdk/amazon-bedrock"}},
+            "switcher": {"targets": [{"target_id": "a", "provider_id": "openai"}]},
+        }
+    )
+    assert config.targets[0].provider_id == "openai"
+
+
+def test_discovery_problems_point_into_the_provider_section() -> None:
+    """Problems of discovered targets carry paths inside $.provider."""
+    problems = problems_of(
+        {
+            "provider": {
+                "bedrock": {"npm": "@ai-sdk/amazon-bedrock"},
+                "local": {"npm": "@ai-sdk/openai-compatible"},
+                "short": {"api": "openai"},
+                "typo": {"options": {"baseURL": "localhost:8080"}},
+                "keyfile": {"options": {"apiKey": "{file:~/.key}"}},
+                "badenv": {"options": {"apiKey": "{env:MY KEY}"}},
+                "notmap": 3,
+                "models": {"npm": "@ai-sdk/openai", "models": "gpt-4.1"},
+                "nokey": {"npm": "@ai-sdk/openai", "options": {"apiKey": 12}},
+            }
+        }
+    )
+    assert problems == [
+        (
+            "$.provider.bedrock.npm",
+            'unsupported package "@ai-sdk/amazon-bedrock": oswitch speaks the OpenAI and '
+            "Anthropic APIs (use @ai-sdk/openai-compatible with options.baseURL)",
+        ),
+        (
+            "$.provider.local.options.baseURL",
+            'missing: required, as "local" is not a well-known provider',
+        ),
+        ("$.provider.short.baseURL", 'missing: required, as "short" is not a well-known provider'),
+        (
+            "$.provider.typo.options.baseURL",
+            'must be an http:// or https:// URL (got "localhost:8080")',
+        ),
+        (
+            "$.provider.keyfile.options.apiKey",
+            "{file:...} references are not supported: use {env:VAR}",
+        ),
+        (
+            "$.provider.badenv.options.apiKey",
+            "{env:...} must name an environment variable, like OPENAI_API_KEY",
+        ),
+        ("$.provider.notmap", "expected a mapping (got 3)"),
+        ("$.provider.models.models", 'expected a mapping of model entries (got "gpt-4.1")'),
+        ("$.provider.nokey.options.apiKey", "expected a string (got an integer)"),
+    ]
+
+
+def test_switcher_section_problems_carry_the_switcher_prefix() -> None:
+    """Inside opencode.json, oswitch's own keys are reported under $.switcher."""
+    problems = problems_of(
+        {
+            "provider": {},
+            "switcher": {
+                "retyr": 1,
+                "targets": [{"target_id": "a", "provider_id": "openai", "api": "gemini"}],
+                "timeout": -1,
+            },
+        }
+    )
+    assert problems == [
+        ("$.switcher.retyr", "unknown key 'retyr' (did you mean 'retry'?)"),
+        ("$.switcher.targets[0].api", 'must be one of openai, anthropic (got "gemini")'),
+        ("$.switcher.timeout", "must be > 0 (got -1)"),
+    ]
+
+
+def test_provider_entry_problems_are_reported_once_for_many_targets() -> None:
+    """A broken provider entry used by two targets is reported once, at the entry."""
+    problems = problems_of(
+        {
+            "provider": {"corp": {"options": {"baseURL": 5}}},
+            "switcher": {
+                "targets": [
+                    {"target_id": "a", "provider_id": "corp"},
+                    {"target_id": "b", "provider_id": "corp"},
+                ]
+            },
+        }
+    )
+    assert problems == [("$.provider.corp.options.baseURL", "expected a string (got 5)")]
+
+
+def test_switcher_target_of_unknown_provider_is_reported_at_the_target() -> None:
+    """An explicit target whose provider has no URL anywhere is reported at the target."""
+    assert problems_of(
+        {"provider": {}, "switcher": {"targets": [{"target_id": "a", "provider_id": "corp"}]}}
+    ) == [
+        (
+            "$.switcher.targets[0].base_url",
+            'missing: required, as "corp" is not a well-known provider',
+        )
+    ]
+
+
+def test_empty_provider_section_without_targets_is_an_error() -> None:
+    """An opencode.json with no providers and no switcher.targets has nothing to route to."""
+    assert problems_of({"provider": {}}) == [
+        ("$.provider", "lists no providers, and switcher.targets is not given")
+    ]
+
+
+def test_switcher_only_file_needs_targets() -> None:
+    """A file with only a switcher section must list its targets."""
+    assert problems_of({"switcher": {"retry": 1}}) == [
+        ("$.switcher.targets", "missing required key")
+    ]
+
+
+def test_sections_of_the_wrong_type_are_errors() -> None:
+    """switcher and provider must be mappings."""
+    assert problems_of({"switcher": [], "provider": "openai"}) == [
+        ("$.switcher", "expected a mapping (got a list)"),
+        ("$.provider", 'expected a mapping (got "openai")'),
+    ]
+
+
+def test_sections_are_recognised_by_content_not_file_name(tmp_path: Path) -> None:
+    """A file named opencode.json without provider/switcher is oswitch's own format."""
+    own = tmp_path / "opencode.json"
+    own.write_text(json.dumps({"targets": [{"target_id": "a", "provider_id": "openai"}]}))
+    assert load_config(own).targets[0].target_id == "a"
+    other = tmp_path / "whatever.json"
+    other.write_text(json.dumps({"provider": {"openai": {}}, "$schema": "x"}))
+    assert load_config(other).targets[0].target_id == "openai"
+
+
+def test_oswitch_keys_at_the_top_of_an_opencode_file_are_not_read() -> None:
+    """In an opencode.json only the switcher section is oswitch's; top-level keys are OpenCode's."""
+    config = parse_config({"provider": {"openai": {}}, "retry_budget": 9})
+    assert config.retry_budget == 3
+
+
+def test_literal_keys_never_appear_in_opencode_errors() -> None:
+    """A literal apiKey near mistakes is never quoted back."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "provider": {
+                    "x": {"options": {"apiKey": FAKE_KEY}},
+                    "y": {"options": {"apiKey": [FAKE_KEY]}},
+                },
+                "switcher": {"targets": [{"target_id": FAKE_KEY[:3], "provider_id": "x"}], "z": 1},
+            }
+        )
+    assert FAKE_KEY not in str(info.value)
