@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (payloads are kept verbatim, long lines and all)
 """Real-world provider error responses and the class each must get.
 
 Each case is one response as the provider sends it: status, headers and body text. The
@@ -220,6 +221,14 @@ CORPUS: list[Case] = [
         body=r"""{"type":"error","error":{"type":"api_error","message":"Internal server error"},"request_id":"req_011Ca226V2FyPmavY6LzfnAy"}""",
         expected=C.TRANSIENT_SERVER_FAILURE,
         code="api_error",
+    ),
+    # https://github.com/anthropics/claude-code/issues/51610
+    Case(
+        id="anthropic-403-permission-error",
+        status=403,
+        body=r"""{"type":"error","error":{"type":"permission_error","message":"Permission denied"},"request_id":"req_011CaH53rCYtDAVnwhLQvkuc"}""",
+        expected=C.PERMISSION_FAILURE,
+        code="permission_error",
     ),
     # https://github.com/mattermost/mattermost-plugin-agents/issues/257
     Case(
@@ -537,6 +546,47 @@ CORPUS: list[Case] = [
 }
 """,
         expected=C.REGION_RESTRICTION,
+    ),
+    # https://github.com/iBUHub/AIStudioToAPI/issues/109
+    Case(
+        id="gemini-403-permission-denied",
+        status=403,
+        body=r"""{"error":{"code":403,"message":"The caller does not have permission","status":"PERMISSION_DENIED"}}""",
+        expected=C.PERMISSION_FAILURE,
+        code="PERMISSION_DENIED",
+    ),
+    # https://github.com/google-gemini/gemini-cli/issues/10440 (project id masked as there)
+    Case(
+        id="gemini-cloudcode-403-iam-permission-denied",
+        status=403,
+        body=r"""[{
+  "error": {
+    "code": 403,
+    "message": "Permission 'cloudaicompanion.companions.generateChat' denied on resource '//cloudaicompanion.googleapis.com/projects/***********/locations/global' (or it may not exist).",
+    "errors": [
+      {
+        "message": "Permission 'cloudaicompanion.companions.generateChat' denied on resource '//cloudaicompanion.googleapis.com/**********' (or it may not exist).",
+        "domain": "global",
+        "reason": "forbidden"
+      }
+    ],
+    "status": "PERMISSION_DENIED",
+    "details": [
+      {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "IAM_PERMISSION_DENIED",
+        "domain": "cloudaicompanion.googleapis.com",
+        "metadata": {
+          "resource": "projects/*********",
+          "permission": "cloudaicompanion.companions.generateChat"
+        }
+      }
+    ]
+  }
+}
+]""",
+        expected=C.PERMISSION_FAILURE,
+        code="IAM_PERMISSION_DENIED",
     ),
     # https://github.com/google-gemini/gemini-cli/issues/5191
     Case(
