@@ -230,7 +230,13 @@ class CircuitBreaker:
         return None
 
     def record_failure(self, now: float, *, epoch: int | None = None) -> Transition | None:
-        """Count a failed attempt; returns the transition to Open when it opens. Never raises."""
+        """Count a failed attempt; returns the transition to Open when it opens.
+
+        In Closed it opens on ``failure_threshold`` consecutive failures, or when the
+        window is full and its failure share reaches ``failure_rate_threshold`` (checked
+        here, on a failure, so a success never trips it). In HalfOpen any counted
+        failure reopens it. Never raises.
+        """
         if not self._counts(epoch):
             return None
         if self._state is BreakerState.HALF_OPEN:
