@@ -588,11 +588,26 @@ def _post_rate_limit(limit: RateLimitConfig, raw: Mapping[str, Any]) -> RateLimi
 
 
 def _post_switcher(config: SwitcherConfig, raw: Mapping[str, Any]) -> SwitcherConfig:
-    if "backpressure_threshold" in raw:
-        return config
-    # An unset threshold follows a small queue down rather than exceed it.
-    threshold = min(_default(SwitcherConfig, "backpressure_threshold"), config.queue_limit)
-    return attrs.evolve(config, backpressure_threshold=threshold)
+    if "backpressure_threshold" not in raw:
+        # An unset threshold follows a small queue down rather than exceed it.
+        threshold = min(_default(SwitcherConfig, "backpressure_threshold"), config.queue_limit)
+        config = attrs.evolve(config, backpressure_threshold=threshold)
+    targets = tuple(
+        _merge_breaker(target, raw_target, config.circuit_breaker)
+        for target, raw_target in zip(config.targets, raw["targets"], strict=True)
+    )
+    return attrs.evolve(config, targets=targets)
+
+
+def _merge_breaker(
+    target: TargetConfig, raw: Mapping[str, Any], shared: CircuitBreakerConfig
+) -> TargetConfig:
+    """A target's circuit_breaker overrides the global one key by key: what it
+    leaves out comes from the global table, not from the built-in defaults."""
+    if target.circuit_breaker is None:
+        return target
+    given = {key: getattr(target.circuit_breaker, key) for key in raw["circuit_breaker"]}
+    return attrs.evolve(target, circuit_breaker=attrs.evolve(shared, **given))
 
 
 _CHECKS: Mapping[type, Callable[[Mapping[str, Any]], Iterator[_Invalid]]] = {

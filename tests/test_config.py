@@ -227,7 +227,7 @@ def test_every_field_is_parsed_from_its_snake_case_name() -> None:
                 operator_priority=-1,
                 policy_tags=("eu",),
                 concurrency_limit=3,
-                circuit_breaker=CircuitBreakerConfig(failure_threshold=2),
+                circuit_breaker=CircuitBreakerConfig(failure_threshold=2, success_threshold=1),
                 rate_limit=RateLimitConfig(requests_per_minute=30.0, burst=4),
                 first_token_timeout_ms=5000.0,
                 stream_idle_timeout_ms=7000.0,
@@ -731,6 +731,20 @@ def test_azure_needs_its_own_base_url() -> None:
         one_target(provider_id="azure", base_url="https://r.openai.azure.com/openai/v1")
     ).targets[0]
     assert resolved.api_key_env == "AZURE_OPENAI_API_KEY"
+
+
+def test_target_breaker_overrides_the_global_one_key_by_key() -> None:
+    """Keys a target's circuit_breaker leaves out come from the global circuit_breaker."""
+    config = parse_config(
+        {
+            "targets": [target(circuit_breaker={"failure_threshold": 2}), target(target_id="u")],
+            "circuit_breaker": {"failure_threshold": 7, "half_open_after_ms": 5000},
+        }
+    )
+    assert config.targets[0].circuit_breaker == CircuitBreakerConfig(
+        failure_threshold=2, half_open_after_ms=5000.0
+    )
+    assert config.targets[1].circuit_breaker is None
 
 
 def test_burst_defaults_to_one_second_of_rate() -> None:
