@@ -1,8 +1,13 @@
-"""oswitch: routing and execution resilience for LLM API calls, on trio."""
+"""oswitch: routing and execution resilience for LLM API calls, on trio.
 
-from oswitch.config import SwitcherConfig, TargetConfig
+Embed it with ``open_switcher(load_config(path))``; see docs/embedding.md.
+"""
+
+from oswitch.config import SwitcherConfig, TargetConfig, load_config, parse_config
+from oswitch.core.classify import Classification, classify
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.secret import Secret
+from oswitch.core.trace import AttemptRecord, RequestTrace
 from oswitch.errors import (
     AllTargetsFailed,
     ConfigError,
@@ -12,17 +17,29 @@ from oswitch.errors import (
     UnknownRequest,
     UnknownTarget,
 )
+from oswitch.runtime.switcher import Switcher, SwitcherStatistics, open_switcher
+from oswitch.runtime.target import TargetView
 
 __all__ = [
     "AllTargetsFailed",
+    "AttemptRecord",
+    "Classification",
     "ConfigError",
     "ErrorClass",
     "Overloaded",
     "RequestFailed",
+    "RequestTrace",
     "Secret",
+    "Switcher",
     "SwitcherConfig",
     "SwitcherError",
+    "SwitcherStatistics",
     "TargetConfig",
+    "TargetView",
     "UnknownRequest",
     "UnknownTarget",
+    "classify",
+    "load_config",
+    "parse_config",
+    "open_switcher",
 ]

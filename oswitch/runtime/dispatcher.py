@@ -157,6 +157,7 @@ class RequestRun:
     async def _run_model(self, model: str) -> AttemptOutcome | None:
         """Try ``model``'s targets; None when they are exhausted (walk the fallbacks)."""
         pool = self._pool(model)
+        waiting_since: float | None = None
         while True:
             now = trio.current_time()
             if now >= self.deadline:
@@ -167,31 +168,92 @@ class RequestRun:
             ready_times = [(self._ready_at(a, model, now), a) for a in live]
             eligible = [a for t, a in ready_times if t <= now]
             if not eligible:
+                if waiting_since is None:
+                    waiting_since = now
                 earliest = min(t for t, _ in ready_times)
-                wait_until = min(now + self.settings.max_wait_s, self.deadline)
-                if earliest > wait_until and not math.isinf(earliest):
-                    return None
+                wait_until = min(waiting_since + self.settings.max_wait_s, self.deadline)
+                if earliest > wait_until:
+                    return None  # nothing frees up in time: the fallbacks, or give up
                 if math.isinf(earliest):
-                    # Slots or probes busy, or blocked by an operator: wait for a change,
-                    # but only as long as max_wait allows.
+                    # Slots or probes busy, or blocked by an operator: a change may help.
                     await self.changed.wait_until(wait_until)
-                    if trio.current_time() >= wait_until:
-                        return None
                 else:
                     await self.changed.wait_until(earliest)
                 continue
             actor = self._choose(eligible)
-            outcome = await self._attempt(actor, model)
-            if outcome.kind is OutcomeKind.OK:
-                self._record(actor, model, outcome, "return")
-                return outcome
-            if outcome.kind is OutcomeKind.REFUSED:
+            if self.settings.hedge_after_s is None:
+                results = [(actor, await self._attempt(actor, model))]
+            else:
+                results = await self._race(actor, model)
+            winner = None
+            for attempt_actor, outcome in results:
+                if outcome.kind is OutcomeKind.OK and winner is None:
+                    winner = (attempt_actor, outcome)
+            for attempt_actor, outcome in results:
+                if outcome.kind is OutcomeKind.REFUSED:
+                    continue
+                if winner is not None and attempt_actor is winner[0]:
+                    self._record(attempt_actor, model, outcome, "return")
+                elif outcome.cancel_reason is CancelReason.HEDGE_LOST:
+                    self._record(attempt_actor, model, outcome, "hedge_lost")
+                elif outcome.kind is not OutcomeKind.OK:
+                    self._settle(attempt_actor, model, outcome, final=winner is None)
+            if winner is not None:
+                return winner[1]
+            if all(o.kind is OutcomeKind.REFUSED for _, o in results):
+                # Taken by another request in the meantime: keep waiting, same max_wait.
                 await trio.lowlevel.checkpoint()
-                continue
-            self._settle(actor, model, outcome)
+            else:
+                waiting_since = None
             if self.context_refused:
                 self.context_refused = False
                 return None
+
+    async def _race(
+        self, first: TargetActor, model: str
+    ) -> list[tuple[TargetActor, AttemptOutcome]]:
+        """Happy-eyeballs hedging: start ``first``; if it has not answered after
+        ``hedge_after_ms``, start the next-best untried target too. The first answer
+        wins and the other attempt is cancelled (a lost hedge is not a failure)."""
+        results: list[tuple[TargetActor, AttemptOutcome]] = []
+        orders: list[AttemptOrder] = []
+        settled = trio.Event()
+
+        async def attempt(actor: TargetActor, hedge: bool) -> None:
+            outcome = await self._attempt(actor, model, hedge=hedge, orders=orders)
+            results.append((actor, outcome))
+            if outcome.kind is OutcomeKind.OK or len(results) == len(orders):
+                settled.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt, first, False)
+            assert self.settings.hedge_after_s is not None
+            with trio.move_on_after(self.settings.hedge_after_s):
+                await settled.wait()
+            second = None if settled.is_set() else self._hedge_target(first, model)
+            if second is not None:
+                audit("hedge", request_id=self.request_id, target_id=second.target_id,
+                      model=model, decision="hedge", note=f"{first.target_id} slow")
+                nursery.start_soon(attempt, second, True)
+            await settled.wait()
+            for order in orders:
+                if not order.reply.is_set:
+                    order.cancel(CancelReason.HEDGE_LOST)
+        return results
+
+    def _hedge_target(self, first: TargetActor, model: str) -> TargetActor | None:
+        if not self._budget_allows_failover():
+            return None
+        now = trio.current_time()
+        eligible = [
+            a
+            for a in self._pool(model)
+            if a is not first
+            and a.target_id not in self.excluded
+            and a.target_id not in self.tried
+            and self._ready_at(a, model, now) <= now
+        ]
+        return self._choose(eligible) if eligible else None
 
     def _choose(self, eligible: list[TargetActor]) -> TargetActor:
         """The best eligible target, preferring ones this request has not tried yet."""
@@ -212,8 +274,17 @@ class RequestRun:
         )
         return by_id[plan[0].target_id]
 
-    async def _attempt(self, actor: TargetActor, model: str) -> AttemptOutcome:
-        cost = self._cost(actor)
+    async def _attempt(
+        self,
+        actor: TargetActor,
+        model: str,
+        *,
+        hedge: bool = False,
+        orders: list[AttemptOrder] | None = None,
+    ) -> AttemptOutcome:
+        """Send one attempt to ``actor`` and await its outcome, spending the budget
+        it costs. If the caller is cancelled meanwhile, the attempt is cancelled too."""
+        cost = "failover" if hedge else self._cost(actor)
         now = trio.current_time()
         order = AttemptOrder(
             request=self.request,
@@ -221,7 +292,10 @@ class RequestRun:
             stream=False,
             deadline=min(now + self.settings.attempt_limit_s, self.deadline),
             request_id=self.request_id,
+            hedge=hedge,
         )
+        if orders is not None:
+            orders.append(order)
         try:
             await actor.send(order)
             outcome = await order.reply.wait()
@@ -232,7 +306,7 @@ class RequestRun:
             return outcome
         self.attempts += 1
         self.tried.add(actor.target_id)
-        if outcome.kind is OutcomeKind.CANCELLED:
+        if outcome.kind is OutcomeKind.CANCELLED and outcome.cancel_reason is CancelReason.OPERATOR:
             # Cancelled by an operator: it costs the request nothing.
             self.free_next = True
             return outcome
@@ -243,8 +317,14 @@ class RequestRun:
         self.free_next = False
         return outcome
 
-    def _settle(self, actor: TargetActor, model: str, outcome: AttemptOutcome) -> None:
-        """Decide what a failed or cancelled attempt means for the rest of the request."""
+    def _settle(
+        self, actor: TargetActor, model: str, outcome: AttemptOutcome, *, final: bool = True
+    ) -> None:
+        """Decide what a failed or cancelled attempt means for the rest of the request.
+
+        ``final`` is False when another attempt of the request already answered: a
+        terminal class is then recorded, not raised.
+        """
         target_id = actor.target_id
         if outcome.kind is OutcomeKind.CANCELLED:
             self.excluded.add(target_id)
@@ -261,6 +341,8 @@ class RequestRun:
         action = recovery.request_action
         if action is RequestAction.RETURN:
             self._record(actor, model, outcome, "return")
+            if not final:
+                return
             raise RequestFailed(
                 classification.message or str(error_class),
                 request_id=self.request_id,

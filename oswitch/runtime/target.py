@@ -264,7 +264,9 @@ class TargetActor:
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        """Attempts running, plus orders sent but not yet picked up from the inbox
+        (so requests dispatched in the same tick see each other's load)."""
+        return len(self._in_flight) + self._send_inbox.statistics().current_buffer_used
 
     def condition(self, now: float) -> TargetCondition:
         if self._blocked is not None:
@@ -283,7 +285,10 @@ class TargetActor:
     def ready_at(self, model: str, now: float) -> float:
         """When this target can take an attempt for ``model``: ``<= now`` means now,
         ``math.inf`` means not by the clock alone (an operator, a free slot or a
-        finished probe must change something first)."""
+        finished probe must change something first). Counts orders still in the inbox."""
+        return self._ready_at(model, now, self.in_flight)
+
+    def _ready_at(self, model: str, now: float, load: int) -> float:
         if self.state is not TargetState.ACTIVE or self._blocked is not None:
             return math.inf
         ready = max(self._quota_until, self._cooldown_until)
@@ -294,7 +299,7 @@ class TargetActor:
             if half_open_at is None or half_open_at <= now:
                 return math.inf  # half-open, probe slots busy
             ready = max(ready, half_open_at)
-        if len(self._in_flight) >= self.target.concurrency_limit:
+        if load >= self.target.concurrency_limit:
             return math.inf
         if self._bucket is not None:
             ready = max(ready, now + self._bucket.wait_time(now))
@@ -308,7 +313,7 @@ class TargetActor:
             latency_s=self._health.latency_s,
             failure_rate=self._health.failure_rate,
             priority=float(self.target.operator_priority),
-            in_flight=len(self._in_flight),
+            in_flight=self.in_flight,
         )
 
     def view(self, now: float) -> TargetView:
@@ -388,7 +393,7 @@ class TargetActor:
 
     def _start_attempt(self, order: AttemptOrder) -> None:
         now = trio.current_time()
-        if self.ready_at(order.model, now) > now or order.scope.cancel_called:
+        if self._ready_at(order.model, now, len(self._in_flight)) > now or order.scope.cancel_called:
             order.reply.set(
                 AttemptOutcome(
                     kind=OutcomeKind.REFUSED,
