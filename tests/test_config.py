@@ -974,3 +974,26 @@ def test_describe_targets_shows_key_sources_never_keys() -> None:
         "serves qwen, llama; priority 0; key none",
     ]
     assert describe_targets(config)[0].endswith("key env OPENAI_API_KEY")
+
+
+def test_every_key_is_documented() -> None:
+    """docs/configuration.md names every key of the schema and every known provider."""
+    doc = (EXAMPLES.parent / "docs" / "configuration.md").read_text()
+    classes = (
+        SwitcherConfig,
+        TargetConfig,
+        BackoffConfig,
+        RoutingWeights,
+        CircuitBreakerConfig,
+        RateLimitConfig,
+        ServerConfig,
+        ControlConfig,
+    )
+    undocumented = [
+        f"{cls.__name__}.{field.name}"
+        for cls in classes
+        for field in attrs.fields(cls)
+        if f"| `{field.name}`" not in doc
+    ]
+    undocumented += [p for p in KNOWN_PROVIDERS if f"| `{p}` |" not in doc]
+    assert undocumented == []
