@@ -40,6 +40,6 @@ __all__ = [
     "UnknownTarget",
     "classify",
     "load_config",
-    "parse_config",
     "open_switcher",
+    "parse_config",
 ]

@@ -142,8 +142,9 @@ def server_error(status: int = 500, *, latency: float = 0.0) -> Behaviour:
     """A 5xx from the provider."""
     return error(
         status,
-        _openai_error("The server had an error while processing your request.", "server_error",
-                      None),
+        _openai_error(
+            "The server had an error while processing your request.", "server_error", None
+        ),
         latency=latency,
         name=f"server_error {status}",
     )
@@ -272,7 +273,7 @@ class FakeProvider:
         key = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
         if key and key in self._routes:
             return key
-        return request.url.host
+        return str(request.url.host)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         """Answer one request by its route's script (the MockTransport handler)."""

@@ -9,6 +9,7 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.lowlevel
 
 from oswitch import AllTargetsFailed, Overloaded, UnknownRequest, UnknownTarget
 from oswitch.runtime.switcher import open_switcher
@@ -45,24 +46,24 @@ async def test_admission_rejects_at_once_when_queue_is_full(autojump_clock: obje
 async def test_queue_wait_is_bounded_by_the_request_deadline(autojump_clock: object) -> None:
     """A request queued past its deadline ends with AllTargetsFailed, deadline exceeded."""
     fake = FakeProvider().on("key-a", reply(latency=10.0))
-    cfg = config(target("a"), concurrency_limit=1, queue_limit=5, request_timeout_ms=3000)
+    cfg = config(target("a"), concurrency_limit=1, queue_limit=5, request_timeout_ms=60_000)
     async with open_switcher(cfg, transport=fake.transport()) as switcher:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(switcher.complete, chat(model="gpt-4o", text="first"))
-            await trio.sleep(0)
-            with pytest.raises(AllTargetsFailed) as caught:
+            nursery.start_soon(switcher.complete, chat(text="holds the only slot for 10 s"))
+            await trio.sleep(1.0)
+            # Requests admitted from now on get 3 s; the one in flight keeps its 60 s.
+            await switcher.reload_config(attrs.evolve(cfg, request_timeout_ms=3000))
+            with pytest.raises(AllTargetsFailed, match="while queued") as caught:
                 await switcher.complete(chat())
-            assert trio.current_time() == 3.0
-            nursery.cancel_scope.cancel()
+            assert trio.current_time() == 4.0
     assert caught.value.deadline_exceeded
+    assert trio.current_time() == 10.0
 
 
 async def test_disable_cancels_in_flight_attempt_and_fails_over(autojump_clock: object) -> None:
     """disable_target cancels the attempt in flight; the request fails over at no budget cost."""
     fake = FakeProvider().on("key-a", reply("slow a", latency=20.0)).on("key-b", reply("b"))
-    cfg = config(
-        target("a", operator_priority=1), target("b"), retry_budget=0, failover_budget=0
-    )
+    cfg = config(target("a", operator_priority=1), target("b"), retry_budget=0, failover_budget=0)
     async with open_switcher(cfg, transport=fake.transport()) as switcher:
         async with trio.open_nursery() as nursery:
             box: dict[str, object] = {}
@@ -158,8 +159,11 @@ async def test_reload_keeps_state_starts_new_and_retires_removed(autojump_clock:
         await switcher.complete(chat())
         second = attrs.evolve(
             first,
-            targets=(target("a", operator_priority=2), target("b"), target("d",
-                     operator_priority=1)),
+            targets=(
+                target("a", operator_priority=2),
+                target("b"),
+                target("d", operator_priority=1),
+            ),
             retry_budget=1,
         )
         await switcher.reload_config(second)
@@ -223,8 +227,9 @@ async def test_audit_log_has_one_event_per_decision_and_no_key(
 ) -> None:
     """Every routing decision is one audit record with its fields; keys never appear."""
     fake = FakeProvider().on("sk-secret-A", server_error()).on("sk-secret-B", reply())
-    cfg = config(target("a", key="sk-secret-A", operator_priority=1), target("b",
-                 key="sk-secret-B"))
+    cfg = config(
+        target("a", key="sk-secret-A", operator_priority=1), target("b", key="sk-secret-B")
+    )
     caplog.set_level(logging.INFO, logger="oswitch.audit")
     async with open_switcher(cfg, transport=fake.transport()) as switcher:
         await switcher.complete(chat(), request_id="r-audit")

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import trio
+import trio.lowlevel
 
 from oswitch import AllTargetsFailed, ErrorClass
 from oswitch.config import BackoffConfig
@@ -180,7 +181,7 @@ async def test_callers_tighter_deadline_wins_and_cancels_upstream(autojump_clock
         with trio.move_on_after(1.5) as scope:
             await switcher.complete(chat(), request_id="r-cancel")
         assert scope.cancelled_caught
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         assert fake.cancelled == 1
         assert switcher.inspect_request("r-cancel").outcome == "cancelled"
         assert switcher.list_targets()[0].in_flight == 0

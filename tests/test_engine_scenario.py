@@ -59,7 +59,12 @@ async def test_three_bad_keys_keep_answering_within_deadline(autojump_clock: obj
             assert trace.outcome in {"ok", "AllTargetsFailed", "Overloaded"}
             for attempt in trace.attempts:
                 assert attempt.decision in {
-                    "return", "failover", "backoff", "cooldown", "retry", "fallback"
+                    "return",
+                    "failover",
+                    "backoff",
+                    "cooldown",
+                    "retry",
+                    "fallback",
                 }
                 if attempt.target_id == "silent":
                     assert attempt.error_class is ErrorClass.TRANSPORT_FAILURE

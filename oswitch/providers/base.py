@@ -50,14 +50,8 @@ class ProviderAdapter(Protocol):
 
 
 def adapter_for(api: str) -> ProviderAdapter:
-    """Return the adapter for ``api`` ("openai" or "anthropic"); KeyError otherwise."""
+    """Return the adapter for ``api`` (see ``ADAPTERS``); KeyError for an unknown api."""
     from oswitch.providers.openai import OpenAIAdapter
 
     adapters: dict[str, ProviderAdapter] = {"openai": OpenAIAdapter()}
-    try:
-        from oswitch.providers.anthropic import AnthropicAdapter
-    except ImportError:  # the Anthropic adapter lands with streaming
-        pass
-    else:
-        adapters["anthropic"] = AnthropicAdapter()
     return adapters[api]

@@ -41,11 +41,14 @@ class Settings:
         self.max_expected_latency_s = config.max_expected_latency_ms / 1000.0
         self.hedge_after_s = None if config.hedge_after_ms is None else config.hedge_after_ms / 1000
         w = config.routing_weights
-        self.weights = Weights(health=w.health, latency=w.latency, failure=w.failure,
-                               priority=w.priority)
+        self.weights = Weights(
+            health=w.health, latency=w.latency, failure=w.failure, priority=w.priority
+        )
         b = config.backoff
         self.backoff = BackoffSettings(
-            base_s=b.base_ms / 1000.0, multiplier=b.multiplier, max_s=b.max_ms / 1000.0,
+            base_s=b.base_ms / 1000.0,
+            multiplier=b.multiplier,
+            max_s=b.max_ms / 1000.0,
             jitter=b.jitter,
         )
         self.fallbacks: Mapping[str, Sequence[str]] = config.fallbacks
@@ -119,8 +122,13 @@ class RequestRun:
                 if not self._budget_allows_failover():
                     break
                 self.failovers += 1
-                audit("fallback", request_id=self.request_id, model=model,
-                      decision="fallback", note=f"from {chain[hop - 1]}")
+                audit(
+                    "fallback",
+                    request_id=self.request_id,
+                    model=model,
+                    decision="fallback",
+                    note=f"from {chain[hop - 1]}",
+                )
             outcome = await self._run_model(model)
             if outcome is not None:
                 return outcome
@@ -232,8 +240,14 @@ class RequestRun:
                 await settled.wait()
             second = None if settled.is_set() else self._hedge_target(first, model)
             if second is not None:
-                audit("hedge", request_id=self.request_id, target_id=second.target_id,
-                      model=model, decision="hedge", note=f"{first.target_id} slow")
+                audit(
+                    "hedge",
+                    request_id=self.request_id,
+                    target_id=second.target_id,
+                    model=model,
+                    decision="hedge",
+                    note=f"{first.target_id} slow",
+                )
                 nursery.start_soon(attempt, second, True)
             await settled.wait()
             for order in orders:
@@ -362,8 +376,11 @@ class RequestRun:
                 decision = "fallback"
                 if actor.target.context_window is None:
                     # Unknown window: no other target of this model is known to be larger.
-                    self.excluded.update(a.target_id for a in self.router.candidates(model)
-                                         if a.target.context_window is None)
+                    self.excluded.update(
+                        a.target_id
+                        for a in self.router.candidates(model)
+                        if a.target.context_window is None
+                    )
                 self.excluded.add(target_id)
         elif action is RequestAction.RETRY_THEN_FAIL_OVER and recovery.retry_same_target:
             decision = "backoff"  # a sibling now if one is eligible, else this one later
@@ -392,9 +409,8 @@ class RequestRun:
                 decision=decision,
                 status=None if classification is None else classification.status,
                 retry_after=None if classification is None else classification.retry_after,
-                note=outcome.note or (
-                    f"cancelled: {outcome.cancel_reason}" if outcome.cancel_reason else ""
-                ),
+                note=outcome.note
+                or (f"cancelled: {outcome.cancel_reason}" if outcome.cancel_reason else ""),
                 hedge=False,
             )
         )
@@ -465,4 +481,3 @@ class RequestRun:
             retry_after=self._earliest_ready(chain),
             attempts=self.attempts,
         )
-

@@ -25,9 +25,7 @@ class RequestNeeds:
 
     def admits(self, actor: TargetActor) -> bool:
         target = actor.target
-        if target.capabilities is not None and not self.capabilities <= set(
-            target.capabilities
-        ):
+        if target.capabilities is not None and not self.capabilities <= set(target.capabilities):
             return False
         tags = set(target.policy_tags)
         return self.require_tags <= tags and not (self.avoid_tags & tags)

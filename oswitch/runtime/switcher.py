@@ -161,7 +161,10 @@ class Switcher:
             now + self._config.request_timeout_ms / 1000.0, trio.current_effective_deadline()
         )
         trace = TraceBuilder(
-            request_id=rid, model=model, stream=False, started_at=now,
+            request_id=rid,
+            model=model,
+            stream=False,
+            started_at=now,
             prompt_chars=_prompt_chars(request),
         )
         self._traces.add(trace)
@@ -198,16 +201,22 @@ class Switcher:
                 type(exc).__name__,
                 error_class=getattr(exc, "error_class", None),
             )
-            audit("request_failed", request_id=rid, model=model,
-                  error_class=str(getattr(exc, "error_class", "") or ""),
-                  note=type(exc).__name__)
+            audit(
+                "request_failed",
+                request_id=rid,
+                model=model,
+                error_class=str(getattr(exc, "error_class", "") or ""),
+                note=type(exc).__name__,
+            )
             raise
         except BaseException:
             trace.finish(trio.current_time(), "cancelled")
             raise
         self._succeeded += 1
         trace.finish(
-            trio.current_time(), "ok", served_by=outcome.target_id,
+            trio.current_time(),
+            "ok",
+            served_by=outcome.target_id,
             served_model=outcome.served_model,
         )
         reply = dict(outcome.reply or {})

@@ -187,9 +187,7 @@ class TargetActor:
         self._attempts = 0
         self._successes = 0
         self._failures: Counter[str] = Counter()
-        self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](
-            INBOX_SIZE
-        )
+        self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](INBOX_SIZE)
         self._nursery: trio.Nursery | None = None
         self._api_key: str | None = None
         self._load_key(initial=True)
@@ -393,7 +391,10 @@ class TargetActor:
 
     def _start_attempt(self, order: AttemptOrder) -> None:
         now = trio.current_time()
-        if self._ready_at(order.model, now, len(self._in_flight)) > now or order.scope.cancel_called:
+        if (
+            self._ready_at(order.model, now, len(self._in_flight)) > now
+            or order.scope.cancel_called
+        ):
             order.reply.set(
                 AttemptOutcome(
                     kind=OutcomeKind.REFUSED,
