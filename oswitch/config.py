@@ -12,7 +12,6 @@ every problem at once, each at its JSONPath-like location.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import difflib
 import json
@@ -23,7 +22,7 @@ import tomllib
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypeAlias, Union, get_args, get_origin
+from typing import Any, Literal, NoReturn, TypeAlias, Union, cast, get_args, get_origin
 
 import attrs
 import cattrs
@@ -53,6 +52,7 @@ __all__ = [
     "describe_targets",
     "load_config",
     "parse_config",
+    "validate_config",
 ]
 
 Jitter = Literal["full", "equal", "none"]
@@ -198,8 +198,15 @@ _MODEL_CLASSES: tuple[type, ...] = (
     ControlConfig,
     SwitcherConfig,
 )
-for _cls in _MODEL_CLASSES:
-    attrs.resolve_types(_cls)
+
+
+def _resolve_model_types() -> None:
+    # The hooks dispatch on real types, not the strings `from __future__` leaves.
+    for cls in _MODEL_CLASSES:
+        attrs.resolve_types(cls)
+
+
+_resolve_model_types()
 
 # o-switcher's short spellings of two global keys.
 SHORTHANDS: Mapping[str, str] = types.MappingProxyType(
@@ -912,9 +919,9 @@ def _resolve_target(
             else:
                 problems.append(_Invalid(f"missing: {why}", ("base_url",)))
 
-    if "api_key" in raw and "api_key_env" in raw:
+    if raw.get("api_key") is not None and raw.get("api_key_env") is not None:
         problems.append(_Invalid("give api_key or api_key_env, not both", ("api_key",)))
-    elif "api_key" not in raw and "api_key_env" not in raw:
+    elif raw.get("api_key") is None and raw.get("api_key_env") is None:
         if entry is not None and entry.api_key is not None:
             resolved["api_key"] = entry.api_key
         elif entry is not None and entry.api_key_env is not None:
@@ -1109,6 +1116,37 @@ def load_config(path: str | os.PathLike[str]) -> SwitcherConfig:
     return parse_config(document, source=name)
 
 
+def validate_config(config: SwitcherConfig) -> None:
+    """Check a SwitcherConfig built in code (not parsed) against every rule of
+    :func:`parse_config`, e.g. before ``Switcher.reload_config`` applies it.
+
+    A ``backpressure_threshold`` left at its default is not held against a smaller
+    ``queue_limit`` (parsing would have lowered it). Raises ConfigError with the
+    same ``(path, reason)`` problems parsing the equivalent mapping would give.
+    """
+    document = cast(dict[str, Any], _unstructure(config))
+    if config.backpressure_threshold == _default(SwitcherConfig, "backpressure_threshold"):
+        del document["backpressure_threshold"]
+    parse_config(document)
+
+
+def _unstructure(value: object) -> object:
+    """The mapping parse_config would accept for ``value``; secrets stay Secrets."""
+    if type(value) in _MODEL_CLASSES:
+        fields: tuple[attrs.Attribute[Any], ...] = attrs.fields(type(value))  # type: ignore[arg-type]
+        # None is every optional field's default: leaving it out reads the same.
+        return {
+            field.name: _unstructure(getattr(value, field.name))
+            for field in fields
+            if getattr(value, field.name) is not None
+        }
+    if isinstance(value, Mapping):
+        return {key: _unstructure(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_unstructure(item) for item in value]
+    return value
+
+
 def describe_target(target: TargetConfig, *, environ: Mapping[str, str] | None = None) -> str:
     """One line about ``target`` for humans; its key shows only where it comes from.
 
@@ -1145,7 +1183,3 @@ def describe_targets(
 ) -> list[str]:
     """One :func:`describe_target` line per target, in config order. Raises nothing."""
     return [describe_target(target, environ=environ) for target in config.targets]
-
-
-with contextlib.suppress(NameError):
-    del _cls

@@ -25,6 +25,7 @@ from oswitch.config import (
     describe_targets,
     load_config,
     parse_config,
+    validate_config,
 )
 from oswitch.core.secret import Secret
 from oswitch.errors import ConfigError
@@ -997,3 +998,48 @@ def test_every_key_is_documented() -> None:
     ]
     undocumented += [p for p in KNOWN_PROVIDERS if f"| `{p}` |" not in doc]
     assert undocumented == []
+
+
+# --- validate_config (configs built in code) --------------------------------------------
+
+
+def built_target(target_id: str = "t", **fields: Any) -> TargetConfig:
+    return TargetConfig(
+        target_id=target_id,
+        provider_id="openai",
+        base_url="https://api.openai.com/v1",
+        api_key=Secret(FAKE_KEY),
+        **fields,
+    )
+
+
+def test_validate_config_accepts_a_valid_built_config() -> None:
+    """A config built in code that parse_config would accept passes validate_config."""
+    config = SwitcherConfig(
+        targets=(built_target("a"), built_target("b", circuit_breaker=CircuitBreakerConfig())),
+        queue_limit=5,  # the default backpressure_threshold is not held against it
+        fallbacks={"*": ("gpt-4o",)},
+        server=ServerConfig(api_keys=(Secret("k"),)),
+    )
+    validate_config(config)
+
+
+def test_validate_config_reports_problems_by_path_without_secrets() -> None:
+    """A built config breaking the rules gets the same problems as parsing it would."""
+    config = SwitcherConfig(
+        targets=(
+            built_target("a"),
+            built_target("a", concurrency_limit=0, api_key_env="OPENAI_API_KEY"),
+        ),
+        queue_limit=5,
+        backpressure_threshold=6,
+    )
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert info.value.problems == (
+        ("$.targets[1].concurrency_limit", "must be >= 1 (got 0)"),
+        ("$.targets[1].api_key", "give api_key or api_key_env, not both"),
+        ("$.backpressure_threshold", "must be <= queue_limit (got 6 > 5)"),
+        ("$.targets[1].target_id", 'duplicate target_id "a" (first used by targets[0])'),
+    )
+    assert FAKE_KEY not in str(info.value)
