@@ -16,6 +16,7 @@ from oswitch.testing import (
     context_too_long,
     error,
     invalid_key,
+    malformed,
     model_overloaded,
     quota_exhausted,
     rate_limited,
@@ -300,3 +301,30 @@ async def test_provider_error_text_is_scrubbed_of_keys(autojump_clock: object) -
     assert "SECRET123" not in str(caught.value)
     assert "***" in str(caught.value)
     assert "SECRET123" not in listing
+
+
+async def test_error_object_inside_a_200_is_classified(autojump_clock: object) -> None:
+    """A gateway answering 200 with an error object is classified by it, not taken as a reply."""
+    overloaded = error(
+        200, {"error": {"code": 429, "message": "Rate limit exceeded: free-models-per-min."}}
+    )
+    fake = FakeProvider().on("key-a", overloaded).on("key-b", reply("b"))
+    cfg = config(target("a", operator_priority=1), target("b"))
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        result = await switcher.complete(chat())
+        trace = switcher.inspect_request(result["oswitch"]["request_id"])
+    assert result["oswitch"]["target_id"] == "b"
+    assert trace.attempts[0].error_class is ErrorClass.RATE_LIMITED
+    assert trace.attempts[0].note == "200 error"
+
+
+async def test_malformed_200_is_a_transient_failure(autojump_clock: object) -> None:
+    """A 200 whose body is not a reply counts against the target and fails over."""
+    fake = FakeProvider().on("key-a", malformed()).on("key-b", reply("b"))
+    cfg = config(target("a", operator_priority=1), target("b"))
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        result = await switcher.complete(chat())
+        trace = switcher.inspect_request(result["oswitch"]["request_id"])
+    assert result["oswitch"]["target_id"] == "b"
+    assert trace.attempts[0].error_class is ErrorClass.TRANSIENT_SERVER_FAILURE
+    assert trace.attempts[0].note == "malformed"

@@ -28,7 +28,7 @@ from oswitch.config import SwitcherConfig, TargetConfig
 from oswitch.core.backoff import BackoffSettings, backoff_delay
 from oswitch.core.breaker import BreakerSettings, BreakerState, CircuitBreaker, Transition
 from oswitch.core.bucket import TokenBucket
-from oswitch.core.classify import Classification, classify
+from oswitch.core.classify import Classification, classify, classify_stream_error
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import SHORT_COOLDOWN_S, TargetEffect, recovery_for
 from oswitch.core.scoring import Candidate, HealthTracker
@@ -508,7 +508,14 @@ class TargetActor:
         duration = trio.current_time() - started
         if 200 <= status < 300:
             try:
-                reply = self._adapter.parse_reply(json.loads(body), model=served_model)
+                payload = json.loads(body)
+                if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
+                    # Some gateways (OpenRouter) answer 200 with an error object.
+                    classification = classify_stream_error(
+                        payload, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
+                    )
+                    return self._failed(served_model, started, classification, note="200 error")
+                reply = self._adapter.parse_reply(payload, model=served_model)
             except (ValueError, MalformedReply) as exc:
                 # A 2xx that is not a reply is the provider's fault, like a 5xx.
                 classification = Classification(
