@@ -272,7 +272,7 @@ class FakeProvider:
         auth = request.headers.get("authorization", "")
         key = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
         if key and key in self._routes:
-            return key
+            return str(key)
         return str(request.url.host)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:

@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from oswitch.audit import audit
 from oswitch.errors import Overloaded
+from oswitch.runtime.events import EventHub
 
 # The smoothing factor of the average time a request holds its slot.
 SERVICE_TIME_ALPHA = 0.1
@@ -42,8 +42,14 @@ class Admission:
     """Hands out request slots; see the module docstring for the rules."""
 
     def __init__(
-        self, *, concurrency_limit: int, queue_limit: int, backpressure_threshold: int
+        self,
+        *,
+        concurrency_limit: int,
+        queue_limit: int,
+        backpressure_threshold: int,
+        events: EventHub | None = None,
     ) -> None:
+        self._events = events or EventHub()
         self._limiter = trio.CapacityLimiter(concurrency_limit)
         self.queue_limit = queue_limit
         self.backpressure_threshold = backpressure_threshold
@@ -54,8 +60,14 @@ class Admission:
         self._backpressure = False
 
     def reconfigure(
-        self, *, concurrency_limit: int, queue_limit: int, backpressure_threshold: int
+        self,
+        *,
+        concurrency_limit: int,
+        queue_limit: int,
+        backpressure_threshold: int,
+        events: EventHub | None = None,
     ) -> None:
+        self._events = events or EventHub()
         self._limiter.total_tokens = concurrency_limit
         self.queue_limit = queue_limit
         self.backpressure_threshold = backpressure_threshold
@@ -89,7 +101,9 @@ class Admission:
         except trio.WouldBlock:
             if self._queued >= self.queue_limit:
                 self._rejected += 1
-                audit("overloaded", request_id=request_id, note=f"queue full ({self._queued})")
+                self._events.emit(
+                    "overloaded", request_id=request_id, note=f"queue full ({self._queued})"
+                )
                 raise Overloaded(
                     f"overloaded: {self._queued} requests queued (queue_limit "
                     f"{self.queue_limit}); retry later",
@@ -115,7 +129,9 @@ class Admission:
         self._queued += 1
         if self.backpressure and not self._backpressure:
             self._backpressure = True
-            audit("backpressure", request_id=request_id, note=f"queue depth {self._queued}")
+            self._events.emit(
+                "backpressure", request_id=request_id, note=f"queue depth {self._queued}"
+            )
         try:
             with trio.move_on_at(deadline) as scope:
                 await self._limiter.acquire_on_behalf_of(token)
@@ -123,7 +139,7 @@ class Admission:
             self._queued -= 1
             if self._backpressure and not self.backpressure:
                 self._backpressure = False
-                audit("backpressure_cleared", note=f"queue depth {self._queued}")
+                self._events.emit("backpressure_cleared", note=f"queue depth {self._queued}")
         if scope.cancelled_caught:
             raise QueueTimeout
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import trio
 
-from oswitch.audit import audit
 from oswitch.config import SwitcherConfig
 from oswitch.core.backoff import BackoffSettings, backoff_delay
 from oswitch.core.error_class import ErrorClass
@@ -24,6 +23,7 @@ from oswitch.core.policy import RequestAction, recovery_for
 from oswitch.core.scoring import Weights, rank
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
+from oswitch.runtime.events import EventHub
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, CancelReason, OutcomeKind
 from oswitch.runtime.router import RequestNeeds, Router, model_chain
 from oswitch.runtime.target import TargetActor
@@ -86,6 +86,7 @@ class RequestRun:
         changed: ChangeSignal,
         trace: TraceBuilder,
         rng: random.Random,
+        events: EventHub,
     ) -> None:
         self.request = request
         self.request_id = request_id
@@ -97,6 +98,7 @@ class RequestRun:
         self.changed = changed
         self.trace = trace
         self.rng = rng
+        self.events = events
         self.attempts = 0
         self.retries = 0
         self.failovers = 0
@@ -122,7 +124,7 @@ class RequestRun:
                 if not self._budget_allows_failover():
                     break
                 self.failovers += 1
-                audit(
+                self.events.emit(
                     "fallback",
                     request_id=self.request_id,
                     model=model,
@@ -240,7 +242,7 @@ class RequestRun:
                 await settled.wait()
             second = None if settled.is_set() else self._hedge_target(first, model)
             if second is not None:
-                audit(
+                self.events.emit(
                     "hedge",
                     request_id=self.request_id,
                     target_id=second.target_id,
@@ -414,7 +416,7 @@ class RequestRun:
                 hedge=False,
             )
         )
-        audit(
+        self.events.emit(
             "attempt",
             request_id=self.request_id,
             target_id=actor.target_id,

@@ -12,7 +12,6 @@ import attrs
 import httpx
 import trio
 
-from oswitch.audit import audit
 from oswitch.config import SwitcherConfig
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.secret import Secret
@@ -27,6 +26,7 @@ from oswitch.errors import (
 )
 from oswitch.runtime.admission import Admission, AdmissionStatistics, QueueTimeout
 from oswitch.runtime.dispatcher import ChangeSignal, RequestRun, Settings
+from oswitch.runtime.events import EventHub
 from oswitch.runtime.messages import CommandKind
 from oswitch.runtime.router import Router, request_needs
 from oswitch.runtime.target import TargetActor, TargetView
@@ -100,11 +100,13 @@ class Switcher:
         self._rng = rng
         self._secrets: list[Secret] = []
         self._changed = ChangeSignal()
+        self.events = EventHub()
         self._settings = Settings(config)
         self._admission = Admission(
             concurrency_limit=config.concurrency_limit,
             queue_limit=config.queue_limit,
             backpressure_threshold=config.backpressure_threshold,
+            events=self.events,
         )
         self._traces = TraceStore(capacity=config.trace_capacity)
         self._router = Router(())
@@ -122,6 +124,7 @@ class Switcher:
             config,
             transport=self._transport,
             secrets=self._secrets,
+            events=self.events,
             notify=self._changed.notify,
             rng=self._rng,
         )
@@ -184,6 +187,7 @@ class Switcher:
                         changed=self._changed,
                         trace=trace,
                         rng=self._rng,
+                        events=self.events,
                     )
                     outcome = await run.run()
             except QueueTimeout:
@@ -201,7 +205,7 @@ class Switcher:
                 type(exc).__name__,
                 error_class=getattr(exc, "error_class", None),
             )
-            audit(
+            self.events.emit(
                 "request_failed",
                 request_id=rid,
                 model=model,
@@ -306,7 +310,7 @@ class Switcher:
         self._traces.resize(config.trace_capacity)
         self._router = Router(actors)
         self._changed.notify()
-        audit("config_reloaded", note=f"{len(actors)} targets")
+        self.events.emit("config_reloaded", note=f"{len(actors)} targets")
 
     def statistics(self) -> SwitcherStatistics:
         return SwitcherStatistics(

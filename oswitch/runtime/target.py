@@ -23,7 +23,6 @@ import attrs
 import httpx
 import trio
 
-from oswitch.audit import audit
 from oswitch.config import SwitcherConfig, TargetConfig
 from oswitch.core.backoff import BackoffSettings, backoff_delay
 from oswitch.core.breaker import BreakerSettings, BreakerState, CircuitBreaker, Transition
@@ -34,6 +33,7 @@ from oswitch.core.policy import SHORT_COOLDOWN_S, TargetEffect, recovery_for
 from oswitch.core.scoring import Candidate, HealthTracker
 from oswitch.core.secret import Secret, scrub
 from oswitch.providers.base import MalformedReply, ProviderAdapter, adapter_for
+from oswitch.runtime.events import EventHub
 from oswitch.runtime.http import make_client
 from oswitch.runtime.messages import (
     AttemptOrder,
@@ -158,6 +158,7 @@ class TargetActor:
         *,
         transport: httpx.AsyncBaseTransport | None,
         secrets: list[Secret],
+        events: EventHub | None = None,
         notify: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -167,6 +168,7 @@ class TargetActor:
         self.target_id = target.target_id
         self._transport = transport
         self._secrets = secrets
+        self._events = events or EventHub()
         self._notify = notify or (lambda: None)
         self._rng = rng or random.Random()
         self._adapter: ProviderAdapter = adapter_for(target.api)
@@ -240,7 +242,7 @@ class TargetActor:
         if condition is self._blocked:
             return
         self._blocked = condition
-        audit(
+        self._events.emit(
             "target_condition",
             target_id=self.target_id,
             condition=str(condition or self.condition(trio.current_time())),
@@ -597,7 +599,7 @@ class TargetActor:
         elif effect is TargetEffect.QUOTA_EXHAUSTED:
             quota_s = delay if delay is not None else self.config.quota_cooldown_ms / 1000.0
             self._quota_until = max(self._quota_until, now + quota_s)
-            audit(
+            self._events.emit(
                 "target_condition",
                 target_id=self.target_id,
                 condition=str(TargetCondition.QUOTA_EXHAUSTED),
@@ -622,7 +624,7 @@ class TargetActor:
 
     def _report_transition(self, transition: Transition | None) -> None:
         if transition is not None:
-            audit(
+            self._events.emit(
                 "breaker",
                 target_id=self.target_id,
                 state=str(transition.to_state),
@@ -633,7 +635,7 @@ class TargetActor:
         if state is self.state:
             return
         self.state = state
-        audit("target_state", target_id=self.target_id, state=str(state), note=reason)
+        self._events.emit("target_state", target_id=self.target_id, state=str(state), note=reason)
         self._notify()
 
     async def _apply_command(self, command: Command) -> bool:
