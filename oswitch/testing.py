@@ -311,3 +311,333 @@ class FakeProvider:
             raise
         finally:
             self.in_flight -= 1
+
+
+# ---- streamed answers ------------------------------------------------------------
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def continuation_of(body: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """If ``body`` asks to continue a cut answer: ``(confirmed text, prefilled)``.
+
+    Understands both forms oswitch sends (assistant prefill, or an assistant turn
+    plus an instruction), in OpenAI and Anthropic message shapes.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict):
+        return None
+    if last.get("role") == "assistant":
+        return _message_text(last), True
+    if (
+        len(messages) >= 2
+        and isinstance(messages[-2], dict)
+        and messages[-2].get("role") == "assistant"
+        and "Continue it exactly" in _message_text(last)
+    ):
+        return _message_text(messages[-2]), False
+    return None
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    words = text.split(" ")
+    pieces: list[str] = []
+    for start in range(0, len(words), size):
+        piece = " ".join(words[start : start + size])
+        if start + size < len(words):
+            piece += " "
+        pieces.append(piece)
+    return [p for p in pieces if p]
+
+
+def _sse(data: str, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+@attrs.frozen(kw_only=True)
+class _StreamScript:
+    text: str
+    api: str
+    words_per_chunk: int
+    chunk_latency: float
+    cut_after: int | None
+    reset_after: int | None
+    stall_after: int | None
+    malformed_at: int | None
+    error_after: int | None
+    error_type: str
+    no_terminator: bool
+    repeat: str
+    tool_call: Mapping[str, str] | None
+    split_bytes: int
+    ping_every: int | None
+    model: str | None
+
+
+def _answer_for(script: _StreamScript, body: Mapping[str, Any]) -> str:
+    continued = continuation_of(body)
+    if continued is None:
+        return script.text
+    confirmed, _ = continued
+    start = len(confirmed)
+    if script.repeat == "all":
+        return script.text
+    if script.repeat.startswith("tail:"):
+        start = max(0, start - int(script.repeat[5:]))
+    return script.text[start:]
+
+
+def _openai_events(script: _StreamScript, pieces: list[str], model: str) -> list[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse(
+            json.dumps(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+            )
+        )
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    if script.tool_call is not None:
+        events.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_fake",
+                            "type": "function",
+                            "function": {"name": script.tool_call["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
+        for piece in pieces:
+            events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        events.append(chunk({}, "tool_calls"))
+    else:
+        events.extend(chunk({"content": piece}) for piece in pieces)
+        events.append(chunk({}, "stop"))
+    return events
+
+
+def _anthropic_events(script: _StreamScript, pieces: list[str], model: str) -> list[bytes]:
+    def event(kind: str, payload: dict[str, Any]) -> bytes:
+        return _sse(json.dumps({"type": kind, **payload}), kind)
+
+    events = [
+        event(
+            "message_start",
+            {
+                "message": {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "usage": {"input_tokens": 10, "output_tokens": 1},
+                }
+            },
+        )
+    ]
+    if script.tool_call is not None:
+        events.append(
+            event(
+                "content_block_start",
+                {
+                    "index": 0,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": "toolu_fake",
+                        "name": script.tool_call["name"],
+                        "input": {},
+                    },
+                },
+            )
+        )
+        for piece in pieces:
+            events.append(
+                event(
+                    "content_block_delta",
+                    {"index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}},
+                )
+            )
+        stop_reason = "tool_use"
+    else:
+        events.append(
+            event(
+                "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+            )
+        )
+        for piece in pieces:
+            events.append(
+                event(
+                    "content_block_delta",
+                    {"index": 0, "delta": {"type": "text_delta", "text": piece}},
+                )
+            )
+        stop_reason = "end_turn"
+    events.append(event("content_block_stop", {"index": 0}))
+    events.append(
+        event(
+            "message_delta",
+            {
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": len(pieces)},
+            },
+        )
+    )
+    return events
+
+
+def stream(
+    text: str = "The quick brown fox jumps over the lazy dog.",
+    *,
+    api: str = "openai",
+    latency: float = 0.0,
+    chunk_latency: float = 0.0,
+    words_per_chunk: int = 1,
+    cut_after: int | None = None,
+    reset_after: int | None = None,
+    stall_after: int | None = None,
+    malformed_at: int | None = None,
+    error_after: int | None = None,
+    error_type: str = "overloaded_error",
+    no_terminator: bool = False,
+    repeat: str = "none",
+    tool_call: Mapping[str, str] | None = None,
+    split_bytes: int = 7,
+    ping_every: int | None = None,
+    model: str | None = None,
+) -> Behaviour:
+    """Stream ``text`` as SSE (OpenAI chunks, or Anthropic events with ``api="anthropic"``).
+
+    Content chunks are counted from 1. ``cut_after=K`` closes the body after K of them
+    (no terminator); ``reset_after=K`` breaks the connection; ``stall_after=K`` goes
+    silent; ``malformed_at=K`` sends chunk K as broken JSON; ``error_after=K`` sends a
+    provider ``error`` event (``error_type``); ``no_terminator`` drops ``[DONE]`` /
+    ``message_stop``. Asked to continue a cut answer, it streams the rest of ``text``,
+    repeating the last N characters with ``repeat="tail:N"`` or all of it with
+    ``repeat="all"``. ``tool_call={"name": ..}`` streams ``text`` as the call's
+    arguments. ``ping_every=N`` adds a ping after every N chunks. The bytes are cut
+    every ``split_bytes`` bytes, as TCP may deliver them.
+    """
+    script = _StreamScript(
+        text=text,
+        api=api,
+        words_per_chunk=words_per_chunk,
+        chunk_latency=chunk_latency,
+        cut_after=cut_after,
+        reset_after=reset_after,
+        stall_after=stall_after,
+        malformed_at=malformed_at,
+        error_after=error_after,
+        error_type=error_type,
+        no_terminator=no_terminator,
+        repeat=repeat,
+        tool_call=tool_call,
+        split_bytes=split_bytes,
+        ping_every=ping_every,
+        model=model,
+    )
+
+    async def respond(request: httpx.Request, body: Mapping[str, Any]) -> httpx.Response:
+        served = model or str(body.get("model") or "fake-model")
+        answer = _answer_for(script, body)
+        pieces = _pieces(answer, script.words_per_chunk) if answer else []
+        builder = _anthropic_events if api == "anthropic" else _openai_events
+        events = builder(script, pieces, served)
+        header = 2 if (api == "anthropic" or tool_call is not None) else 1
+        trailer = 2 if api == "anthropic" else 1
+        return httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=_play(script, events, range(header, len(events) - trailer)),
+        )
+
+    return Behaviour(name="stream", respond=respond, latency=latency)
+
+
+async def _play(script: _StreamScript, events: list[bytes], content: range) -> Any:
+    """Yield the stream's bytes, split every ``split_bytes``, acting out the faults."""
+    pending = b""
+    content_index = 0
+    for position, raw in enumerate(events):
+        is_content = position in content
+        if is_content and content_index == 0 and 0 in (script.cut_after, script.stall_after):
+            # Faults "after 0 chunks": the provider dies before any content.
+            if pending:
+                yield pending
+            if script.stall_after == 0:
+                await trio.sleep_forever()
+            return
+        if is_content:
+            content_index += 1
+            if script.malformed_at == content_index:
+                raw = b'data: {"choices": [{"delta": {"content": "bro\n\n'
+            if script.chunk_latency:
+                await trio.sleep(script.chunk_latency)
+        pending += raw
+        if script.ping_every and is_content and content_index % script.ping_every == 0:
+            pending += (
+                _sse('{"type": "ping"}', "ping") if script.api == "anthropic" else b": ping\n\n"
+            )
+        while len(pending) >= script.split_bytes:
+            yield pending[: script.split_bytes]
+            pending = pending[script.split_bytes :]
+        if not is_content:
+            continue
+        if script.error_after == content_index:
+            if script.api == "anthropic":
+                error_event = {
+                    "type": "error",
+                    "error": {"type": script.error_type, "message": "Overloaded"},
+                }
+                yield pending + _sse(json.dumps(error_event), "error")
+            else:
+                error_event = {
+                    "error": {
+                        "message": "The server had an error",
+                        "type": "server_error",
+                        "code": None,
+                    }
+                }
+                yield pending + _sse(json.dumps(error_event))
+            return
+        if script.cut_after == content_index:
+            if pending:
+                yield pending
+            return
+        if script.reset_after == content_index:
+            if pending:
+                yield pending
+            raise httpx.ReadError("connection reset by peer")
+        if script.stall_after == content_index:
+            if pending:
+                yield pending
+            await trio.sleep_forever()
+    if not script.no_terminator:
+        pending += (
+            _sse("[DONE]")
+            if script.api == "openai"
+            else _sse('{"type": "message_stop"}', "message_stop")
+        )
+    if pending:
+        yield pending

@@ -7,12 +7,28 @@ from typing import Any, Protocol
 
 import attrs
 
+from oswitch.core.classify import Classification
+
 
 class MalformedReply(ValueError):
     """A provider answered 2xx with a body that is not a usable reply.
 
     The message names what is wrong and where (``choices[0].message: missing``).
     """
+
+
+class StreamFault(Exception):
+    """A stream went wrong in-band: an ``error`` event, or a chunk that is not valid.
+
+    ``classification`` is what the fault means for the target (an Anthropic
+    ``overloaded_error`` is ModelUnavailable, a malformed chunk a
+    TransientServerFailure); whether it becomes InterruptedExecution is the
+    engine's call, by whether content had begun.
+    """
+
+    def __init__(self, classification: Classification) -> None:
+        super().__init__(classification.message or str(classification.error_class))
+        self.classification = classification
 
 
 @attrs.frozen(kw_only=True)
@@ -22,6 +38,21 @@ class UpstreamCall:
     url: str
     headers: Mapping[str, str]
     body: Mapping[str, Any]
+
+
+class StreamDecoder(Protocol):
+    """Turns one provider's SSE events into OpenAI ``chat.completion.chunk`` dicts."""
+
+    finished: bool
+    """True once the provider's terminator (``[DONE]``, ``message_stop``) arrived."""
+
+    def feed(self, event: str, data: str) -> list[dict[str, Any]]:
+        """Decode one SSE event (its ``event:`` name, possibly empty, and ``data``).
+
+        Returns the chunks it yields (often none: pings, bookkeeping events).
+        Raises StreamFault for an error event or a chunk that cannot be decoded.
+        """
+        ...
 
 
 class ProviderAdapter(Protocol):
@@ -48,10 +79,44 @@ class ProviderAdapter(Protocol):
         """
         ...
 
+    def stream_decoder(self, *, model: str) -> StreamDecoder:
+        """A fresh decoder for one streamed reply from ``model``."""
+        ...
+
 
 def adapter_for(api: str) -> ProviderAdapter:
-    """Return the adapter for ``api`` (see ``ADAPTERS``); KeyError for an unknown api."""
+    """Return the adapter for ``api`` ("openai" or "anthropic"); KeyError otherwise."""
+    from oswitch.providers.anthropic import AnthropicAdapter
     from oswitch.providers.openai import OpenAIAdapter
 
-    adapters: dict[str, ProviderAdapter] = {"openai": OpenAIAdapter()}
+    adapters: dict[str, ProviderAdapter] = {
+        "openai": OpenAIAdapter(),
+        "anthropic": AnthropicAdapter(),
+    }
     return adapters[api]
+
+
+def chunk_text(chunk: Mapping[str, Any]) -> str:
+    """The assistant text a chunk carries (its first choice's ``delta.content``)."""
+    choices = chunk.get("choices")
+    if not choices:
+        return ""
+    delta = choices[0].get("delta") or {}
+    content = delta.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def chunk_has_tool_call(chunk: Mapping[str, Any]) -> bool:
+    choices = chunk.get("choices")
+    if not choices:
+        return False
+    delta = choices[0].get("delta") or {}
+    return bool(delta.get("tool_calls") or delta.get("function_call"))
+
+
+def chunk_finish_reason(chunk: Mapping[str, Any]) -> str | None:
+    choices = chunk.get("choices")
+    if not choices:
+        return None
+    reason = choices[0].get("finish_reason")
+    return reason if isinstance(reason, str) else None

@@ -2,13 +2,62 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from oswitch.providers.base import MalformedReply, UpstreamCall
+from oswitch.core.classify import Classification, classify_stream_error
+from oswitch.core.error_class import ErrorClass
+from oswitch.providers.base import MalformedReply, StreamFault, UpstreamCall
 
 # Keys oswitch reads from a request for itself; they never travel upstream.
 OSWITCH_REQUEST_KEYS = frozenset({"oswitch"})
+
+
+def malformed_chunk(reason: str) -> StreamFault:
+    return StreamFault(
+        Classification(
+            error_class=ErrorClass.TRANSIENT_SERVER_FAILURE,
+            retry_after=None,
+            message=f"malformed stream chunk: {reason}",
+        )
+    )
+
+
+class OpenAIStreamDecoder:
+    """``data: {chunk}`` lines until ``data: [DONE]``; an ``error`` object is a fault."""
+
+    def __init__(self, *, model: str) -> None:
+        self.model = model
+        self.finished = False
+
+    def feed(self, event: str, data: str) -> list[dict[str, Any]]:
+        if data.strip() == "[DONE]":
+            self.finished = True
+            return []
+        if event == "error":
+            raise StreamFault(classify_stream_error(data))
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise malformed_chunk(f"not JSON: {data[:80]!r}") from None
+        if not isinstance(payload, dict):
+            raise malformed_chunk(f"not an object: {data[:80]!r}")
+        if "error" in payload and "choices" not in payload:
+            raise StreamFault(classify_stream_error(payload))
+        choices = payload.get("choices")
+        if not isinstance(choices, list):
+            raise malformed_chunk("choices: missing or not a list")
+        for index, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                raise malformed_chunk(f"choices[{index}]: not an object")
+            delta = choice.get("delta")
+            if delta is not None and not isinstance(delta, dict):
+                raise malformed_chunk(f"choices[{index}].delta: not an object")
+        payload.setdefault("object", "chat.completion.chunk")
+        if not payload.get("model"):
+            payload["model"] = self.model
+        return [payload]
 
 
 class OpenAIAdapter:
@@ -27,12 +76,14 @@ class OpenAIAdapter:
     ) -> UpstreamCall:
         body = {k: v for k, v in request.items() if k not in OSWITCH_REQUEST_KEYS}
         body["model"] = model
+        headers = {"content-type": "application/json"}
         if stream:
             body["stream"] = True
+            headers["accept"] = "text/event-stream"
         else:
             body.pop("stream", None)
             body.pop("stream_options", None)
-        headers = {"content-type": "application/json", "accept": "application/json"}
+            headers["accept"] = "application/json"
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         return UpstreamCall(
@@ -53,3 +104,6 @@ class OpenAIAdapter:
             reply["model"] = model
         reply.setdefault("object", "chat.completion")
         return reply
+
+    def stream_decoder(self, *, model: str) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder(model=model)

@@ -14,12 +14,14 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from oswitch.config import SwitcherConfig
 from oswitch.core.backoff import BackoffSettings, backoff_delay
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import RequestAction, recovery_for
+from oswitch.core.resume import continuation_request
 from oswitch.core.scoring import Weights, rank
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
@@ -52,6 +54,13 @@ class Settings:
             jitter=b.jitter,
         )
         self.fallbacks: Mapping[str, Sequence[str]] = config.fallbacks
+
+    def without_budgets(self) -> Settings:
+        """A copy allowing no retry and no failover (``stream_resume = "off"``)."""
+        copy = Settings(self.config)
+        copy.retry_budget = 0
+        copy.failover_budget = 0
+        return copy
 
 
 class ChangeSignal:
@@ -87,8 +96,10 @@ class RequestRun:
         trace: TraceBuilder,
         rng: random.Random,
         events: EventHub,
+        stream: bool = False,
     ) -> None:
         self.request = request
+        self.stream = stream
         self.request_id = request_id
         self.model = model
         self.needs = needs
@@ -110,6 +121,9 @@ class RequestRun:
         self.context_limit: int | None = None
         self.context_refused = False
         self.retry_next: str | None = None  # a target to resend to at once (fresh key)
+        self.prefill_refused: set[str] = set()  # targets that refused a prefill resume
+        self.resuming = False
+        self.confirmed_text = ""
         self.last_class: ErrorClass | None = None
         self.last_status: int | None = None
         self.last_message = ""
@@ -203,7 +217,20 @@ class RequestRun:
                 if outcome.kind is OutcomeKind.REFUSED:
                     continue
                 if winner is not None and attempt_actor is winner[0]:
-                    self._record(attempt_actor, model, outcome, "return")
+                    if not self.stream:
+                        self._record(attempt_actor, model, outcome, "return")
+                elif outcome.kind is OutcomeKind.OK and outcome.stream is not None:
+                    # Both hedged streams began at once: the later one lost the race.
+                    await outcome.stream.aclose()
+                    lost = attempt_actor.end_attempt(
+                        outcome.stream.order,
+                        attrs.evolve(
+                            outcome, kind=OutcomeKind.CANCELLED, stream=None,
+                            cancel_reason=CancelReason.HEDGE_LOST,
+                        ),
+                        started=outcome.started_at,
+                    )
+                    self._record(attempt_actor, model, lost, "hedge_lost")
                 elif outcome.cancel_reason is CancelReason.HEDGE_LOST:
                     self._record(attempt_actor, model, outcome, "hedge_lost")
                 elif outcome.kind is not OutcomeKind.OK:
@@ -271,6 +298,38 @@ class RequestRun:
         ]
         return self._choose(eligible) if eligible else None
 
+    # ---- stream resume -----------------------------------------------------------
+
+    def _prefills(self, actor: TargetActor) -> bool:
+        capabilities = actor.target.capabilities
+        return (
+            capabilities is not None
+            and "prefill" in capabilities
+            and actor.target_id not in self.prefill_refused
+        )
+
+    def request_for(self, actor: TargetActor) -> Mapping[str, Any]:
+        """The request as sent to ``actor``: a continuation while resuming a stream."""
+        if not self.resuming:
+            return self.request
+        return continuation_request(
+            self.request, self.confirmed_text, prefill=self._prefills(actor)
+        )
+
+    def prefilled(self, target_id: str) -> bool:
+        actor = self.router.actors.get(target_id)
+        return actor is not None and self.resuming and self._prefills(actor)
+
+    async def resume(self, confirmed_text: str) -> AttemptOutcome:
+        """Find another stream to continue ``confirmed_text``; counts as a failover.
+
+        Raises AllTargetsFailed when no target can take it within the budgets.
+        """
+        self.resuming = True
+        self.confirmed_text = confirmed_text
+        self.free_next = False
+        return await self.run()
+
     def _choose(self, eligible: list[TargetActor]) -> TargetActor:
         """The best eligible target, preferring ones this request has not tried yet."""
         retry_next, self.retry_next = self.retry_next, None
@@ -302,11 +361,12 @@ class RequestRun:
         it costs. If the caller is cancelled meanwhile, the attempt is cancelled too."""
         cost = "failover" if hedge else self._cost(actor)
         now = trio.current_time()
+        attempt_limit = math.inf if self.stream else now + self.settings.attempt_limit_s
         order = AttemptOrder(
-            request=self.request,
+            request=self.request_for(actor),
             model=model,
-            stream=False,
-            deadline=min(now + self.settings.attempt_limit_s, self.deadline),
+            stream=self.stream,
+            deadline=min(attempt_limit, self.deadline),
             request_id=self.request_id,
             hedge=hedge,
         )
@@ -318,6 +378,8 @@ class RequestRun:
         finally:
             if not order.reply.is_set:
                 order.cancel(CancelReason.CALLER)
+        if outcome.kind is OutcomeKind.GRANTED:
+            outcome = await actor.open_stream(order)
         if outcome.kind is OutcomeKind.REFUSED:
             return outcome
         self.attempts += 1
@@ -355,6 +417,17 @@ class RequestRun:
         self.last_message = classification.message
         recovery = recovery_for(error_class, silent=outcome.silent)
         action = recovery.request_action
+        if (
+            self.resuming
+            and error_class is ErrorClass.INVALID_REQUEST
+            and self._prefills(actor)
+        ):
+            # A refused prefill: resume on the same target with the instruction form.
+            self.prefill_refused.add(target_id)
+            self.retry_next = target_id
+            self.free_next = True
+            self._record(actor, model, outcome, "retry")
+            return
         if action is RequestAction.RETURN:
             self._record(actor, model, outcome, "return")
             if not final:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import trio
 
 from oswitch.core.classify import Classification
 from oswitch.core.error_class import ErrorClass
+
+if TYPE_CHECKING:
+    from oswitch.runtime.upstream import UpstreamStream
 
 T = TypeVar("T")
 
@@ -53,6 +57,7 @@ class OutcomeKind(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REFUSED = "refused"
+    GRANTED = "granted"  # a stream attempt may start: the caller's task does the I/O
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +81,7 @@ class AttemptOutcome:
     cancel_reason: CancelReason | None = None
     retry_same: bool = False
     note: str = ""
+    stream: UpstreamStream | None = None
 
     @property
     def error_class(self) -> ErrorClass | None:
@@ -88,8 +94,10 @@ class AttemptOutcome:
 class AttemptOrder:
     """One attempt of one request, sent to a target actor's inbox.
 
-    ``scope`` is the attempt's cancel scope: the actor enters it around the upstream
-    call, anyone may cancel it (through :meth:`cancel`) to fail the attempt over.
+    Every wait of the attempt on its upstream runs inside :meth:`guard`, a cancel
+    scope owned by the attempt; anyone may :meth:`cancel` it to fail it over. A
+    streamed attempt uses one guard per read (its chunks are read in the caller's
+    task, between the caller's own waits), a non-streamed one a single guard.
     """
 
     request: Mapping[str, Any]
@@ -101,12 +109,27 @@ class AttemptOrder:
     reply: OneShot[AttemptOutcome] = attrs.Factory(OneShot)
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     cancel_reason: CancelReason | None = None
+    epoch: int = 0  # the target's breaker epoch when the attempt began
 
     def cancel(self, reason: CancelReason) -> None:
         """Cancel the attempt; the first reason given is the one reported."""
         if self.cancel_reason is None:
             self.cancel_reason = reason
         self.scope.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_reason is not None
+
+    @contextmanager
+    def guard(self, deadline: float) -> Iterator[trio.CancelScope]:
+        """Run a wait of this attempt in a scope that :meth:`cancel` can cancel."""
+        scope = trio.CancelScope(deadline=deadline)
+        self.scope = scope
+        if self.cancel_reason is not None:
+            scope.cancel()
+        with scope:
+            yield scope
 
 
 class CommandKind(enum.StrEnum):

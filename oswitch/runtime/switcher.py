@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -29,6 +29,7 @@ from oswitch.runtime.dispatcher import ChangeSignal, RequestRun, Settings
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.messages import CommandKind
 from oswitch.runtime.router import Router, request_needs
+from oswitch.runtime.streaming import ChatStream, StreamContext
 from oswitch.runtime.target import TargetActor, TargetView
 
 
@@ -231,6 +232,107 @@ class Switcher:
             "attempts": len(trace.attempts),
         }
         return reply
+
+    def stream(
+        self, request: Mapping[str, Any], *, request_id: str | None = None
+    ) -> StreamContext:
+        """Stream one chat request: ``async with switcher.stream(req) as chunks:``.
+
+        A plain call returning an async context manager. Entering it blocks until the
+        first content chunk is in hand (queue, cooldown waits and failovers included),
+        so ``Overloaded``, ``AllTargetsFailed`` and ``RequestFailed`` raise there. It
+        yields a :class:`ChatStream` of OpenAI ``chat.completion.chunk`` dicts (with
+        ``.request_id``); the last one carries ``finish_reason`` and an ``"oswitch"``
+        key. A stream that breaks after content is resumed on another target from the
+        text already delivered (``stream_resume = "continue"``). Leaving the block
+        early cancels the upstream attempt and closes its connection.
+        """
+        return StreamContext(lambda stack: self._open_stream(stack, request, request_id))
+
+    async def _open_stream(
+        self, stack: AsyncExitStack, request: Mapping[str, Any], request_id: str | None
+    ) -> ChatStream:
+        model = _validate_request(request)
+        rid = request_id or new_request_id()
+        now = trio.current_time()
+        deadline = min(
+            now + self._config.request_timeout_ms / 1000.0, trio.current_effective_deadline()
+        )
+        trace = TraceBuilder(
+            request_id=rid,
+            model=model,
+            stream=True,
+            started_at=now,
+            prompt_chars=_prompt_chars(request),
+        )
+        self._traces.add(trace)
+        self._requests += 1
+        strategy = self._config.stream_resume
+        settings = self._settings
+        if strategy == "off":
+            settings = settings.without_budgets()
+        try:
+            try:
+                waited = await stack.enter_async_context(
+                    self._admission.slot(deadline=deadline, request_id=rid)
+                )
+            except QueueTimeout:
+                raise AllTargetsFailed(
+                    "deadline exceeded while queued for admission",
+                    request_id=rid,
+                    deadline_exceeded=True,
+                    retry_after=self._admission.retry_after_hint(),
+                ) from None
+            trace.queue_wait_s = waited
+            run = RequestRun(
+                request=request,
+                request_id=rid,
+                model=model,
+                needs=request_needs(request),
+                deadline=deadline,
+                settings=settings,
+                router=self._router,
+                changed=self._changed,
+                trace=trace,
+                rng=self._rng,
+                events=self.events,
+                stream=True,
+            )
+            first = await run.run()
+        except BaseException as exc:
+            self._request_ended(trace, model, exc)
+            raise
+        return ChatStream(
+            run=run,
+            first=first,
+            trace=trace,
+            resume_strategy=strategy,
+            on_finish=lambda stream, error: self._request_ended(trace, model, error),
+        )
+
+    def _request_ended(
+        self, trace: TraceBuilder, model: str, error: BaseException | None
+    ) -> None:
+        now = trio.current_time()
+        if error is None:
+            if trace.outcome == "in_progress":
+                trace.finish(now, "cancelled" if trace.stream else "ok")
+            self._succeeded += trace.outcome == "ok"
+            return
+        if isinstance(error, SwitcherError):
+            self._failed += 1
+            error.request_id = trace.request_id
+            error_class = getattr(error, "error_class", None)
+            trace.finish(now, type(error).__name__, error_class=error_class)
+            self.events.emit(
+                "request_failed",
+                request_id=trace.request_id,
+                model=model,
+                error_class=str(error_class or ""),
+                note=type(error).__name__,
+            )
+        else:
+            trace.finish(now, "cancelled")
 
     # ---- operator surface --------------------------------------------------------
 

@@ -18,6 +18,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 import httpx
@@ -43,6 +44,7 @@ from oswitch.runtime.messages import (
     CommandKind,
     OutcomeKind,
 )
+from oswitch.runtime.upstream import StreamInterrupted, UpstreamStream, is_progress
 
 log = logging.getLogger("oswitch.target")
 
@@ -393,10 +395,7 @@ class TargetActor:
 
     def _start_attempt(self, order: AttemptOrder) -> None:
         now = trio.current_time()
-        if (
-            self._ready_at(order.model, now, len(self._in_flight)) > now
-            or order.scope.cancel_called
-        ):
+        if self._ready_at(order.model, now, len(self._in_flight)) > now or order.cancelled:
             order.reply.set(
                 AttemptOutcome(
                     kind=OutcomeKind.REFUSED,
@@ -409,44 +408,207 @@ class TargetActor:
             return
         transition = self._breaker.begin_attempt(now)
         self._report_transition(transition)
+        order.epoch = self._breaker.epoch
         if self._bucket is not None:
             self._bucket.try_take(now)
         self._limiter.acquire_on_behalf_of_nowait(order)
         self._in_flight.add(order)
         self._attempts += 1
+        if order.stream:
+            # The caller's task reads the stream (open_stream); the slot is held now.
+            order.reply.set(
+                AttemptOutcome(
+                    kind=OutcomeKind.GRANTED,
+                    target_id=self.target_id,
+                    served_model=self.upstream_model(order.model),
+                    started_at=now,
+                )
+            )
+            return
         assert self._nursery is not None
-        self._nursery.start_soon(self._run_attempt, order, self._breaker.epoch)
+        self._nursery.start_soon(self._run_attempt, order)
 
-    async def _run_attempt(self, order: AttemptOrder, epoch: int) -> None:
+    async def _run_attempt(self, order: AttemptOrder) -> None:
         started = trio.current_time()
         served_model = self.upstream_model(order.model)
         outcome: AttemptOutcome | None = None
         try:
-            order.scope.deadline = min(order.scope.deadline, order.deadline)
-            with order.scope:
+            with order.guard(order.deadline):
                 outcome = await self._call_upstream(order, served_model, started)
             if outcome is None:
                 outcome = self._cancelled_outcome(order, served_model, started)
-            outcome = self._settle(outcome, epoch)
         finally:
+            order.reply.set(self.end_attempt(order, outcome, started=started))
+
+    def end_attempt(
+        self, order: AttemptOrder, outcome: AttemptOutcome | None, *, started: float
+    ) -> AttemptOutcome:
+        """Settle a finished attempt into this target's state and free its slot.
+
+        Synchronous (so it also runs safely in a cancelled task's ``finally``): a
+        streamed attempt, read in the caller's task, ends here too. ``None`` means
+        the attempt was torn down without an outcome (the actor or caller going away).
+        """
+        if outcome is None:
+            self._breaker.release(trio.current_time(), epoch=order.epoch)
+            outcome = AttemptOutcome(
+                kind=OutcomeKind.CANCELLED,
+                target_id=self.target_id,
+                served_model=self.upstream_model(order.model),
+                started_at=started,
+                duration_s=trio.current_time() - started,
+                cancel_reason=order.cancel_reason or CancelReason.OPERATOR,
+            )
+        else:
+            outcome = self._settle(outcome, order.epoch)
+        if order in self._in_flight:
             self._in_flight.discard(order)
             self._limiter.release_on_behalf_of(order)
-            if not self._in_flight:
-                self._idle.unpark_all()
-            if outcome is None:  # cancelled from above: the actor is going away
-                self._breaker.release(trio.current_time(), epoch=epoch)
-                outcome = AttemptOutcome(
+        if not self._in_flight:
+            self._idle.unpark_all()
+            if self.state is TargetState.DRAINING:
+                self._set_state(TargetState.DISABLED, reason="drained")
+        self._notify()
+        return outcome
+
+    # ---- streamed attempts (run in the caller's task) --------------------------------
+
+    def _stream_limits(self) -> tuple[float, float]:
+        first_token_ms = (
+            self.target.first_token_timeout_ms
+            or self.config.first_token_timeout_ms
+            or self.config.max_expected_latency_ms
+        )
+        idle_ms = self.target.stream_idle_timeout_ms or self.config.stream_idle_timeout_ms
+        return first_token_ms / 1000.0, idle_ms / 1000.0
+
+    async def open_stream(self, order: AttemptOrder) -> AttemptOutcome:
+        """Open a granted streamed attempt and read it up to its first content.
+
+        Runs in the caller's task. Returns OK with ``outcome.stream`` (the open
+        :class:`UpstreamStream`, whose reader must end the attempt with
+        :meth:`end_attempt`), or a FAILED / CANCELLED outcome already settled here.
+        Cancelling the caller settles the attempt and closes the connection.
+        """
+        started = trio.current_time()
+        served_model = self.upstream_model(order.model)
+        first_token_s, idle_s = self._stream_limits()
+        first_token_deadline = min(started + first_token_s, order.deadline)
+        call = self._adapter.build_call(
+            order.request,
+            base_url=self.target.base_url,
+            model=served_model,
+            api_key=self._api_key,
+            stream=True,
+        )
+        outcome: AttemptOutcome | None = None
+        upstream: UpstreamStream | None = None
+        response: httpx.Response | None = None
+        quota_after_s = self.config.quota_delay_cap_ms / 1000.0
+        try:
+            with order.guard(first_token_deadline):
+                request = self._client.build_request(
+                    "POST", call.url, headers=dict(call.headers), json=call.body
+                )
+                try:
+                    response = await self._client.send(request, stream=True)
+                    status = response.status_code
+                    content_type = response.headers.get("content-type", "")
+                    if not 200 <= status < 300 or "text/event-stream" not in content_type:
+                        body = await _read_limited(response, MAX_REPLY_BYTES)
+                except MalformedReply as exc:
+                    outcome = self._failed(served_model, started, _transient(str(exc)))
+                except Exception as exc:
+                    classification = classify(None, None, None, exc, quota_after_s=quota_after_s)
+                    outcome = self._failed(served_model, started, classification,
+                                           note=type(exc).__name__)
+                else:
+                    if not 200 <= status < 300:
+                        classification = classify(
+                            status, response.headers, body, quota_after_s=quota_after_s
+                        )
+                        outcome = self._failed(served_model, started, classification)
+                    elif "text/event-stream" not in content_type:
+                        outcome = self._unstreamed_reply(body, served_model, started)
+            if outcome is None and response is not None and "text/event-stream" in (
+                response.headers.get("content-type", "")
+            ) and 200 <= response.status_code < 300:
+                upstream = UpstreamStream(
+                    order=order,
+                    response=response,
+                    decoder=self._adapter.stream_decoder(model=served_model),
+                    started_at=started,
+                    first_token_deadline=first_token_deadline,
+                    idle_timeout_s=idle_s,
+                    request_deadline=order.deadline,
+                )
+                outcome = await self._read_to_first_content(upstream, served_model, started)
+            elif outcome is None:
+                outcome = self._cancelled_outcome(order, served_model, started)
+                if outcome.silent:
+                    outcome = attrs.evolve(outcome, note="abandoned: no headers in time")
+        finally:
+            if outcome is None or outcome.kind is not OutcomeKind.OK:
+                if upstream is not None:
+                    await upstream.aclose()
+                elif response is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await response.aclose()
+                outcome = self.end_attempt(order, outcome, started=started)
+        return outcome
+
+    async def _read_to_first_content(
+        self, upstream: UpstreamStream, served_model: str, started: float
+    ) -> AttemptOutcome:
+        buffered: list[dict[str, Any]] = []
+        try:
+            while True:
+                chunks = await upstream.next_chunks()
+                if chunks is None:
+                    # A clean end with no content at all is an (empty) answer too.
+                    break
+                buffered.extend(chunks)
+                if any(is_progress(chunk) for chunk in chunks):
+                    break
+        except StreamInterrupted as interrupted:
+            if interrupted.cancel_reason is not None:
+                return AttemptOutcome(
                     kind=OutcomeKind.CANCELLED,
                     target_id=self.target_id,
                     served_model=served_model,
                     started_at=started,
                     duration_s=trio.current_time() - started,
-                    cancel_reason=CancelReason.OPERATOR,
+                    cancel_reason=interrupted.cancel_reason,
                 )
-            order.reply.set(outcome)
-            if self.state is TargetState.DRAINING and not self._in_flight:
-                self._set_state(TargetState.DISABLED, reason="drained")
-            self._notify()
+            return attrs.evolve(
+                self._failed(served_model, started, interrupted.classification),
+                silent=interrupted.silent,
+                note="before first content",
+            )
+        upstream.first_chunks = buffered
+        return AttemptOutcome(
+            kind=OutcomeKind.OK,
+            target_id=self.target_id,
+            served_model=served_model,
+            started_at=started,
+            duration_s=trio.current_time() - started,
+            stream=upstream,
+        )
+
+    def _unstreamed_reply(self, body: bytes, served_model: str, started: float) -> AttemptOutcome:
+        """A 2xx that is not an event stream: an error object, or a whole reply."""
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return self._failed(served_model, started, _transient("stream is not SSE or JSON"))
+        if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
+            classification = classify_stream_error(
+                payload, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
+            )
+            return self._failed(served_model, started, classification, note="200 error")
+        return self._failed(
+            served_model, started, _transient("asked for a stream, got a whole reply")
+        )
 
     def _cancelled_outcome(
         self, order: AttemptOrder, served_model: str, started: float
@@ -723,6 +885,12 @@ class TargetActor:
     async def _close_when_idle(self, client: httpx.AsyncClient) -> None:
         await self._wait_idle()
         await client.aclose()
+
+
+def _transient(message: str) -> Classification:
+    return Classification(
+        error_class=ErrorClass.TRANSIENT_SERVER_FAILURE, retry_after=None, message=message
+    )
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:

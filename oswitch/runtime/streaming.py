@@ -1,0 +1,351 @@
+"""``Switcher.stream``: one continuous answer, even when a provider's stream dies.
+
+Entering the context returns once the first content chunk is in hand, so every
+failure before content is an ordinary failover and raises at ``async with``. After
+that, chunks flow in the caller's task. A stream cut, stalled, malformed, missing
+its terminator or failing with an error event is InterruptedExecution: the text
+the caller already has is kept, another target is asked to continue it, the seam
+is reconciled (repeated text dropped) and the continuation is streamed on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+import attrs
+import trio
+
+from oswitch.core.error_class import ErrorClass
+from oswitch.core.resume import SeamReconciler
+from oswitch.core.trace import AttemptRecord, TraceBuilder
+from oswitch.errors import AllTargetsFailed, RequestFailed, SwitcherError
+from oswitch.providers.base import chunk_finish_reason, chunk_has_tool_call, chunk_text
+from oswitch.runtime.dispatcher import RequestRun
+from oswitch.runtime.messages import AttemptOutcome, CancelReason, OutcomeKind
+from oswitch.runtime.upstream import StreamInterrupted, UpstreamStream
+
+
+def _set_text(chunk: dict[str, Any], text: str) -> dict[str, Any]:
+    chunk = copy.copy(chunk)
+    choices = [dict(choice) for choice in chunk["choices"]]
+    delta = dict(choices[0].get("delta") or {})
+    delta["content"] = text
+    choices[0]["delta"] = delta
+    chunk["choices"] = choices
+    return chunk
+
+
+class ChatStream:
+    """The caller's iterator over ``chat.completion.chunk`` dicts of one request.
+
+    ``request_id`` names the request (for ``inspect_request``). Iterating blocks
+    while the current provider is silent (at most the idle limit) and while a
+    resume finds the next target. Raises ``RequestFailed`` (InterruptedExecution)
+    when the answer cannot be finished honestly, ``AllTargetsFailed`` when no
+    target can continue it; never ends cleanly on a partial answer.
+    """
+
+    def __init__(
+        self,
+        *,
+        run: RequestRun,
+        first: AttemptOutcome,
+        trace: TraceBuilder,
+        resume_strategy: str,
+        on_finish: Callable[[ChatStream, BaseException | None], None],
+    ) -> None:
+        self.request_id = run.request_id
+        self._run = run
+        self._trace = trace
+        self._strategy = resume_strategy
+        self._on_finish = on_finish
+        self._pending: list[dict[str, Any]] = []
+        self._text = ""  # everything the caller has been given
+        self._segment_start = 0  # where the current segment's text starts in _text
+        self._tool_call_started = False
+        self._reconciler: SeamReconciler | None = None
+        self._chunk_id: str | None = None
+        self._done = False
+        self._saw_finish = False
+        self._finished_reported = False
+        self._begin_segment(first)
+
+    # ---- segments ----------------------------------------------------------------
+
+    def _begin_segment(self, outcome: AttemptOutcome) -> None:
+        assert outcome.stream is not None
+        self._outcome = outcome
+        self._upstream: UpstreamStream = outcome.stream
+        self._actor = self._run.router.actors[outcome.target_id]
+        self._segment_start = len(self._text)
+        self._segment_started_at = outcome.started_at
+        self.target_id = outcome.target_id
+        self.model = outcome.served_model
+        for chunk in self._upstream.first_chunks:
+            self._accept(chunk)
+
+    def _end_segment(
+        self,
+        result: AttemptOutcome,
+        *,
+        decision: str,
+        error_class: ErrorClass | None = None,
+        note: str = "",
+    ) -> None:
+        settled = self._actor.end_attempt(
+            self._upstream.order, result, started=self._segment_started_at
+        )
+        classification = settled.classification
+        self._trace.add(
+            AttemptRecord(
+                index=len(self._trace.attempts),
+                target_id=self.target_id,
+                model=self.model,
+                started_at=self._segment_started_at,
+                duration_s=trio.current_time() - self._segment_started_at,
+                error_class=error_class,
+                decision=decision,
+                status=None if classification is None else classification.status,
+                note=note,
+                offset=self._segment_start,
+                chars=len(self._text) - self._segment_start,
+            )
+        )
+        self._run.events.emit(
+            "attempt",
+            request_id=self.request_id,
+            target_id=self.target_id,
+            model=self.model,
+            attempt=self._run.attempts,
+            error_class=None if error_class is None else str(error_class),
+            decision=decision,
+            latency_ms=round((trio.current_time() - self._segment_started_at) * 1000.0, 3),
+            note=note,
+        )
+
+    # ---- chunks ------------------------------------------------------------------
+
+    def _accept(self, chunk: dict[str, Any]) -> None:
+        """Pass one upstream chunk on to the caller, sewing the seam if resuming."""
+        if self._chunk_id is None:
+            self._chunk_id = str(chunk.get("id") or f"chatcmpl-{self.request_id}")
+        chunk = dict(chunk)
+        chunk["id"] = self._chunk_id
+        if chunk_has_tool_call(chunk):
+            self._tool_call_started = True
+        if chunk_finish_reason(chunk) is not None:
+            self._saw_finish = True
+            chunk["oswitch"] = self._summary(finishing=True)
+        text = chunk_text(chunk)
+        if self._reconciler is not None:
+            passed = self._reconciler.feed(text) if text else ""
+            if chunk_finish_reason(chunk) is not None:
+                passed += self._reconciler.finish()
+            if passed != text:
+                chunk = _set_text(chunk, passed)
+            text = passed
+            choices = chunk.get("choices") or []
+            delta = choices[0].get("delta") if choices else None
+            if (
+                not text
+                and not chunk_has_tool_call(chunk)
+                and chunk_finish_reason(chunk) is None
+                and not chunk.get("usage")
+            ):
+                return  # a role chunk or a held-back repeat: nothing new for the caller
+            if isinstance(delta, dict) and "role" in delta and self._text:
+                delta = dict(delta)
+                delta.pop("role")
+                chunk = copy.copy(chunk)
+                chunk["choices"] = [dict(choices[0], delta=delta), *choices[1:]]
+        self._text += text
+        self._pending.append(chunk)
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while not self._pending:
+            if self._done:
+                raise StopAsyncIteration
+            try:
+                chunks = await self._upstream.next_chunks()
+            except StreamInterrupted as interrupted:
+                await self._resume_after(interrupted)
+                continue
+            except BaseException as exc:
+                await self._upstream.aclose()
+                self._finish(exc)
+                raise
+            if chunks is None:
+                await self._complete()
+                continue
+            for chunk in chunks:
+                self._accept(chunk)
+        return self._pending.pop(0)
+
+    def _summary(self, *, finishing: bool) -> dict[str, Any]:
+        """The reply's ``"oswitch"`` key; the segment still running counts as one attempt."""
+        return {
+            "request_id": self.request_id,
+            "target_id": self.target_id,
+            "attempts": len(self._trace.attempts) + (1 if finishing else 0),
+        }
+
+    async def _complete(self) -> None:
+        await self._upstream.aclose()
+        self._done = True
+        if self._reconciler is not None:
+            rest = self._reconciler.finish()
+            if rest:
+                self._text += rest
+                self._pending.append(self._text_chunk(rest))
+        if not self._saw_finish:
+            # Some providers end with [DONE] and no finish chunk: give the caller one.
+            self._pending.append(self._finish_chunk())
+        self._end_segment(
+            attrs.evolve(self._outcome, stream=None, duration_s=trio.current_time()
+                         - self._segment_started_at),
+            decision="return",
+        )
+        self._trace.finish(
+            trio.current_time(), "ok", served_by=self.target_id, served_model=self.model
+        )
+        self._finish(None)
+
+    def _text_chunk(self, text: str) -> dict[str, Any]:
+        return {
+            "id": self._chunk_id,
+            "object": "chat.completion.chunk",
+            "model": self.model,
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+        }
+
+    def _finish_chunk(self) -> dict[str, Any]:
+        return {
+            "id": self._chunk_id,
+            "object": "chat.completion.chunk",
+            "model": self.model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "oswitch": self._summary(finishing=True),
+        }
+
+    async def _resume_after(self, interrupted: StreamInterrupted) -> None:
+        """The current segment broke after content: settle it and continue elsewhere."""
+        await self._upstream.aclose()
+        underlying = interrupted.classification.error_class
+        if interrupted.deadline_exceeded:
+            result = attrs.evolve(self._outcome, kind=OutcomeKind.CANCELLED, stream=None)
+            self._end_segment(result, decision="give_up", note="request deadline")
+            error = AllTargetsFailed(
+                "deadline exceeded while streaming",
+                request_id=self.request_id,
+                error_class=ErrorClass.INTERRUPTED_EXECUTION,
+                attempts=self._run.attempts,
+                deadline_exceeded=True,
+            )
+            self._finish(error)
+            raise error
+        if interrupted.cancel_reason is not None:
+            result = attrs.evolve(
+                self._outcome, kind=OutcomeKind.CANCELLED, stream=None,
+                cancel_reason=interrupted.cancel_reason,
+            )
+            note = f"cancelled: {interrupted.cancel_reason}"
+        else:
+            result = attrs.evolve(
+                self._outcome, kind=OutcomeKind.FAILED, stream=None,
+                classification=interrupted.classification, silent=interrupted.silent,
+            )
+            note = f"{underlying}: {interrupted.classification.message}"
+        if interrupted.cancel_reason is CancelReason.OPERATOR:
+            self._run.free_next = True  # an operator's cancel costs the request nothing
+        self._end_segment(
+            result, decision="resume", error_class=ErrorClass.INTERRUPTED_EXECUTION, note=note
+        )
+        self._run.last_class = ErrorClass.INTERRUPTED_EXECUTION
+        if self._tool_call_started:
+            self._fail(
+                "the stream was cut in the middle of a tool call, which cannot be resumed "
+                "safely; no result was invented"
+            )
+        if self._strategy != "continue":
+            self._fail(f"the stream was interrupted after content and stream_resume is "
+                       f"{self._strategy!r}")
+        try:
+            outcome = await self._run.resume(self._text)
+        except SwitcherError as exc:
+            self._finish(exc)
+            raise
+        except BaseException as exc:
+            self._finish(exc)
+            raise
+        self._reconciler = SeamReconciler(self._text)
+        self._begin_segment(outcome)
+
+    def _fail(self, message: str) -> None:
+        error = RequestFailed(
+            message,
+            request_id=self.request_id,
+            error_class=ErrorClass.INTERRUPTED_EXECUTION,
+        )
+        self._finish(error)
+        raise error
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self._finished_reported:
+            return
+        self._finished_reported = True
+        self._done = True
+        self._on_finish(self, error)
+
+    async def aclose(self) -> None:
+        """Stop early: cancel the upstream attempt and close its connection."""
+        if self._finished_reported:
+            return
+        self._upstream.order.cancel(CancelReason.CALLER)
+        await self._upstream.aclose()
+        result = attrs.evolve(
+            self._outcome, kind=OutcomeKind.CANCELLED, stream=None,
+            cancel_reason=CancelReason.CALLER,
+        )
+        self._end_segment(result, decision="cancelled", note="caller left early")
+        self._finish(None)
+
+
+class StreamContext:
+    """What ``Switcher.stream`` returns: ``async with`` it to get a :class:`ChatStream`."""
+
+    def __init__(self, start: Callable[[AsyncExitStack], Any]) -> None:
+        self._start = start
+        self._stack: AsyncExitStack | None = None
+        self._stream: ChatStream | None = None
+
+    async def __aenter__(self) -> ChatStream:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            stream: ChatStream = await self._start(stack)
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._stack = stack
+        self._stream = stream
+        return stream
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._stack is not None and self._stream is not None
+        try:
+            await self._stream.aclose()
+        finally:
+            await self._stack.__aexit__(exc_type, exc, tb)
+

@@ -1,0 +1,156 @@
+"""One open streamed reply from one target, read chunk by chunk in the caller's task.
+
+Every wait on the provider runs inside the attempt's guard (its cancel scope), with
+the deadline that applies: the first-token limit until content begins, then the
+idle gap since the last progress. Pings, comments and role-only chunks are not
+progress. Anything that ends the stream other than the provider's terminator is
+raised as :class:`StreamInterrupted` carrying what it means for the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx
+import trio
+from httpx_sse import EventSource, ServerSentEvent
+
+from oswitch.core.classify import Classification
+from oswitch.core.error_class import ErrorClass
+from oswitch.providers.base import (
+    StreamDecoder,
+    StreamFault,
+    chunk_finish_reason,
+    chunk_has_tool_call,
+    chunk_text,
+)
+from oswitch.runtime.messages import AttemptOrder, CancelReason
+
+
+class StreamInterrupted(Exception):
+    """A stream ended without its terminator: cut, stalled, malformed, errored or
+    cancelled. ``classification`` is the target-side meaning; ``silent`` marks a
+    stall (no progress within the limit); ``cancel_reason`` an outside cancel."""
+
+    def __init__(
+        self,
+        classification: Classification,
+        *,
+        silent: bool = False,
+        cancel_reason: CancelReason | None = None,
+        deadline_exceeded: bool = False,
+    ) -> None:
+        super().__init__(classification.message)
+        self.classification = classification
+        self.silent = silent
+        self.cancel_reason = cancel_reason
+        self.deadline_exceeded = deadline_exceeded
+
+
+def _fault(message: str, error_class: ErrorClass = ErrorClass.TRANSPORT_FAILURE) -> Classification:
+    return Classification(error_class=error_class, retry_after=None, message=message)
+
+
+def is_progress(chunk: dict[str, Any]) -> bool:
+    """Whether a chunk moves the answer on (text, a tool call, or the finish)."""
+    return bool(chunk_text(chunk)) or chunk_has_tool_call(chunk) or (
+        chunk_finish_reason(chunk) is not None
+    )
+
+
+class UpstreamStream:
+    """The caller-side half of a streamed attempt (the target actor owns its slot)."""
+
+    def __init__(
+        self,
+        *,
+        order: AttemptOrder,
+        response: httpx.Response,
+        decoder: StreamDecoder,
+        started_at: float,
+        first_token_deadline: float,
+        idle_timeout_s: float,
+        request_deadline: float,
+    ) -> None:
+        self.order = order
+        self.started_at = started_at
+        self._response = response
+        self._decoder = decoder
+        self._events: AsyncGenerator[ServerSentEvent, None] = EventSource(response).aiter_sse()
+        self._first_token_deadline = first_token_deadline
+        self._idle_timeout_s = idle_timeout_s
+        self._request_deadline = request_deadline
+        self._last_progress: float | None = None
+        self.closed = False
+        self.first_chunks: list[dict[str, Any]] = []  # read before the caller took over
+
+    @property
+    def finished(self) -> bool:
+        return self._decoder.finished
+
+    def _deadline(self) -> float:
+        if self._last_progress is None:
+            return self._first_token_deadline
+        return min(self._last_progress + self._idle_timeout_s, self._request_deadline)
+
+    async def _next_event(self) -> ServerSentEvent | None:
+        """The next SSE event, or None at the end of the body."""
+        deadline = self._deadline()
+        with self.order.guard(deadline) as scope:
+            try:
+                return await self._events.__anext__()
+            except StopAsyncIteration:
+                return None
+            except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
+                raise StreamInterrupted(_fault(f"stream broken: {type(exc).__name__}")) from exc
+        if self.order.cancel_reason is not None:
+            raise StreamInterrupted(
+                _fault(f"cancelled: {self.order.cancel_reason}"),
+                cancel_reason=self.order.cancel_reason,
+            )
+        assert scope.cancelled_caught
+        if trio.current_time() >= self._request_deadline:
+            raise StreamInterrupted(_fault("request deadline exceeded"), deadline_exceeded=True)
+        waited = "first token" if self._last_progress is None else "next chunk"
+        limit = deadline - (self._last_progress or self.started_at)
+        raise StreamInterrupted(
+            _fault(f"stalled: no {waited} within {limit:.3f}s"), silent=True
+        )
+
+    async def next_chunks(self) -> list[dict[str, Any]] | None:
+        """The next chunks (at least one), or None once the stream ended cleanly.
+
+        Raises StreamInterrupted for anything else. Blocks at most until the
+        first-token or idle deadline.
+        """
+        while True:
+            if self._decoder.finished:
+                return None
+            event = await self._next_event()
+            if event is None:
+                if self._decoder.finished:
+                    return None
+                raise StreamInterrupted(_fault("stream ended without its terminator"))
+            try:
+                chunks = self._decoder.feed(event.event if event.event != "message" else "",
+                                            event.data)
+            except StreamFault as fault:
+                raise StreamInterrupted(fault.classification) from fault
+            if not chunks:
+                continue
+            if any(is_progress(chunk) for chunk in chunks):
+                self._last_progress = trio.current_time()
+            return chunks
+
+    async def aclose(self) -> None:
+        """Close the upstream connection (shielded, bounded). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            try:
+                await self._events.aclose()
+            finally:
+                await self._response.aclose()
+
