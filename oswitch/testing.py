@@ -245,7 +245,10 @@ class FakeProvider:
         self.calls: list[Call] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self.cancelled = 0
+        self.cancelled = 0  # answers cut short by a cancelled (abandoned) attempt
+        self.closed_early = 0  # streamed bodies the client closed before their end
+        self.open_streams = 0
+        self.max_open_streams = 0
 
     def on(self, route: str, *behaviours: Behaviour) -> FakeProvider:
         """Play ``behaviours`` in order for ``route`` (a key or host); the last repeats."""
@@ -305,7 +308,10 @@ class FakeProvider:
         try:
             if behaviour.latency > 0 and not math.isinf(behaviour.latency):
                 await trio.sleep(behaviour.latency)
-            return await behaviour.respond(request, body)
+            response = await behaviour.respond(request, body)
+            if isinstance(response.stream, _PlayedBody):
+                response.stream.provider = self
+            return response
         except trio.Cancelled:
             self.cancelled += 1
             raise
@@ -569,7 +575,7 @@ def stream(
         return httpx.Response(
             200,
             headers={"content-type": "text/event-stream"},
-            content=_play(script, events, range(header, len(events) - trailer)),
+            stream=_PlayedBody(_play(script, events, range(header, len(events) - trailer))),
         )
 
     return Behaviour(name="stream", respond=respond, latency=latency)
@@ -641,3 +647,44 @@ async def _play(script: _StreamScript, events: list[bytes], content: range) -> A
         )
     if pending:
         yield pending
+
+
+class _PlayedBody(httpx.AsyncByteStream):
+    """A streamed fake body that tells its provider how it ended (read, cancelled,
+    or closed early by the client), as a real connection would be seen to end."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.provider: FakeProvider | None = None
+        self._open = False
+        self._ended = False
+
+    async def __aiter__(self) -> Any:
+        provider = self.provider
+        if provider is not None:
+            provider.open_streams += 1
+            provider.max_open_streams = max(provider.max_open_streams, provider.open_streams)
+        self._open = True
+        try:
+            async for piece in self._source:
+                yield piece
+            self._ended = True
+        except trio.Cancelled:
+            self._ended = True
+            if provider is not None:
+                provider.cancelled += 1
+            raise
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._open and self.provider is not None:
+            self.provider.open_streams -= 1
+        self._open = False
+
+    async def aclose(self) -> None:
+        if not self._ended and self.provider is not None:
+            self._ended = True
+            self.provider.closed_early += 1
+        self._release()
+        await self._source.aclose()

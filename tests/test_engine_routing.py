@@ -225,3 +225,33 @@ async def test_passthrough_target_cools_per_model(autojump_clock: object) -> Non
     assert result["model"] == "model-y"
     assert view.condition == "Healthy"
     assert view.model_cooldowns == {"model-x": 30.0}
+
+
+async def test_busy_slots_are_waited_for_within_max_wait(autojump_clock: object) -> None:
+    """With the only target's slots full, a request waits for a slot to free, then runs."""
+    fake = FakeProvider().on("key-a", reply(latency=5.0))
+    cfg = config(target("a", concurrency_limit=1))
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        ends: list[float] = []
+
+        async def call() -> None:
+            await switcher.complete(chat())
+            ends.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            nursery.start_soon(call)
+    assert ends == [5.0, 10.0]
+
+
+async def test_busy_slots_past_max_wait_fail_fast(autojump_clock: object) -> None:
+    """A slot that does not free within max_wait_ms ends the request at max_wait_ms."""
+    fake = FakeProvider().on("key-a", reply(latency=5.0))
+    cfg = config(target("a", concurrency_limit=1), max_wait_ms=2000)
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(switcher.complete, chat())
+            await trio.sleep(0.5)
+            with pytest.raises(AllTargetsFailed, match="became eligible in time"):
+                await switcher.complete(chat())
+            assert trio.current_time() == 2.5

@@ -76,7 +76,7 @@ class SeamReconciler:
         self._held = ""
         if held.startswith(confirmed) and confirmed:
             self.dropped = len(confirmed)
-            return held[len(confirmed):]
+            return held[len(confirmed) :]
         longest = 0
         for size in range(min(len(held), len(confirmed), OVERLAP_WINDOW), MIN_OVERLAP - 1, -1):
             if confirmed.endswith(held[:size]) and held[:size].strip():

@@ -47,8 +47,10 @@ def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
     url = image.get("url", "") if isinstance(image, dict) else str(image or "")
     if url.startswith("data:") and ";base64," in url:
         media_type, _, data = url[5:].partition(";base64,")
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type,
-                                            "data": data}}
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
@@ -165,9 +167,7 @@ class AnthropicStreamDecoder:
         self._stop_reason: str | None = None
         self._tool_index_of_block: dict[int, int] = {}
 
-    def _chunk(
-        self, delta: dict[str, Any], finish_reason: str | None = None
-    ) -> dict[str, Any]:
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {
             "id": self._id,
             "object": "chat.completion.chunk",

@@ -196,7 +196,7 @@ class RequestRun:
                     waiting_since = now
                 earliest = min(t for t, _ in ready_times)
                 wait_until = min(waiting_since + self.settings.max_wait_s, self.deadline)
-                if earliest > wait_until:
+                if now >= wait_until or (earliest > wait_until and not math.isinf(earliest)):
                     return None  # nothing frees up in time: the fallbacks, or give up
                 if math.isinf(earliest):
                     # Slots or probes busy, or blocked by an operator: a change may help.
@@ -225,7 +225,9 @@ class RequestRun:
                     lost = attempt_actor.end_attempt(
                         outcome.stream.order,
                         attrs.evolve(
-                            outcome, kind=OutcomeKind.CANCELLED, stream=None,
+                            outcome,
+                            kind=OutcomeKind.CANCELLED,
+                            stream=None,
                             cancel_reason=CancelReason.HEDGE_LOST,
                         ),
                         started=outcome.started_at,
@@ -327,7 +329,6 @@ class RequestRun:
         """
         self.resuming = True
         self.confirmed_text = confirmed_text
-        self.free_next = False
         return await self.run()
 
     def _choose(self, eligible: list[TargetActor]) -> TargetActor:
@@ -417,11 +418,7 @@ class RequestRun:
         self.last_message = classification.message
         recovery = recovery_for(error_class, silent=outcome.silent)
         action = recovery.request_action
-        if (
-            self.resuming
-            and error_class is ErrorClass.INVALID_REQUEST
-            and self._prefills(actor)
-        ):
+        if self.resuming and error_class is ErrorClass.INVALID_REQUEST and self._prefills(actor):
             # A refused prefill: resume on the same target with the instruction form.
             self.prefill_refused.add(target_id)
             self.retry_next = target_id

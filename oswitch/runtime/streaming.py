@@ -175,6 +175,11 @@ class ChatStream:
             try:
                 chunks = await self._upstream.next_chunks()
             except StreamInterrupted as interrupted:
+                if self._saw_finish and interrupted.cancel_reason is None:
+                    # The finish already reached the caller: only the terminator is
+                    # missing, the answer is whole.
+                    await self._complete()
+                    continue
                 await self._resume_after(interrupted)
                 continue
             except BaseException as exc:
@@ -208,8 +213,11 @@ class ChatStream:
             # Some providers end with [DONE] and no finish chunk: give the caller one.
             self._pending.append(self._finish_chunk())
         self._end_segment(
-            attrs.evolve(self._outcome, stream=None, duration_s=trio.current_time()
-                         - self._segment_started_at),
+            attrs.evolve(
+                self._outcome,
+                stream=None,
+                duration_s=trio.current_time() - self._segment_started_at,
+            ),
             decision="return",
         )
         self._trace.finish(
@@ -252,14 +260,19 @@ class ChatStream:
             raise error
         if interrupted.cancel_reason is not None:
             result = attrs.evolve(
-                self._outcome, kind=OutcomeKind.CANCELLED, stream=None,
+                self._outcome,
+                kind=OutcomeKind.CANCELLED,
+                stream=None,
                 cancel_reason=interrupted.cancel_reason,
             )
             note = f"cancelled: {interrupted.cancel_reason}"
         else:
             result = attrs.evolve(
-                self._outcome, kind=OutcomeKind.FAILED, stream=None,
-                classification=interrupted.classification, silent=interrupted.silent,
+                self._outcome,
+                kind=OutcomeKind.FAILED,
+                stream=None,
+                classification=interrupted.classification,
+                silent=interrupted.silent,
             )
             note = f"{underlying}: {interrupted.classification.message}"
         if interrupted.cancel_reason is CancelReason.OPERATOR:
@@ -274,8 +287,9 @@ class ChatStream:
                 "safely; no result was invented"
             )
         if self._strategy != "continue":
-            self._fail(f"the stream was interrupted after content and stream_resume is "
-                       f"{self._strategy!r}")
+            self._fail(
+                f"the stream was interrupted after content and stream_resume is {self._strategy!r}"
+            )
         try:
             outcome = await self._run.resume(self._text)
         except SwitcherError as exc:
@@ -310,7 +324,9 @@ class ChatStream:
         self._upstream.order.cancel(CancelReason.CALLER)
         await self._upstream.aclose()
         result = attrs.evolve(
-            self._outcome, kind=OutcomeKind.CANCELLED, stream=None,
+            self._outcome,
+            kind=OutcomeKind.CANCELLED,
+            stream=None,
             cancel_reason=CancelReason.CALLER,
         )
         self._end_segment(result, decision="cancelled", note="caller left early")
@@ -348,4 +364,3 @@ class StreamContext:
             await self._stream.aclose()
         finally:
             await self._stack.__aexit__(exc_type, exc, tb)
-

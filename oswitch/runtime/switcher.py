@@ -233,9 +233,7 @@ class Switcher:
         }
         return reply
 
-    def stream(
-        self, request: Mapping[str, Any], *, request_id: str | None = None
-    ) -> StreamContext:
+    def stream(self, request: Mapping[str, Any], *, request_id: str | None = None) -> StreamContext:
         """Stream one chat request: ``async with switcher.stream(req) as chunks:``.
 
         A plain call returning an async context manager. Entering it blocks until the
@@ -310,9 +308,7 @@ class Switcher:
             on_finish=lambda stream, error: self._request_ended(trace, model, error),
         )
 
-    def _request_ended(
-        self, trace: TraceBuilder, model: str, error: BaseException | None
-    ) -> None:
+    def _request_ended(self, trace: TraceBuilder, model: str, error: BaseException | None) -> None:
         now = trio.current_time()
         if error is None:
             if trace.outcome == "in_progress":

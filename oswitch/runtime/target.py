@@ -520,8 +520,9 @@ class TargetActor:
                     outcome = self._failed(served_model, started, _transient(str(exc)))
                 except Exception as exc:
                     classification = classify(None, None, None, exc, quota_after_s=quota_after_s)
-                    outcome = self._failed(served_model, started, classification,
-                                           note=type(exc).__name__)
+                    outcome = self._failed(
+                        served_model, started, classification, note=type(exc).__name__
+                    )
                 else:
                     if not 200 <= status < 300:
                         classification = classify(
@@ -530,9 +531,12 @@ class TargetActor:
                         outcome = self._failed(served_model, started, classification)
                     elif "text/event-stream" not in content_type:
                         outcome = self._unstreamed_reply(body, served_model, started)
-            if outcome is None and response is not None and "text/event-stream" in (
-                response.headers.get("content-type", "")
-            ) and 200 <= response.status_code < 300:
+            if (
+                outcome is None
+                and response is not None
+                and "text/event-stream" in (response.headers.get("content-type", ""))
+                and 200 <= response.status_code < 300
+            ):
                 upstream = UpstreamStream(
                     order=order,
                     response=response,

@@ -54,8 +54,10 @@ def _fault(message: str, error_class: ErrorClass = ErrorClass.TRANSPORT_FAILURE)
 
 def is_progress(chunk: dict[str, Any]) -> bool:
     """Whether a chunk moves the answer on (text, a tool call, or the finish)."""
-    return bool(chunk_text(chunk)) or chunk_has_tool_call(chunk) or (
-        chunk_finish_reason(chunk) is not None
+    return (
+        bool(chunk_text(chunk))
+        or chunk_has_tool_call(chunk)
+        or (chunk_finish_reason(chunk) is not None)
     )
 
 
@@ -114,9 +116,7 @@ class UpstreamStream:
             raise StreamInterrupted(_fault("request deadline exceeded"), deadline_exceeded=True)
         waited = "first token" if self._last_progress is None else "next chunk"
         limit = deadline - (self._last_progress or self.started_at)
-        raise StreamInterrupted(
-            _fault(f"stalled: no {waited} within {limit:.3f}s"), silent=True
-        )
+        raise StreamInterrupted(_fault(f"stalled: no {waited} within {limit:.3f}s"), silent=True)
 
     async def next_chunks(self) -> list[dict[str, Any]] | None:
         """The next chunks (at least one), or None once the stream ended cleanly.
@@ -133,8 +133,9 @@ class UpstreamStream:
                     return None
                 raise StreamInterrupted(_fault("stream ended without its terminator"))
             try:
-                chunks = self._decoder.feed(event.event if event.event != "message" else "",
-                                            event.data)
+                chunks = self._decoder.feed(
+                    event.event if event.event != "message" else "", event.data
+                )
             except StreamFault as fault:
                 raise StreamInterrupted(fault.classification) from fault
             if not chunks:
@@ -153,4 +154,3 @@ class UpstreamStream:
                 await self._events.aclose()
             finally:
                 await self._response.aclose()
-
