@@ -75,7 +75,7 @@ def test_reconciler_releases_a_held_prefix_at_the_end() -> None:
 
 
 def test_continuation_request_forms() -> None:
-    """Prefill appends the confirmed text as the assistant turn; otherwise it adds an instruction."""
+    """Prefill puts the confirmed text last as the assistant turn; else an instruction follows."""
     request = chat(text="tell me")
     prefill = continuation_request(request, "Once upon a time ", prefill=True)
     assert prefill["messages"][-1] == {"role": "assistant", "content": "Once upon a time"}
