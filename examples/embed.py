@@ -25,14 +25,13 @@ MODEL = "gpt-4o-mini"
 def build_config() -> oswitch.SwitcherConfig:
     """Three targets (one key each) serving one model, validated by parse_config."""
 
-    def key(name: str, **extra: Any) -> dict[str, Any]:
+    def key(name: str) -> dict[str, Any]:
         return {
             "target_id": name,
             "provider_id": "fake",
             "base_url": "https://llm.fake.test/v1",
-            "api_key": f"key-{name}",
+            "api_key": f"key-{name}",  # the fake routes by key; see fake_upstreams()
             "model": MODEL,
-            **extra,
         }
 
     return oswitch.parse_config(
@@ -118,7 +117,9 @@ async def main() -> None:
             except oswitch.RequestFailed as exc:
                 print(f"    RequestFailed {exc.error_class}: {exc.message}")
             try:
-                await switcher.complete({"model": "llama-3", "messages": [{"role": "user"}]})
+                await switcher.complete(
+                    {"model": "llama-3", "messages": [{"role": "user", "content": "hi"}]}
+                )
             except oswitch.AllTargetsFailed as exc:
                 print(f"    AllTargetsFailed: {exc}")
 
