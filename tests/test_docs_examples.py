@@ -104,6 +104,19 @@ def test_every_python_block_compiles(doc: str) -> None:
         compile(source, f"{doc}:{line}", "exec")
 
 
+def test_embedding_doc_config_in_code_parses() -> None:
+    """The config built in code in docs/embedding.md is valid and resolves its providers."""
+    (source,) = [src for _, src in _python_blocks("docs/embedding.md") if "def build_config" in src]
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "docs/embedding.md", "exec"), namespace)
+    config = namespace["build_config"]()
+    assert [(t.target_id, t.base_url, t.api_key_env) for t in config.targets] == [
+        ("openai-mini", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ("local-vllm", "http://127.0.0.1:8000/v1", None),
+        ("openai-big", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+    ]
+
+
 async def test_embedding_doc_test_example_passes(autojump_clock: object) -> None:
     """The pytest example in docs/embedding.md passes, exact virtual durations and all."""
     tests = [src for _, src in _python_blocks("docs/embedding.md") if "async def test_" in src]
