@@ -1,4 +1,4 @@
-"""The ``oswitch`` command line: ``oswitch check-config FILE`` (more to come).
+"""The ``oswitch`` command line: ``oswitch check-config FILE``, ``oswitch ctl …``.
 
 Each subcommand is one ``_add_*`` function that registers its parser and sets
 ``handler``; the handler takes the parsed arguments and returns the exit code.
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from oswitch.config import describe_targets, load_config
+from oswitch.control.ctl import add_ctl_parser
 from oswitch.errors import ConfigError
 
 EXIT_OK = 0
@@ -49,6 +50,11 @@ def _add_check_config(commands: argparse._SubParsersAction[argparse.ArgumentPars
     parser.set_defaults(handler=_check_config)
 
 
+def _add_ctl(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # `oswitch ctl` lives with the control channel it drives.
+    add_ctl_parser(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``oswitch`` argument parser with every subcommand. Raises nothing."""
     parser = argparse.ArgumentParser(
@@ -57,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_check_config(commands)
+    _add_ctl(commands)
     return parser
 
 

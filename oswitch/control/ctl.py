@@ -1,0 +1,342 @@
+"""``oswitch ctl``: steer a running oswitch from a second terminal.
+
+    oswitch ctl --url ws://127.0.0.1:8788 list-targets
+    oswitch ctl --url ws://127.0.0.1:8788 pause openai-a
+    oswitch ctl --url ws://127.0.0.1:8788 inspect-request req_0123456789abcdef0123
+    oswitch ctl --url ws://127.0.0.1:8788 reload --path oswitch.toml
+    oswitch ctl --url ws://127.0.0.1:8788 watch --topics targets
+
+The token comes from ``--token`` or ``OSWITCH_CONTROL_TOKEN`` and is never printed.
+Exit codes: 0 done, 1 the server refused the command, 2 usage, connection or
+authentication failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from oswitch.control.client import (
+    CommandRefused,
+    ControlClient,
+    ControlConnectionError,
+    open_control,
+)
+from oswitch.control.protocol import TOPICS
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_FAILURE = 2
+
+TOKEN_ENV = "OSWITCH_CONTROL_TOKEN"
+DEFAULT_TIMEOUT_S = 10.0
+
+_TARGET_COMMANDS = {
+    "pause": "pause_target",
+    "resume": "resume_target",
+    "drain": "drain_target",
+    "disable": "disable_target",
+}
+_TARGET_HELP = {
+    "pause": "route no new work to TARGET; in-flight attempts finish",
+    "resume": "back to Active: breaker reset, cooldowns cleared, key re-read",
+    "drain": "no new work; in-flight attempts finish, then TARGET is Disabled",
+    "disable": "no new work; in-flight attempts are cancelled and fail over",
+}
+
+
+# ---- formatting ----------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _seconds(value: object) -> str:
+    return f"{value:.3f}s" if isinstance(value, int | float) else "-"
+
+
+def format_targets(views: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ``list-targets`` table: one row per target. Raises nothing."""
+    rows = []
+    for view in views:
+        cooldown = view.get("cooldown_remaining_s")
+        health = view.get("health")
+        rows.append(
+            [
+                str(view.get("target_id")),
+                str(view.get("state")),
+                str(view.get("condition")),
+                str(view.get("breaker_state")),
+                f"{health:.2f}" if isinstance(health, int | float) else "-",
+                f"{view.get('in_flight')}/{view.get('concurrency_limit')}",
+                f"{cooldown:.1f}s" if isinstance(cooldown, int | float) else "-",
+            ]
+        )
+    header = ["TARGET", "STATE", "CONDITION", "BREAKER", "HEALTH", "IN-FLIGHT", "COOLDOWN"]
+    return _table(header, rows)
+
+
+def format_trace(trace: Mapping[str, Any]) -> list[str]:
+    """A request trace as a timeline: one line per attempt, offset from the
+    request's start. Raises nothing."""
+    start = trace.get("started_at")
+    start = start if isinstance(start, int | float) else 0.0
+    served = trace.get("served_by")
+    summary = [
+        f"request {trace.get('request_id')}",
+        f"model {trace.get('model')}",
+        f"outcome {trace.get('outcome')}",
+    ]
+    if served:
+        summary.append(f"served by {served} ({trace.get('served_model')})")
+    if trace.get("error_class"):
+        summary.append(f"class {trace.get('error_class')}")
+    summary.append(f"total {_seconds(trace.get('duration_s'))}")
+    summary.append(f"queued {_seconds(trace.get('queue_wait_s'))}")
+    rows = []
+    for attempt in trace.get("attempts", ()):
+        began = attempt.get("started_at")
+        offset = f"+{began - start:.3f}s" if isinstance(began, int | float) else "-"
+        details = []
+        if attempt.get("status") is not None:
+            details.append(f"status {attempt['status']}")
+        if attempt.get("retry_after") is not None:
+            details.append(f"retry after {attempt['retry_after']:g}s")
+        if attempt.get("hedge"):
+            details.append("hedge")
+        if attempt.get("note"):
+            details.append(str(attempt["note"]))
+        rows.append(
+            [
+                offset,
+                str(attempt.get("target_id")),
+                str(attempt.get("model")),
+                _seconds(attempt.get("duration_s")),
+                str(attempt.get("error_class") or "ok"),
+                str(attempt.get("decision")),
+                "; ".join(details),
+            ]
+        )
+    header = ["AT", "TARGET", "MODEL", "TOOK", "CLASS", "DECISION", "DETAIL"]
+    lines = ["  ".join(summary)]
+    if rows:
+        lines += ["  " + line for line in _table(header, rows)]
+    else:
+        lines.append("  (no attempts)")
+    return lines
+
+
+def format_event(event: Mapping[str, Any], *, received: float | None = None) -> str:
+    """One event as a line: local time received, topic, name, then its fields as
+    ``key=value``. Raises nothing."""
+    stamp = time.localtime(received if received is not None else time.time())
+    millis = int(((received or time.time()) % 1) * 1000)
+    fields = event.get("fields")
+    pairs = (
+        " ".join(f"{key}={value}" for key, value in fields.items() if value not in (None, ""))
+        if isinstance(fields, Mapping)
+        else ""
+    )
+    head = f"{time.strftime('%H:%M:%S', stamp)}.{millis:03d} {event.get('topic') or '-'}"
+    return f"{head} {event.get('event')} {pairs}".rstrip()
+
+
+def _view_line(view: Mapping[str, Any]) -> str:
+    return (
+        f"{view.get('target_id')}: state {view.get('state')}, "
+        f"condition {view.get('condition')}, in flight {view.get('in_flight')}"
+    )
+
+
+# ---- commands ------------------------------------------------------------------------
+
+Runner = Callable[[ControlClient, argparse.Namespace], Awaitable[int]]
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+async def _list_targets(client: ControlClient, args: argparse.Namespace) -> int:
+    views = await client.list_targets()
+    if args.json:
+        _print_json(views)
+    else:
+        print("\n".join(format_targets(views)))
+    return EXIT_OK
+
+
+async def _target_command(client: ControlClient, args: argparse.Namespace) -> int:
+    result = await client.call(_TARGET_COMMANDS[args.ctl_command], target_id=args.target)
+    view = result.get("target") if isinstance(result, dict) else None
+    if args.json:
+        _print_json(view)
+    elif isinstance(view, dict):
+        print(_view_line(view))
+    return EXIT_OK
+
+
+async def _inspect_request(client: ControlClient, args: argparse.Namespace) -> int:
+    trace = await client.inspect_request(args.request_id)
+    if args.json:
+        _print_json(trace)
+    else:
+        print("\n".join(format_trace(trace)))
+    return EXIT_OK
+
+
+async def _reload(client: ControlClient, args: argparse.Namespace) -> int:
+    target_ids = await client.reload_config(path=args.path)
+    if args.json:
+        _print_json({"target_ids": target_ids})
+    else:
+        count = len(target_ids)
+        print(f"reloaded: {count} target{'s' if count != 1 else ''} ({', '.join(target_ids)})")
+    return EXIT_OK
+
+
+async def _watch(client: ControlClient, args: argparse.Namespace) -> int:
+    topics = args.topics or list(TOPICS)
+    await client.subscribe(topics)
+    seen = 0
+    while args.count is None or seen < args.count:
+        event = await client.next_event()
+        if event.get("event") == "subscription_dropped":
+            # Fell behind (the terminal was too slow): say so, and pick the feed up again.
+            print("oswitch ctl: events were dropped; resubscribing", file=sys.stderr)
+            await client.subscribe(topics)
+            continue
+        seen += 1
+        if args.json:
+            print(json.dumps(event), flush=True)
+        else:
+            print(format_event(event), flush=True)
+    return EXIT_OK
+
+
+_RUNNERS: dict[str, Runner] = {
+    "list-targets": _list_targets,
+    **dict.fromkeys(_TARGET_COMMANDS, _target_command),
+    "inspect-request": _inspect_request,
+    "reload": _reload,
+    "watch": _watch,
+}
+
+
+async def _run(args: argparse.Namespace, url: str, token: str, timeout_s: float) -> int:
+    try:
+        async with open_control(url, token=token, connect_timeout_s=timeout_s) as client:
+            runner = _RUNNERS[args.ctl_command]
+            if args.ctl_command == "watch":
+                return await runner(client, args)
+            with trio.fail_after(timeout_s):
+                return await runner(client, args)
+    except CommandRefused as exc:
+        print(f"oswitch ctl: refused ({exc.code}): {exc.message}", file=sys.stderr)
+        for path, reason in exc.problems:
+            print(f"  {reason} @ {path}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ControlConnectionError as exc:
+        print(f"oswitch ctl: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except trio.TooSlowError:
+        print(f"oswitch ctl: no reply within {timeout_s:g} s", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def run_ctl(args: argparse.Namespace) -> int:
+    """Handler of ``oswitch ctl``: run one command against a control channel and
+    return the exit code (0 done, 1 refused, 2 usage/connection/auth failure).
+
+    Raises nothing; Ctrl-C ends ``watch`` with exit code 0.
+    """
+    url = getattr(args, "url", None)
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV, "")
+    timeout_s = getattr(args, "timeout", None) or DEFAULT_TIMEOUT_S
+    args.json = getattr(args, "json", False)
+    if not url:
+        print("oswitch ctl: --url is required (e.g. ws://127.0.0.1:8788)", file=sys.stderr)
+        return EXIT_FAILURE
+    if not token:
+        print(f"oswitch ctl: no token: pass --token or set {TOKEN_ENV}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.ctl_command == "reload":
+        # The server reads the file: a relative path means the operator's directory.
+        args.path = os.path.abspath(args.path)
+    try:
+        return trio.run(_run, args, url, token, timeout_s)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def add_ctl_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``oswitch ctl`` and its commands on ``commands``. Raises nothing."""
+    # Shared options are accepted before or after COMMAND; SUPPRESS keeps a value
+    # given before COMMAND from being reset by the command's own parser.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", default=argparse.SUPPRESS, help="the control channel, ws://HOST:PORT"
+    )
+    common.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help=f"the control token (default: ${TOKEN_ENV}, which keeps it out of ps)",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print raw JSON results"
+    )
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help=f"connect and reply timeout (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser = commands.add_parser(
+        "ctl",
+        parents=[common],
+        help="steer a running oswitch over its control channel",
+        description=(
+            "Send one operator command to a running oswitch's control channel. "
+            f"The token comes from --token or ${TOKEN_ENV} and is never printed. "
+            "Exit codes: 0 done, 1 refused by the server, 2 usage, connection or "
+            "authentication failure."
+        ),
+    )
+    sub = parser.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "list-targets",
+        parents=[common],
+        help="every target: state, condition, breaker, health, in-flight, cooldown",
+    )
+    for name in _TARGET_COMMANDS:
+        command = sub.add_parser(name, parents=[common], help=_TARGET_HELP[name])
+        command.add_argument("target", metavar="TARGET", help="a target_id")
+    inspect = sub.add_parser(
+        "inspect-request", parents=[common], help="a request's trace as a timeline"
+    )
+    inspect.add_argument("request_id", metavar="ID", help="a request id (req_...)")
+    reload = sub.add_parser("reload", parents=[common], help="hot-reload the configuration")
+    reload.add_argument(
+        "--path", required=True, metavar="FILE", help="config file, read by the server"
+    )
+    watch = sub.add_parser("watch", parents=[common], help="print events live until Ctrl-C")
+    watch.add_argument(
+        "--topics", nargs="+", choices=TOPICS, metavar="TOPIC", help="audit, targets (default both)"
+    )
+    watch.add_argument(
+        "--count", type=int, metavar="N", help="stop after N events (default: never)"
+    )
+    parser.set_defaults(handler=run_ctl)
