@@ -1,4 +1,4 @@
-"""The ``oswitch`` command line: ``oswitch check-config FILE``, ``oswitch ctl …``.
+"""The ``oswitch`` command line: ``check-config FILE``, ``serve``, ``ctl …``.
 
 Each subcommand is one ``_add_*`` function that registers its parser and sets
 ``handler``; the handler takes the parsed arguments and returns the exit code.
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from oswitch.config import describe_targets, load_config
 from oswitch.control.ctl import add_ctl_parser
 from oswitch.errors import ConfigError
+from oswitch.sidecar.cli import add_serve_parser
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_check_config(commands)
+    add_serve_parser(commands)
     _add_ctl(commands)
     return parser
 

@@ -328,3 +328,41 @@ async def test_malformed_200_is_a_transient_failure(autojump_clock: object) -> N
     assert result["oswitch"]["target_id"] == "b"
     assert trace.attempts[0].error_class is ErrorClass.TRANSIENT_SERVER_FAILURE
     assert trace.attempts[0].note == "malformed"
+
+
+async def test_malformed_request_keeps_its_id_and_trace(autojump_clock: object) -> None:
+    """A request refused for its shape still carries the caller's id and leaves a trace."""
+    fake = FakeProvider().on("key-a", reply())
+    async with open_switcher(config(target("a")), transport=fake.transport()) as switcher:
+        with pytest.raises(RequestFailed) as caught:
+            await switcher.complete({"messages": []}, request_id="r-bad")
+        assert caught.value.request_id == "r-bad"
+        assert switcher.inspect_request("r-bad").outcome == "RequestFailed"
+
+
+async def test_fallback_hop_costs_one_failover_not_two(autojump_clock: object) -> None:
+    """With failover_budget 1 the fallback model is reached: the hop is the failover."""
+    fake = FakeProvider().on("key-a", context_too_long()).on("key-big", reply("big"))
+    cfg = config(
+        target("a"),
+        target("big", model="gpt-4.1"),
+        fallbacks={"gpt-4o": ("gpt-4.1",)},
+        failover_budget=1,
+    )
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        result = await switcher.complete(chat())
+    assert result["oswitch"]["target_id"] == "big"
+
+
+async def test_context_refusal_tries_a_larger_sibling_of_the_same_model(
+    autojump_clock: object,
+) -> None:
+    """A context refusal from a known small window goes to a same-model target with more room."""
+    fake = FakeProvider().on("key-small", context_too_long()).on("key-large", reply("large"))
+    cfg = config(
+        target("small", context_window=8192, operator_priority=1),
+        target("large", context_window=128_000),
+    )
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        result = await switcher.complete(chat())
+    assert result["oswitch"]["target_id"] == "large"

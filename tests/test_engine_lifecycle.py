@@ -294,3 +294,29 @@ async def test_a_thousand_concurrent_requests_all_end_and_leak_no_task(
     assert len(outcomes) == 1000
     assert outcomes.count("ok") >= 990
     assert trio.lowlevel.current_statistics().tasks_living == before
+
+
+async def test_hedge_attempts_are_flagged_in_the_trace(autojump_clock: object) -> None:
+    """The trace marks which attempt was the hedge."""
+    fake = FakeProvider().on("key-a", reply("slow", latency=10.0))
+    fake.on("key-b", reply("fast", latency=1.0))
+    cfg = config(target("a", operator_priority=1), target("b"), hedge_after_ms=2000)
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        result = await switcher.complete(chat())
+        trace = switcher.inspect_request(result["oswitch"]["request_id"])
+    assert sorted((a.target_id, a.hedge) for a in trace.attempts) == [("a", False), ("b", True)]
+
+
+async def test_request_racing_a_retirement_is_answered(autojump_clock: object) -> None:
+    """Orders sent to a target being retired by a reload are refused, never left hanging."""
+    fake = FakeProvider().on("key-a", reply("a", latency=5.0)).on("key-b", reply("b"))
+    first = config(target("a", operator_priority=1), target("b"))
+    async with open_switcher(first, transport=fake.transport()) as switcher:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(switcher.complete, chat())
+            await trio.sleep(1.0)
+            await switcher.reload_config(attrs.evolve(first, targets=(target("b"),)))
+            with trio.fail_after(1):
+                result = await switcher.complete(chat())
+        assert result["oswitch"]["target_id"] == "b"
+        assert [v.target_id for v in switcher.list_targets()] == ["b"]

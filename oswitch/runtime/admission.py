@@ -65,9 +65,7 @@ class Admission:
         concurrency_limit: int,
         queue_limit: int,
         backpressure_threshold: int,
-        events: EventHub | None = None,
     ) -> None:
-        self._events = events or EventHub()
         self._limiter.total_tokens = concurrency_limit
         self.queue_limit = queue_limit
         self.backpressure_threshold = backpressure_threshold

@@ -116,10 +116,11 @@ class RequestRun:
         self.free_next = True  # the first attempt, and one after an operator cancel
         self.tried: set[str] = set()
         self.excluded: set[str] = set()
+        self.excluded_for_model: set[tuple[str, str]] = set()
         self.not_before: dict[str, float] = {}
         self.backoff_rounds: dict[str, int] = {}
         self.context_limit: int | None = None
-        self.context_refused = False
+        self.hedging = False  # the attempt being recorded was a hedge
         self.retry_next: str | None = None  # a target to resend to at once (fresh key)
         self.prefill_refused: set[str] = set()  # targets that refused a prefill resume
         self.resuming = False
@@ -135,9 +136,10 @@ class RequestRun:
         chain = model_chain(self.model, self.settings.fallbacks)
         for hop, model in enumerate(chain):
             if hop > 0:
+                # The hop itself is free: the first attempt on the fallback model is
+                # a move to another target, and that is what failover_budget counts.
                 if not self._budget_allows_failover():
                     break
-                self.failovers += 1
                 self.events.emit(
                     "fallback",
                     request_id=self.request_id,
@@ -156,7 +158,11 @@ class RequestRun:
             actor
             for actor in self.router.candidates(model)
             if self.needs.admits(actor)
-            and (limit is None or (actor.target.context_window or 0) > limit)
+            and (
+                limit is None
+                or actor.target.context_window is None
+                or actor.target.context_window > limit
+            )
         ]
 
     def _cost(self, actor: TargetActor) -> str:
@@ -180,13 +186,18 @@ class RequestRun:
 
     async def _run_model(self, model: str) -> AttemptOutcome | None:
         """Try ``model``'s targets; None when they are exhausted (walk the fallbacks)."""
-        pool = self._pool(model)
         waiting_since: float | None = None
         while True:
             now = trio.current_time()
             if now >= self.deadline:
                 raise self._deadline_error()
-            live = [a for a in pool if a.target_id not in self.excluded and self._affordable(a)]
+            live = [
+                a
+                for a in self._pool(model)
+                if a.target_id not in self.excluded
+                and (a.target_id, model) not in self.excluded_for_model
+                and self._affordable(a)
+            ]
             if not live:
                 return None
             ready_times = [(self._ready_at(a, model, now), a) for a in live]
@@ -206,14 +217,15 @@ class RequestRun:
                 continue
             actor = self._choose(eligible)
             if self.settings.hedge_after_s is None:
-                results = [(actor, await self._attempt(actor, model))]
+                results = [(actor, await self._attempt(actor, model), False)]
             else:
                 results = await self._race(actor, model)
             winner = None
-            for attempt_actor, outcome in results:
+            for attempt_actor, outcome, _ in results:
                 if outcome.kind is OutcomeKind.OK and winner is None:
                     winner = (attempt_actor, outcome)
-            for attempt_actor, outcome in results:
+            for attempt_actor, outcome, hedge in results:
+                self.hedging = hedge
                 if outcome.kind is OutcomeKind.REFUSED:
                     continue
                 if winner is not None and attempt_actor is winner[0]:
@@ -239,28 +251,26 @@ class RequestRun:
                     self._settle(attempt_actor, model, outcome, final=winner is None)
             if winner is not None:
                 return winner[1]
-            if all(o.kind is OutcomeKind.REFUSED for _, o in results):
+            self.hedging = False
+            if all(o.kind is OutcomeKind.REFUSED for _, o, _ in results):
                 # Taken by another request in the meantime: keep waiting, same max_wait.
                 await trio.lowlevel.checkpoint()
             else:
                 waiting_since = None
-            if self.context_refused:
-                self.context_refused = False
-                return None
 
     async def _race(
         self, first: TargetActor, model: str
-    ) -> list[tuple[TargetActor, AttemptOutcome]]:
+    ) -> list[tuple[TargetActor, AttemptOutcome, bool]]:
         """Happy-eyeballs hedging: start ``first``; if it has not answered after
         ``hedge_after_ms``, start the next-best untried target too. The first answer
         wins and the other attempt is cancelled (a lost hedge is not a failure)."""
-        results: list[tuple[TargetActor, AttemptOutcome]] = []
+        results: list[tuple[TargetActor, AttemptOutcome, bool]] = []
         orders: list[AttemptOrder] = []
         settled = trio.Event()
 
         async def attempt(actor: TargetActor, hedge: bool) -> None:
             outcome = await self._attempt(actor, model, hedge=hedge, orders=orders)
-            results.append((actor, outcome))
+            results.append((actor, outcome, hedge))
             if outcome.kind is OutcomeKind.OK or len(results) == len(orders):
                 settled.set()
 
@@ -374,8 +384,17 @@ class RequestRun:
         if orders is not None:
             orders.append(order)
         try:
-            await actor.send(order)
-            outcome = await order.reply.wait()
+            if await actor.send(order):
+                outcome = await order.reply.wait()
+            else:  # the target was retired by a reload meanwhile
+                self.excluded.add(actor.target_id)
+                outcome = AttemptOutcome(
+                    kind=OutcomeKind.REFUSED,
+                    target_id=actor.target_id,
+                    served_model=model,
+                    started_at=now,
+                    note="target retired",
+                )
         finally:
             if not order.reply.is_set:
                 order.cancel(CancelReason.CALLER)
@@ -443,17 +462,17 @@ class RequestRun:
             if classification.status == 429:
                 self.excluded.add(target_id)  # per-minute budget: a sibling key may take it
             else:
-                self.context_limit = max(self.context_limit or 0, actor.target.context_window or 0)
-                self.context_refused = True
+                window = actor.target.context_window
+                if window is not None:
+                    self.context_limit = max(self.context_limit or 0, window)
                 decision = "fallback"
-                if actor.target.context_window is None:
-                    # Unknown window: no other target of this model is known to be larger.
-                    self.excluded.update(
-                        a.target_id
-                        for a in self.router.candidates(model)
-                        if a.target.context_window is None
-                    )
-                self.excluded.add(target_id)
+                # Never resend it unchanged to this model on this target; with no known
+                # window, no other target of this model is known to be larger either.
+                self.excluded_for_model.update(
+                    (a.target_id, model)
+                    for a in self.router.candidates(model)
+                    if a is actor or (window is None and a.target.context_window is None)
+                )
         elif action is RequestAction.RETRY_THEN_FAIL_OVER and recovery.retry_same_target:
             decision = "backoff"  # a sibling now if one is eligible, else this one later
             rounds = self.backoff_rounds.get(target_id, 0)
@@ -483,7 +502,7 @@ class RequestRun:
                 retry_after=None if classification is None else classification.retry_after,
                 note=outcome.note
                 or (f"cancelled: {outcome.cancel_reason}" if outcome.cancel_reason else ""),
-                hedge=False,
+                hedge=self.hedging,
             )
         )
         self.events.emit(

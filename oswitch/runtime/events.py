@@ -7,7 +7,7 @@ dropped (its channel closed) rather than allowed to slow routing down.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,10 +58,20 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subscribers: list[_Subscriber] = []
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``listener(name, fields)`` synchronously for every event (metrics).
+
+        Listeners must be quick and must not raise; they run inside routing.
+        """
+        self._listeners.append(listener)
 
     def emit(self, name: str, **fields: Any) -> None:
         """Log ``name`` to ``oswitch.audit`` and hand it to subscribers; never blocks."""
         audit(name, **fields)
+        for listener in self._listeners:
+            listener(name, fields)
         if not self._subscribers:
             return
         topic = TOPIC_OF_EVENT.get(name, "audit")

@@ -45,7 +45,7 @@ class SwitcherStatistics:
     admission: AdmissionStatistics
 
 
-def _validate_request(request: object) -> str:
+def _validate_request(request: object, request_id: str) -> str:
     """Return the request's model, or raise RequestFailed(InvalidRequest) naming the fault."""
     problem: str | None = None
     if not isinstance(request, Mapping):
@@ -55,7 +55,7 @@ def _validate_request(request: object) -> str:
     elif not isinstance(request.get("messages"), list) or not request["messages"]:
         problem = "messages: required, a non-empty list"
     if problem is not None:
-        raise RequestFailed(problem, error_class=ErrorClass.INVALID_REQUEST)
+        raise RequestFailed(problem, request_id=request_id, error_class=ErrorClass.INVALID_REQUEST)
     assert isinstance(request, Mapping)
     return str(request["model"])
 
@@ -158,78 +158,26 @@ class Switcher:
         deadline spent, nothing eligible in time) or ``RequestFailed`` (the request
         cannot succeed as sent: InvalidRequest, RequestTooLarge, PolicyFailure).
         """
-        model = _validate_request(request)
-        rid = request_id or new_request_id()
-        now = trio.current_time()
-        deadline = min(
-            now + self._config.request_timeout_ms / 1000.0, trio.current_effective_deadline()
-        )
-        trace = TraceBuilder(
-            request_id=rid,
-            model=model,
-            stream=False,
-            started_at=now,
-            prompt_chars=_prompt_chars(request),
-        )
-        self._traces.add(trace)
-        self._requests += 1
+        run = self._new_run(request, request_id, stream=False)
         try:
-            try:
-                async with self._admission.slot(deadline=deadline, request_id=rid) as waited:
-                    trace.queue_wait_s = waited
-                    run = RequestRun(
-                        request=request,
-                        request_id=rid,
-                        model=model,
-                        needs=request_needs(request),
-                        deadline=deadline,
-                        settings=self._settings,
-                        router=self._router,
-                        changed=self._changed,
-                        trace=trace,
-                        rng=self._rng,
-                        events=self.events,
-                    )
-                    outcome = await run.run()
-            except QueueTimeout:
-                raise AllTargetsFailed(
-                    "deadline exceeded while queued for admission",
-                    request_id=rid,
-                    deadline_exceeded=True,
-                    retry_after=self._admission.retry_after_hint(),
-                ) from None
-        except SwitcherError as exc:
-            self._failed += 1
-            exc.request_id = rid
-            trace.finish(
-                trio.current_time(),
-                type(exc).__name__,
-                error_class=getattr(exc, "error_class", None),
-            )
-            self.events.emit(
-                "request_failed",
-                request_id=rid,
-                model=model,
-                error_class=str(getattr(exc, "error_class", "") or ""),
-                note=type(exc).__name__,
-            )
+            async with self._slot(run):
+                outcome = await run.run()
+        except BaseException as exc:
+            self._request_ended(run.trace, run.model, exc)
             raise
-        except BaseException:
-            trace.finish(trio.current_time(), "cancelled")
-            raise
-        self._succeeded += 1
-        trace.finish(
+        run.trace.finish(
             trio.current_time(),
             "ok",
             served_by=outcome.target_id,
             served_model=outcome.served_model,
         )
+        self._request_ended(run.trace, run.model, None)
         reply = dict(outcome.reply or {})
         reply["model"] = outcome.served_model
         reply["oswitch"] = {
-            "request_id": rid,
+            "request_id": run.request_id,
             "target_id": outcome.target_id,
-            "attempts": len(trace.attempts),
+            "attempts": len(run.trace.attempts),
         }
         return reply
 
@@ -250,8 +198,30 @@ class Switcher:
     async def _open_stream(
         self, stack: AsyncExitStack, request: Mapping[str, Any], request_id: str | None
     ) -> ChatStream:
-        model = _validate_request(request)
+        run = self._new_run(request, request_id, stream=True)
+        try:
+            await stack.enter_async_context(self._slot(run))
+            first = await run.run()
+        except BaseException as exc:
+            self._request_ended(run.trace, run.model, exc)
+            raise
+        return ChatStream(
+            run=run,
+            first=first,
+            trace=run.trace,
+            resume_strategy=self._config.stream_resume,
+            on_finish=lambda stream, error: self._request_ended(run.trace, run.model, error),
+        )
+
+    def _new_run(
+        self, request: Mapping[str, Any], request_id: str | None, *, stream: bool
+    ) -> RequestRun:
+        """Validate a request and set up its run and trace (nothing waits yet).
+
+        Raises RequestFailed(InvalidRequest) for a request that is not a chat request.
+        """
         rid = request_id or new_request_id()
+        model = self._admit_shape(request, rid)
         now = trio.current_time()
         deadline = min(
             now + self._config.request_timeout_ms / 1000.0, trio.current_effective_deadline()
@@ -259,54 +229,47 @@ class Switcher:
         trace = TraceBuilder(
             request_id=rid,
             model=model,
-            stream=True,
+            stream=stream,
             started_at=now,
             prompt_chars=_prompt_chars(request),
         )
         self._traces.add(trace)
         self._requests += 1
-        strategy = self._config.stream_resume
         settings = self._settings
-        if strategy == "off":
+        if stream and self._config.stream_resume == "off":
             settings = settings.without_budgets()
-        try:
-            try:
-                waited = await stack.enter_async_context(
-                    self._admission.slot(deadline=deadline, request_id=rid)
-                )
-            except QueueTimeout:
-                raise AllTargetsFailed(
-                    "deadline exceeded while queued for admission",
-                    request_id=rid,
-                    deadline_exceeded=True,
-                    retry_after=self._admission.retry_after_hint(),
-                ) from None
-            trace.queue_wait_s = waited
-            run = RequestRun(
-                request=request,
-                request_id=rid,
-                model=model,
-                needs=request_needs(request),
-                deadline=deadline,
-                settings=settings,
-                router=self._router,
-                changed=self._changed,
-                trace=trace,
-                rng=self._rng,
-                events=self.events,
-                stream=True,
-            )
-            first = await run.run()
-        except BaseException as exc:
-            self._request_ended(trace, model, exc)
-            raise
-        return ChatStream(
-            run=run,
-            first=first,
+        return RequestRun(
+            request=request,
+            request_id=rid,
+            model=model,
+            needs=request_needs(request),
+            deadline=deadline,
+            settings=settings,
+            router=self._router,
+            changed=self._changed,
             trace=trace,
-            resume_strategy=strategy,
-            on_finish=lambda stream, error: self._request_ended(trace, model, error),
+            rng=self._rng,
+            events=self.events,
+            stream=stream,
         )
+
+    @asynccontextmanager
+    async def _slot(self, run: RequestRun) -> AsyncIterator[None]:
+        """Hold an admission slot for ``run``; a deadline passed in the queue is
+        AllTargetsFailed (deadline exceeded), a full queue Overloaded at once."""
+        try:
+            async with self._admission.slot(
+                deadline=run.deadline, request_id=run.request_id
+            ) as waited:
+                run.trace.queue_wait_s = waited
+                yield
+        except QueueTimeout:
+            raise AllTargetsFailed(
+                "deadline exceeded while queued for admission",
+                request_id=run.request_id,
+                deadline_exceeded=True,
+                retry_after=self._admission.retry_after_hint(),
+            ) from None
 
     def _request_ended(self, trace: TraceBuilder, model: str, error: BaseException | None) -> None:
         now = trio.current_time()
@@ -329,6 +292,18 @@ class Switcher:
             )
         else:
             trace.finish(now, "cancelled")
+
+    def _admit_shape(self, request: object, request_id: str) -> str:
+        """The request's model; a request that is not a chat request is traced and refused."""
+        try:
+            return _validate_request(request, request_id)
+        except RequestFailed as error:
+            now = trio.current_time()
+            trace = TraceBuilder(request_id=request_id, model="", stream=False, started_at=now)
+            self._traces.add(trace)
+            self._requests += 1
+            self._request_ended(trace, "", error)
+            raise
 
     # ---- operator surface --------------------------------------------------------
 
@@ -409,6 +384,23 @@ class Switcher:
         self._router = Router(actors)
         self._changed.notify()
         self.events.emit("config_reloaded", note=f"{len(actors)} targets")
+
+    def models(self) -> list[str]:
+        """The model names targets serve by name, and those reachable as fallbacks."""
+        names = set(self._router.models())
+        for source, chain in self._config.fallbacks.items():
+            if source != "*":
+                names.add(source)
+            names.update(chain)
+        return sorted(names)
+
+    def ready(self) -> bool:
+        """True while at least one target could take a request now (for ``/readyz``)."""
+        now = trio.current_time()
+        return any(
+            actor.ready_at(actor.target.model or "", now) <= now
+            for actor in self._router.actors.values()
+        )
 
     def statistics(self) -> SwitcherStatistics:
         return SwitcherStatistics(

@@ -354,15 +354,11 @@ class TargetActor:
 
     # ---- talking to the actor ----------------------------------------------------
 
-    async def send(self, message: AttemptOrder | Command) -> None:
-        """Put ``message`` in the inbox; blocks only while the inbox is full."""
-        await self._send_inbox.send(message)
-
     async def command(self, kind: CommandKind, payload: object = None) -> None:
         """Send an operator command and return once the actor has applied it."""
         command = Command(kind=kind, payload=payload)
-        await self.send(command)
-        await command.done.wait()
+        if await self.send(command):
+            await command.done.wait()
 
     # ---- the actor ---------------------------------------------------------------
 
@@ -386,12 +382,37 @@ class TargetActor:
                                 break
                         else:
                             self._start_attempt(message)
+                    # Retired: nothing new gets in, and whatever was queued is answered.
+                    self._send_inbox.close()
+                    self._refuse_queued()
                 nursery.cancel_scope.cancel()
         finally:
             for order in list(self._in_flight):
                 order.cancel(CancelReason.OPERATOR)
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._client.aclose()
+
+    def _refuse_queued(self) -> None:
+        while True:
+            try:
+                message = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            if isinstance(message, Command):
+                message.done.set(None)
+            else:
+                self._start_attempt(message)  # not Active any more: refused at once
+
+    async def send(self, message: AttemptOrder | Command) -> bool:
+        """Put ``message`` in the inbox; False if the actor has stopped taking any.
+
+        Blocks only while the inbox is full.
+        """
+        try:
+            await self._send_inbox.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
 
     def _start_attempt(self, order: AttemptOrder) -> None:
         now = trio.current_time()

@@ -1,0 +1,64 @@
+"""``oswitch serve``: run the gateway from a config file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+
+import trio
+
+from oswitch.config import load_config
+from oswitch.errors import ConfigError
+from oswitch.logs import configure_logging
+from oswitch.sidecar.serve import run_gateway
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for path, reason in exc.problems:
+            print(f"{reason} @ {path}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_format)
+    try:
+        trio.run(
+            partial(
+                run_gateway,
+                config,
+                host=args.host,
+                port=args.port,
+                control_port=args.control_port,
+            )
+        )
+    except ValueError as exc:
+        print(f"oswitch serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"oswitch serve: cannot listen: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the OpenAI-compatible gateway (sidecar)",
+        description=(
+            "Serve POST /v1/chat/completions, /v1/models, /healthz, /readyz and /metrics "
+            "for the targets in the config. Audit events go to stdout as NDJSON, logs to "
+            "stderr. SIGTERM/SIGINT shut down gracefully."
+        ),
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="config file")
+    parser.add_argument("--host", default=None, help="bind address (default: server.host)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: server.port)")
+    parser.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="also serve the websocket control channel on this port (needs a token)",
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.set_defaults(handler=_serve)

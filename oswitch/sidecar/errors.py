@@ -1,0 +1,112 @@
+"""OpenAI-shaped error bodies with honest HTTP status codes for oswitch's errors."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+from oswitch.core.error_class import ErrorClass
+from oswitch.errors import AllTargetsFailed, Overloaded, RequestFailed, SwitcherError
+
+
+@attrs.frozen(kw_only=True)
+class HttpError:
+    """An error as the sidecar answers it: status, OpenAI error JSON, extra headers."""
+
+    status: int
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+    retry_after: float | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        if self.retry_after is None:
+            return []
+        return [(b"retry-after", str(max(1, math.ceil(self.retry_after))).encode())]
+
+
+def http_error_for(error: SwitcherError) -> HttpError:
+    """Map an oswitch error to its status code.
+
+    Overloaded → 503 (Retry-After); AllTargetsFailed → 504 on the deadline, 429 when
+    the last failure was a rate limit (Retry-After = earliest free target), 503 when
+    nothing was tried because nothing became eligible, else 502; RequestFailed → 400
+    with the provider's reason (an unresumable stream: 502).
+    """
+    if isinstance(error, Overloaded):
+        return HttpError(
+            status=503,
+            message=str(error),
+            type="overloaded",
+            code="overloaded",
+            retry_after=error.retry_after,
+        )
+    if isinstance(error, AllTargetsFailed):
+        error_class = error.error_class
+        if error.deadline_exceeded:
+            return HttpError(
+                status=504,
+                message=str(error),
+                type="timeout",
+                code="deadline_exceeded",
+                retry_after=error.retry_after,
+            )
+        if error_class is ErrorClass.RATE_LIMITED:
+            return HttpError(
+                status=429,
+                message=str(error),
+                type="rate_limit_error",
+                code=str(error_class),
+                retry_after=error.retry_after,
+            )
+        if error.attempts == 0:
+            return HttpError(
+                status=503,
+                message=str(error),
+                type="unavailable",
+                code="no_eligible_target",
+                retry_after=error.retry_after,
+            )
+        return HttpError(
+            status=502,
+            message=str(error),
+            type="upstream_error",
+            code=None if error_class is None else str(error_class),
+            retry_after=error.retry_after,
+        )
+    if isinstance(error, RequestFailed):
+        if error.error_class is ErrorClass.INTERRUPTED_EXECUTION:
+            return HttpError(
+                status=502,
+                message=error.message,
+                type="upstream_error",
+                code=str(error.error_class),
+            )
+        return HttpError(
+            status=400,
+            message=error.message,
+            type="invalid_request_error",
+            code=str(error.error_class),
+        )
+    return HttpError(status=500, message=str(error), type="server_error", code="internal")
+
+
+def bad_request(
+    message: str, *, param: str | None = None, code: str = "invalid_request"
+) -> HttpError:
+    return HttpError(
+        status=400, message=message, type="invalid_request_error", code=code, param=param
+    )

@@ -1,0 +1,169 @@
+"""Prometheus metrics for one switcher, in a registry of its own (never the global one).
+
+Counters and histograms are fed by the switcher's events and by the HTTP app;
+per-target gauges (breaker state, cooldowns, in-flight) and admission gauges are
+read from the switcher at scrape time, so they are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import trio
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from oswitch.runtime.switcher import Switcher
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+BREAKER_STATES = ("Closed", "HalfOpen", "Open")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _SwitcherCollector(Collector):
+    """Reads live state from the switcher at each scrape."""
+
+    def __init__(self, switcher: Switcher) -> None:
+        self._switcher = switcher
+
+    def collect(self) -> Iterator[Metric]:
+        switcher = self._switcher
+        views = switcher.list_targets()
+        breaker = GaugeMetricFamily(
+            "oswitch_target_breaker_state",
+            "1 for the breaker state each target is in.",
+            labels=["target_id", "state"],
+        )
+        condition = GaugeMetricFamily(
+            "oswitch_target_info",
+            "1 per target, labelled with its state, condition and deployment mode hint.",
+            labels=["target_id", "provider_id", "state", "condition", "deployment_mode_hint"],
+        )
+        cooldown = GaugeMetricFamily(
+            "oswitch_target_cooldown_seconds",
+            "Seconds until the target's cooldown or quota wait ends (0 when none).",
+            labels=["target_id"],
+        )
+        in_flight = GaugeMetricFamily(
+            "oswitch_target_in_flight", "Attempts running on the target.", labels=["target_id"]
+        )
+        health = GaugeMetricFamily(
+            "oswitch_target_health", "Health EWMA of the target (0..1).", labels=["target_id"]
+        )
+        for view in views:
+            for state in BREAKER_STATES:
+                breaker.add_metric(
+                    [view.target_id, state], 1.0 if view.breaker_state == state else 0.0
+                )
+            condition.add_metric(
+                [
+                    view.target_id,
+                    view.provider_id,
+                    view.state,
+                    view.condition,
+                    view.deployment_mode_hint,
+                ],
+                1.0,
+            )
+            cooldown.add_metric([view.target_id], view.cooldown_remaining_s or 0.0)
+            in_flight.add_metric([view.target_id], float(view.in_flight))
+            health.add_metric([view.target_id], view.health)
+        yield from (breaker, condition, cooldown, in_flight, health)
+        admission = switcher.statistics().admission
+        yield GaugeMetricFamily(
+            "oswitch_requests_in_flight",
+            "Requests holding an admission slot.",
+            value=admission.in_flight,
+        )
+        yield GaugeMetricFamily(
+            "oswitch_queue_depth",
+            "Requests waiting for an admission slot.",
+            value=admission.queued,
+        )
+        yield GaugeMetricFamily(
+            "oswitch_backpressure",
+            "1 while the queue is at or past backpressure_threshold.",
+            value=1.0 if admission.backpressure else 0.0,
+        )
+
+
+class SwitcherMetrics:
+    """The metrics of one switcher; ``render()`` gives the Prometheus text format."""
+
+    def __init__(self, switcher: Switcher) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "oswitch_requests",
+            "Requests by outcome (ok or the error raised) and error class.",
+            ["outcome", "error_class", "stream"],
+            registry=self.registry,
+        )
+        self.attempts = Counter(
+            "oswitch_attempts",
+            "Attempts by target and error class ('' for success).",
+            ["target_id", "error_class"],
+            registry=self.registry,
+        )
+        self.failovers = Counter(
+            "oswitch_failovers",
+            "Moves of a request to another target or model, by kind of decision.",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.breaker_transitions = Counter(
+            "oswitch_breaker_transitions",
+            "Circuit breaker transitions by target and new state.",
+            ["target_id", "state"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "oswitch_request_duration_seconds",
+            "Time from arrival to the whole reply (streams: to the last chunk).",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "oswitch_time_to_first_token_seconds",
+            "Time from arrival to the first content chunk of a stream.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_SwitcherCollector(switcher))
+        switcher.events.add_listener(self._on_event)
+
+    def _on_event(self, name: str, fields: dict[str, Any]) -> None:
+        if name == "attempt":
+            self.attempts.labels(
+                str(fields.get("target_id", "")), str(fields.get("error_class") or "")
+            ).inc()
+            decision = fields.get("decision")
+            if decision in ("failover", "backoff", "cooldown", "resume"):
+                self.failovers.labels(str(decision)).inc()
+        elif name in ("fallback", "hedge"):
+            self.failovers.labels(name).inc()
+        elif name == "breaker":
+            self.breaker_transitions.labels(
+                str(fields.get("target_id", "")), str(fields.get("state", ""))
+            ).inc()
+
+    def observe_request(
+        self,
+        *,
+        outcome: str,
+        error_class: str,
+        stream: bool,
+        started: float,
+        first_token_at: float | None = None,
+    ) -> None:
+        """Record one finished request (``started`` and ``first_token_at`` on trio's clock)."""
+        now = trio.current_time()
+        self.requests.labels(outcome, error_class, "true" if stream else "false").inc()
+        self.latency.labels("true" if stream else "false").observe(now - started)
+        if first_token_at is not None:
+            self.time_to_first_token.observe(first_token_at - started)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,145 @@
+"""``oswitch serve``: the engine and the HTTP server under one supervisor.
+
+A lifespan nursery (signals, control channel) surrounds the server; SIGTERM or
+SIGINT stops accepting connections, lets requests and streams in flight finish
+within ``server.shutdown_grace_ms``, then cancels the rest and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from functools import partial
+
+import hypercorn
+import hypercorn.trio
+import trio
+
+from oswitch.config import ServerConfig, SwitcherConfig
+from oswitch.core.secret import Secret
+from oswitch.runtime.switcher import Switcher, open_switcher
+from oswitch.sidecar.app import SidecarApp
+
+log = logging.getLogger("oswitch.sidecar")
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def hypercorn_config(host: str, port: int, server: ServerConfig) -> hypercorn.Config:
+    """Hypercorn settings for the sidecar: our bind, limits and grace period."""
+    config = hypercorn.Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = server.shutdown_grace_ms / 1000.0
+    config.read_timeout = max(1, round(server.header_timeout_ms / 1000.0))
+    config.keep_alive_timeout = 5.0
+    config.h11_max_incomplete_size = 64 * 1024
+    config.accesslog = None
+    config.errorlog = logging.getLogger("oswitch.sidecar.http")
+    return config
+
+
+async def serve_sidecar(
+    switcher: Switcher,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    server: ServerConfig | None = None,
+    shutdown_trigger: trio.Event | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the OpenAI-compatible API for ``switcher`` until ``shutdown_trigger`` is set.
+
+    Reports the bound port through ``task_status`` (pass ``port=0`` to pick a free
+    one). Once triggered, new connections are refused and requests in flight get
+    ``server.shutdown_grace_ms`` to finish before they are cancelled; then it returns.
+    """
+    server = server or ServerConfig()
+    if host not in LOOPBACK and not server.api_keys:
+        log.warning("unauthenticated_public_bind", extra={"note": f"{host} without api_keys"})
+    app = SidecarApp(switcher, api_keys=server.api_keys, max_body_bytes=server.max_body_bytes)
+    trigger = shutdown_trigger or trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(
+                hypercorn.trio.serve,
+                app,  # type: ignore[arg-type]
+                hypercorn_config(host, port, server),
+                shutdown_trigger=trigger.wait,
+            )
+        )
+        bound_port = int(str(binds[0]).rsplit(":", 1)[1])
+        log.info("sidecar_listening", extra={"note": f"http://{host}:{bound_port}"})
+        task_status.started(bound_port)
+
+
+def control_token(config: SwitcherConfig) -> Secret | None:
+    """The control channel's token: from config, else its environment variable."""
+    if config.control.token is not None:
+        return config.control.token
+    value = os.environ.get(config.control.token_env)
+    return Secret(value) if value else None
+
+
+async def run_gateway(
+    config: SwitcherConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    control_port: int | None = None,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[tuple[int, int | None]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run engine, sidecar and (optionally) control channel until shut down.
+
+    ``host``/``port``/``control_port`` override the config. Reports ``(port,
+    control_port)`` once listening. Returns after a graceful shutdown, which
+    ``shutdown`` (or SIGTERM/SIGINT, when run from the main thread) triggers.
+    Raises ValueError when a control port is asked for without a token.
+    """
+    server = config.server
+    host = host or server.host
+    port = server.port if port is None else port
+    control_port = config.control.port if control_port is None else control_port
+    token = control_token(config)
+    if control_port is not None and token is None:
+        raise ValueError(
+            f"the control channel needs a token: set control.token or {config.control.token_env}"
+        )
+    shutdown = shutdown or trio.Event()
+    async with open_switcher(config) as switcher, trio.open_nursery() as lifespan:
+        lifespan.start_soon(_watch_signals, shutdown)
+        bound_control: int | None = None
+        if control_port is not None:
+            from oswitch.control.server import serve_control
+
+            assert token is not None
+            bound_control = await lifespan.start(
+                partial(serve_control, switcher, config.control.host, control_port, token=token)
+            )
+        async with trio.open_nursery() as server_nursery:
+            bound = await server_nursery.start(
+                partial(
+                    serve_sidecar,
+                    switcher,
+                    host=host,
+                    port=port,
+                    server=server,
+                    shutdown_trigger=shutdown,
+                )
+            )
+            task_status.started((bound, bound_control))
+        log.info("sidecar_stopped")
+        lifespan.cancel_scope.cancel()
+
+
+async def _watch_signals(shutdown: trio.Event) -> None:
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("shutdown_requested", extra={"note": signal.Signals(signum).name})
+                shutdown.set()
+                return
+    except RuntimeError:
+        # Not the main thread (tests): shutdown comes through the event only.
+        await trio.sleep_forever()
