@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias, cast
 
@@ -218,6 +219,7 @@ _ARGS: dict[str, dict[str, _Arg]] = {
 }
 
 OPS: tuple[str, ...] = tuple(sorted(_ARGS))
+_OP_LIKE = re.compile(r"[a-z][a-z_-]{0,31}")
 
 
 def _reject_constant(name: str) -> object:
@@ -282,11 +284,10 @@ def parse_frame(frame: str | bytes) -> Command:
         raise _bad_arguments(id, [("$.op", f"expected a string (got {_kind(op)})")])
     spec = _ARGS.get(op)
     if spec is None:
-        shown = op if len(op) <= 40 else op[:37] + "..."
+        # Echo only what looks like an op name (a typo): never an arbitrary value.
+        shown = f" {json.dumps(op)}" if _OP_LIKE.fullmatch(op) else ""
         raise ProtocolError(
-            ErrorCode.UNKNOWN_OP,
-            f"unknown op {json.dumps(shown)}; valid ops: {', '.join(OPS)}",
-            id=id,
+            ErrorCode.UNKNOWN_OP, f"unknown op{shown}; valid ops: {', '.join(OPS)}", id=id
         )
     problems: list[tuple[str, str]] = []
     values: dict[str, Any] = {}
