@@ -15,6 +15,7 @@ the last one repeating. Latency runs on trio's clock, so under
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -688,3 +689,93 @@ class _PlayedBody(httpx.AsyncByteStream):
             self.provider.closed_early += 1
         self._release()
         await self._source.aclose()
+
+
+# ---- the same scripts over a real loopback socket ---------------------------------
+
+
+class _FakeProviderApp:
+    """ASGI bridge: serves a FakeProvider's scripts over real HTTP."""
+
+    def __init__(self, fake: FakeProvider) -> None:
+        self._fake = fake
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        host, port = scope["server"] or ("127.0.0.1", 80)
+        query = scope.get("query_string", b"").decode()
+        url = f"http://{host}:{port}{scope['path']}" + (f"?{query}" if query else "")
+        request = httpx.Request(
+            scope["method"], url, headers=[(k, v) for k, v in scope["headers"]], content=body
+        )
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            response = await self._fake.handle(request)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [
+                        (k.encode(), v.encode())
+                        for k, v in response.headers.items()
+                        if k.lower() not in ("content-length", "transfer-encoding")
+                    ],
+                }
+            )
+            try:
+                async for piece in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+            finally:
+                await response.aclose()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+
+
+async def serve_fake_provider(
+    fake: FakeProvider,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``fake``'s scripts over HTTP on ``host:port`` until cancelled.
+
+    Reports the bound port through ``task_status`` (port 0 picks a free one), so a
+    target's ``base_url`` can be ``f"http://127.0.0.1:{port}/v1"``. A behaviour that
+    breaks the connection (``stream(reset_after=...)``) aborts it for real.
+    """
+    import hypercorn
+    import hypercorn.trio
+
+    config = hypercorn.Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = 0.1
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            functools.partial(hypercorn.trio.serve, _FakeProviderApp(fake), config)
+        )
+        task_status.started(int(str(binds[0]).rsplit(":", 1)[1]))

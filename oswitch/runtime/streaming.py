@@ -22,7 +22,7 @@ import trio
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.resume import SeamReconciler
 from oswitch.core.trace import AttemptRecord, TraceBuilder
-from oswitch.errors import AllTargetsFailed, RequestFailed, SwitcherError
+from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.providers.base import chunk_finish_reason, chunk_has_tool_call, chunk_text
 from oswitch.runtime.dispatcher import RequestRun
 from oswitch.runtime.messages import AttemptOutcome, CancelReason, OutcomeKind
@@ -78,6 +78,7 @@ class ChatStream:
 
     def _begin_segment(self, outcome: AttemptOutcome) -> None:
         assert outcome.stream is not None
+        self._segment_ended = False
         self._outcome = outcome
         self._upstream: UpstreamStream = outcome.stream
         self._actor = self._run.router.actors[outcome.target_id]
@@ -96,6 +97,7 @@ class ChatStream:
         error_class: ErrorClass | None = None,
         note: str = "",
     ) -> None:
+        self._segment_ended = True
         settled = self._actor.end_attempt(
             self._upstream.order, result, started=self._segment_started_at
         )
@@ -183,7 +185,8 @@ class ChatStream:
                 await self._resume_after(interrupted)
                 continue
             except BaseException as exc:
-                await self._upstream.aclose()
+                # Cancelled (the caller went away) or a bug: give the slot back first.
+                await self._abandon(note=f"caller gone: {type(exc).__name__}")
                 self._finish(exc)
                 raise
             if chunks is None:
@@ -292,10 +295,7 @@ class ChatStream:
             )
         try:
             outcome = await self._run.resume(self._text)
-        except SwitcherError as exc:
-            self._finish(exc)
-            raise
-        except BaseException as exc:
+        except BaseException as exc:  # AllTargetsFailed, or the caller went away
             self._finish(exc)
             raise
         self._reconciler = SeamReconciler(self._text)
@@ -321,6 +321,13 @@ class ChatStream:
         """Stop early: cancel the upstream attempt and close its connection."""
         if self._finished_reported:
             return
+        await self._abandon(note="caller left early")
+        self._finish(None)
+
+    async def _abandon(self, *, note: str) -> None:
+        """End the running segment as cancelled by the caller (no cost to the target)."""
+        if self._segment_ended:
+            return
         self._upstream.order.cancel(CancelReason.CALLER)
         await self._upstream.aclose()
         result = attrs.evolve(
@@ -329,8 +336,7 @@ class ChatStream:
             stream=None,
             cancel_reason=CancelReason.CALLER,
         )
-        self._end_segment(result, decision="cancelled", note="caller left early")
-        self._finish(None)
+        self._end_segment(result, decision="cancelled", note=note)
 
 
 class StreamContext:

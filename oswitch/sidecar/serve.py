@@ -58,7 +58,7 @@ async def serve_sidecar(
     if host not in LOOPBACK and not server.api_keys:
         log.warning("unauthenticated_public_bind", extra={"note": f"{host} without api_keys"})
     app = SidecarApp(switcher, api_keys=server.api_keys, max_body_bytes=server.max_body_bytes)
-    trigger = shutdown_trigger or trio.Event()
+    trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(
@@ -106,7 +106,7 @@ async def run_gateway(
         raise ValueError(
             f"the control channel needs a token: set control.token or {config.control.token_env}"
         )
-    shutdown = shutdown or trio.Event()
+    shutdown = shutdown if shutdown is not None else trio.Event()
     async with open_switcher(config) as switcher, trio.open_nursery() as lifespan:
         lifespan.start_soon(_watch_signals, shutdown)
         bound_control: int | None = None
