@@ -97,7 +97,7 @@ async def test_chat_completion_reply_and_request_id_header() -> None:
     fake = FakeProvider().on("key-a", reply("hello there"))
     with trio.fail_after(10):
         async with (
-            gateway(fake, config(target("a"))) as (base, switcher),
+            gateway(fake, config(target("a"))) as (base, _),
             httpx.AsyncClient() as client,
         ):
             response = await client.post(f"{base}/v1/chat/completions", json=chat())
