@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -138,6 +139,16 @@ def format_trace(trace: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _field(value: object) -> str:
+    # Quote text with spaces so that each key=value pair stays one token.
+    text = str(value)
+    return (
+        json.dumps(text)
+        if not isinstance(value, int | float) and re.search(r'[\s"=]', text)
+        else text
+    )
+
+
 def format_event(event: Mapping[str, Any], *, received: float | None = None) -> str:
     """One event as a line: local time received, topic, name, then its fields as
     ``key=value``. Raises nothing."""
@@ -145,7 +156,9 @@ def format_event(event: Mapping[str, Any], *, received: float | None = None) -> 
     millis = int(((received or time.time()) % 1) * 1000)
     fields = event.get("fields")
     pairs = (
-        " ".join(f"{key}={value}" for key, value in fields.items() if value not in (None, ""))
+        " ".join(
+            f"{key}={_field(value)}" for key, value in fields.items() if value not in (None, "")
+        )
         if isinstance(fields, Mapping)
         else ""
     )
