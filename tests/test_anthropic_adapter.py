@@ -214,7 +214,7 @@ def test_user_becomes_metadata_user_id() -> None:
     assert body_of(chat(user("hi"), user="u-42"))["metadata"] == {"user_id": "u-42"}
 
 
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
