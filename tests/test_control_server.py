@@ -658,3 +658,25 @@ async def test_a_subscriber_that_never_reads_is_dropped_and_routing_goes_on() ->
                 # Each request routed meanwhile added one more event: some never arrived.
                 assert len(frames) - 1 < emitted + emitted // 10
                 assert (await ask(ws, {"id": 2, "op": "list_targets"}))["ok"] is True
+
+
+async def test_shutting_down_closes_clients_with_1001() -> None:
+    """Cancelling serve_control closes every open connection with 1001, quickly."""
+    with trio.fail_after(GUARD_S):
+        async with open_switcher(parse_config(mapping("a"))) as switcher:
+            scope = trio.CancelScope()
+
+            async def serve(*, task_status: trio.TaskStatus[int]) -> None:
+                with scope:
+                    await serve_control(switcher, token=TOKEN, task_status=task_status)
+
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(serve)
+                url = f"ws://127.0.0.1:{port}"
+                async with raw(url) as idle, raw(url) as subscribed:
+                    await ask(subscribed, {"id": 1, "op": "subscribe"})
+                    scope.cancel()
+                    for ws in (idle, subscribed):
+                        reason = await close_reason(ws)
+                        assert (reason.code, reason.reason) == (1001, "server shutting down")
+            assert switcher.events.subscriber_count == 0

@@ -31,6 +31,7 @@ from trio_websocket import (
 
 from oswitch.config import ControlConfig, SwitcherConfig, load_config, parse_config
 from oswitch.control.protocol import (
+    CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
@@ -66,6 +67,8 @@ SEND_TIMEOUT_S = 10.0
 OUTBOX_SIZE = 16
 # How long a closing handshake may take before the socket is simply closed.
 CLOSE_TIMEOUT_S = 2.0
+# On shutdown, how long each client gets to answer our close 1001.
+SHUTDOWN_CLOSE_S = 0.25
 
 
 @attrs.frozen(kw_only=True)
@@ -188,19 +191,22 @@ class ControlServer:
         # take every other connection down with it: only Cancelled may leave.
         self._open += 1
         self._total += 1
-        ws: WebSocketConnection | None = None
+        connection: _Connection | None = None
         try:
-            ws = await request.accept()
-            await _Connection(self, ws).run()
+            connection = _Connection(self, await request.accept())
+            await connection.run()
         except ConnectionClosed:
             pass
         except Exception:
             log.exception("control_connection_failed")
-            if ws is not None:
+            if connection is not None:
                 with trio.move_on_after(CLOSE_TIMEOUT_S):
-                    await ws.aclose(CLOSE_INTERNAL_ERROR, "internal error")
+                    await connection.ws.aclose(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             self._open -= 1
+            if connection is not None and connection.ws.closed is None:
+                # Still open, so we are being cancelled: the server is shutting down.
+                await connection.going_away()
 
     def scrub(self, text: str) -> str:
         """``text`` with the token (raw or JSON-escaped) replaced by ``***``."""
@@ -238,6 +244,8 @@ class _Connection:
         self.switcher = server.switcher
         self._subscription: _Subscription | None = None
         self._too_slow = False
+        # True while a frame is being written: a cancel then would cut it in half.
+        self._sending = False
 
     async def run(self) -> None:
         """Authenticate, then serve commands until the client leaves or is stopped.
@@ -276,10 +284,21 @@ class _Connection:
     async def _send_now(self, text: str) -> None:
         """Send outside the writer (before it runs); a stuck send aborts the connection."""
         with trio.move_on_after(self.server.send_timeout_s) as scope:
+            self._sending = True
             await self.ws.send_message(self.server.scrub(text))
+            self._sending = False
         if scope.cancelled_caught:
             self.server._aborted += 1
             raise _Stop(None)
+
+    async def going_away(self) -> None:
+        """Tell the client the server is shutting down (close 1001), briefly and shielded."""
+        with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_CLOSE_S):
+            if self._sending:
+                # Cancelled mid-frame: no close frame can follow, just drop the socket.
+                await self._close(_Stop(None))
+            else:
+                await self.ws.aclose(CLOSE_GOING_AWAY, "server shutting down")
 
     async def _close(self, stop: _Stop) -> None:
         if stop.code is None:
@@ -313,14 +332,12 @@ class _Connection:
             await self._refuse_auth(
                 exc.id, ErrorCode.AUTH_REQUIRED, f"authenticate first ({exc.message})"
             )
-            raise AssertionError("unreachable") from None
         if not isinstance(command, Auth):
             await self._refuse_auth(
                 command.id,
                 ErrorCode.AUTH_REQUIRED,
                 'authenticate first: the first frame must be {"op": "auth", "token": "..."}',
             )
-            raise AssertionError("unreachable")
         try:
             good = self.server.token.matches(command.token.reveal())
         except UnicodeEncodeError:
@@ -366,7 +383,9 @@ class _Connection:
             async for text in receive:
                 with trio.move_on_after(self.server.send_timeout_s) as scope:
                     try:
+                        self._sending = True
                         await self.ws.send_message(self.server.scrub(text))
+                        self._sending = False
                     except ConnectionClosed:
                         self._nursery.cancel_scope.cancel()
                         return
