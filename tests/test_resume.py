@@ -68,10 +68,10 @@ def test_prefill_whitespace_is_not_doubled() -> None:
 
 
 def test_reconciler_releases_a_held_prefix_at_the_end() -> None:
-    """A continuation that only repeated the start of the answer adds nothing."""
-    seam = SeamReconciler("one two three")
-    assert seam.feed("one two") == ""
-    assert seam.finish() == ""
+    """Text held back as a possible restart is passed on when the stream ends short of one."""
+    seam = SeamReconciler("one two three ")
+    assert seam.feed("one") == ""
+    assert seam.finish() == "one"
 
 
 def test_continuation_request_forms() -> None:

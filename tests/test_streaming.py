@@ -11,7 +11,7 @@ import trio
 from oswitch import AllTargetsFailed, ErrorClass, RequestFailed
 from oswitch.config import SwitcherConfig
 from oswitch.runtime.switcher import Switcher, open_switcher
-from oswitch.testing import FakeProvider, bad_request, rate_limited, stream
+from oswitch.testing import FakeProvider, bad_request, rate_limited, reply, stream
 from support import chat, config, target
 
 ANSWER = (
@@ -255,6 +255,9 @@ async def test_tool_call_cut_mid_arguments_is_a_clear_error(autojump_clock: obje
     assert caught.value.request_id == chunks.request_id
     assert all(c["choices"][0]["finish_reason"] is None for c in received)
     assert fake.calls_to("key-b") == 0
+    trace = switcher.inspect_request(chunks.request_id)
+    assert [a.decision for a in trace.attempts] == ["give_up"]
+    assert trace.outcome == "RequestFailed"
 
 
 async def test_whole_tool_call_streams_through(autojump_clock: object) -> None:
@@ -369,3 +372,52 @@ async def test_streams_respect_the_concurrency_of_their_target(autojump_clock: o
             await trio.sleep(1.0)
             assert switcher.list_targets()[0].in_flight == 2
     assert fake.max_open_streams == 2
+
+
+async def test_a_slow_reader_is_not_a_stalled_provider(autojump_clock: object) -> None:
+    """The idle limit times the provider's silence, not the caller's pauses between chunks."""
+    fake = FakeProvider().on("key-a", stream(ANSWER)).on("key-b", stream(ANSWER))
+    async with open_switcher(pair(stream_idle_timeout_ms=3000), transport=fake.transport()) as s:
+        async with s.stream(chat()) as chunks:
+            pieces = []
+            async for chunk in chunks:
+                pieces.append(chunk["choices"][0]["delta"].get("content") or "")
+                await trio.sleep(10.0)  # the caller is busy for longer than the idle limit
+        trace = s.inspect_request(chunks.request_id)
+    assert "".join(pieces) == ANSWER
+    assert [a.decision for a in trace.attempts] == ["return"]
+
+
+async def test_leaving_right_after_the_finish_chunk_is_a_success(autojump_clock: object) -> None:
+    """A caller that stops at the finish chunk got the whole answer: the request is ok."""
+    fake = FakeProvider().on("key-a", stream(ANSWER))
+    async with open_switcher(config(target("a")), transport=fake.transport()) as switcher:
+        async with switcher.stream(chat()) as chunks:
+            async for chunk in chunks:
+                if chunk["choices"][0]["finish_reason"]:
+                    break
+        trace = switcher.inspect_request(chunks.request_id)
+        view = switcher.list_targets()[0]
+    assert trace.outcome == "ok"
+    assert (view.successes, view.in_flight) == (1, 0)
+
+
+async def test_untranslatable_request_is_invalid_and_keeps_the_switcher(
+    autojump_clock: object,
+) -> None:
+    """A request the adapter cannot translate fails as InvalidRequest; the switcher lives on."""
+    fake = FakeProvider().on("key-a", stream(ANSWER, api="anthropic"), reply("later"))
+    bad = chat()
+    bad["messages"].append({"role": "assistant", "content": None, "tool_calls": ["bogus"]})
+    async with open_switcher(
+        config(target("a", api="anthropic")), transport=fake.transport()
+    ) as switcher:
+        with pytest.raises(RequestFailed) as caught:
+            await switcher.complete(bad)
+        assert caught.value.error_class is ErrorClass.INVALID_REQUEST
+        with pytest.raises(RequestFailed):
+            async with switcher.stream(bad):
+                pass
+        text, _, _ = await collect(switcher)
+    assert text == ANSWER
+    assert fake.calls == [] or all(c.behaviour == "stream" for c in fake.calls)

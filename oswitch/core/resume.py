@@ -55,9 +55,8 @@ class SeamReconciler:
     ``finish`` flushes at the end of the stream.
     """
 
-    def __init__(self, confirmed: str, *, prefilled: bool = False) -> None:
+    def __init__(self, confirmed: str) -> None:
         self._confirmed = confirmed
-        self._prefilled = prefilled
         self._held = ""
         self._decided = False
         self.dropped = 0  # how many continuation characters were repeats
@@ -108,10 +107,6 @@ class SeamReconciler:
         """The continuation ended: release whatever is still held back."""
         if self._decided:
             return ""
-        if self._held and self._confirmed.startswith(self._held):
-            # It only repeated a beginning of the answer: nothing new in it.
-            self.dropped = len(self._held)
-            self._held = ""
-            self._decided = True
-            return ""
+        # A restart would have repeated the whole answer before ending; text that only
+        # matches its beginning may be new, and text is never thrown away on a guess.
         return self._decide()

@@ -25,6 +25,7 @@ FINISH_REASONS = {
     "stop_sequence": "stop",
     "pause_turn": "stop",
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
@@ -70,13 +71,17 @@ def _content_blocks(content: object) -> list[dict[str, Any]]:
     return blocks
 
 
-def _tool_arguments(raw: object) -> object:
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return {"_raw": raw}
-    return raw if isinstance(raw, dict) else {}
+def _tool_arguments(raw: object) -> dict[str, Any]:
+    """A tool call's arguments as the object Anthropic's ``tool_use.input`` must be."""
+    if isinstance(raw, dict):
+        return raw
+    if not isinstance(raw, str) or not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {"_raw": raw}
+    return parsed if isinstance(parsed, dict) else {"_raw": raw}
 
 
 def translate_messages(
@@ -146,6 +151,14 @@ def _tool_choice(choice: object) -> dict[str, Any] | None:
     return None
 
 
+def _prompt_tokens(usage: Mapping[str, Any]) -> int:
+    """Anthropic counts cached prompt tokens apart; OpenAI's prompt_tokens includes them."""
+    return sum(
+        int(usage.get(name) or 0)
+        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
     return {
         "prompt_tokens": input_tokens,
@@ -178,6 +191,13 @@ class AnthropicStreamDecoder:
 
     def feed(self, event: str, data: str) -> list[dict[str, Any]]:
         try:
+            return self._feed(event, data)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            # A field of the wrong type somewhere in the event: a malformed chunk.
+            raise malformed_chunk(f"{event or 'event'}: {type(exc).__name__}: {exc}") from exc
+
+    def _feed(self, event: str, data: str) -> list[dict[str, Any]]:
+        try:
             payload = json.loads(data) if data else {}
         except ValueError:
             raise malformed_chunk(f"not JSON: {data[:80]!r}") from None
@@ -190,7 +210,7 @@ class AnthropicStreamDecoder:
             message = payload.get("message") or {}
             self._id = str(message.get("id") or self._id)
             self.model = str(message.get("model") or self.model)
-            self._input_tokens = int((message.get("usage") or {}).get("input_tokens") or 0)
+            self._input_tokens = _prompt_tokens(message.get("usage") or {})
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = payload.get("content_block") or {}
@@ -294,6 +314,14 @@ class AnthropicAdapter:
         return UpstreamCall(url=base_url.rstrip("/") + "/messages", headers=headers, body=body)
 
     def parse_reply(self, payload: object, *, model: str) -> dict[str, Any]:
+        try:
+            return self._parse_reply(payload, model=model)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            if isinstance(exc, MalformedReply):
+                raise
+            raise MalformedReply(f"{type(exc).__name__}: {exc}") from exc
+
+    def _parse_reply(self, payload: object, *, model: str) -> dict[str, Any]:
         if not isinstance(payload, dict):
             raise MalformedReply(f"reply is not a JSON object (got {type(payload).__name__})")
         content = payload.get("content")
@@ -333,9 +361,7 @@ class AnthropicAdapter:
                     "finish_reason": FINISH_REASONS.get(str(payload.get("stop_reason")), "stop"),
                 }
             ],
-            "usage": _usage(
-                int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
-            ),
+            "usage": _usage(_prompt_tokens(usage), int(usage.get("output_tokens") or 0)),
         }
 
     def stream_decoder(self, *, model: str) -> AnthropicStreamDecoder:

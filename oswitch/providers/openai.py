@@ -43,7 +43,15 @@ class OpenAIStreamDecoder:
             raise malformed_chunk(f"not JSON: {data[:80]!r}") from None
         if not isinstance(payload, dict):
             raise malformed_chunk(f"not an object: {data[:80]!r}")
-        if "error" in payload and "choices" not in payload:
+        if payload.get("error") and (
+            "choices" not in payload
+            or any(
+                isinstance(c, dict) and c.get("finish_reason") == "error"
+                for c in payload.get("choices") or ()
+            )
+        ):
+            # OpenRouter reports a mid-stream failure as an error object on a chunk
+            # whose finish_reason is "error": a fault, not the end of the answer.
             raise StreamFault(classify_stream_error(payload))
         choices = payload.get("choices")
         if not isinstance(choices, list):

@@ -280,8 +280,12 @@ class ChatStream:
             note = f"{underlying}: {interrupted.classification.message}"
         if interrupted.cancel_reason is CancelReason.OPERATOR:
             self._run.free_next = True  # an operator's cancel costs the request nothing
+        resumable = not self._tool_call_started and self._strategy == "continue"
         self._end_segment(
-            result, decision="resume", error_class=ErrorClass.INTERRUPTED_EXECUTION, note=note
+            result,
+            decision="resume" if resumable else "give_up",
+            error_class=ErrorClass.INTERRUPTED_EXECUTION,
+            note=note,
         )
         self._run.last_class = ErrorClass.INTERRUPTED_EXECUTION
         if self._tool_call_started:
@@ -318,8 +322,15 @@ class ChatStream:
         self._on_finish(self, error)
 
     async def aclose(self) -> None:
-        """Stop early: cancel the upstream attempt and close its connection."""
+        """Stop early: cancel the upstream attempt and close its connection.
+
+        A caller that stops right after the finish chunk got the whole answer: that
+        counts as a success, only the terminator is left unread.
+        """
         if self._finished_reported:
+            return
+        if self._saw_finish:
+            await self._complete()
             return
         await self._abandon(note="caller left early")
         self._finish(None)

@@ -455,7 +455,14 @@ class TargetActor:
         outcome: AttemptOutcome | None = None
         try:
             with order.guard(order.deadline):
-                outcome = await self._call_upstream(order, served_model, started)
+                try:
+                    outcome = await self._call_upstream(order, served_model, started)
+                except Exception as exc:
+                    # A bug here must cost one attempt, never the actor and its switcher.
+                    log.exception("attempt_crashed", extra={"target_id": self.target_id})
+                    outcome = self._failed(
+                        served_model, started, _transient(f"internal error: {exc!r}")
+                    )
             if outcome is None:
                 outcome = self._cancelled_outcome(order, served_model, started)
         finally:
@@ -513,74 +520,100 @@ class TargetActor:
         """
         started = trio.current_time()
         served_model = self.upstream_model(order.model)
-        first_token_s, idle_s = self._stream_limits()
-        first_token_deadline = min(started + first_token_s, order.deadline)
-        call = self._adapter.build_call(
-            order.request,
-            base_url=self.target.base_url,
-            model=served_model,
-            api_key=self._api_key,
-            stream=True,
-        )
         outcome: AttemptOutcome | None = None
         upstream: UpstreamStream | None = None
-        response: httpx.Response | None = None
+        try:
+            outcome, upstream = await self._send_stream_request(order, served_model, started)
+            if upstream is not None:
+                outcome = await self._read_to_first_content(upstream, served_model, started)
+        finally:
+            if outcome is None or outcome.kind is not OutcomeKind.OK:
+                if upstream is not None:
+                    await upstream.aclose()
+                if outcome is None and order.cancel_reason is None:
+                    order.cancel_reason = CancelReason.CALLER  # torn down from outside
+                outcome = self.end_attempt(order, outcome, started=started)
+        return outcome
+
+    async def _send_stream_request(
+        self, order: AttemptOrder, served_model: str, started: float
+    ) -> tuple[AttemptOutcome | None, UpstreamStream | None]:
+        """Send a streamed request: ``(None, stream)`` once an event stream began,
+        else ``(failed or cancelled outcome, None)`` with the response closed."""
+        first_token_s, idle_s = self._stream_limits()
+        first_token_deadline = min(started + first_token_s, order.deadline)
+        try:
+            call = self._adapter.build_call(
+                order.request,
+                base_url=self.target.base_url,
+                model=served_model,
+                api_key=self._api_key,
+                stream=True,
+            )
+        except Exception as exc:  # the caller's request does not translate
+            return self._untranslatable(exc, served_model, started), None
         quota_after_s = self.config.quota_delay_cap_ms / 1000.0
+        response: httpx.Response | None = None
+        handed_over = False
         try:
             with order.guard(first_token_deadline):
                 request = self._client.build_request(
                     "POST", call.url, headers=dict(call.headers), json=call.body
                 )
-                try:
-                    response = await self._client.send(request, stream=True)
-                    status = response.status_code
-                    content_type = response.headers.get("content-type", "")
-                    if not 200 <= status < 300 or "text/event-stream" not in content_type:
-                        body = await _read_limited(response, MAX_REPLY_BYTES)
-                except MalformedReply as exc:
-                    outcome = self._failed(served_model, started, _transient(str(exc)))
-                except Exception as exc:
-                    classification = classify(None, None, None, exc, quota_after_s=quota_after_s)
-                    outcome = self._failed(
-                        served_model, started, classification, note=type(exc).__name__
+                response = await self._client.send(request, stream=True)
+                status = response.status_code
+                if 200 <= status < 300 and "text/event-stream" in response.headers.get(
+                    "content-type", ""
+                ):
+                    handed_over = True
+                    return None, UpstreamStream(
+                        order=order,
+                        response=response,
+                        decoder=self._adapter.stream_decoder(model=served_model),
+                        started_at=started,
+                        first_token_deadline=first_token_deadline,
+                        idle_timeout_s=idle_s,
+                        request_deadline=order.deadline,
                     )
-                else:
-                    if not 200 <= status < 300:
-                        classification = classify(
-                            status, response.headers, body, quota_after_s=quota_after_s
-                        )
-                        outcome = self._failed(served_model, started, classification)
-                    elif "text/event-stream" not in content_type:
-                        outcome = self._unstreamed_reply(body, served_model, started)
-            if (
-                outcome is None
-                and response is not None
-                and "text/event-stream" in (response.headers.get("content-type", ""))
-                and 200 <= response.status_code < 300
-            ):
-                upstream = UpstreamStream(
-                    order=order,
-                    response=response,
-                    decoder=self._adapter.stream_decoder(model=served_model),
-                    started_at=started,
-                    first_token_deadline=first_token_deadline,
-                    idle_timeout_s=idle_s,
-                    request_deadline=order.deadline,
-                )
-                outcome = await self._read_to_first_content(upstream, served_model, started)
-            elif outcome is None:
-                outcome = self._cancelled_outcome(order, served_model, started)
-                if outcome.silent:
-                    outcome = attrs.evolve(outcome, note="abandoned: no headers in time")
+                body = await _read_limited(response, MAX_REPLY_BYTES)
+                if not 200 <= status < 300:
+                    classification = classify(
+                        status, response.headers, body, quota_after_s=quota_after_s
+                    )
+                    return self._failed(served_model, started, classification), None
+                return self._unstreamed_reply(body, served_model, started), None
+        except MalformedReply as exc:
+            return self._failed(served_model, started, _transient(str(exc))), None
+        except Exception as exc:
+            classification = classify(None, None, None, exc, quota_after_s=quota_after_s)
+            return self._failed(
+                served_model, started, classification, note=type(exc).__name__
+            ), None
         finally:
-            if outcome is None or outcome.kind is not OutcomeKind.OK:
-                if upstream is not None:
-                    await upstream.aclose()
-                elif response is not None:
-                    with trio.CancelScope(shield=True), trio.move_on_after(2):
-                        await response.aclose()
-                outcome = self.end_attempt(order, outcome, started=started)
-        return outcome
+            if response is not None and not handed_over:
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await response.aclose()
+        # The guard fired: no headers in time, or cancelled from outside the attempt.
+        outcome = self._cancelled_outcome(order, served_model, started)
+        if outcome.silent:
+            outcome = attrs.evolve(outcome, note="abandoned: no headers in time")
+        return outcome, None
+
+    def _untranslatable(self, exc: Exception, served_model: str, started: float) -> AttemptOutcome:
+        log.warning(
+            "request_untranslatable",
+            extra={"target_id": self.target_id, "note": f"{type(exc).__name__}: {exc}"},
+        )
+        return self._failed(
+            served_model,
+            started,
+            Classification(
+                error_class=ErrorClass.INVALID_REQUEST,
+                retry_after=None,
+                message=f"the request cannot be sent to a {self.target.api} target: "
+                f"{type(exc).__name__}: {exc}",
+            ),
+        )
 
     async def _read_to_first_content(
         self, upstream: UpstreamStream, served_model: str, started: float
@@ -666,13 +699,16 @@ class TargetActor:
     async def _call_upstream(
         self, order: AttemptOrder, served_model: str, started: float
     ) -> AttemptOutcome:
-        call = self._adapter.build_call(
-            order.request,
-            base_url=self.target.base_url,
-            model=served_model,
-            api_key=self._api_key,
-            stream=False,
-        )
+        try:
+            call = self._adapter.build_call(
+                order.request,
+                base_url=self.target.base_url,
+                model=served_model,
+                api_key=self._api_key,
+                stream=False,
+            )
+        except Exception as exc:  # the caller's request does not translate
+            return self._untranslatable(exc, served_model, started)
         status: int | None = None
         try:
             async with self._client.stream(
@@ -705,7 +741,7 @@ class TargetActor:
                     )
                     return self._failed(served_model, started, classification, note="200 error")
                 reply = self._adapter.parse_reply(payload, model=served_model)
-            except (ValueError, MalformedReply) as exc:
+            except Exception as exc:  # a reply no adapter check foresaw must not kill the actor
                 # A 2xx that is not a reply is the provider's fault, like a 5xx.
                 classification = Classification(
                     error_class=ErrorClass.TRANSIENT_SERVER_FAILURE,

@@ -84,6 +84,7 @@ class UpstreamStream:
         self._idle_timeout_s = idle_timeout_s
         self._request_deadline = request_deadline
         self._last_progress: float | None = None
+        self._waiting_since = started_at
         self.closed = False
         self.first_chunks: list[dict[str, Any]] = []  # read before the caller took over
 
@@ -94,7 +95,10 @@ class UpstreamStream:
     def _deadline(self) -> float:
         if self._last_progress is None:
             return self._first_token_deadline
-        return min(self._last_progress + self._idle_timeout_s, self._request_deadline)
+        # Idle is the provider's silence while we wait, not the caller's pauses between
+        # chunks (bytes buffer meanwhile): count from the later of the two.
+        since = max(self._last_progress, self._waiting_since)
+        return min(since + self._idle_timeout_s, self._request_deadline)
 
     async def _next_event(self) -> ServerSentEvent | None:
         """The next SSE event, or None at the end of the body."""
@@ -115,7 +119,11 @@ class UpstreamStream:
         if trio.current_time() >= self._request_deadline:
             raise StreamInterrupted(_fault("request deadline exceeded"), deadline_exceeded=True)
         waited = "first token" if self._last_progress is None else "next chunk"
-        limit = deadline - (self._last_progress or self.started_at)
+        limit = deadline - (
+            self.started_at
+            if self._last_progress is None
+            else max(self._last_progress, self._waiting_since)
+        )
         raise StreamInterrupted(_fault(f"stalled: no {waited} within {limit:.3f}s"), silent=True)
 
     async def next_chunks(self) -> list[dict[str, Any]] | None:
@@ -124,6 +132,7 @@ class UpstreamStream:
         Raises StreamInterrupted for anything else. Blocks at most until the
         first-token or idle deadline.
         """
+        self._waiting_since = trio.current_time()
         while True:
             if self._decoder.finished:
                 return None
@@ -138,6 +147,13 @@ class UpstreamStream:
                 )
             except StreamFault as fault:
                 raise StreamInterrupted(fault.classification) from fault
+            except Exception as exc:  # a decoder bug must not escape as a raw error
+                raise StreamInterrupted(
+                    _fault(
+                        f"malformed stream chunk: {type(exc).__name__}: {exc}",
+                        ErrorClass.TRANSIENT_SERVER_FAILURE,
+                    )
+                ) from exc
             if not chunks:
                 continue
             if any(is_progress(chunk) for chunk in chunks):
