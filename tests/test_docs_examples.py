@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBED = ROOT / "examples" / "embed.py"
-DOCS = ("docs/embedding.md", "docs/concepts.md")
+DOCS = ("docs/embedding.md", "docs/concepts.md", "docs/streaming.md")
 
 # What examples/embed.py prints; the times are exact on the virtual clock.
 EXPECTED_OUTPUT = """\
