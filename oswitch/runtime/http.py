@@ -1,16 +1,25 @@
-"""httpx clients for targets: one per target, sharing one TLS context and settings."""
+"""The HTTP path of a target: one connection pool per target, shared TLS settings.
+
+Attempts go straight to the transport (``handle_async_request``) rather than through
+an ``httpx.AsyncClient``: redirects, cookies, auth flows and event hooks are not
+wanted between oswitch and a provider, and skipping them is most of what a client
+costs per request. Deadlines are trio cancel scopes around these calls.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import ssl
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
 # httpx timeouts are per-phase inactivity limits; the real deadlines are trio cancel
 # scopes. Only the pool wait is bounded here, so that an exhausted pool shows up as a
 # PoolTimeout (a local fault) instead of looking like a silent provider.
-CLIENT_TIMEOUT = httpx.Timeout(None, pool=5.0)
+TIMEOUTS = {"connect": None, "read": None, "write": None, "pool": 5.0}
 
 
 @functools.cache
@@ -19,32 +28,51 @@ def shared_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-class BorrowedTransport(httpx.AsyncBaseTransport):
-    """Wraps a transport oswitch was given, so closing a client never closes it."""
+def encode_json(body: Mapping[str, Any]) -> bytes:
+    """JSON as httpx sends it: compact, UTF-8, no NaN."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+
+class TargetTransport:
+    """Sends a target's requests: over its own pool, or a transport it was given.
+
+    A given transport is borrowed: ``aclose`` leaves it open for its owner. An own
+    pool holds at most ``max_connections`` connections, which is never less than
+    the target's concurrency limit (see encode/httpcore#1093).
+    """
+
+    def __init__(
+        self, *, max_connections: int, transport: httpx.AsyncBaseTransport | None
+    ) -> None:
+        self.owned = transport is None
+        if transport is None:
+            limits = httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
+            transport = httpx.AsyncHTTPTransport(verify=shared_ssl_context(), limits=limits)
         self._transport = transport
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._transport.handle_async_request(request)
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: Mapping[str, Any]
+    ) -> httpx.Response:
+        """POST ``body`` as JSON; returns once the response headers are in.
+
+        The body is not read: the caller reads it (or streams it) and must
+        ``aclose()`` the response. Raises httpx's transport errors.
+        """
+        content = encode_json(body)
+        request = httpx.Request(
+            "POST",
+            url,
+            headers={**headers, "content-length": str(len(content))},
+            content=content,
+            extensions={"timeout": TIMEOUTS},
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        return response
 
     async def aclose(self) -> None:
-        # Not ours to close: the caller who passed the transport owns it.
-        pass
-
-
-def make_client(
-    *, max_connections: int, transport: httpx.AsyncBaseTransport | None
-) -> httpx.AsyncClient:
-    """Build a target's client.
-
-    With ``transport`` the client borrows it (never closes it); otherwise it owns
-    a real connection pool of at most ``max_connections`` connections.
-    """
-    if transport is not None:
-        return httpx.AsyncClient(transport=BorrowedTransport(transport), timeout=CLIENT_TIMEOUT)
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
-    own = httpx.AsyncHTTPTransport(verify=shared_ssl_context(), limits=limits)
-    return httpx.AsyncClient(transport=own, timeout=CLIENT_TIMEOUT)
+        """Close the pool if it is ours; a borrowed transport is left alone."""
+        if self.owned:
+            await self._transport.aclose()

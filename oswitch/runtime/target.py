@@ -35,7 +35,7 @@ from oswitch.core.scoring import Candidate, HealthTracker
 from oswitch.core.secret import Secret, scrub
 from oswitch.providers.base import MalformedReply, ProviderAdapter, adapter_for
 from oswitch.runtime.events import EventHub
-from oswitch.runtime.http import make_client
+from oswitch.runtime.http import TargetTransport
 from oswitch.runtime.messages import (
     AttemptOrder,
     AttemptOutcome,
@@ -174,7 +174,9 @@ class TargetActor:
         self._notify = notify or (lambda: None)
         self._rng = rng or random.Random()
         self._adapter: ProviderAdapter = adapter_for(target.api)
-        self._client = make_client(max_connections=target.concurrency_limit, transport=transport)
+        self._client = TargetTransport(
+            max_connections=target.concurrency_limit, transport=transport
+        )
         self._limiter = trio.CapacityLimiter(target.concurrency_limit)
         self._breaker = CircuitBreaker(breaker_settings(config, target))
         self._bucket = _make_bucket(target, now)
@@ -557,10 +559,7 @@ class TargetActor:
         handed_over = False
         try:
             with order.guard(first_token_deadline):
-                request = self._client.build_request(
-                    "POST", call.url, headers=dict(call.headers), json=call.body
-                )
-                response = await self._client.send(request, stream=True)
+                response = await self._client.post(call.url, call.headers, call.body)
                 status = response.status_code
                 if 200 <= status < 300 and "text/event-stream" in response.headers.get(
                     "content-type", ""
@@ -711,12 +710,14 @@ class TargetActor:
             return self._untranslatable(exc, served_model, started)
         status: int | None = None
         try:
-            async with self._client.stream(
-                "POST", call.url, headers=dict(call.headers), json=call.body
-            ) as response:
+            response = await self._client.post(call.url, call.headers, call.body)
+            try:
                 status = response.status_code
                 body = await _read_limited(response, MAX_REPLY_BYTES)
                 headers = response.headers
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await response.aclose()
         except MalformedReply as exc:
             classification = Classification(
                 error_class=ErrorClass.TRANSIENT_SERVER_FAILURE,
@@ -923,7 +924,7 @@ class TargetActor:
         if target.concurrency_limit != old.concurrency_limit:
             # A new pool sized to the new limit; in-flight attempts finish on the old one.
             old_client = self._client
-            self._client = make_client(
+            self._client = TargetTransport(
                 max_connections=target.concurrency_limit, transport=self._transport
             )
             self._limiter.total_tokens = target.concurrency_limit
@@ -943,7 +944,7 @@ class TargetActor:
         while self._in_flight:
             await self._idle.park()
 
-    async def _close_when_idle(self, client: httpx.AsyncClient) -> None:
+    async def _close_when_idle(self, client: TargetTransport) -> None:
         await self._wait_idle()
         await client.aclose()
 
