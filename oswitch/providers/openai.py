@@ -32,6 +32,13 @@ class OpenAIStreamDecoder:
         self.finished = False
 
     def feed(self, event: str, data: str) -> list[dict[str, Any]]:
+        try:
+            return self._feed(event, data)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            # A field of the wrong type somewhere in the chunk: a malformed chunk.
+            raise malformed_chunk(f"{type(exc).__name__}: {exc}") from exc
+
+    def _feed(self, event: str, data: str) -> list[dict[str, Any]]:
         if data.strip() == "[DONE]":
             self.finished = True
             return []

@@ -27,8 +27,11 @@ from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, CancelReason, OutcomeKind
-from oswitch.runtime.router import RequestNeeds, Router, model_chain
+from oswitch.runtime.router import Pool, RequestNeeds, Router, make_pool, model_chain
 from oswitch.runtime.target import TargetActor
+
+# Members of a tier looked at first when choosing a target (see RequestRun._pick).
+SAMPLE_SIZE = 8
 
 
 class Settings:
@@ -152,18 +155,65 @@ class RequestRun:
                 return outcome
         raise self._give_up(chain)
 
-    def _pool(self, model: str) -> list[TargetActor]:
+    def _pool(self, model: str) -> Pool:
+        pool = self.router.pool(model, self.needs)
         limit = self.context_limit
-        return [
-            actor
-            for actor in self.router.candidates(model)
-            if self.needs.admits(actor)
-            and (
-                limit is None
-                or actor.target.context_window is None
-                or actor.target.context_window > limit
-            )
-        ]
+        if limit is None:
+            return pool
+        return make_pool(
+            [
+                actor
+                for actor in pool.actors
+                if actor.target.context_window is None or actor.target.context_window > limit
+            ]
+        )
+
+    def _usable(self, actor: TargetActor, model: str) -> bool:
+        """Not excluded for this request, and affordable within its budgets."""
+        return (
+            actor.target_id not in self.excluded
+            and (actor.target_id, model) not in self.excluded_for_model
+            and self._affordable(actor)
+        )
+
+    def _pick(
+        self, pool: Pool, model: str, now: float, *, avoid: TargetActor | None = None
+    ) -> TargetActor | None:
+        """The target to try next, or None when none is eligible now.
+
+        Untried targets first (a sibling before a retry), then by tier; within a tier
+        the ranking decides. A large tier is sampled (``SAMPLE_SIZE`` random members)
+        before it is scanned, so a request costs about the same with 3 or 1,000
+        targets; sampling also spreads load over equally good keys.
+        """
+        retry_next, self.retry_next = self.retry_next, None
+        if retry_next is not None:
+            actor = self.router.actors.get(retry_next)
+            if actor is not None and self._eligible(actor, model, now):
+                return actor
+        for want_untried in (True, False):
+            if not want_untried and not self.tried:
+                break
+            for tier in pool.tiers:
+
+                def fits(actor: TargetActor, want: bool = want_untried) -> bool:
+                    return (
+                        actor is not avoid
+                        and (actor.target_id not in self.tried) is want
+                        and self._eligible(actor, model, now)
+                    )
+
+                if len(tier) > SAMPLE_SIZE:
+                    eligible = [a for a in self.rng.sample(tier, SAMPLE_SIZE) if fits(a)]
+                    if eligible:
+                        return self._choose(eligible)
+                eligible = [a for a in tier if fits(a)]
+                if eligible:
+                    return self._choose(eligible)
+        return None
+
+    def _eligible(self, actor: TargetActor, model: str, now: float) -> bool:
+        return self._usable(actor, model) and self._ready_at(actor, model, now) <= now
 
     def _cost(self, actor: TargetActor) -> str:
         if self.free_next:
@@ -191,31 +241,26 @@ class RequestRun:
             now = trio.current_time()
             if now >= self.deadline:
                 raise self._deadline_error()
-            live = [
-                a
-                for a in self._pool(model)
-                if a.target_id not in self.excluded
-                and (a.target_id, model) not in self.excluded_for_model
-                and self._affordable(a)
-            ]
-            if not live:
-                return None
-            ready_times = [(self._ready_at(a, model, now), a) for a in live]
-            eligible = [a for t, a in ready_times if t <= now]
-            if not eligible:
+            pool = self._pool(model)
+            actor = self._pick(pool, model, now)
+            if actor is None:
+                live = [a for a in pool.actors if self._usable(a, model)]
+                if not live:
+                    return None
                 if waiting_since is None:
                     waiting_since = now
-                earliest = min(t for t, _ in ready_times)
+                earliest = min(self._ready_at(a, model, now) for a in live)
                 wait_until = min(waiting_since + self.settings.max_wait_s, self.deadline)
                 if now >= wait_until or (earliest > wait_until and not math.isinf(earliest)):
                     return None  # nothing frees up in time: the fallbacks, or give up
                 if math.isinf(earliest):
                     # Slots or probes busy, or blocked by an operator: a change may help.
                     await self.changed.wait_until(wait_until)
-                else:
+                elif earliest > now:
                     await self.changed.wait_until(earliest)
+                else:
+                    await trio.lowlevel.checkpoint()
                 continue
-            actor = self._choose(eligible)
             if self.settings.hedge_after_s is None:
                 results = [(actor, await self._attempt(actor, model), False)]
             else:
@@ -300,15 +345,9 @@ class RequestRun:
         if not self._budget_allows_failover():
             return None
         now = trio.current_time()
-        eligible = [
-            a
-            for a in self._pool(model)
-            if a is not first
-            and a.target_id not in self.excluded
-            and a.target_id not in self.tried
-            and self._ready_at(a, model, now) <= now
-        ]
-        return self._choose(eligible) if eligible else None
+        pool = self._pool(model)
+        untried = make_pool([a for a in pool.actors if a.target_id not in self.tried])
+        return self._pick(untried, model, now, avoid=first)
 
     # ---- stream resume -----------------------------------------------------------
 
@@ -342,18 +381,12 @@ class RequestRun:
         return await self.run()
 
     def _choose(self, eligible: list[TargetActor]) -> TargetActor:
-        """The best eligible target, preferring ones this request has not tried yet."""
-        retry_next, self.retry_next = self.retry_next, None
-        for actor in eligible:
-            if actor.target_id == retry_next:
-                return actor
-        untried = [a for a in eligible if a.target_id not in self.tried]
-        group = untried or eligible
-        if len(group) == 1:
-            return group[0]
-        by_id = {a.target_id: a for a in group}
+        """The best of a few eligible targets of one kind (all tried or all untried)."""
+        if len(eligible) == 1:
+            return eligible[0]
+        by_id = {a.target_id: a for a in eligible}
         plan = rank(
-            [a.candidate() for a in group],
+            [a.candidate() for a in eligible],
             self.settings.weights,
             max_expected_latency_s=self.settings.max_expected_latency_s,
             rng=self.rng,
@@ -524,7 +557,7 @@ class RequestRun:
         times = [
             actor.ready_at(model, now)
             for model in chain
-            for actor in self._pool(model)
+            for actor in self._pool(model).actors
             if actor.target_id not in self.excluded
         ]
         finite = [t for t in times if not math.isinf(t)]
@@ -553,7 +586,7 @@ class RequestRun:
             )
         if not any(self.router.candidates(m) for m in chain):
             reason = f"no target serves model {self.model!r}"
-        elif not any(self._pool(m) for m in chain):
+        elif not any(self._pool(m).actors for m in chain):
             reason = f"no target serving {self.model!r} accepts this request (capabilities/tags)"
         elif self.attempts == 0:
             reason = f"no target for {self.model!r} became eligible in time"

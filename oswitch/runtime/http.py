@@ -41,9 +41,7 @@ class TargetTransport:
     the target's concurrency limit (see encode/httpcore#1093).
     """
 
-    def __init__(
-        self, *, max_connections: int, transport: httpx.AsyncBaseTransport | None
-    ) -> None:
+    def __init__(self, *, max_connections: int, transport: httpx.AsyncBaseTransport | None) -> None:
         self.owned = transport is None
         if transport is None:
             limits = httpx.Limits(
@@ -51,6 +49,7 @@ class TargetTransport:
             )
             transport = httpx.AsyncHTTPTransport(verify=shared_ssl_context(), limits=limits)
         self._transport = transport
+        self._urls: dict[str, httpx.URL] = {}  # a target posts to one or two URLs
 
     async def post(
         self, url: str, headers: Mapping[str, str], body: Mapping[str, Any]
@@ -61,9 +60,14 @@ class TargetTransport:
         ``aclose()`` the response. Raises httpx's transport errors.
         """
         content = encode_json(body)
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) > 64:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
         request = httpx.Request(
             "POST",
-            url,
+            parsed,
             headers={**headers, "content-length": str(len(content))},
             content=content,
             extensions={"timeout": TIMEOUTS},

@@ -66,6 +66,27 @@ def request_needs(request: Mapping[str, Any]) -> RequestNeeds:
     )
 
 
+# How many pools (model × request needs) a router remembers before starting over.
+POOL_CACHE_SIZE = 256
+
+
+@attrs.frozen(kw_only=True)
+class Pool:
+    """The targets that may serve one model for one kind of request, and their tiers
+    (highest ``operator_priority`` first)."""
+
+    actors: tuple[TargetActor, ...]
+    tiers: tuple[tuple[TargetActor, ...], ...]
+
+
+def make_pool(actors: Sequence[TargetActor]) -> Pool:
+    by_tier: dict[int, list[TargetActor]] = {}
+    for actor in actors:
+        by_tier.setdefault(actor.target.operator_priority, []).append(actor)
+    tiers = tuple(tuple(by_tier[tier]) for tier in sorted(by_tier, reverse=True))
+    return Pool(actors=tuple(actors), tiers=tiers)
+
+
 class Router:
     """Targets indexed by the model names they serve, so a request never walks all."""
 
@@ -73,6 +94,7 @@ class Router:
         self.actors: dict[str, TargetActor] = {}
         self._by_model: dict[str, list[TargetActor]] = {}
         self._any_model: list[TargetActor] = []
+        self._pools: dict[tuple[str, RequestNeeds], Pool] = {}
         for actor in actors:
             self.actors[actor.target_id] = actor
             serves = actor.target.serves or (
@@ -90,6 +112,18 @@ class Router:
         if not self._any_model:
             return named or ()
         return [*(named or ()), *self._any_model]
+
+    def pool(self, model: str, needs: RequestNeeds) -> Pool:
+        """The targets serving ``model`` that admit ``needs``, grouped in tiers (cached:
+        a router is rebuilt whenever its targets change)."""
+        key = (model, needs)
+        pool = self._pools.get(key)
+        if pool is None:
+            if len(self._pools) >= POOL_CACHE_SIZE:
+                self._pools.clear()
+            pool = make_pool([a for a in self.candidates(model) if needs.admits(a)])
+            self._pools[key] = pool
+        return pool
 
     def models(self) -> list[str]:
         """The model names served by name (passthrough targets serve any)."""
