@@ -255,3 +255,27 @@ async def test_busy_slots_past_max_wait_fail_fast(autojump_clock: object) -> Non
             with pytest.raises(AllTargetsFailed, match="became eligible in time"):
                 await switcher.complete(chat())
             assert trio.current_time() == 2.5
+
+
+async def test_large_tiers_are_sampled_but_never_miss_an_eligible_target(
+    autojump_clock: object,
+) -> None:
+    """With many targets per tier, requests still go to the highest tier, spread widely,
+    and a lone eligible target in a large tier of paused ones is still found."""
+    fake = FakeProvider()
+    primaries = [target(f"p{n}", operator_priority=1) for n in range(40)]
+    backups = [target(f"b{n}") for n in range(10)]
+    for t in (*primaries, *backups):
+        fake.on(f"key-{t.target_id}", reply(t.target_id))
+    cfg = config(*primaries, *backups)
+    async with open_switcher(cfg, transport=fake.transport(), rng=random.Random(5)) as switcher:
+        served = Counter()
+        for _ in range(200):
+            served[(await switcher.complete(chat()))["oswitch"]["target_id"]] += 1
+        assert set(served) <= {t.target_id for t in primaries}
+        assert len(served) >= 30
+        for t in primaries[:-1]:
+            await switcher.pause_target(t.target_id)
+        for _ in range(5):
+            result = await switcher.complete(chat())
+            assert result["oswitch"]["target_id"] == primaries[-1].target_id
