@@ -680,3 +680,19 @@ async def test_shutting_down_closes_clients_with_1001() -> None:
                         reason = await close_reason(ws)
                         assert (reason.code, reason.reason) == (1001, "server shutting down")
             assert switcher.events.subscriber_count == 0
+
+
+async def test_the_client_keeps_events_that_arrive_while_a_call_waits() -> None:
+    """Events met while a call waits for its reply are kept, in order, for next_event."""
+    with trio.fail_after(GUARD_S):
+        async with running(FakeProvider()) as (switcher, _, url):
+            async with open_control(url, token=TOKEN) as control:
+                await control.subscribe(["targets"])
+                await switcher.pause_target("a")
+                await switcher.pause_target("b")
+                # The reply is queued behind both events on the wire.
+                await trio.sleep(0.05)
+                assert len(await control.list_targets()) == 2
+                first, second = await control.next_event(), await control.next_event()
+    assert [e["fields"]["target_id"] for e in (first, second)] == ["a", "b"]
+    assert control.events_dropped == 0

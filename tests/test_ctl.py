@@ -16,7 +16,7 @@ import trio
 
 from oswitch.cli import main
 from oswitch.config import parse_config
-from oswitch.control import serve_control
+from oswitch.control import ControlServer, serve_control
 from oswitch.control.ctl import format_event, format_targets, format_trace
 from oswitch.control.protocol import trace_json
 from oswitch.runtime.switcher import Switcher, open_switcher
@@ -281,6 +281,52 @@ async def test_watch_json_prints_one_event_per_line(capsys: pytest.CaptureFixtur
         "targets",
         "Disabled",
     )
+
+
+async def test_watch_resubscribes_after_falling_behind(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """When the server drops a lagging watch, ctl says so on stderr and follows on."""
+    async with open_switcher(
+        parse_config(mapping("a")), transport=FakeProvider().transport()
+    ) as switcher:
+        server = ControlServer(switcher, token=TOKEN, subscriber_buffer=2)
+        with trio.fail_after(GUARD_S):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(server.serve)
+                codes: list[int] = []
+                finished = trio.Event()
+
+                async def watch() -> None:
+                    url = f"ws://127.0.0.1:{port}"
+                    codes.append(await ctl(url, "watch", "--topics", "targets", "--count", "5"))
+                    finished.set()
+
+                nursery.start_soon(watch)
+                await wait_for_subscriber(switcher)
+                # A burst larger than the buffer, with no chance to forward any of it.
+                for n in range(5):
+                    switcher.events.emit("target_state", target_id=f"burst{n}", state="Paused")
+                assert switcher.events.subscriber_count == 0
+                await wait_for_subscriber(switcher)
+                # Resubscribed: feed events until ctl has printed its count and left.
+                n = 0
+                while not finished.is_set():
+                    switcher.events.emit("target_state", target_id=f"after{n}", state="Active")
+                    n += 1
+                    with trio.move_on_after(0.01):
+                        await finished.wait()
+                nursery.cancel_scope.cancel()
+    out, err = capsys.readouterr()
+    assert codes == [0]
+    assert err == "oswitch ctl: events were dropped; resubscribing\n"
+    printed = [line.split()[3] for line in out.splitlines()]
+    # What the buffer held before the drop (2 or 3, as the forwarder was or was not already
+    # waiting), then only events from after the resubscription.
+    kept = [p for p in printed if p.startswith("target_id=burst")]
+    assert kept == [f"target_id=burst{i}" for i in range(len(kept))] and 2 <= len(kept) <= 3
+    assert printed[len(kept) :] == [f"target_id=after{i}" for i in range(5 - len(kept))]
+    assert server.statistics().subscriptions_dropped == 1
 
 
 # ---- formatting -----------------------------------------------------------------------
