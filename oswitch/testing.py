@@ -745,11 +745,16 @@ class _FakeProviderApp:
                     ],
                 }
             )
-            try:
-                async for piece in response.aiter_raw():
-                    await send({"type": "http.response.body", "body": piece, "more_body": True})
-            finally:
-                await response.aclose()
+            body_stream = response.stream
+            if isinstance(body_stream, _PlayedBody):
+                try:
+                    async for piece in body_stream:
+                        await send({"type": "http.response.body", "body": piece, "more_body": True})
+                finally:
+                    await body_stream.aclose()
+            else:
+                content = await response.aread()
+                await send({"type": "http.response.body", "body": content, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
 

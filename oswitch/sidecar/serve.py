@@ -17,6 +17,7 @@ import hypercorn.trio
 import trio
 
 from oswitch.config import ServerConfig, SwitcherConfig
+from oswitch.control.server import serve_control
 from oswitch.core.secret import Secret
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
@@ -111,11 +112,16 @@ async def run_gateway(
         lifespan.start_soon(_watch_signals, shutdown)
         bound_control: int | None = None
         if control_port is not None:
-            from oswitch.control.server import serve_control
-
             assert token is not None
             bound_control = await lifespan.start(
-                partial(serve_control, switcher, config.control.host, control_port, token=token)
+                partial(
+                    serve_control,
+                    switcher,
+                    config.control.host,
+                    control_port,
+                    token=token,
+                    max_message_bytes=config.control.max_message_bytes,
+                )
             )
         async with trio.open_nursery() as server_nursery:
             bound = await server_nursery.start(

@@ -1,0 +1,109 @@
+"""`oswitch serve` as a real process: listens, serves, logs NDJSON, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+from trio_websocket import open_websocket_url
+
+from oswitch.testing import FakeProvider, reply, serve_fake_provider
+
+SECRET_KEY = "sk-serve-test-0123456789"
+TOKEN = "control-token-for-tests-42"
+
+
+async def read_until(stream: trio.abc.ReceiveStream, marker: str, seen: list[str]) -> str:
+    """Read stderr lines into ``seen`` until one contains ``marker``; return that line."""
+    while True:
+        for line in seen:
+            if marker in line:
+                return line
+        data = await stream.receive_some(4096)
+        if not data:
+            raise AssertionError(f"process ended before {marker!r}: {seen}")
+        text = (seen.pop() if seen and not seen[-1].endswith("\n") else "") + data.decode()
+        seen.extend(line + "\n" for line in text.split("\n")[:-1])
+        if not text.endswith("\n"):
+            seen.append(text.split("\n")[-1])
+
+
+async def test_serve_process_serves_then_exits_zero_on_sigterm(tmp_path: Path) -> None:
+    """A real `oswitch serve` answers a chat request, audits it as NDJSON on stdout
+    (never the key), serves the control channel, and exits 0 on SIGTERM."""
+    fake = FakeProvider().on(SECRET_KEY, reply("served by a real process"))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            upstream = await nursery.start(serve_fake_provider, fake)
+            config = tmp_path / "oswitch.toml"
+            config.write_text(
+                f"""
+[[targets]]
+target_id = "only"
+provider_id = "openai"
+base_url = "http://127.0.0.1:{upstream}/v1"
+api_key = "{SECRET_KEY}"
+model = "gpt-4o"
+"""
+            )
+            env = {**os.environ, "OSWITCH_CONTROL_TOKEN": TOKEN}
+            process = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "oswitch",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--port",
+                    "0",
+                    "--control-port",
+                    "0",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            assert process.stdout is not None and process.stderr is not None
+            stdout: list[bytes] = []
+
+            async def drain_stdout() -> None:
+                assert process.stdout is not None
+                while data := await process.stdout.receive_some(65536):
+                    stdout.append(data)
+
+            nursery.start_soon(drain_stdout)
+            seen: list[str] = []
+            control_line = await read_until(process.stderr, "control_listening", seen)
+            control_port = control_line.split(" port=")[1].split()[0]
+            control_url = f"ws://127.0.0.1:{control_port}"
+            line = await read_until(process.stderr, "sidecar_listening", seen)
+            base = line.split("note=")[1].split()[0]
+            async with httpx.AsyncClient() as client:
+                response = await client.post(
+                    f"{base}/v1/chat/completions",
+                    json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+                )
+            assert response.status_code == 200
+            request_id = response.headers["x-oswitch-request-id"]
+            async with open_websocket_url(control_url) as ws:
+                await ws.send_message(json.dumps({"op": "auth", "token": TOKEN}))
+                assert json.loads(await ws.get_message())["ok"] is True
+                await ws.send_message(json.dumps({"id": 1, "op": "list_targets"}))
+                listing = json.loads(await ws.get_message())
+            assert listing["ok"] and listing["result"]["targets"][0]["target_id"] == "only"
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+            nursery.cancel_scope.cancel()
+    audit = [json.loads(line) for line in b"".join(stdout).decode().splitlines() if line]
+    attempts = [e for e in audit if e.get("request_id") == request_id]
+    assert [(e["event"], e["decision"]) for e in attempts] == [("attempt", "return")]
+    assert all(e["ts"] for e in audit)
+    everything = b"".join(stdout).decode() + "".join(seen)
+    assert SECRET_KEY not in everything and TOKEN not in everything
