@@ -421,3 +421,21 @@ async def test_untranslatable_request_is_invalid_and_keeps_the_switcher(
         text, _, _ = await collect(switcher)
     assert text == ANSWER
     assert fake.calls == [] or all(c.behaviour == "stream" for c in fake.calls)
+
+
+async def test_hedged_stream_winner_is_the_first_content_chunk(autojump_clock: object) -> None:
+    """With hedging, the stream whose first content arrives first wins; the other is cancelled."""
+    fake = FakeProvider()
+    fake.on("key-a", stream(ANSWER, latency=5.0))
+    fake.on("key-b", stream(ANSWER, latency=1.0))
+    async with open_switcher(pair(hedge_after_ms=1000), transport=fake.transport()) as switcher:
+        text, received, request_id = await collect(switcher)
+        trace = switcher.inspect_request(request_id)
+        views = {v.target_id: v for v in switcher.list_targets()}
+    assert text == ANSWER
+    assert received[-1]["oswitch"]["target_id"] == "b"
+    assert sorted((a.target_id, a.decision, a.hedge) for a in trace.attempts) == [
+        ("a", "hedge_lost", False),
+        ("b", "return", True),
+    ]
+    assert views["a"].failures_by_class == {} and views["a"].in_flight == 0

@@ -113,6 +113,7 @@ class ChatStream:
                 decision=decision,
                 status=None if classification is None else classification.status,
                 note=note,
+                hedge=self._upstream.order.hedge,
                 offset=self._segment_start,
                 chars=len(self._text) - self._segment_start,
             )
