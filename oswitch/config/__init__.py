@@ -1,0 +1,53 @@
+"""The configuration model (attrs), and loading it from TOML, JSON or opencode.json.
+
+Import everything from here; the modules below are the layout, not the API:
+
+- ``model``: the attrs classes, the single schema (every key, with its default).
+- ``structure``: the one cattrs converter (``forbid_extra_keys``) with its structure
+  hooks, per-field range rules and whole-table checks, and the walker turning its
+  ExceptionGroup into ``(path, reason)`` problems.
+- ``opencode``: reading an opencode.json ``provider`` section and resolving a
+  target's missing api, base_url, key and models from it (then from
+  ``oswitch.known_providers``).
+- ``load``: ``parse_config``, ``load_config``, ``validate_config`` and
+  ``describe_target(s)``, the entry points over the three above.
+
+Imports run one way, model → structure → opencode → load; the target hook in
+``structure`` reads the parse in progress through a context variable set by ``load``.
+"""
+
+from __future__ import annotations
+
+from oswitch.config.load import (
+    describe_target,
+    describe_targets,
+    load_config,
+    parse_config,
+    validate_config,
+)
+from oswitch.config.model import (
+    BackoffConfig,
+    CircuitBreakerConfig,
+    ControlConfig,
+    RateLimitConfig,
+    RoutingWeights,
+    ServerConfig,
+    SwitcherConfig,
+    TargetConfig,
+)
+
+__all__ = [
+    "BackoffConfig",
+    "CircuitBreakerConfig",
+    "ControlConfig",
+    "RateLimitConfig",
+    "RoutingWeights",
+    "ServerConfig",
+    "SwitcherConfig",
+    "TargetConfig",
+    "describe_target",
+    "describe_targets",
+    "load_config",
+    "parse_config",
+    "validate_config",
+]

@@ -1,0 +1,269 @@
+"""The public entry points: parse_config, load_config, validate_config, describe_target(s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, cast
+
+import attrs
+from cattrs.errors import ClassValidationError
+
+from oswitch.config.model import _MODEL_CLASSES, SHORTHANDS, SwitcherConfig, TargetConfig
+from oswitch.config.opencode import _ParseContext, _resolve_target
+from oswitch.config.structure import (
+    _CONTEXT,
+    Path_,
+    _converter,
+    _default,
+    _Invalid,
+    _render_path,
+    _show,
+    _walk,
+)
+from oswitch.errors import ConfigError
+
+_MISSING = object()
+
+
+def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> SwitcherConfig:
+    """Validate ``mapping`` (a parsed TOML/JSON document) into a SwitcherConfig.
+
+    A mapping with ``provider`` or ``switcher`` at the top level is an opencode.json:
+    its ``switcher`` section is oswitch's, and without ``switcher.targets`` each
+    entry of ``provider`` becomes a target. Otherwise the whole mapping is
+    oswitch's section. Defaults are resolved (see docs/configuration.md).
+    ``source`` (a file name) is added to the error as a note.
+
+    Raises ConfigError listing every problem as ``(path, reason)``; no secret
+    value ever appears in it.
+    """
+    problems: list[tuple[Path_, str]] = []
+    if not isinstance(mapping, Mapping):
+        _raise([((), f"expected a mapping at the top level (got {_show(mapping)})")], source)
+
+    prefix: Path_ = ()
+    section: Mapping[str, Any] = mapping
+    providers: Mapping[str, Any] = {}
+    opencode = "provider" in mapping or "switcher" in mapping
+    if opencode:
+        prefix = ("switcher",)
+        section, providers = {}, {}
+        raw_section, raw_providers = mapping.get("switcher", {}), mapping.get("provider", {})
+        if isinstance(raw_section, Mapping):
+            section = raw_section
+        else:
+            problems.append((prefix, f"expected a mapping (got {_show(raw_section)})"))
+        if isinstance(raw_providers, Mapping):
+            providers = raw_providers
+        else:
+            problems.append((("provider",), f"expected a mapping (got {_show(raw_providers)})"))
+
+    own = dict(section)
+    renamed: dict[str, str] = {}
+    for short, long in SHORTHANDS.items():
+        if short not in own:
+            continue
+        value = own.pop(short)
+        if long not in own:
+            own[long] = value
+            renamed[long] = short
+        elif not _same_value(value, own[long]):
+            problems.append(
+                (
+                    (*prefix, short),
+                    f"conflicts with {long} ({_show(value)} vs {_show(own[long])}): "
+                    "give only one of them",
+                )
+            )
+
+    ctx = _ParseContext(providers=providers, providers_path=("provider",))
+    discovered: dict[int, str] = {}
+    raw_targets = own.get("targets", _MISSING)
+    discovering = raw_targets is _MISSING and opencode and "provider" in mapping
+    if discovering:
+        disabled = mapping.get("disabled_providers", [])
+        disabled = set(disabled) if isinstance(disabled, list) else set()
+        targets: list[Any] = []
+        for name in providers:
+            raw: dict[str, Any] = {"target_id": str(name), "provider_id": str(name)}
+            if name in disabled:
+                raw["enabled"] = False
+            discovered[len(targets)] = str(name)
+            targets.append(_resolve_target(raw, len(targets), ctx, discovered=True))
+        own["targets"] = targets
+        if not targets and isinstance(mapping.get("provider"), Mapping):
+            problems.append(
+                (("provider",), "lists no providers, and switcher.targets is not given")
+            )
+    elif isinstance(raw_targets, list | tuple):
+        own["targets"] = [
+            _resolve_target(raw, index, ctx, discovered=False) if isinstance(raw, Mapping) else raw
+            for index, raw in enumerate(raw_targets)
+        ]
+
+    config: SwitcherConfig | None = None
+    token = _CONTEXT.set(ctx)
+    try:
+        config = _converter.structure(own, SwitcherConfig)
+    except (ClassValidationError, _Invalid) as exc:
+        for path, reason, absolute in _walk(exc, ()):
+            if path == ("targets",) and discovering and not discovered:
+                continue  # already reported at $.provider, where targets should come from
+            where = path if absolute else _place(path, prefix, renamed, discovered, ctx)
+            problems.append((where, reason))
+    finally:
+        _CONTEXT.reset(token)
+    # Resolution problems of a target the converter never reached (it failed
+    # before that element) would otherwise be lost.
+    for index, leftovers in ctx.resolution_problems.values():
+        for problem in leftovers:
+            at = problem.at if problem.absolute else (*prefix, "targets", index, *problem.at)
+            problems.append((at, problem.reason))
+    if problems or config is None:
+        _raise(problems, source)
+    return config
+
+
+def _same_value(a: object, b: object) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b
+
+
+def _place(
+    path: Path_,
+    prefix: Path_,
+    renamed: Mapping[str, str],
+    discovered: Mapping[int, str],
+    ctx: _ParseContext,
+) -> Path_:
+    """Turn a path inside oswitch's section into a path in the document."""
+    if path and isinstance(path[0], str) and path[0] in renamed:
+        path = (renamed[path[0]], *path[1:])
+    if len(path) >= 2 and path[0] == "targets" and isinstance(path[1], int):
+        name = discovered.get(path[1])
+        if name is not None:
+            # A discovered target exists only as its provider entry; point there.
+            return (*ctx.providers_path, name)
+    return prefix + path
+
+
+def _raise(problems: Sequence[tuple[Path_, str]], source: str | None) -> NoReturn:
+    error = ConfigError([(_render_path(path), reason) for path, reason in problems])
+    if source is not None:
+        error.add_note(f"in {source}")
+    raise error
+
+
+_TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def load_config(path: str | os.PathLike[str]) -> SwitcherConfig:
+    """Read and validate a config file: TOML when the name ends in ``.toml``, else
+    JSON (an opencode.json included; see :func:`parse_config`).
+
+    Raises ConfigError for an unreadable file (naming it), a syntax error (naming
+    file, line and column, as ``FILE:LINE:COL``) and every invalid value.
+    """
+    name = os.fspath(path)
+    try:
+        data = Path(name).read_bytes()
+    except OSError as exc:
+        raise ConfigError([(name, f"cannot read file: {exc.strerror or exc}")]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([(name, f"not UTF-8 text (byte {exc.start})")]) from None
+    document: object
+    if name.lower().endswith(".toml"):
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            message = str(exc)
+            where = _TOML_WHERE.search(message)
+            location = f"{name}:{where.group(1)}:{where.group(2)}" if where else name
+            reason = _TOML_WHERE.sub("", message)
+            raise ConfigError([(location, f"invalid TOML: {reason}")]) from None
+    else:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            location = f"{name}:{exc.lineno}:{exc.colno}"
+            raise ConfigError([(location, f"invalid JSON: {exc.msg}")]) from None
+    if not isinstance(document, Mapping):
+        _raise([((), f"expected a mapping at the top level (got {_show(document)})")], name)
+    return parse_config(document, source=name)
+
+
+def validate_config(config: SwitcherConfig) -> None:
+    """Check a SwitcherConfig built in code (not parsed) against every rule of
+    :func:`parse_config`, e.g. before ``Switcher.reload_config`` applies it.
+
+    A ``backpressure_threshold`` left at its default is not held against a smaller
+    ``queue_limit`` (parsing would have lowered it). Raises ConfigError with the
+    same ``(path, reason)`` problems parsing the equivalent mapping would give.
+    """
+    document = cast(dict[str, Any], _unstructure(config))
+    if config.backpressure_threshold == _default(SwitcherConfig, "backpressure_threshold"):
+        del document["backpressure_threshold"]
+    parse_config(document)
+
+
+def _unstructure(value: object) -> object:
+    """The mapping parse_config would accept for ``value``; secrets stay Secrets."""
+    if type(value) in _MODEL_CLASSES:
+        fields: tuple[attrs.Attribute[Any], ...] = attrs.fields(type(value))  # type: ignore[arg-type]
+        # None is every optional field's default: leaving it out reads the same.
+        return {
+            field.name: _unstructure(getattr(value, field.name))
+            for field in fields
+            if getattr(value, field.name) is not None
+        }
+    if isinstance(value, Mapping):
+        return {key: _unstructure(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_unstructure(item) for item in value]
+    return value
+
+
+def describe_target(target: TargetConfig, *, environ: Mapping[str, str] | None = None) -> str:
+    """One line about ``target`` for humans; its key shows only where it comes from.
+
+    With ``environ`` the key variable is reported ``(set)`` or ``(missing → starts
+    ReauthRequired)``; the variable's value is never read into the line.
+    Raises nothing.
+    """
+    if target.api_key is not None:
+        key = "inline (hidden)"
+    elif target.api_key_env is not None:
+        key = f"env {target.api_key_env}"
+        if environ is not None:
+            present = bool(environ.get(target.api_key_env))
+            key += " (set)" if present else " (missing → starts ReauthRequired)"
+    else:
+        key = "none"
+    model = target.model if target.model is not None else "(passthrough)"
+    parts = [
+        f"provider {target.provider_id}",
+        f"api {target.api}",
+        target.base_url,
+        f"model {model}",
+        f"serves {', '.join(target.serves)}",
+        f"priority {target.operator_priority}",
+        f"key {key}",
+    ]
+    if not target.enabled:
+        parts.append("disabled")
+    return f"{target.target_id}: " + "; ".join(parts)
+
+
+def describe_targets(
+    config: SwitcherConfig, *, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """One :func:`describe_target` line per target, in config order. Raises nothing."""
+    return [describe_target(target, environ=environ) for target in config.targets]

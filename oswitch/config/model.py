@@ -1,0 +1,173 @@
+"""The configuration model: attrs classes, the single schema.
+
+Every key oswitch accepts is a field here, with its default, and has an effect
+documented in docs/configuration.md. Durations are milliseconds, as in o-switcher.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+from oswitch.core.secret import Secret
+
+Jitter = Literal["full", "equal", "none"]
+Api = Literal["openai", "anthropic"]
+StreamResume = Literal["continue", "restart", "off"]
+DeploymentModeHint = Literal["auto", "plugin-only", "server-companion", "sdk-control"]
+
+
+@attrs.frozen(kw_only=True)
+class BackoffConfig:
+    """Delay before re-sending to a target already tried: attempt ``n`` (0-based)
+    waits ``min(max_ms, base_ms * multiplier**n)`` shaped by ``jitter`` — full:
+    uniform(0, d); equal: d/2 + uniform(0, d/2); none: d."""
+
+    base_ms: float = 1000.0
+    multiplier: float = 2.0
+    max_ms: float = 30000.0
+    jitter: Jitter = "full"
+
+
+@attrs.frozen(kw_only=True)
+class RoutingWeights:
+    """Weights of health, latency, failure rate and priority in a target's score
+    (ranking within one ``operator_priority`` tier)."""
+
+    health: float = 1.0
+    latency: float = 0.5
+    failure: float = 0.8
+    priority: float = 0.3
+
+
+@attrs.frozen(kw_only=True)
+class CircuitBreakerConfig:
+    """When a target's breaker opens (``failure_threshold`` failures, or a failure
+    rate at or above ``failure_rate_threshold`` over the last
+    ``sliding_window_size`` attempts), how long it stays open, and how it closes."""
+
+    failure_threshold: int = 5
+    failure_rate_threshold: float = 0.5
+    sliding_window_size: int = 10
+    half_open_after_ms: float = 30000.0
+    half_open_max_probes: int = 1
+    success_threshold: int = 2
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitConfig:
+    """A target's own request rate: ``requests_per_minute`` refilled continuously,
+    at most ``burst`` at once (default: one second's worth, at least 1)."""
+
+    requests_per_minute: float
+    burst: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TargetConfig:
+    """One target: a provider endpoint, one credential, a model (or passthrough).
+
+    After parsing, ``api``, ``base_url`` and ``api_key_env`` hold their resolved
+    values and ``serves`` is never empty.
+    """
+
+    target_id: str
+    provider_id: str
+    api: Api = "openai"
+    base_url: str = ""
+    api_key_env: str | None = None
+    api_key: Secret | None = None
+    model: str | None = None
+    serves: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] | None = None
+    enabled: bool = True
+    operator_priority: int = 0
+    policy_tags: tuple[str, ...] = ()
+    concurrency_limit: int = 10
+    circuit_breaker: CircuitBreakerConfig | None = None
+    rate_limit: RateLimitConfig | None = None
+    first_token_timeout_ms: float | None = None
+    stream_idle_timeout_ms: float | None = None
+    context_window: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """The OpenAI-compatible HTTP sidecar (``oswitch serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    api_keys: tuple[Secret, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    header_timeout_ms: float = 10000.0
+    shutdown_grace_ms: float = 10000.0
+
+
+@attrs.frozen(kw_only=True)
+class ControlConfig:
+    """The websocket operator channel; ``port`` None means it is not served."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    token: Secret | None = None
+    token_env: str = "OSWITCH_CONTROL_TOKEN"
+    max_message_bytes: int = 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class SwitcherConfig:
+    """The whole configuration. Build it with :func:`parse_config` or
+    :func:`load_config`, which validate and resolve defaults."""
+
+    targets: tuple[TargetConfig, ...]
+    retry_budget: int = 3
+    failover_budget: int = 2
+    backoff: BackoffConfig = BackoffConfig()
+    routing_weights: RoutingWeights = RoutingWeights()
+    queue_limit: int = 100
+    concurrency_limit: int = 10
+    backpressure_threshold: int = 50
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    max_expected_latency_ms: float = 30000.0
+    deployment_mode_hint: DeploymentModeHint = "auto"
+    request_timeout_ms: float = 120000.0
+    first_token_timeout_ms: float | None = None
+    stream_idle_timeout_ms: float = 30000.0
+    max_wait_ms: float = 10000.0
+    quota_cooldown_ms: float = 3_600_000.0
+    quota_delay_cap_ms: float = 3_600_000.0
+    hedge_after_ms: float | None = None
+    fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    stream_resume: StreamResume = "continue"
+    trace_capacity: int = 1000
+    server: ServerConfig = ServerConfig()
+    control: ControlConfig = ControlConfig()
+
+
+_MODEL_CLASSES: tuple[type, ...] = (
+    BackoffConfig,
+    RoutingWeights,
+    CircuitBreakerConfig,
+    RateLimitConfig,
+    TargetConfig,
+    ServerConfig,
+    ControlConfig,
+    SwitcherConfig,
+)
+
+
+def _resolve_model_types() -> None:
+    # The hooks dispatch on real types, not the strings `from __future__` leaves.
+    for cls in _MODEL_CLASSES:
+        attrs.resolve_types(cls)
+
+
+_resolve_model_types()
+
+# o-switcher's short spellings of two global keys.
+SHORTHANDS: Mapping[str, str] = types.MappingProxyType(
+    {"retry": "retry_budget", "timeout": "max_expected_latency_ms"}
+)

@@ -1,0 +1,541 @@
+"""The one cattrs converter that turns a parsed document into the model.
+
+Field constraints live in structure hooks (never attrs validators, whose messages
+cattrs loses), and the converter's ExceptionGroup is walked into ``(path, reason)``
+pairs, so a bad file reports every problem at once, each at its JSONPath-like
+location.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import json
+import math
+import re
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, Union, get_args, get_origin
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn, override
+
+from oswitch.config.model import (
+    _MODEL_CLASSES,
+    SHORTHANDS,
+    BackoffConfig,
+    CircuitBreakerConfig,
+    ControlConfig,
+    RateLimitConfig,
+    RoutingWeights,
+    ServerConfig,
+    SwitcherConfig,
+    TargetConfig,
+)
+from oswitch.core.secret import Secret
+
+if TYPE_CHECKING:
+    # Type only: opencode.py imports this module at run time, not the reverse.
+    from oswitch.config.opencode import _ParseContext
+
+
+# ---------------------------------------------------------------------------
+# Problems and paths
+
+PathSeg: TypeAlias = str | int
+Path_: TypeAlias = tuple[PathSeg, ...]
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _render_path(path: Path_) -> str:
+    out = ["$"]
+    for seg in path:
+        if isinstance(seg, int):
+            out.append(f"[{seg}]")
+        elif _PLAIN_KEY.fullmatch(seg):
+            out.append(f".{seg}")
+        else:
+            out.append(f"[{json.dumps(seg)}]")
+    return "".join(out)
+
+
+class _Invalid(ValueError):
+    """One problem, raised from a hook. ``at`` is relative to where cattrs caught
+    it, unless ``absolute`` (problems found in an opencode.json provider entry)."""
+
+    def __init__(self, reason: str, at: Path_ = (), *, absolute: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.at = at
+        self.absolute = absolute
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str | Secret):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
+def _show(value: object) -> str:
+    """Render a scalar as the user wrote it (JSON spelling); containers by kind.
+
+    Never call this on a value that may be a secret."""
+    if value is None or isinstance(value, bool | int | float | str):
+        text = json.dumps(value) if not isinstance(value, float) else repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return _kind(value)
+
+
+def _unknown_key(key: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key '{key}'{hint}"
+
+
+# ---------------------------------------------------------------------------
+# Leaf hooks: strict types, messages of our own
+
+_converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+
+
+def _structure_int(value: object, _: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected an integer (got {_show(value)})")
+    return value
+
+
+def _structure_float(value: object, _: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"expected a number (got {_show(value)})")
+    if not math.isfinite(value):
+        raise _Invalid(f"must be a finite number (got {_show(value)})")
+    return float(value)
+
+
+def _structure_str(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string (got {_show(value)})")
+    return value
+
+
+def _structure_bool(value: object, _: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false (got {_show(value)})")
+    return value
+
+
+def _structure_secret(value: object, _: object) -> Secret:
+    # The value is a credential: messages name its kind, never echo it.
+    if isinstance(value, Secret):
+        secret = value
+    elif isinstance(value, str):
+        secret = Secret(value)
+    else:
+        raise _Invalid(f"expected a string (got {_kind(value)})")
+    if not secret.reveal():
+        raise _Invalid("must not be empty")
+    return secret
+
+
+def _is_literal(t: Any) -> bool:
+    return get_origin(t) is Literal
+
+
+def _literal_hook(t: Any) -> Callable[[object, object], str]:
+    allowed: tuple[str, ...] = get_args(t)
+
+    def structure(value: object, _: object) -> str:
+        if isinstance(value, str) and value in allowed:
+            return value
+        raise _Invalid(f"must be one of {', '.join(allowed)} (got {_show(value)})")
+
+    return structure
+
+
+def _is_homogeneous_tuple(t: Any) -> bool:
+    args = get_args(t)
+    return get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _tuple_hook(t: Any) -> Callable[[object, object], tuple[Any, ...]]:
+    element = get_args(t)[0]
+    secret = element is Secret
+
+    def structure(value: object, _: object) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            got = _kind(value) if secret else _show(value)
+            raise _Invalid(f"expected a list (got {got})")
+        items: list[Any] = []
+        errors: list[Exception] = []
+        for index, item in enumerate(value):
+            try:
+                structured = _converter.structure(item, element)
+                if element is str and not structured:
+                    raise _Invalid("must not be empty")
+                items.append(structured)
+            except Exception as exc:
+                exc.add_note(IterableValidationNote(f"index {index}", index, element))
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError("invalid list", errors, t)
+        return tuple(items)
+
+    return structure
+
+
+def _structure_fallbacks(value: object, _: object) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"expected a mapping of model names to lists (got {_show(value)})")
+    chains: dict[str, tuple[str, ...]] = {}
+    errors: list[Exception] = []
+    for model, chain in value.items():
+        try:
+            if not model:
+                raise _Invalid("model name must not be empty")
+            chains[model] = _converter.structure(chain, tuple[str, ...])
+        except Exception as exc:
+            exc.add_note(IterableValidationNote(f"key {model!r}", model, tuple[str, ...]))
+            errors.append(exc)
+    if errors:
+        raise IterableValidationError("invalid fallbacks", errors, dict)
+    return chains
+
+
+_converter.register_structure_hook(int, _structure_int)
+_converter.register_structure_hook(float, _structure_float)
+_converter.register_structure_hook(str, _structure_str)
+_converter.register_structure_hook(bool, _structure_bool)
+_converter.register_structure_hook(Secret, _structure_secret)
+_converter.register_structure_hook_factory(_is_literal, _literal_hook)
+_converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook)
+_converter.register_structure_hook_func(
+    lambda t: t == Mapping[str, tuple[str, ...]], _structure_fallbacks
+)
+
+# ---------------------------------------------------------------------------
+# Field rules: checked after the type, inside the field's own hook
+
+Rule: TypeAlias = Callable[[Any], str | None]
+
+
+def _gt(bound: float) -> Rule:
+    return lambda v: None if v > bound else f"must be > {bound:g}"
+
+
+def _ge(bound: float) -> Rule:
+    return lambda v: None if v >= bound else f"must be >= {bound:g}"
+
+
+def _rate(v: float) -> str | None:
+    return None if 0 < v <= 1 else "must be in (0, 1]"
+
+
+def _port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else "must be a port number, 0 to 65535"
+
+
+def _nonempty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _url(v: str) -> str | None:
+    ok = re.fullmatch(r"https?://[^\s/]+(/\S*)?", v) is not None
+    return None if ok else "must be an http:// or https:// URL"
+
+
+def _env_name(v: str) -> str | None:
+    if _ENV_NAME.fullmatch(v):
+        return None
+    return "must be the name of an environment variable, like OPENAI_API_KEY"
+
+
+_RULES: Mapping[type, Mapping[str, Rule]] = {
+    BackoffConfig: {"base_ms": _ge(0), "multiplier": _ge(1), "max_ms": _gt(0)},
+    RoutingWeights: {name: _ge(0) for name in ("health", "latency", "failure", "priority")},
+    CircuitBreakerConfig: {
+        "failure_threshold": _ge(1),
+        "failure_rate_threshold": _rate,
+        "sliding_window_size": _ge(1),
+        "half_open_after_ms": _gt(0),
+        "half_open_max_probes": _ge(1),
+        "success_threshold": _ge(1),
+    },
+    RateLimitConfig: {"requests_per_minute": _gt(0), "burst": _ge(1)},
+    TargetConfig: {
+        "target_id": _nonempty,
+        "provider_id": _nonempty,
+        "base_url": _url,
+        "api_key_env": _env_name,
+        "model": _nonempty,
+        "concurrency_limit": _ge(1),
+        "first_token_timeout_ms": _gt(0),
+        "stream_idle_timeout_ms": _gt(0),
+        "context_window": _ge(1),
+    },
+    ServerConfig: {
+        "host": _nonempty,
+        "port": _port,
+        "max_body_bytes": _ge(1),
+        "header_timeout_ms": _gt(0),
+        "shutdown_grace_ms": _ge(0),
+    },
+    ControlConfig: {
+        "host": _nonempty,
+        "port": _port,
+        "token_env": _env_name,
+        "max_message_bytes": _ge(1),
+    },
+    SwitcherConfig: {
+        "retry_budget": _ge(0),
+        "failover_budget": _ge(0),
+        "queue_limit": _ge(1),
+        "concurrency_limit": _ge(1),
+        "backpressure_threshold": _ge(1),
+        "max_expected_latency_ms": _gt(0),
+        "request_timeout_ms": _gt(0),
+        "first_token_timeout_ms": _gt(0),
+        "stream_idle_timeout_ms": _gt(0),
+        "max_wait_ms": _ge(0),
+        "quota_cooldown_ms": _gt(0),
+        "quota_delay_cap_ms": _gt(0),
+        "hedge_after_ms": _gt(0),
+        "trace_capacity": _ge(1),
+    },
+}
+# Rules whose message must not echo the value: someone may have pasted the key
+# itself where its variable's name belongs.
+_SILENT_RULES = {_env_name, _nonempty}
+
+
+def _optional_inner(t: Any) -> Any | None:
+    if get_origin(t) in (Union, types.UnionType):
+        args = [a for a in get_args(t) if a is not type(None)]
+        if len(args) == 1 and len(get_args(t)) == 2:
+            return args[0]
+    return None
+
+
+def _checked(t: Any, rule: Rule) -> Callable[[object, object], Any]:
+    inner = _optional_inner(t)
+    base = t if inner is None else inner
+
+    def structure(value: object, _: object) -> Any:
+        if value is None and inner is not None:
+            return None
+        result = _converter.structure(value, base)
+        reason = rule(result)
+        if reason is not None:
+            if rule in _SILENT_RULES:
+                raise _Invalid(reason)
+            raise _Invalid(f"{reason} (got {_show(value)})")
+        return result
+
+    return structure
+
+
+# ---------------------------------------------------------------------------
+# Whole-table checks and resolved defaults, per class
+
+
+def _default(cl: type, name: str) -> Any:
+    return getattr(attrs.fields(cl), name).default
+
+
+def _number(raw: Mapping[str, Any], key: str, default: float) -> float | None:
+    """The raw value of a numeric key if valid (a default when absent), else None."""
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _check_backoff(raw: Mapping[str, Any]) -> Iterator[_Invalid]:
+    base = _number(raw, "base_ms", _default(BackoffConfig, "base_ms"))
+    top = _number(raw, "max_ms", _default(BackoffConfig, "max_ms"))
+    if base is not None and top is not None and 0 < top < base:
+        yield _Invalid(f"must be >= base_ms (got {top:g} < {base:g})", ("max_ms",))
+
+
+def _check_switcher(raw: Mapping[str, Any]) -> Iterator[_Invalid]:
+    limit = _number(raw, "queue_limit", _default(SwitcherConfig, "queue_limit"))
+    threshold = _number(raw, "backpressure_threshold", 0)
+    given = "backpressure_threshold" in raw
+    if given and limit is not None and threshold is not None and 1 <= limit < threshold:
+        yield _Invalid(
+            f"must be <= queue_limit (got {threshold:g} > {limit:g})",
+            ("backpressure_threshold",),
+        )
+    targets = raw.get("targets")
+    if isinstance(targets, list | tuple):
+        if not targets:
+            yield _Invalid("must list at least one target", ("targets",))
+        first: dict[str, int] = {}
+        for index, target in enumerate(targets):
+            if not isinstance(target, Mapping):
+                continue
+            target_id = target.get("target_id")
+            if not isinstance(target_id, str) or not target_id:
+                continue
+            if target_id in first:
+                yield _Invalid(
+                    f"duplicate target_id {_show(target_id)} "
+                    f"(first used by targets[{first[target_id]}])",
+                    ("targets", index, "target_id"),
+                )
+            else:
+                first[target_id] = index
+
+
+# State of the parse_config call in progress, read by the target hook. It lives
+# here rather than beside _ParseContext so this module never imports opencode.py.
+_CONTEXT: contextvars.ContextVar[_ParseContext | None] = contextvars.ContextVar(
+    "oswitch_config_parse", default=None
+)
+
+
+def _check_target(raw: Mapping[str, Any]) -> Iterator[_Invalid]:
+    ctx = _CONTEXT.get()
+    if ctx is not None:
+        _, problems = ctx.resolution_problems.pop(id(raw), (0, []))
+        yield from problems
+
+
+def _post_target(target: TargetConfig, raw: Mapping[str, Any]) -> TargetConfig:
+    if target.serves:
+        return target
+    serves = (target.model,) if target.model else ("*",)
+    return attrs.evolve(target, serves=serves)
+
+
+def _post_rate_limit(limit: RateLimitConfig, raw: Mapping[str, Any]) -> RateLimitConfig:
+    if limit.burst is not None:
+        return limit
+    return attrs.evolve(limit, burst=max(1, math.ceil(limit.requests_per_minute / 60)))
+
+
+def _post_switcher(config: SwitcherConfig, raw: Mapping[str, Any]) -> SwitcherConfig:
+    if "backpressure_threshold" not in raw:
+        # An unset threshold follows a small queue down rather than exceed it.
+        threshold = min(_default(SwitcherConfig, "backpressure_threshold"), config.queue_limit)
+        config = attrs.evolve(config, backpressure_threshold=threshold)
+    targets = tuple(
+        _merge_breaker(target, raw_target, config.circuit_breaker)
+        for target, raw_target in zip(config.targets, raw["targets"], strict=True)
+    )
+    return attrs.evolve(config, targets=targets)
+
+
+def _merge_breaker(
+    target: TargetConfig, raw: Mapping[str, Any], shared: CircuitBreakerConfig
+) -> TargetConfig:
+    """A target's circuit_breaker overrides the global one key by key: what it
+    leaves out comes from the global table, not from the built-in defaults."""
+    if target.circuit_breaker is None:
+        return target
+    given = {key: getattr(target.circuit_breaker, key) for key in raw["circuit_breaker"]}
+    return attrs.evolve(target, circuit_breaker=attrs.evolve(shared, **given))
+
+
+_CHECKS: Mapping[type, Callable[[Mapping[str, Any]], Iterator[_Invalid]]] = {
+    BackoffConfig: _check_backoff,
+    SwitcherConfig: _check_switcher,
+    TargetConfig: _check_target,
+}
+_POSTS: Mapping[type, Callable[[Any, Mapping[str, Any]], Any]] = {
+    TargetConfig: _post_target,
+    RateLimitConfig: _post_rate_limit,
+    SwitcherConfig: _post_switcher,
+}
+_ALIASES: Mapping[type, tuple[str, ...]] = {SwitcherConfig: tuple(SHORTHANDS)}
+
+
+def _class_hook(cl: type) -> Callable[[object, object], Any]:
+    rules = _RULES.get(cl, {})
+    overrides = {
+        field.name: override(struct_hook=_checked(field.type, rules[field.name]))
+        for field in attrs.fields(cl)
+        if field.name in rules
+    }
+    generated: Callable[[Mapping[str, Any], Any], Any] = make_dict_structure_fn(
+        cl,
+        _converter,
+        **overrides,  # type: ignore[arg-type]
+    )
+    valid_keys = tuple(field.name for field in attrs.fields(cl))
+    suggestions = valid_keys + _ALIASES.get(cl, ())
+    check = _CHECKS.get(cl)
+    post = _POSTS.get(cl)
+
+    def structure(value: object, _: object) -> Any:
+        if not isinstance(value, Mapping):
+            raise _Invalid(f"expected a mapping (got {_show(value)})")
+        errors: list[Exception] = [
+            _Invalid(_unknown_key(str(key), suggestions), (str(key),))
+            for key in value
+            if key not in valid_keys
+        ]
+        known = {key: item for key, item in value.items() if key in valid_keys}
+        result = None
+        try:
+            result = generated(known, cl)
+        except ClassValidationError as exc:
+            errors.extend(exc.exceptions)
+        if check is not None:
+            errors.extend(check(value))
+        if errors:
+            raise ClassValidationError(f"invalid {cl.__name__}", errors, cl)
+        return post(result, value) if post is not None else result
+
+    return structure
+
+
+_converter.register_structure_hook_factory(lambda t: t in _MODEL_CLASSES, _class_hook)
+
+
+def _walk(exc: BaseException, at: Path_) -> Iterator[tuple[Path_, str, bool]]:
+    """Yield ``(path, reason, absolute)`` for every leaf of cattrs' error tree."""
+    if isinstance(exc, _Invalid):
+        yield (exc.at if exc.absolute else at + exc.at), exc.reason, exc.absolute
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        names = tuple(field.name for field in attrs.fields(exc.cl))
+        for key in sorted(exc.extra_fields):
+            yield (*at, key), _unknown_key(key, names), False
+    elif isinstance(exc, KeyError):
+        yield at, "missing required key", False
+    elif isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            yield from _walk(sub, at + _note_segment(sub))
+    else:
+        # Not one of ours; its text might quote the value, so say only where.
+        yield at, "invalid value", False
+
+
+def _note_segment(exc: BaseException) -> Path_:
+    for note in getattr(exc, "__notes__", ()):
+        if isinstance(note, AttributeValidationNote):
+            return (note.name,)
+        if isinstance(note, IterableValidationNote):
+            return (note.index,)
+    return ()
