@@ -4,6 +4,7 @@ Embed it with ``open_switcher(load_config(path))``; see docs/embedding.md.
 """
 
 from oswitch.config import SwitcherConfig, TargetConfig, load_config, parse_config
+from oswitch.control.server import serve_control
 from oswitch.core.classify import Classification, classify
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.secret import Secret
@@ -42,4 +43,5 @@ __all__ = [
     "load_config",
     "open_switcher",
     "parse_config",
+    "serve_control",
 ]

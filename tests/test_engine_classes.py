@@ -366,3 +366,17 @@ async def test_context_refusal_tries_a_larger_sibling_of_the_same_model(
     async with open_switcher(cfg, transport=fake.transport()) as switcher:
         result = await switcher.complete(chat())
     assert result["oswitch"]["target_id"] == "large"
+
+
+async def test_nothing_eligible_because_rate_limited_says_so(autojump_clock: object) -> None:
+    """A request that finds every key cooling off a rate limit fails as RateLimited."""
+    fake = FakeProvider().on("key-a", rate_limited(60.0)).on("key-b", rate_limited(60.0))
+    async with open_switcher(config(target("a"), target("b")), transport=fake.transport()) as s:
+        with pytest.raises(AllTargetsFailed):
+            await s.complete(chat())
+        with pytest.raises(AllTargetsFailed) as caught:
+            await s.complete(chat())
+    assert caught.value.attempts == 0
+    assert caught.value.error_class is ErrorClass.RATE_LIMITED
+    assert caught.value.retry_after == 60.0
+    assert "all rate-limited" in str(caught.value)

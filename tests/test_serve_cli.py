@@ -34,10 +34,36 @@ async def read_until(stream: trio.abc.ReceiveStream, marker: str, seen: list[str
             seen.append(text.split("\n")[-1])
 
 
+async def exercise(process: trio.Process, seen: list[str]) -> str:
+    """Talk to a running `oswitch serve`, then SIGTERM it; return the request's id."""
+    assert process.stderr is not None
+    control_line = await read_until(process.stderr, "control_listening", seen)
+    control_url = "ws://127.0.0.1:" + control_line.split(" port=")[1].split()[0]
+    line = await read_until(process.stderr, "sidecar_listening", seen)
+    base = line.split("note=")[1].split()[0]
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{base}/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert response.status_code == 200
+    async with open_websocket_url(control_url) as ws:
+        await ws.send_message(json.dumps({"op": "auth", "token": TOKEN}))
+        assert json.loads(await ws.get_message())["ok"] is True
+        await ws.send_message(json.dumps({"id": 1, "op": "list_targets"}))
+        listing = json.loads(await ws.get_message())
+    assert listing["ok"] and listing["result"]["targets"][0]["target_id"] == "only"
+    process.send_signal(signal.SIGTERM)
+    assert await process.wait() == 0
+    return response.headers["x-oswitch-request-id"]
+
+
 async def test_serve_process_serves_then_exits_zero_on_sigterm(tmp_path: Path) -> None:
     """A real `oswitch serve` answers a chat request, audits it as NDJSON on stdout
     (never the key), serves the control channel, and exits 0 on SIGTERM."""
     fake = FakeProvider().on(SECRET_KEY, reply("served by a real process"))
+    stdout: list[bytes] = []
+    seen: list[str] = []
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             upstream = await nursery.start(serve_fake_provider, fake)
@@ -52,7 +78,6 @@ api_key = "{SECRET_KEY}"
 model = "gpt-4o"
 """
             )
-            env = {**os.environ, "OSWITCH_CONTROL_TOKEN": TOKEN}
             process = await trio.lowlevel.open_process(
                 [
                     sys.executable,
@@ -68,10 +93,8 @@ model = "gpt-4o"
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=env,
+                env={**os.environ, "OSWITCH_CONTROL_TOKEN": TOKEN},
             )
-            assert process.stdout is not None and process.stderr is not None
-            stdout: list[bytes] = []
 
             async def drain_stdout() -> None:
                 assert process.stdout is not None
@@ -79,27 +102,11 @@ model = "gpt-4o"
                     stdout.append(data)
 
             nursery.start_soon(drain_stdout)
-            seen: list[str] = []
-            control_line = await read_until(process.stderr, "control_listening", seen)
-            control_port = control_line.split(" port=")[1].split()[0]
-            control_url = f"ws://127.0.0.1:{control_port}"
-            line = await read_until(process.stderr, "sidecar_listening", seen)
-            base = line.split("note=")[1].split()[0]
-            async with httpx.AsyncClient() as client:
-                response = await client.post(
-                    f"{base}/v1/chat/completions",
-                    json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
-                )
-            assert response.status_code == 200
-            request_id = response.headers["x-oswitch-request-id"]
-            async with open_websocket_url(control_url) as ws:
-                await ws.send_message(json.dumps({"op": "auth", "token": TOKEN}))
-                assert json.loads(await ws.get_message())["ok"] is True
-                await ws.send_message(json.dumps({"id": 1, "op": "list_targets"}))
-                listing = json.loads(await ws.get_message())
-            assert listing["ok"] and listing["result"]["targets"][0]["target_id"] == "only"
-            process.send_signal(signal.SIGTERM)
-            assert await process.wait() == 0
+            try:
+                request_id = await exercise(process, seen)
+            finally:
+                if process.returncode is None:
+                    process.kill()
             nursery.cancel_scope.cancel()
     audit = [json.loads(line) for line in b"".join(stdout).decode().splitlines() if line]
     attempts = [e for e in audit if e.get("request_id") == request_id]
@@ -107,3 +114,67 @@ model = "gpt-4o"
     assert all(e["ts"] for e in audit)
     everything = b"".join(stdout).decode() + "".join(seen)
     assert SECRET_KEY not in everything and TOKEN not in everything
+
+
+async def test_serve_reports_a_busy_port_plainly(tmp_path: Path) -> None:
+    """A port already in use is a one-line error and exit 2, not a traceback."""
+    config = tmp_path / "oswitch.toml"
+    config.write_text('[[targets]]\ntarget_id = "only"\nprovider_id = "ollama"\nmodel = "llama3"\n')
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    with trio.fail_after(20), listener:
+        result = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "oswitch",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert b"oswitch serve: cannot listen:" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+async def test_control_port_without_a_token_is_refused(tmp_path: Path) -> None:
+    """Asking for the control channel without a token is a config error, exit 2."""
+    config = tmp_path / "oswitch.toml"
+    config.write_text('[[targets]]\ntarget_id = "only"\nprovider_id = "ollama"\nmodel = "llama3"\n')
+    env = {k: v for k, v in os.environ.items() if k != "OSWITCH_CONTROL_TOKEN"}
+    with trio.fail_after(20):
+        result = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "oswitch",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                "0",
+                "--control-port",
+                "0",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+    assert result.returncode == 2
+    assert (
+        result.stderr.decode()
+        .strip()
+        .endswith(
+            "the control channel needs a token: set control.token or OSWITCH_CONTROL_TOKEN"
+            " @ $.control.token"
+        )
+    )

@@ -576,6 +576,16 @@ class RequestRun:
             deadline_exceeded=True,
         )
 
+    def _all_rate_limited(self, chain: Sequence[str]) -> bool:
+        now = trio.current_time()
+        candidates = [
+            (actor, model)
+            for model in chain
+            for actor in self._pool(model).actors
+            if actor.target_id not in self.excluded
+        ]
+        return bool(candidates) and all(a.rate_limited(m, now) for a, m in candidates)
+
     def _give_up(self, chain: Sequence[str]) -> AllTargetsFailed | RequestFailed:
         if self.last_class is ErrorClass.REQUEST_TOO_LARGE:
             return RequestFailed(
@@ -590,6 +600,10 @@ class RequestRun:
             reason = f"no target serving {self.model!r} accepts this request (capabilities/tags)"
         elif self.attempts == 0:
             reason = f"no target for {self.model!r} became eligible in time"
+            if self._all_rate_limited(chain):
+                # Every candidate is cooling off a rate limit: say so (the sidecar's 429).
+                self.last_class = ErrorClass.RATE_LIMITED
+                reason += " (all rate-limited)"
         else:
             reason = (
                 f"all targets failed for {self.model!r} after {self.attempts} attempt(s)"

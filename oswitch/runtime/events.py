@@ -86,7 +86,8 @@ class EventHub:
                 subscriber.dropped = True
                 subscriber.send.close()
                 self._subscribers.remove(subscriber)
-            except trio.ClosedResourceError:
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                # The subscriber closed its end: it is gone.
                 self._subscribers.remove(subscriber)
 
     @contextmanager

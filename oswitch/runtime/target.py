@@ -187,6 +187,7 @@ class TargetActor:
         self._quota_until = -math.inf
         self._cooldown_until = -math.inf
         self._model_cooldowns: dict[str, float] = {}
+        self._cooldown_causes: dict[str, ErrorClass] = {}  # served model → why it cools
         self._rate_limit_streak = 0
         self._in_flight: set[AttemptOrder] = set()
         self._idle = trio.lowlevel.ParkingLot()
@@ -817,9 +818,9 @@ class TargetActor:
             if delay is None:
                 delay = backoff_delay(self._backoff, self._rate_limit_streak, self._rng)
             self._rate_limit_streak += 1
-            self._cool_down(outcome.served_model, now + delay)
+            self._cool_down(outcome.served_model, now + delay, error_class)
         elif effect is TargetEffect.SHORT_COOLDOWN:
-            self._cool_down(outcome.served_model, now + (delay or SHORT_COOLDOWN_S))
+            self._cool_down(outcome.served_model, now + (delay or SHORT_COOLDOWN_S), error_class)
         elif effect is TargetEffect.QUOTA_EXHAUSTED:
             quota_s = delay if delay is not None else self.config.quota_cooldown_ms / 1000.0
             self._quota_until = max(self._quota_until, now + quota_s)
@@ -837,7 +838,7 @@ class TargetActor:
             self._set_blocked(TargetCondition.POLICY_BLOCKED, reason=str(error_class))
         return outcome
 
-    def _cool_down(self, served_model: str, until: float) -> None:
+    def _cool_down(self, served_model: str, until: float, cause: ErrorClass) -> None:
         # A passthrough target serves many models: one model's limit must not take
         # the key down for all of them.
         if self.target.model is None:
@@ -845,6 +846,21 @@ class TargetActor:
             self._model_cooldowns[served_model] = max(current, until)
         else:
             self._cooldown_until = max(self._cooldown_until, until)
+        self._cooldown_causes[served_model] = cause
+
+    def rate_limited(self, model: str, now: float) -> bool:
+        """Whether this target is out for ``model`` only because a rate limit cools it."""
+        if self.state is not TargetState.ACTIVE or self._blocked is not None:
+            return False
+        if self._quota_until > now:
+            return False
+        until = (
+            self._model_cooldowns.get(model, -math.inf)
+            if self.target.model is None
+            else (self._cooldown_until)
+        )
+        served = self.upstream_model(model)
+        return until > now and self._cooldown_causes.get(served) is ErrorClass.RATE_LIMITED
 
     def _report_transition(self, transition: Transition | None) -> None:
         if transition is not None:

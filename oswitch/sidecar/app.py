@@ -31,6 +31,12 @@ log = logging.getLogger("oswitch.sidecar")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
+class _RequestState:
+    """Whether the answer is complete: a disconnect after that is just the client leaving."""
+
+    answered = False
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -301,37 +307,53 @@ class SidecarApp:
             )
             return
         started = trio.current_time()
+        state = _RequestState()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope, state)
             if body.get("stream"):
-                await self._stream(send, request_id, body, started)
+                await self._stream(send, request_id, body, started, state)
             else:
-                await self._complete(send, request_id, body, started)
+                await self._complete(send, request_id, body, started, state)
             nursery.cancel_scope.cancel()
 
-    async def _watch_disconnect(self, receive: Receive, scope: trio.CancelScope) -> None:
-        """Cancel the request when the client goes away."""
+    async def _watch_disconnect(
+        self, receive: Receive, scope: trio.CancelScope, state: _RequestState
+    ) -> None:
+        """Cancel the request when the client goes away before its answer is complete."""
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                log.info("client_disconnected")
-                scope.cancel()
+                if not state.answered:
+                    log.info("client_disconnected")
+                    scope.cancel()
                 return
 
     async def _complete(
-        self, send: Send, request_id: str, body: dict[str, Any], started: float
+        self,
+        send: Send,
+        request_id: str,
+        body: dict[str, Any],
+        started: float,
+        state: _RequestState,
     ) -> None:
         try:
             reply = await self.switcher.complete(body, request_id=request_id)
         except SwitcherError as error:
             self._observe(error, stream=False, started=started)
+            state.answered = True
             await self._error(send, request_id, http_error_for(error))
             return
         self._observe(None, stream=False, started=started)
+        state.answered = True
         await self._json(send, request_id, 200, reply)
 
     async def _stream(
-        self, send: Send, request_id: str, body: dict[str, Any], started: float
+        self,
+        send: Send,
+        request_id: str,
+        body: dict[str, Any],
+        started: float,
+        state: _RequestState,
     ) -> None:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         first_token_at: float | None = None
@@ -364,6 +386,7 @@ class SidecarApp:
                     self._observe(
                         error, stream=True, started=started, first_token_at=first_token_at
                     )
+                    state.answered = True
                     failure = http_error_for(error)
                     await send(
                         {
@@ -385,11 +408,13 @@ class SidecarApp:
                         }
                     )
                 tail += b"data: [DONE]\n\n"
-                await send({"type": "http.response.body", "body": tail, "more_body": False})
                 self._observe(None, stream=True, started=started, first_token_at=first_token_at)
+                state.answered = True
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
         except SwitcherError as error:
             # Nothing went out yet: an honest status code is still possible.
             self._observe(error, stream=True, started=started)
+            state.answered = True
             await self._error(send, request_id, http_error_for(error))
 
     def _observe(

@@ -32,13 +32,29 @@ def _serve(args: argparse.Namespace) -> int:
                 control_port=args.control_port,
             )
         )
-    except ValueError as exc:
-        print(f"oswitch serve: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        for path, reason in exc.problems:
+            print(f"{reason} @ {path}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"oswitch serve: cannot listen: {exc}", file=sys.stderr)
+    except (OSError, BaseExceptionGroup) as exc:
+        # Binding fails inside the server's nurseries, so the OSError may come wrapped.
+        failure = _find_os_error(exc)
+        if failure is None:
+            raise
+        print(f"oswitch serve: cannot listen: {failure}", file=sys.stderr)
         return 2
     return 0
+
+
+def _find_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_os_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -140,7 +140,7 @@ class SwitcherMetrics:
                 str(fields.get("target_id", "")), str(fields.get("error_class") or "")
             ).inc()
             decision = fields.get("decision")
-            if decision in ("failover", "backoff", "cooldown", "resume"):
+            if decision in ("failover", "resume"):
                 self.failovers.labels(str(decision)).inc()
         elif name in ("fallback", "hedge"):
             self.failovers.labels(name).inc()

@@ -8,7 +8,6 @@ within ``server.shutdown_grace_ms``, then cancels the rest and exits 0.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from functools import partial
 
@@ -17,8 +16,8 @@ import hypercorn.trio
 import trio
 
 from oswitch.config import ServerConfig, SwitcherConfig
-from oswitch.control.server import serve_control
-from oswitch.core.secret import Secret
+from oswitch.control.server import control_token, serve_control
+from oswitch.errors import ConfigError
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
 
@@ -32,8 +31,11 @@ def hypercorn_config(host: str, port: int, server: ServerConfig) -> hypercorn.Co
     config = hypercorn.Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = server.shutdown_grace_ms / 1000.0
-    config.read_timeout = max(1, round(server.header_timeout_ms / 1000.0))
-    config.keep_alive_timeout = 5.0
+    # Hypercorn's read_timeout would bound every read, cutting long replies whose
+    # client is silently waiting; its idle timer runs until a request's headers are in,
+    # so it is the header timeout (and the keep-alive limit between requests).
+    config.read_timeout = None
+    config.keep_alive_timeout = server.header_timeout_ms / 1000.0
     config.h11_max_incomplete_size = 64 * 1024
     config.accesslog = None
     config.errorlog = logging.getLogger("oswitch.sidecar.http")
@@ -74,14 +76,6 @@ async def serve_sidecar(
         task_status.started(bound_port)
 
 
-def control_token(config: SwitcherConfig) -> Secret | None:
-    """The control channel's token: from config, else its environment variable."""
-    if config.control.token is not None:
-        return config.control.token
-    value = os.environ.get(config.control.token_env)
-    return Secret(value) if value else None
-
-
 async def run_gateway(
     config: SwitcherConfig,
     *,
@@ -96,16 +90,22 @@ async def run_gateway(
     ``host``/``port``/``control_port`` override the config. Reports ``(port,
     control_port)`` once listening. Returns after a graceful shutdown, which
     ``shutdown`` (or SIGTERM/SIGINT, when run from the main thread) triggers.
-    Raises ValueError when a control port is asked for without a token.
+    Raises ConfigError when a control port is asked for without a token.
     """
     server = config.server
     host = host or server.host
     port = server.port if port is None else port
     control_port = config.control.port if control_port is None else control_port
-    token = control_token(config)
+    token = control_token(config.control)
     if control_port is not None and token is None:
-        raise ValueError(
-            f"the control channel needs a token: set control.token or {config.control.token_env}"
+        raise ConfigError(
+            [
+                (
+                    "$.control.token",
+                    "the control channel needs a token: set control.token or "
+                    f"{config.control.token_env}",
+                )
+            ]
         )
     shutdown = shutdown if shutdown is not None else trio.Event()
     async with open_switcher(config) as switcher, trio.open_nursery() as lifespan:
