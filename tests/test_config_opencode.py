@@ -402,3 +402,13 @@ def test_literal_keys_never_appear_in_opencode_errors() -> None:
             }
         )
     assert FAKE_KEY not in str(info.value)
+
+
+def test_disabled_providers_ignores_entries_that_are_not_names() -> None:
+    """A disabled_providers list with non-string entries is not a crash; names still apply."""
+    from oswitch.config import parse_config
+
+    config = parse_config(
+        {"provider": {"openai": {}, "groq": {}}, "disabled_providers": [{}, "groq", 3]}
+    )
+    assert {t.target_id: t.enabled for t in config.targets} == {"openai": True, "groq": False}

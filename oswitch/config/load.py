@@ -86,8 +86,9 @@ def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> Sw
     raw_targets = own.get("targets", _MISSING)
     discovering = raw_targets is _MISSING and opencode and "provider" in mapping
     if discovering:
-        disabled = mapping.get("disabled_providers", [])
-        disabled = set(disabled) if isinstance(disabled, list) else set()
+        # OpenCode's own key: names of providers to leave out (anything else is ignored).
+        listed = mapping.get("disabled_providers", [])
+        disabled = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
         targets: list[Any] = []
         for name in providers:
             raw: dict[str, Any] = {"target_id": str(name), "provider_id": str(name)}

@@ -140,7 +140,8 @@ class SwitcherConfig:
     quota_cooldown_ms: float = 3_600_000.0
     quota_delay_cap_ms: float = 3_600_000.0
     hedge_after_ms: float | None = None
-    fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    # A dict: compared by value, but left out of the hash so the config stays hashable.
+    fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict, hash=False)
     stream_resume: StreamResume = "continue"
     trace_capacity: int = 1000
     server: ServerConfig = ServerConfig()

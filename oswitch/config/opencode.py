@@ -27,7 +27,7 @@ class _Provider:
     defaults_from: str | None
     api: Api | None
     base_url: str | None
-    api_key: str | Secret | None
+    api_key: str | Secret | None = attrs.field(repr=False)  # never shown, even in debugging
     api_key_env: str | None
     models: tuple[str, ...]
     context_window: int | None
