@@ -1,0 +1,501 @@
+"""What oswitch costs over a bare HTTP call, measured in one run against one upstream.
+
+Three variants call the same loopback fake upstream, which runs in a separate
+process (``python -m bench.upstream``) so that ``time.process_time`` counts the
+client side only:
+
+* ``httpx`` — a bare ``httpx.AsyncClient`` on trio (the baseline, "a");
+* ``embedded`` — ``open_switcher`` with no transport (a real pool), in-process;
+* ``sidecar`` — a bare httpx client calling the sidecar in this process, which
+  calls the upstream: its CPU is the caller's plus the whole sidecar's.
+
+Each runs closed-loop at each concurrency, non-streamed and streamed, after a
+warm-up, in interleaved rounds; a cell's figure is the median over rounds. Then
+the routing cost: oswitch over a null transport (an ``httpx.MockTransport``
+answering at once) with 3, 100 and 1,000 targets serving one model, beside a
+bare httpx client over the same null transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from bench.progress import Progress
+from bench.record import Percentiles, current_rss_mb
+from bench.upstream import OVERHEAD_KEY, overhead_fake, serve_raw_upstream
+from oswitch import SwitcherConfig, open_switcher, parse_config
+from oswitch.testing import completion, serve_fake_provider
+
+MODEL = "gpt-4o-mini"
+VARIANTS = ("httpx", "embedded", "sidecar")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@attrs.frozen(kw_only=True)
+class OverheadSettings:
+    """How much to measure. ``quick()`` fits the default suite; ``full()`` is ``--overhead``."""
+
+    concurrencies: tuple[int, ...]
+    requests: int
+    rounds: int
+    routing_targets: tuple[int, ...]
+    routing_requests: int
+    subprocess_upstream: bool = True
+    server: str = "raw"
+    # Long enough to hold oswitch to the issue's targets (a quick run only indicates).
+    judge_targets: bool = False
+
+    @classmethod
+    def quick(cls) -> OverheadSettings:
+        return cls(
+            concurrencies=(1, 32),
+            requests=200,
+            rounds=1,
+            routing_targets=(3, 100, 1000),
+            routing_requests=600,
+        )
+
+    @classmethod
+    def full(cls) -> OverheadSettings:
+        return cls(
+            concurrencies=(1, 32, 256),
+            requests=1000,
+            rounds=3,
+            routing_targets=(3, 100, 1000),
+            routing_requests=3000,
+            judge_targets=True,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Cell:
+    """One variant at one concurrency, streamed or not (medians over rounds).
+
+    ``cpu_ms_per_request`` is this process's CPU time per request; ``latency`` and
+    ``ttft`` (time to first content, streams only) are of the median round;
+    ``peak_rss_mb`` is the highest resident size sampled while the cell ran.
+    """
+
+    variant: str
+    streamed: bool
+    concurrency: int
+    requests: int
+    rounds: int
+    cpu_ms_per_request: float
+    cpu_ms_rounds: tuple[float, ...]
+    latency: Percentiles
+    ttft: Percentiles
+    throughput_rps: float
+    peak_rss_mb: float
+    errors: int
+
+
+@attrs.frozen(kw_only=True)
+class RoutingCell:
+    """oswitch over a null transport with ``targets`` targets (0: bare httpx)."""
+
+    targets: int
+    requests: int
+    cpu_ms_per_request: float
+    startup_s: float
+    rss_mb: float
+
+
+@attrs.frozen(kw_only=True)
+class OverheadResult:
+    """The overhead benchmark's figures, with how the upstream ran."""
+
+    upstream: str
+    settings: OverheadSettings
+    cells: tuple[Cell, ...]
+    routing: tuple[RoutingCell, ...]
+
+    def cell(self, variant: str, streamed: bool, concurrency: int) -> Cell | None:
+        for cell in self.cells:
+            if (cell.variant, cell.streamed, cell.concurrency) == (
+                variant,
+                streamed,
+                concurrency,
+            ):
+                return cell
+        return None
+
+    def ratio(self, variant: str, streamed: bool, concurrency: int) -> float | None:
+        """CPU per request of ``variant`` over bare httpx's, same streaming and concurrency."""
+        cell = self.cell(variant, streamed, concurrency)
+        base = self.cell("httpx", streamed, concurrency)
+        if cell is None or base is None or base.cpu_ms_per_request <= 0:
+            return None
+        return cell.cpu_ms_per_request / base.cpu_ms_per_request
+
+
+# ---- the upstream ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def upstream_process(server: str = "raw", timeout_s: float = 30.0) -> Iterator[int]:
+    """Run ``python -m bench.upstream`` in a child process; yield its port.
+
+    Raises RuntimeError if it does not report a port within ``timeout_s``.
+    """
+    with tempfile.TemporaryDirectory(prefix="oswitch-bench-") as tmp:
+        port_file = os.path.join(tmp, "port")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.upstream", "--port-file", port_file, "--server", server],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not os.path.exists(port_file):
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the bench upstream did not start")
+                time.sleep(0.05)
+            with open(port_file) as f:
+                port = int(f.read())
+            yield port
+        finally:
+            child.terminate()
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+# ---- one request, three ways -------------------------------------------------------------
+
+Call = Callable[[], Awaitable[float | None]]
+
+
+def _request(streamed: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Say something of moderate length."}],
+    }
+    if streamed:
+        body["stream"] = True
+    return body
+
+
+def http_call(client: httpx.AsyncClient, url: str, streamed: bool) -> Call:
+    """A bare httpx call that parses the reply (every SSE event, when streamed)."""
+    headers = {"authorization": f"Bearer {OVERHEAD_KEY}"}
+    body = _request(streamed)
+
+    async def plain() -> float | None:
+        response = await client.post(url, json=body, headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}")
+        response.json()["choices"][0]["message"]["content"]
+        return None
+
+    async def stream() -> float | None:
+        started = time.perf_counter()
+        ttft: float | None = None
+        async with client.stream("POST", url, json=body, headers=headers) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                choices = chunk.get("choices") or ()
+                if ttft is None and choices and (choices[0].get("delta") or {}).get("content"):
+                    ttft = time.perf_counter() - started
+        return ttft
+
+    return stream if streamed else plain
+
+
+def switcher_call(switcher: Any, streamed: bool) -> Call:
+    """A call through an embedded switcher (``complete`` or ``stream``)."""
+    body = _request(False)
+
+    async def plain() -> float | None:
+        reply = await switcher.complete(body)
+        reply["choices"][0]["message"]["content"]
+        return None
+
+    async def stream() -> float | None:
+        started = time.perf_counter()
+        ttft: float | None = None
+        async with switcher.stream(body) as chunks:
+            async for _ in chunks:
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+        return ttft
+
+    return stream if streamed else plain
+
+
+def embedded_config(base_url: str, *, targets: int = 1, concurrency: int = 512) -> SwitcherConfig:
+    """Targets serving one model at ``base_url`` with limits that never bind the benchmark."""
+    return parse_config(
+        {
+            "concurrency_limit": concurrency,
+            "queue_limit": 4 * concurrency,
+            "backpressure_threshold": 4 * concurrency,
+            "targets": [
+                {
+                    "target_id": f"upstream-{n}",
+                    "provider_id": "openai",
+                    "base_url": base_url,
+                    "api_key": OVERHEAD_KEY if targets == 1 else f"{OVERHEAD_KEY}-{n}",
+                    "model": MODEL,
+                    "concurrency_limit": concurrency,
+                }
+                for n in range(targets)
+            ],
+        }
+    )
+
+
+def http_client(concurrency: int = 512) -> httpx.AsyncClient:
+    """The bare client: the same pool size and timeouts oswitch gives a target."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(None, pool=5.0))
+
+
+# ---- measuring ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _Round:
+    cpu_s: float
+    wall_s: float
+    latencies: tuple[float, ...]
+    ttfts: tuple[float, ...]
+    errors: int
+    peak_rss_mb: float
+
+
+async def _closed_loop(
+    call: Call, concurrency: int, requests: int, latencies: list[float], ttfts: list[float]
+) -> int:
+    """Run ``requests`` calls with ``concurrency`` workers; return how many failed."""
+    remaining = requests
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal remaining, errors
+        while remaining > 0:
+            remaining -= 1
+            started = time.perf_counter()
+            try:
+                ttft = await call()
+            except Exception:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+            if ttft is not None:
+                ttfts.append(ttft)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    return errors
+
+
+async def _sample_rss(peak: list[float]) -> None:
+    while True:
+        peak[0] = max(peak[0], current_rss_mb())
+        await trio.sleep(0.02)
+
+
+async def _measure(call: Call, concurrency: int, requests: int) -> _Round:
+    # Warm-up: open every connection the cell will use, fill caches.
+    await _closed_loop(call, concurrency, max(concurrency, 20), [], [])
+    gc.collect()
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    peak = [current_rss_mb()]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_sample_rss, peak)
+        cpu, wall = time.process_time(), time.perf_counter()
+        errors = await _closed_loop(call, concurrency, requests, latencies, ttfts)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        nursery.cancel_scope.cancel()
+    return _Round(
+        cpu_s=cpu,
+        wall_s=wall,
+        latencies=tuple(latencies),
+        ttfts=tuple(ttfts),
+        errors=errors,
+        peak_rss_mb=peak[0],
+    )
+
+
+async def _run_variant(
+    variant: str, upstream_url: str, streamed: bool, concurrency: int, requests: int
+) -> _Round:
+    from oswitch.sidecar.serve import serve_sidecar
+
+    if variant == "httpx":
+        async with http_client() as client:
+            url = f"{upstream_url}/chat/completions"
+            return await _measure(http_call(client, url, streamed), concurrency, requests)
+    async with open_switcher(embedded_config(upstream_url)) as switcher:
+        if variant == "embedded":
+            return await _measure(switcher_call(switcher, streamed), concurrency, requests)
+        async with trio.open_nursery() as nursery, http_client() as client:
+            port = await nursery.start(functools.partial(serve_sidecar, switcher, port=0))
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            result = await _measure(http_call(client, url, streamed), concurrency, requests)
+            nursery.cancel_scope.cancel()
+            return result
+
+
+def _cell(variant: str, streamed: bool, concurrency: int, rounds: Sequence[_Round]) -> Cell:
+    requests = max(1, len(rounds[0].latencies) + rounds[0].errors)
+    cpu = [r.cpu_s * 1000.0 / requests for r in rounds]
+    median_cpu = statistics.median(cpu)
+    middle = sorted(rounds, key=lambda r: r.cpu_s)[len(rounds) // 2]
+    return Cell(
+        variant=variant,
+        streamed=streamed,
+        concurrency=concurrency,
+        requests=requests,
+        rounds=len(rounds),
+        cpu_ms_per_request=round(median_cpu, 4),
+        cpu_ms_rounds=tuple(round(c, 4) for c in cpu),
+        latency=Percentiles.of(middle.latencies),
+        ttft=Percentiles.of(middle.ttfts),
+        throughput_rps=round(requests / middle.wall_s, 1) if middle.wall_s > 0 else 0.0,
+        peak_rss_mb=round(max(r.peak_rss_mb for r in rounds), 1),
+        errors=sum(r.errors for r in rounds),
+    )
+
+
+# ---- routing cost over a null transport --------------------------------------------------
+
+_CANNED = json.dumps(completion("ok", model=MODEL)).encode()
+
+
+def null_transport() -> httpx.MockTransport:
+    """A transport that answers every request at once with a canned completion."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=_CANNED, headers={"content-type": "application/json"})
+
+    return httpx.MockTransport(handle)
+
+
+async def _routing_cell(targets: int, requests: int) -> RoutingCell:
+    transport = null_transport()
+    if targets == 0:
+        async with httpx.AsyncClient(transport=transport) as client:
+            call = http_call(client, "https://null.bench.test/v1/chat/completions", False)
+            measured = await _measure(call, 1, requests)
+        return RoutingCell(
+            targets=0,
+            requests=requests,
+            cpu_ms_per_request=round(measured.cpu_s * 1000.0 / requests, 4),
+            startup_s=0.0,
+            rss_mb=round(current_rss_mb(), 1),
+        )
+    config = embedded_config("https://null.bench.test/v1", targets=targets, concurrency=64)
+    started = time.perf_counter()
+    async with open_switcher(config, transport=transport) as switcher:
+        startup = time.perf_counter() - started
+        measured = await _measure(switcher_call(switcher, False), 1, requests)
+        rss = current_rss_mb()
+    return RoutingCell(
+        targets=targets,
+        requests=requests,
+        cpu_ms_per_request=round(measured.cpu_s * 1000.0 / requests, 4),
+        startup_s=round(startup, 3),
+        rss_mb=round(rss, 1),
+    )
+
+
+# ---- the whole benchmark -----------------------------------------------------------------
+
+
+async def _overhead(
+    upstream_port: int | None, settings: OverheadSettings, progress: Progress | None
+) -> OverheadResult:
+    async with trio.open_nursery() as nursery:
+        upstream = f"{settings.server} server, separate process"
+        if upstream_port is None:
+            upstream = f"{settings.server} server, in this process"
+            if settings.server == "raw":
+                upstream_port = await nursery.start(serve_raw_upstream)
+            else:
+                upstream_port = await nursery.start(serve_fake_provider, overhead_fake())
+        url = f"http://127.0.0.1:{upstream_port}/v1"
+        plan = [
+            (streamed, concurrency)
+            for streamed in (False, True)
+            for concurrency in settings.concurrencies
+        ]
+        total = len(plan) * settings.rounds * len(VARIANTS) + len(settings.routing_targets) + 1
+        done = 0
+        cells: list[Cell] = []
+        for streamed, concurrency in plan:
+            rounds: dict[str, list[_Round]] = {v: [] for v in VARIANTS}
+            for _ in range(settings.rounds):
+                # Interleaved, so drift in the machine's speed hits every variant alike.
+                for variant in VARIANTS:
+                    if progress is not None:
+                        kind = "stream" if streamed else "plain"
+                        progress.update(
+                            "overhead",
+                            done=done,
+                            total=total,
+                            note=f"{variant} {kind} x{concurrency}",
+                        )
+                    rounds[variant].append(
+                        await _run_variant(variant, url, streamed, concurrency, settings.requests)
+                    )
+                    done += 1
+            cells.extend(_cell(v, streamed, concurrency, rounds[v]) for v in VARIANTS)
+        routing: list[RoutingCell] = []
+        for targets in (0, *settings.routing_targets):
+            if progress is not None:
+                progress.update(
+                    "overhead", done=done, total=total, note=f"routing, {targets} targets"
+                )
+            routing.append(await _routing_cell(targets, settings.routing_requests))
+            done += 1
+        if progress is not None:
+            progress.update("overhead", done=total, total=total, note="done")
+        nursery.cancel_scope.cancel()
+    return OverheadResult(
+        upstream=upstream, settings=settings, cells=tuple(cells), routing=tuple(routing)
+    )
+
+
+def run_overhead(
+    settings: OverheadSettings | None = None, *, progress: Progress | None = None
+) -> OverheadResult:
+    """Run the overhead benchmark on the real clock (the upstream in a child process
+    unless ``settings.subprocess_upstream`` is false).
+
+    Raises RuntimeError if the upstream process does not start.
+    """
+    settings = settings or OverheadSettings.quick()
+    if not settings.subprocess_upstream:
+        return trio.run(_overhead, None, settings, progress)
+    with upstream_process(settings.server) as port:
+        return trio.run(_overhead, port, settings, progress)
