@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
@@ -121,15 +120,14 @@ class AttemptOrder:
     def cancelled(self) -> bool:
         return self.cancel_reason is not None
 
-    @contextmanager
-    def guard(self, deadline: float) -> Iterator[trio.CancelScope]:
-        """Run a wait of this attempt in a scope that :meth:`cancel` can cancel."""
+    def guard(self, deadline: float) -> trio.CancelScope:
+        """A cancel scope for one wait of this attempt, which :meth:`cancel` cancels
+        (already cancelled if the attempt was). Use it as ``with order.guard(t):``."""
         scope = trio.CancelScope(deadline=deadline)
         self.scope = scope
         if self.cancel_reason is not None:
             scope.cancel()
-        with scope:
-            yield scope
+        return scope
 
 
 class CommandKind(enum.StrEnum):

@@ -9,12 +9,11 @@ raised as :class:`StreamInterrupted` carrying what it means for the target.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import trio
-from httpx_sse import EventSource, ServerSentEvent
 
 from oswitch.core.classify import Classification
 from oswitch.core.error_class import ErrorClass
@@ -25,6 +24,7 @@ from oswitch.providers.base import (
     chunk_has_tool_call,
     chunk_text,
 )
+from oswitch.providers.sse import SSEEvent, SSEParser
 from oswitch.runtime.messages import AttemptOrder, CancelReason
 
 
@@ -79,7 +79,9 @@ class UpstreamStream:
         self.started_at = started_at
         self._response = response
         self._decoder = decoder
-        self._events: AsyncGenerator[ServerSentEvent, None] = EventSource(response).aiter_sse()
+        self._bytes: AsyncIterator[bytes] = response.aiter_bytes()
+        self._parser = SSEParser()
+        self._ended = False
         self._first_token_deadline = first_token_deadline
         self._idle_timeout_s = idle_timeout_s
         self._request_deadline = request_deadline
@@ -100,12 +102,12 @@ class UpstreamStream:
         since = max(self._last_progress, self._waiting_since)
         return min(since + self._idle_timeout_s, self._request_deadline)
 
-    async def _next_event(self) -> ServerSentEvent | None:
-        """The next SSE event, or None at the end of the body."""
+    async def _read(self) -> bytes | None:
+        """The next bytes of the body, or None at its end. One guarded wait."""
         deadline = self._deadline()
         with self.order.guard(deadline) as scope:
             try:
-                return await self._events.__anext__()
+                return await self._bytes.__anext__()
             except StopAsyncIteration:
                 return None
             except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
@@ -126,24 +128,14 @@ class UpstreamStream:
         )
         raise StreamInterrupted(_fault(f"stalled: no {waited} within {limit:.3f}s"), silent=True)
 
-    async def next_chunks(self) -> list[dict[str, Any]] | None:
-        """The next chunks (at least one), or None once the stream ended cleanly.
-
-        Raises StreamInterrupted for anything else. Blocks at most until the
-        first-token or idle deadline.
-        """
-        self._waiting_since = trio.current_time()
-        while True:
+    def _decode(self, events: list[SSEEvent]) -> list[dict[str, Any]]:
+        chunks: list[dict[str, Any]] = []
+        for event in events:
             if self._decoder.finished:
-                return None
-            event = await self._next_event()
-            if event is None:
-                if self._decoder.finished:
-                    return None
-                raise StreamInterrupted(_fault("stream ended without its terminator"))
+                break  # anything after the terminator is not part of the answer
             try:
-                chunks = self._decoder.feed(
-                    event.event if event.event != "message" else "", event.data
+                chunks.extend(
+                    self._decoder.feed("" if event.event == "message" else event.event, event.data)
                 )
             except StreamFault as fault:
                 raise StreamInterrupted(fault.classification) from fault
@@ -154,6 +146,27 @@ class UpstreamStream:
                         ErrorClass.TRANSIENT_SERVER_FAILURE,
                     )
                 ) from exc
+        return chunks
+
+    async def next_chunks(self) -> list[dict[str, Any]] | None:
+        """The chunks completed by the next read (at least one), or None once the
+        stream ended cleanly.
+
+        Raises StreamInterrupted for anything else. Blocks at most until the
+        first-token or idle deadline.
+        """
+        self._waiting_since = trio.current_time()
+        while True:
+            if self._decoder.finished:
+                return None
+            if self._ended:
+                raise StreamInterrupted(_fault("stream ended without its terminator"))
+            data = await self._read()
+            if data is None:
+                self._ended = True
+                chunks = self._decode(self._parser.close())
+            else:
+                chunks = self._decode(self._parser.feed(data))
             if not chunks:
                 continue
             if any(is_progress(chunk) for chunk in chunks):
@@ -166,7 +179,4 @@ class UpstreamStream:
             return
         self.closed = True
         with trio.CancelScope(shield=True), trio.move_on_after(2):
-            try:
-                await self._events.aclose()
-            finally:
-                await self._response.aclose()
+            await self._response.aclose()
