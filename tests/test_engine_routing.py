@@ -279,3 +279,24 @@ async def test_large_tiers_are_sampled_but_never_miss_an_eligible_target(
         for _ in range(5):
             result = await switcher.complete(chat())
             assert result["oswitch"]["target_id"] == primaries[-1].target_id
+
+
+async def test_busy_sibling_is_waited_for_while_another_key_cools_long(
+    autojump_clock: object,
+) -> None:
+    """With one key cooling past max_wait and its sibling's slots full, a request waits for
+    the sibling's slot instead of giving up."""
+    fake = FakeProvider().on("key-a", rate_limited(60.0)).on("key-b", reply("b", latency=3.0))
+    cfg = config(target("a", operator_priority=1), target("b", concurrency_limit=1))
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        ends: list[tuple[float, str]] = []
+
+        async def call() -> None:
+            result = await switcher.complete(chat())
+            ends.append((trio.current_time(), result["oswitch"]["target_id"]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await trio.sleep(0.5)
+            nursery.start_soon(call)
+    assert ends == [(3.0, "b"), (6.0, "b")]

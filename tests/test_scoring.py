@@ -317,3 +317,26 @@ def test_the_best_in_the_top_tier_is_near_the_front(pool: list[Candidate], seed:
     best = max(value(c) for c in pool if c.tier == top)
     assert plan[0].tier == top
     assert value(plan[0]) >= best - margin
+
+
+def test_old_outcomes_fade_with_the_half_life() -> None:
+    """A failing record fades towards a clean one as time passes without news."""
+    tracker = HealthTracker(alpha=0.5, forget_half_life_s=10.0)
+    tracker.record_success(2.0, now=0.0)
+    tracker.record_failure(now=0.0)
+    tracker.record_failure(now=0.0)
+    assert tracker.health_at(0.0) == 0.25
+    assert tracker.failure_rate_at(0.0) == 2 / 3
+    assert tracker.health_at(10.0) == 0.625  # half of what was lost comes back
+    assert tracker.failure_rate_at(10.0) == 1 / 3
+    assert tracker.latency_at(10.0) == 1.0
+    assert tracker.health_at(1000.0) > 0.999
+
+
+def test_fading_is_folded_in_before_a_new_outcome() -> None:
+    """A new outcome after a quiet spell lands on the faded record, not the stale one."""
+    tracker = HealthTracker(alpha=0.5, forget_half_life_s=10.0)
+    tracker.record_failure(now=0.0)  # health 0.5
+    tracker.record_success(1.0, now=10.0)  # faded to 0.75, then the success
+    assert tracker.health == 0.875
+    assert tracker.health_at(10.0) == 0.875

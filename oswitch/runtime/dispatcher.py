@@ -22,7 +22,7 @@ from oswitch.core.backoff import BackoffSettings, backoff_delay
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import RequestAction, recovery_for
 from oswitch.core.resume import continuation_request
-from oswitch.core.scoring import Weights, rank
+from oswitch.core.scoring import Weights, choose
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.events import EventHub
@@ -251,15 +251,15 @@ class RequestRun:
                     waiting_since = now
                 earliest = min(self._ready_at(a, model, now) for a in live)
                 wait_until = min(waiting_since + self.settings.max_wait_s, self.deadline)
-                if now >= wait_until or (earliest > wait_until and not math.isinf(earliest)):
+                busy = any(a.busy(model, now) for a in live)
+                if now >= wait_until or (earliest > wait_until and not busy):
                     return None  # nothing frees up in time: the fallbacks, or give up
-                if math.isinf(earliest):
-                    # Slots or probes busy, or blocked by an operator: a change may help.
-                    await self.changed.wait_until(wait_until)
-                elif earliest > now:
-                    await self.changed.wait_until(earliest)
-                else:
+                if earliest <= now:
                     await trio.lowlevel.checkpoint()
+                else:
+                    # Wake when a target's clock says so, or when any attempt ends (a
+                    # busy target's slot frees up), whichever comes first.
+                    await self.changed.wait_until(min(earliest, wait_until))
                 continue
             if self.settings.hedge_after_s is None:
                 results = [(actor, await self._attempt(actor, model), False)]
@@ -381,17 +381,25 @@ class RequestRun:
         return await self.run()
 
     def _choose(self, eligible: list[TargetActor]) -> TargetActor:
-        """The best of a few eligible targets of one kind (all tried or all untried)."""
+        """The best of a few eligible targets of one kind (all tried or all untried).
+
+        A half-open target waiting for its probe goes first, whatever its score: its
+        averages are stale, and without the probe it could never close again.
+        """
         if len(eligible) == 1:
             return eligible[0]
+        now = trio.current_time()
+        for actor in eligible:
+            if actor.wants_probe(now):
+                return actor
         by_id = {a.target_id: a for a in eligible}
-        plan = rank(
-            [a.candidate() for a in eligible],
+        picked = choose(
+            [a.candidate(now) for a in eligible],
             self.settings.weights,
             max_expected_latency_s=self.settings.max_expected_latency_s,
             rng=self.rng,
         )
-        return by_id[plan[0].target_id]
+        return by_id[picked.target_id]
 
     async def _attempt(
         self,

@@ -310,20 +310,38 @@ class TargetActor:
             ready = max(ready, now + self._bucket.wait_time(now))
         return ready
 
-    def candidate(self) -> Candidate:
+    def busy(self, model: str, now: float) -> bool:
+        """Out only because its slots (or its half-open probe) are taken: the end of an
+        attempt, not the clock or an operator, will make it eligible again."""
+        if self.state is not TargetState.ACTIVE or self._blocked is not None:
+            return False
+        if max(self._quota_until, self._cooldown_until) > now:
+            return False
+        if self.target.model is None and self._model_cooldowns.get(model, -math.inf) > now:
+            return False
+        if self.in_flight >= self.target.concurrency_limit:
+            return True
+        state = self._breaker.state(now)
+        return state is BreakerState.HALF_OPEN and not self._breaker.can_attempt(now)
+
+    def wants_probe(self, now: float) -> bool:
+        """Half-open with a probe slot free: the next request should probe it."""
+        return self._breaker.state(now) is BreakerState.HALF_OPEN and self._breaker.can_attempt(now)
+
+    def candidate(self, now: float) -> Candidate:
         return Candidate(
             target_id=self.target_id,
             tier=self.target.operator_priority,
-            health=self._health.health,
-            latency_s=self._health.latency_s,
-            failure_rate=self._health.failure_rate,
+            health=self._health.health_at(now),
+            latency_s=self._health.latency_at(now),
+            failure_rate=self._health.failure_rate_at(now),
             priority=float(self.target.operator_priority),
             in_flight=self.in_flight,
         )
 
     def view(self, now: float) -> TargetView:
         cooldown = max(self._cooldown_until, self._quota_until)
-        latency = self._health.latency_s
+        latency = self._health.latency_at(now)
         return TargetView(
             target_id=self.target_id,
             provider_id=self.target.provider_id,
@@ -334,9 +352,9 @@ class TargetActor:
             state=str(self.state),
             condition=str(self.condition(now)),
             breaker_state=str(self._breaker.state(now)),
-            health=self._health.health,
+            health=self._health.health_at(now),
             latency_ms=None if latency is None else latency * 1000.0,
-            failure_rate=self._health.failure_rate,
+            failure_rate=self._health.failure_rate_at(now),
             in_flight=len(self._in_flight),
             concurrency_limit=self.target.concurrency_limit,
             operator_priority=self.target.operator_priority,
@@ -793,7 +811,7 @@ class TargetActor:
         if outcome.kind is OutcomeKind.OK:
             self._successes += 1
             self._rate_limit_streak = 0
-            self._health.record_success(outcome.duration_s)
+            self._health.record_success(outcome.duration_s, now)
             self._report_transition(self._breaker.record_success(now, epoch=epoch))
             return outcome
         if outcome.kind is not OutcomeKind.FAILED or outcome.classification is None:
@@ -808,7 +826,7 @@ class TargetActor:
             return outcome
         recovery = recovery_for(error_class)
         if recovery.breaker_failure:
-            self._health.record_failure()
+            self._health.record_failure(now)
             self._report_transition(self._breaker.record_failure(now, epoch=epoch))
         else:
             self._breaker.release(now, epoch=epoch)
@@ -864,6 +882,13 @@ class TargetActor:
 
     def _report_transition(self, transition: Transition | None) -> None:
         if transition is not None:
+            if (transition.from_state, transition.to_state) == (
+                BreakerState.HALF_OPEN,
+                BreakerState.CLOSED,
+            ):
+                # The probes proved it recovered: its old averages would only keep
+                # starving it of the traffic it can take again.
+                self._health = HealthTracker()
             self._events.emit(
                 "breaker",
                 target_id=self.target_id,
