@@ -300,3 +300,24 @@ async def test_busy_sibling_is_waited_for_while_another_key_cools_long(
             await trio.sleep(0.5)
             nursery.start_soon(call)
     assert ends == [(3.0, "b"), (6.0, "b")]
+
+
+async def test_half_open_sibling_gets_its_probe_despite_a_poor_score(
+    autojump_clock: object,
+) -> None:
+    """A half-open target is probed by the next request even though its siblings score
+    better; a good probe closes it and it is back in rotation."""
+    fake = FakeProvider()
+    fake.on("key-a", server_error(), server_error(), reply("a"))
+    fake.on("key-b", reply("b"))
+    cb = breaker(failure_threshold=2, half_open_after_ms=5000, success_threshold=1)
+    cfg = config(target("a", circuit_breaker=cb), target("b", circuit_breaker=cb), retry_budget=0)
+    async with open_switcher(cfg, transport=fake.transport(), rng=random.Random(2)) as switcher:
+        while fake.calls_to("key-a") < 2:
+            await switcher.complete(chat())
+        assert {v.target_id: v.breaker_state for v in switcher.list_targets()}["a"] == "Open"
+        await trio.sleep(5.0)
+        result = await switcher.complete(chat())
+        view = {v.target_id: v for v in switcher.list_targets()}["a"]
+    assert result["oswitch"]["target_id"] == "a"
+    assert (view.breaker_state, view.health) == ("Closed", 1.0)

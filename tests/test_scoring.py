@@ -15,6 +15,7 @@ from oswitch.core.scoring import (
     HealthStatistics,
     HealthTracker,
     Weights,
+    choose,
     rank,
     score,
 )
@@ -340,3 +341,44 @@ def test_fading_is_folded_in_before_a_new_outcome() -> None:
     tracker.record_success(1.0, now=10.0)  # faded to 0.75, then the success
     assert tracker.health == 0.875
     assert tracker.health_at(10.0) == 0.875
+
+
+def test_choose_gives_a_slightly_worse_target_a_trickle_and_a_bad_one_none() -> None:
+    """choose() mostly takes the band, sometimes a slightly worse target, never a bad one."""
+    good = Candidate(
+        target_id="good",
+        tier=0,
+        health=1.0,
+        latency_s=None,
+        failure_rate=0.0,
+        priority=0.0,
+        in_flight=0,
+    )
+    shaky = attrs.evolve(good, target_id="shaky", health=0.8, failure_rate=0.05)
+    broken = attrs.evolve(good, target_id="broken", health=0.1, failure_rate=0.9)
+    rng = random.Random(1)
+    picks = collections.Counter(
+        choose([good, shaky, broken], Weights(), max_expected_latency_s=30.0, rng=rng).target_id
+        for _ in range(5000)
+    )
+    assert 0.15 < picks["shaky"] / 5000 < 0.30
+    assert picks["broken"] == 0
+    assert picks["good"] > picks["shaky"]
+
+
+def test_choose_among_equals_is_rank_head() -> None:
+    """With nothing outside the band, choose() is exactly the plan's head (least busy)."""
+    a = Candidate(
+        target_id="a",
+        tier=0,
+        health=1.0,
+        latency_s=None,
+        failure_rate=0.0,
+        priority=0.0,
+        in_flight=2,
+    )
+    b = attrs.evolve(a, target_id="b", in_flight=0)
+    rng = random.Random(3)
+    assert {
+        choose([a, b], Weights(), max_expected_latency_s=30.0, rng=rng).target_id for _ in range(50)
+    } == {"b"}
