@@ -65,8 +65,8 @@ class OverheadSettings:
     def quick(cls) -> OverheadSettings:
         return cls(
             concurrencies=(1, 32),
-            requests=200,
-            rounds=1,
+            requests=300,
+            rounds=2,
             routing_targets=(3, 100, 1000),
             routing_requests=600,
         )
