@@ -20,8 +20,8 @@ DOCS = ("docs/embedding.md", "docs/concepts.md", "docs/streaming.md")
 EXPECTED_OUTPUT = """\
 question 1: 'hello from limited' from limited after 5 attempt(s) in 1.0s
     limited  RateLimited              → cooldown
-    broken   TransientServerFailure   → backoff
     silent   TransportFailure         → failover
+    broken   TransientServerFailure   → backoff
     broken   TransientServerFailure   → backoff
     limited  ok                       → return
 question 2: 'hello from limited' from limited after 1 attempt(s) in 0.0s
@@ -35,14 +35,14 @@ targets:
     silent   Active   Healthy        breaker Closed failures {'TransportFailure': 1}
 
 operator: pause limited
-question 4: AllTargetsFailed after 1 attempt(s) in 0.3s, last TransportFailure, retry in 59.0s
+question 4: AllTargetsFailed after 1 attempt(s) in 0.3s, last TransportFailure, retry in 59.2s
 
 errors:
     RequestFailed InvalidRequest: messages: required, a non-empty list
     AllTargetsFailed: no target serves model 'llama-3'
 
 target events:
-     0.3s breaker {'target_id': 'broken', 'state': 'Open', 'note': '2 consecutive failures'}
+     0.5s breaker {'target_id': 'broken', 'state': 'Open', 'note': '2 consecutive failures'}
      1.0s target_state {'target_id': 'limited', 'state': 'Paused', 'note': 'operator pause'}
      1.3s breaker {'target_id': 'silent', 'state': 'Open', 'note': '2 consecutive failures'}
      1.3s target_state {'target_id': 'limited', 'state': 'Active', 'note': 'operator resume'}
