@@ -530,7 +530,7 @@ class RequestRun:
         self, actor: TargetActor, model: str, outcome: AttemptOutcome, decision: str
     ) -> None:
         classification = outcome.classification
-        self.trace.add(
+        self.record(
             AttemptRecord(
                 index=len(self.trace.attempts),
                 target_id=actor.target_id,
@@ -546,16 +546,21 @@ class RequestRun:
                 hedge=self.hedging,
             )
         )
+
+    def record(self, attempt: AttemptRecord) -> None:
+        """Add an attempt to the request's trace and emit its ``attempt`` audit event."""
+        self.trace.add(attempt)
         self.events.emit(
             "attempt",
             request_id=self.request_id,
-            target_id=actor.target_id,
-            model=outcome.served_model,
+            target_id=attempt.target_id,
+            model=attempt.model,
             attempt=self.attempts,
-            error_class=None if outcome.error_class is None else str(outcome.error_class),
-            decision=decision,
-            latency_ms=round(outcome.duration_s * 1000.0, 3),
-            status=None if classification is None else classification.status,
+            error_class=None if attempt.error_class is None else str(attempt.error_class),
+            decision=attempt.decision,
+            latency_ms=round(attempt.duration_s * 1000.0, 3),
+            status=attempt.status,
+            note=attempt.note or None,
         )
 
     # ---- endings -----------------------------------------------------------------

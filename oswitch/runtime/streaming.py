@@ -102,7 +102,7 @@ class ChatStream:
             self._upstream.order, result, started=self._segment_started_at
         )
         classification = settled.classification
-        self._trace.add(
+        self._run.record(
             AttemptRecord(
                 index=len(self._trace.attempts),
                 target_id=self.target_id,
@@ -117,17 +117,6 @@ class ChatStream:
                 offset=self._segment_start,
                 chars=len(self._text) - self._segment_start,
             )
-        )
-        self._run.events.emit(
-            "attempt",
-            request_id=self.request_id,
-            target_id=self.target_id,
-            model=self.model,
-            attempt=self._run.attempts,
-            error_class=None if error_class is None else str(error_class),
-            decision=decision,
-            latency_ms=round((trio.current_time() - self._segment_started_at) * 1000.0, 3),
-            note=note,
         )
 
     # ---- chunks ------------------------------------------------------------------

@@ -33,7 +33,7 @@ from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import SHORT_COOLDOWN_S, TargetEffect, recovery_for
 from oswitch.core.scoring import Candidate, HealthTracker
 from oswitch.core.secret import Secret, scrub
-from oswitch.providers.base import MalformedReply, ProviderAdapter, adapter_for
+from oswitch.providers.base import MalformedReply, ProviderAdapter, UpstreamCall, adapter_for
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.http import TargetTransport
 from oswitch.runtime.messages import (
@@ -563,16 +563,9 @@ class TargetActor:
         else ``(failed or cancelled outcome, None)`` with the response closed."""
         first_token_s, idle_s = self._stream_limits()
         first_token_deadline = min(started + first_token_s, order.deadline)
-        try:
-            call = self._adapter.build_call(
-                order.request,
-                base_url=self.target.base_url,
-                model=served_model,
-                api_key=self._api_key,
-                stream=True,
-            )
-        except Exception as exc:  # the caller's request does not translate
-            return self._untranslatable(exc, served_model, started), None
+        call = self._translate(order, served_model, started, stream=True)
+        if isinstance(call, AttemptOutcome):
+            return call, None
         quota_after_s = self.config.quota_delay_cap_ms / 1000.0
         response: httpx.Response | None = None
         handed_over = False
@@ -616,6 +609,22 @@ class TargetActor:
         if outcome.silent:
             outcome = attrs.evolve(outcome, note="abandoned: no headers in time")
         return outcome, None
+
+    def _translate(
+        self, order: AttemptOrder, served_model: str, started: float, *, stream: bool
+    ) -> UpstreamCall | AttemptOutcome:
+        """The upstream call for ``order``, or a failed outcome when the caller's
+        request cannot be expressed in this target's protocol (InvalidRequest)."""
+        try:
+            return self._adapter.build_call(
+                order.request,
+                base_url=self.target.base_url,
+                model=served_model,
+                api_key=self._api_key,
+                stream=stream,
+            )
+        except Exception as exc:
+            return self._untranslatable(exc, served_model, started)
 
     def _untranslatable(self, exc: Exception, served_model: str, started: float) -> AttemptOutcome:
         log.warning(
@@ -717,16 +726,9 @@ class TargetActor:
     async def _call_upstream(
         self, order: AttemptOrder, served_model: str, started: float
     ) -> AttemptOutcome:
-        try:
-            call = self._adapter.build_call(
-                order.request,
-                base_url=self.target.base_url,
-                model=served_model,
-                api_key=self._api_key,
-                stream=False,
-            )
-        except Exception as exc:  # the caller's request does not translate
-            return self._untranslatable(exc, served_model, started)
+        call = self._translate(order, served_model, started, stream=False)
+        if isinstance(call, AttemptOutcome):
+            return call
         status: int | None = None
         try:
             response = await self._client.post(call.url, call.headers, call.body)
