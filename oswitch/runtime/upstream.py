@@ -79,7 +79,14 @@ class UpstreamStream:
         self.started_at = started_at
         self._response = response
         self._decoder = decoder
-        self._bytes: AsyncIterator[bytes] = response.aiter_bytes()
+        # oswitch asks for no content-encoding, so the body is normally read raw, skipping
+        # httpx's per-chunk decoding layers; a compressed body still goes through them.
+        self._bytes: AsyncIterator[bytes] = (
+            response.aiter_bytes()
+            if response.headers.get("content-encoding", "identity") != "identity"
+            or not isinstance(response.stream, httpx.AsyncByteStream)
+            else aiter(response.stream)
+        )
         self._parser = SSEParser()
         self._ended = False
         self._first_token_deadline = first_token_deadline
