@@ -123,7 +123,6 @@ class RequestRun:
         self.not_before: dict[str, float] = {}
         self.backoff_rounds: dict[str, int] = {}
         self.context_limit: int | None = None
-        self.hedging = False  # the attempt being recorded was a hedge
         self.retry_next: str | None = None  # a target to resend to at once (fresh key)
         self.prefill_refused: set[str] = set()  # targets that refused a prefill resume
         self.resuming = False
@@ -262,15 +261,14 @@ class RequestRun:
                     await self.changed.wait_until(min(earliest, wait_until))
                 continue
             if self.settings.hedge_after_s is None:
-                results = [(actor, await self._attempt(actor, model), False)]
+                results = [(actor, await self._attempt(actor, model))]
             else:
                 results = await self._race(actor, model)
             winner = None
-            for attempt_actor, outcome, _ in results:
+            for attempt_actor, outcome in results:
                 if outcome.kind is OutcomeKind.OK and winner is None:
                     winner = (attempt_actor, outcome)
-            for attempt_actor, outcome, hedge in results:
-                self.hedging = hedge
+            for attempt_actor, outcome in results:
                 if outcome.kind is OutcomeKind.REFUSED:
                     continue
                 if winner is not None and attempt_actor is winner[0]:
@@ -296,8 +294,7 @@ class RequestRun:
                     self._settle(attempt_actor, model, outcome, final=winner is None)
             if winner is not None:
                 return winner[1]
-            self.hedging = False
-            if all(o.kind is OutcomeKind.REFUSED for _, o, _ in results):
+            if all(o.kind is OutcomeKind.REFUSED for _, o in results):
                 # Taken by another request in the meantime: keep waiting, same max_wait.
                 await trio.lowlevel.checkpoint()
             else:
@@ -305,17 +302,17 @@ class RequestRun:
 
     async def _race(
         self, first: TargetActor, model: str
-    ) -> list[tuple[TargetActor, AttemptOutcome, bool]]:
+    ) -> list[tuple[TargetActor, AttemptOutcome]]:
         """Happy-eyeballs hedging: start ``first``; if it has not answered after
         ``hedge_after_ms``, start the next-best untried target too. The first answer
         wins and the other attempt is cancelled (a lost hedge is not a failure)."""
-        results: list[tuple[TargetActor, AttemptOutcome, bool]] = []
+        results: list[tuple[TargetActor, AttemptOutcome]] = []
         orders: list[AttemptOrder] = []
         settled = trio.Event()
 
         async def attempt(actor: TargetActor, hedge: bool) -> None:
             outcome = await self._attempt(actor, model, hedge=hedge, orders=orders)
-            results.append((actor, outcome, hedge))
+            results.append((actor, outcome))
             if outcome.kind is OutcomeKind.OK or len(results) == len(orders):
                 settled.set()
 
@@ -366,10 +363,6 @@ class RequestRun:
         return continuation_request(
             self.request, self.confirmed_text, prefill=self._prefills(actor)
         )
-
-    def prefilled(self, target_id: str) -> bool:
-        actor = self.router.actors.get(target_id)
-        return actor is not None and self.resuming and self._prefills(actor)
 
     async def resume(self, confirmed_text: str) -> AttemptOutcome:
         """Find another stream to continue ``confirmed_text``; counts as a failover.
@@ -441,6 +434,8 @@ class RequestRun:
                 order.cancel(CancelReason.CALLER)
         if outcome.kind is OutcomeKind.GRANTED:
             outcome = await actor.open_stream(order)
+        if hedge:
+            outcome = attrs.evolve(outcome, hedge=True)
         if outcome.kind is OutcomeKind.REFUSED:
             return outcome
         self.attempts += 1
@@ -543,7 +538,7 @@ class RequestRun:
                 retry_after=None if classification is None else classification.retry_after,
                 note=outcome.note
                 or (f"cancelled: {outcome.cancel_reason}" if outcome.cancel_reason else ""),
-                hedge=self.hedging,
+                hedge=outcome.hedge,
             )
         )
 

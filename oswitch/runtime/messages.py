@@ -81,6 +81,7 @@ class AttemptOutcome:
     retry_same: bool = False
     note: str = ""
     stream: UpstreamStream | None = None
+    hedge: bool = False  # the attempt was a hedge (started while another still ran)
 
     @property
     def error_class(self) -> ErrorClass | None:
