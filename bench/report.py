@@ -303,7 +303,7 @@ def summary(report: RunReport) -> str:
     if report.scenarios:
         modes = sorted({r.mode for r in report.scenarios})
         parts.append(
-            f"scenarios ({', '.join(modes)} time; latencies in scenario ms):\n"
+            f"scenarios ({' and '.join(modes)} mode; times in scenario seconds):\n"
             + scenario_table(report.scenarios)
         )
     if report.overhead is not None:

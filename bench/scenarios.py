@@ -19,6 +19,7 @@ from oswitch.testing import (
     connect_error,
     error,
     invalid_key,
+    model_overloaded,
     rate_limited,
     reply,
     server_error,
@@ -280,6 +281,8 @@ def _brownout_script(fake: FakeProvider, env: Env) -> None:
         worse = min(1.0, (t - 10) / 40)
         median = MEDIAN_S + worse * 5.5
         if rng.random() < 0.6 * worse:
+            if rng.random() < 0.2:
+                return jittered(model_overloaded(), lambda: median * s)
             return server_error(rng.choice((500, 502, 503)), latency=median * s)
         return jittered(answering(env), lognormal(median * s, SIGMA, rng))
 
@@ -289,7 +292,8 @@ def _brownout_script(fake: FakeProvider, env: Env) -> None:
 
 
 def _brownout_expect(o: Observed) -> list[Check]:
-    failed = o.recorder.attempt_errors.get("key-a:TransientServerFailure", 0)
+    errors = o.recorder.attempt_errors
+    failed = errors.get("key-a:TransientServerFailure", 0) + errors.get("key-a:ModelUnavailable", 0)
     p95 = o.figures.latency.p95
     bar_ms = (2 * UPSTREAM_P99_S + o.mode.tolerance_s) * 1000
     return [
@@ -315,7 +319,7 @@ BROWNOUT = Scenario(
     name="brownout",
     title="A brown-out: rising latency and 5xx",
     proves="As one key slows down (0.5 s to 6 s) and fails more and more (up to 60% "
-    "5xx), latency scoring and the breaker move traffic to the healthy keys before "
+    "500/502/503/529), latency scoring and the breaker move traffic to the healthy keys before "
     "callers notice; failed calls are retried elsewhere; the key is probed and used "
     "again once it recovers.",
     targets=_keys("a", "b", "c"),

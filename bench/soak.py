@@ -1,9 +1,10 @@
 """Soak: many requests with faults, in virtual time, watching memory from start to end.
 
-Three keys answer with a steady mix of faults (about 5.5% of upstream answers: rate
-limits, 5xx, cut streams, silence, refused connections, malformed bodies). What
-matters is what is left at the end: the same resident memory and live objects as
-after the warm-up, every request ended, nearly all answered.
+Three keys answer with a steady mix of faults (about 6% of upstream answers: rate
+limits, 5xx, 529 overloaded, cut streams, silence, refused connections, malformed
+bodies), and one key also flaps (down 9 s of every minute). What matters is what is
+left at the end: the same resident memory and live objects as after the warm-up,
+every request ended, nearly all answered.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import trio
 import trio.testing
 
 from bench.callers import EmbeddedCaller
-from bench.faults import by_stream_flag, jittered, lognormal, mixture
+from bench.faults import by_stream_flag, flapping, jittered, lognormal, mixture
 from bench.harness import MODEL, VIRTUAL_BASE_URL, Check
 from bench.progress import Progress
 from bench.record import Figures, Recorder, current_rss_mb
@@ -28,6 +29,7 @@ from oswitch.testing import (
     connect_error,
     hang,
     malformed,
+    model_overloaded,
     rate_limited,
     reply,
     server_error,
@@ -69,21 +71,23 @@ def _script(fake: FakeProvider, rng: random.Random) -> None:
             by_stream_flag(reply(ANSWER), stream(ANSWER, chunk_latency=0.01, split_bytes=32)),
             lognormal(0.3, 0.4, rng),
         )
-        fake.on(
-            key,
-            mixture(
-                [
-                    (0.945, answer),
-                    (0.01, rate_limited(0.5)),
-                    (0.02, server_error(503)),
-                    (0.01, by_stream_flag(reply(ANSWER), stream(ANSWER, cut_after=3))),
-                    (0.005, hang()),
-                    (0.005, connect_error()),
-                    (0.005, malformed()),
-                ],
-                rng,
-            ),
+        faulty = mixture(
+            [
+                (0.94, answer),
+                (0.01, rate_limited(0.5)),
+                (0.02, server_error(503)),
+                (0.005, model_overloaded()),
+                (0.01, by_stream_flag(reply(ANSWER), stream(ANSWER, cut_after=3))),
+                (0.005, hang()),
+                (0.005, connect_error()),
+                (0.005, malformed()),
+            ],
+            rng,
         )
+        if key == "sk-soak-c":
+            # One key also flaps: down (connections refused) 9 s of every minute.
+            faulty = flapping(60.0, faulty, connect_error(), duty=0.85)
+        fake.on(key, faulty)
 
 
 def _objects() -> int:
@@ -197,7 +201,7 @@ def _checks(
             detail=f"{figures.requests}/{requests} ended",
         ),
         Check(
-            name=">= 99% answered despite ~5% faulty upstream answers",
+            name=">= 99% answered despite ~6% faulty upstream answers and a flapping key",
             passed=figures.success_rate >= 0.99,
             detail=f"{figures.success_rate:.3%} answered; errors {dict(figures.errors) or 'none'}",
         ),
