@@ -141,7 +141,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join([line, rule, *body])
+    return "\n".join(text.rstrip() for text in [line, rule, *body])
 
 
 def _errors(figures: Figures) -> str:
@@ -218,7 +218,7 @@ def overhead_table(result: OverheadResult) -> str:
                 f"{cell.cpu_ms_per_request:.3f}",
                 "-" if ratio is None else f"{ratio:.2f}x",
                 f"{_fmt(cell.latency.p50, 2)}/{_fmt(cell.latency.p99, 2)}",
-                "-" if added50 is None else f"{added50:+.2f}/{_fmt(added99, 2)}",
+                "-" if added50 is None or added99 is None else f"{added50:+.2f}/{added99:+.2f}",
                 _fmt(cell.ttft.p50, 2) if cell.streamed else "-",
                 f"{cell.throughput_rps:.0f}",
                 f"{cell.peak_rss_mb:.0f}",
