@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import httpx
 
 # httpx timeouts are per-phase inactivity limits; the real deadlines are trio cancel
@@ -33,6 +34,15 @@ def encode_json(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
+@attrs.frozen(kw_only=True)
+class TransportStatistics:
+    """The connections of a target's own pool (zeros for a borrowed transport)."""
+
+    connections: int
+    idle: int
+    requests: int
+
+
 class TargetTransport:
     """Sends a target's requests: over its own pool, or a transport it was given.
 
@@ -49,6 +59,7 @@ class TargetTransport:
             )
             transport = httpx.AsyncHTTPTransport(verify=shared_ssl_context(), limits=limits)
         self._transport = transport
+        self._requests = 0
         self._urls: dict[str, httpx.URL] = {}  # a target posts to one or two URLs
 
     async def post(
@@ -72,9 +83,20 @@ class TargetTransport:
             content=content,
             extensions={"timeout": TIMEOUTS},
         )
+        self._requests += 1
         response = await self._transport.handle_async_request(request)
         response.request = request
         return response
+
+    def statistics(self) -> TransportStatistics:
+        """Connections in the pool and requests sent. Never raises."""
+        pool = getattr(self._transport, "_pool", None) if self.owned else None
+        connections = list(getattr(pool, "connections", ()))
+        return TransportStatistics(
+            connections=len(connections),
+            idle=sum(1 for c in connections if getattr(c, "is_idle", lambda: False)()),
+            requests=self._requests,
+        )
 
     async def aclose(self) -> None:
         """Close the pool if it is ours; a borrowed transport is left alone."""

@@ -195,7 +195,7 @@ class ChatStream:
         }
 
     async def _complete(self) -> None:
-        await self._upstream.aclose()
+        await self._upstream.finish()
         self._done = True
         if self._reconciler is not None:
             rest = self._reconciler.finish()

@@ -189,6 +189,7 @@ class TargetActor:
         self._model_cooldowns: dict[str, float] = {}
         self._cooldown_causes: dict[str, ErrorClass] = {}  # served model → why it cools
         self._rate_limit_streak = 0
+        self._unavailable_streak = 0
         self._in_flight: set[AttemptOrder] = set()
         self._idle = trio.lowlevel.ParkingLot()
         self._attempts = 0
@@ -813,6 +814,7 @@ class TargetActor:
         if outcome.kind is OutcomeKind.OK:
             self._successes += 1
             self._rate_limit_streak = 0
+            self._unavailable_streak = 0
             self._health.record_success(outcome.duration_s, now)
             self._report_transition(self._breaker.record_success(now, epoch=epoch))
             return outcome
@@ -840,7 +842,16 @@ class TargetActor:
             self._rate_limit_streak += 1
             self._cool_down(outcome.served_model, now + delay, error_class)
         elif effect is TargetEffect.SHORT_COOLDOWN:
-            self._cool_down(outcome.served_model, now + (delay or SHORT_COOLDOWN_S), error_class)
+            if delay is None:
+                # An overloaded model: a short pause that grows while it stays overloaded,
+                # never longer than SHORT_COOLDOWN_S (one stray 529 must not take a key
+                # out for long).
+                delay = min(
+                    SHORT_COOLDOWN_S,
+                    backoff_delay(self._backoff, self._unavailable_streak, self._rng),
+                )
+            self._unavailable_streak += 1
+            self._cool_down(outcome.served_model, now + delay, error_class)
         elif effect is TargetEffect.QUOTA_EXHAUSTED:
             quota_s = delay if delay is not None else self.config.quota_cooldown_ms / 1000.0
             self._quota_until = max(self._quota_until, now + quota_s)
