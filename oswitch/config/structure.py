@@ -40,6 +40,7 @@ from oswitch.config.model import (
     SwitcherConfig,
     TargetConfig,
 )
+from oswitch.core.kinds import kind_of
 from oswitch.core.secret import Secret
 
 if TYPE_CHECKING:
@@ -81,21 +82,7 @@ class _Invalid(ValueError):
 
 
 def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str | Secret):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return type(value).__name__
+    return kind_of(value)
 
 
 def _show(value: object) -> str:

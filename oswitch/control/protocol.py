@@ -20,6 +20,7 @@ from typing import Any, TypeAlias, cast
 
 import attrs
 
+from oswitch.core.kinds import kind_of
 from oswitch.core.secret import Secret
 from oswitch.core.trace import RequestTrace
 from oswitch.errors import SwitcherError
@@ -159,21 +160,7 @@ class _Bad(ValueError):
 
 def _kind(value: object) -> str:
     """A JSON value's kind, for messages (never the value: it may be a token)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
+    return kind_of(value, mapping="an object", sequence="an array")
 
 
 def _string(value: object, path: str) -> str:
