@@ -440,11 +440,10 @@ class TargetActor:
         now = trio.current_time()
         if self._ready_at(order.model, now, len(self._in_flight)) > now or order.cancelled:
             order.reply.set(
-                AttemptOutcome(
-                    kind=OutcomeKind.REFUSED,
-                    target_id=self.target_id,
-                    served_model=self.upstream_model(order.model),
-                    started_at=now,
+                self._outcome(
+                    OutcomeKind.REFUSED,
+                    self.upstream_model(order.model),
+                    now,
                     note="not eligible",
                 )
             )
@@ -460,11 +459,10 @@ class TargetActor:
         if order.stream:
             # The caller's task reads the stream (open_stream); the slot is held now.
             order.reply.set(
-                AttemptOutcome(
-                    kind=OutcomeKind.GRANTED,
-                    target_id=self.target_id,
-                    served_model=self.upstream_model(order.model),
-                    started_at=now,
+                self._outcome(
+                    OutcomeKind.GRANTED,
+                    self.upstream_model(order.model),
+                    now,
                 )
             )
             return
@@ -501,12 +499,10 @@ class TargetActor:
         """
         if outcome is None:
             self._breaker.release(trio.current_time(), epoch=order.epoch)
-            outcome = AttemptOutcome(
-                kind=OutcomeKind.CANCELLED,
-                target_id=self.target_id,
-                served_model=self.upstream_model(order.model),
-                started_at=started,
-                duration_s=trio.current_time() - started,
+            outcome = self._outcome(
+                OutcomeKind.CANCELLED,
+                self.upstream_model(order.model),
+                started,
                 cancel_reason=order.cancel_reason or CancelReason.OPERATOR,
             )
         else:
@@ -658,12 +654,10 @@ class TargetActor:
                     break
         except StreamInterrupted as interrupted:
             if interrupted.cancel_reason is not None:
-                return AttemptOutcome(
-                    kind=OutcomeKind.CANCELLED,
-                    target_id=self.target_id,
-                    served_model=served_model,
-                    started_at=started,
-                    duration_s=trio.current_time() - started,
+                return self._outcome(
+                    OutcomeKind.CANCELLED,
+                    served_model,
+                    started,
                     cancel_reason=interrupted.cancel_reason,
                 )
             return attrs.evolve(
@@ -672,12 +666,10 @@ class TargetActor:
                 note="before first content",
             )
         upstream.first_chunks = buffered
-        return AttemptOutcome(
-            kind=OutcomeKind.OK,
-            target_id=self.target_id,
-            served_model=served_model,
-            started_at=started,
-            duration_s=trio.current_time() - started,
+        return self._outcome(
+            OutcomeKind.OK,
+            served_model,
+            started,
             stream=upstream,
         )
 
@@ -701,20 +693,16 @@ class TargetActor:
     ) -> AttemptOutcome:
         now = trio.current_time()
         if order.cancel_reason is not None:
-            return AttemptOutcome(
-                kind=OutcomeKind.CANCELLED,
-                target_id=self.target_id,
-                served_model=served_model,
-                started_at=started,
-                duration_s=now - started,
+            return self._outcome(
+                OutcomeKind.CANCELLED,
+                served_model,
+                started,
                 cancel_reason=order.cancel_reason,
             )
-        return AttemptOutcome(
-            kind=OutcomeKind.FAILED,
-            target_id=self.target_id,
-            served_model=served_model,
-            started_at=started,
-            duration_s=now - started,
+        return self._outcome(
+            OutcomeKind.FAILED,
+            served_model,
+            started,
             classification=Classification(
                 error_class=ErrorClass.TRANSPORT_FAILURE,
                 retry_after=None,
@@ -753,7 +741,6 @@ class TargetActor:
                 status, None, None, exc, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
             )
             return self._failed(served_model, started, classification, note=type(exc).__name__)
-        duration = trio.current_time() - started
         if 200 <= status < 300:
             try:
                 payload = json.loads(body)
@@ -773,18 +760,29 @@ class TargetActor:
                     status=status,
                 )
                 return self._failed(served_model, started, classification, note="malformed")
-            return AttemptOutcome(
-                kind=OutcomeKind.OK,
-                target_id=self.target_id,
-                served_model=str(reply.get("model") or served_model),
-                started_at=started,
-                duration_s=duration,
+            return self._outcome(
+                OutcomeKind.OK,
+                str(reply.get("model") or served_model),
+                started,
                 reply=reply,
             )
         classification = classify(
             status, headers, body, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
         )
         return self._failed(served_model, started, classification)
+
+    def _outcome(
+        self, kind: OutcomeKind, served_model: str, started: float, **fields: Any
+    ) -> AttemptOutcome:
+        """An outcome of this target's attempt begun at ``started``, lasting until now."""
+        return AttemptOutcome(
+            kind=kind,
+            target_id=self.target_id,
+            served_model=served_model,
+            started_at=started,
+            duration_s=trio.current_time() - started,
+            **fields,
+        )
 
     def _failed(
         self,
@@ -798,12 +796,10 @@ class TargetActor:
             classification = attrs.evolve(
                 classification, message=scrub(classification.message, self._secrets)
             )
-        return AttemptOutcome(
-            kind=OutcomeKind.FAILED,
-            target_id=self.target_id,
-            served_model=served_model,
-            started_at=started,
-            duration_s=trio.current_time() - started,
+        return self._outcome(
+            OutcomeKind.FAILED,
+            served_model,
+            started,
             classification=classification,
             note=note,
         )
