@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 import trio
 
 from oswitch import AllTargetsFailed, ErrorClass, RequestFailed
 from oswitch.config import SwitcherConfig
 from oswitch.runtime.switcher import Switcher, open_switcher
-from oswitch.testing import FakeProvider, bad_request, rate_limited, reply, stream
+from oswitch.testing import Behaviour, FakeProvider, bad_request, rate_limited, reply, stream
 from support import chat, config, target
 
 ANSWER = (
@@ -136,6 +139,42 @@ async def test_pings_do_not_count_as_progress(autojump_clock: object) -> None:
         text, _, _ = await collect(switcher)
         assert trio.current_time() == 2.0
     assert text == ANSWER
+
+
+def _content_then_empty_chunks(interval: float) -> Behaviour:
+    """One content chunk, then chunks with nothing in them every ``interval`` seconds,
+    forever: keep-alives as some OpenAI-compatible servers send them."""
+
+    def chunk(delta: dict[str, Any]) -> bytes:
+        payload = {"id": "c", "model": "m", "choices": [{"index": 0, "delta": delta}]}
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": "Alpha "})
+        while True:
+            await trio.sleep(interval)
+            yield chunk({})
+
+    async def respond(request: httpx.Request, _: Any) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    return Behaviour(name="empty keep-alives", respond=respond)
+
+
+async def test_chunks_without_progress_do_not_keep_a_stalled_stream_alive(
+    autojump_clock: object,
+) -> None:
+    """Empty chunks reach the caller but do not restart the idle clock: 3 s of them is a stall."""
+    fake = FakeProvider().on("key-a", _content_then_empty_chunks(1.0))
+    fake.on("key-b", stream(ANSWER))
+    async with open_switcher(pair(stream_idle_timeout_ms=3000), transport=fake.transport()) as s:
+        with trio.fail_after(60):
+            text, _, request_id = await collect(s)
+        assert trio.current_time() == 3.0
+        trace = s.inspect_request(request_id)
+    assert text == ANSWER
+    assert "stalled: no next chunk within 3.000s" in trace.attempts[0].note
+    assert [a.target_id for a in trace.attempts] == ["a", "b"]
 
 
 @pytest.mark.parametrize(

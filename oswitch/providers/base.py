@@ -106,6 +106,24 @@ def chunk_text(chunk: Mapping[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
+def chunk_facts(chunk: Mapping[str, Any]) -> tuple[str, bool, str | None]:
+    """A chunk's text, whether it carries a tool call, and its finish reason, in one look
+    at its first choice (what :func:`chunk_text`, :func:`chunk_has_tool_call` and
+    :func:`chunk_finish_reason` say one by one)."""
+    choices = chunk.get("choices")
+    if not choices:
+        return "", False, None
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    content = delta.get("content")
+    reason = choice.get("finish_reason")
+    return (
+        content if isinstance(content, str) else "",
+        bool(delta.get("tool_calls") or delta.get("function_call")),
+        reason if isinstance(reason, str) else None,
+    )
+
+
 def chunk_has_tool_call(chunk: Mapping[str, Any]) -> bool:
     choices = chunk.get("choices")
     if not choices:

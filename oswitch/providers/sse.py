@@ -7,15 +7,17 @@ into all the events it completes, in one synchronous call. Follows the event
 stream format of the HTML standard: ``field: value`` lines, ``data`` lines joined
 by newlines, comments (``:``) ignored, events dispatched at a blank line. Lines end
 with LF or CRLF (a lone CR, allowed by the standard, is not used by any LLM API).
+
+This runs once per network read of every stream, so the common line (``data: …``)
+is handled inline, and data stays bytes until its event is dispatched.
 """
 
 from __future__ import annotations
 
-import attrs
+from typing import NamedTuple
 
 
-@attrs.frozen
-class SSEEvent:
+class SSEEvent(NamedTuple):
     """One dispatched event: its ``event`` name ("" when none was given) and ``data``."""
 
     event: str
@@ -25,58 +27,57 @@ class SSEEvent:
 class SSEParser:
     """Feed bytes in any pieces; get back the events they complete."""
 
+    __slots__ = ("_data", "_event", "_has_fields", "_partial")
+
     def __init__(self) -> None:
         self._partial = b""  # an incomplete last line
-        self._data: list[str] = []
+        self._data: list[bytes] = []
         self._event = ""
         self._has_fields = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Parse ``chunk`` (any split, even inside a UTF-8 character); return the
         events it completes, in order. Never raises."""
-        lines = (self._partial + chunk).split(b"\n")
+        lines = (self._partial + chunk if self._partial else chunk).split(b"\n")
         self._partial = lines.pop()
         events: list[SSEEvent] = []
-        for raw in lines:
-            event = self._line(raw[:-1] if raw.endswith(b"\r") else raw)
-            if event is not None:
-                events.append(event)
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.startswith(b"data:"):
+                self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+                self._has_fields = True
+            elif not line:
+                if self._has_fields:
+                    event = self._dispatch()
+                    if event is not None:
+                        events.append(event)
+            elif not line.startswith(b":"):  # a comment, e.g. a keep-alive ping
+                self._field(line)
         return events
 
     def close(self) -> list[SSEEvent]:
         """The body ended: dispatch what is pending, even without its final blank line
         (servers that end on ``data: [DONE]\\n`` are common enough to be lenient)."""
-        events = []
-        if self._partial:
-            line, self._partial = self._partial, b""
-            event = self._line(line[:-1] if line.endswith(b"\r") else line)
-            if event is not None:
-                events.append(event)
-        event = self._line(b"")
-        if event is not None:
-            events.append(event)
-        return events
+        # End the unfinished line, then the event: a blank line does both.
+        return self.feed(b"\n\n" if self._partial else b"\n")
 
-    def _line(self, line: bytes) -> SSEEvent | None:
-        if not line:
-            if not self._has_fields:
-                return None
-            event = SSEEvent(event=self._event, data="\n".join(self._data))
-            self._data = []
-            self._event = ""
-            self._has_fields = False
-            return event if event.data or event.event else None
-        if line.startswith(b":"):
-            return None  # a comment, e.g. a keep-alive ping
+    def _dispatch(self) -> SSEEvent | None:
+        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+        event = SSEEvent(self._event, data.decode("utf-8", errors="replace"))
+        self._data = []
+        self._event = ""
+        self._has_fields = False
+        return event if event.data or event.event else None
+
+    def _field(self, line: bytes) -> None:
         name, colon, value = line.partition(b":")
         if colon and value.startswith(b" "):
             value = value[1:]
-        text = value.decode("utf-8", errors="replace")
-        if name == b"data":
-            self._data.append(text)
+        if name == b"data":  # "data" with no colon: an empty data line
+            self._data.append(value)
             self._has_fields = True
         elif name == b"event":
-            self._event = text
+            self._event = value.decode("utf-8", errors="replace")
             self._has_fields = True
         # id and retry are not used by oswitch; unknown fields are ignored (the standard).
-        return None

@@ -23,10 +23,9 @@ from oswitch.core.error_class import ErrorClass
 from oswitch.core.resume import SeamReconciler
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
-from oswitch.providers.base import chunk_finish_reason, chunk_has_tool_call, chunk_text
 from oswitch.runtime.dispatcher import RequestRun
 from oswitch.runtime.messages import AttemptOutcome, CancelReason, OutcomeKind
-from oswitch.runtime.upstream import StreamInterrupted, UpstreamStream
+from oswitch.runtime.upstream import StreamedChunk, StreamInterrupted, UpstreamStream
 
 
 def _set_text(chunk: dict[str, Any], text: str) -> dict[str, Any]:
@@ -64,8 +63,9 @@ class ChatStream:
         self._strategy = resume_strategy
         self._on_finish = on_finish
         self._pending: list[dict[str, Any]] = []
-        self._text = ""  # everything the caller has been given
-        self._segment_start = 0  # where the current segment's text starts in _text
+        self._pieces: list[str] = []  # the text the caller has been given, in pieces
+        self._chars = 0  # its length
+        self._segment_start = 0  # where the current segment's text starts
         self._tool_call_started = False
         self._reconciler: SeamReconciler | None = None
         self._chunk_id: str | None = None
@@ -82,7 +82,7 @@ class ChatStream:
         self._outcome = outcome
         self._upstream: UpstreamStream = outcome.stream
         self._actor = self._run.router.actors[outcome.target_id]
-        self._segment_start = len(self._text)
+        self._segment_start = self._chars
         self._segment_started_at = outcome.started_at
         self.target_id = outcome.target_id
         self.model = outcome.served_model
@@ -115,46 +115,58 @@ class ChatStream:
                 note=note,
                 hedge=self._upstream.order.hedge,
                 offset=self._segment_start,
-                chars=len(self._text) - self._segment_start,
+                chars=self._chars - self._segment_start,
             )
         )
 
     # ---- chunks ------------------------------------------------------------------
 
-    def _accept(self, chunk: dict[str, Any]) -> None:
+    def _text(self) -> str:
+        """Everything the caller has been given (joined only when a resume needs it)."""
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
+
+    def _add_text(self, text: str) -> None:
+        self._pieces.append(text)
+        self._chars += len(text)
+
+    def _accept(self, streamed: StreamedChunk) -> None:
         """Pass one upstream chunk on to the caller, sewing the seam if resuming."""
+        chunk = streamed.chunk  # decoded from the provider's bytes: ours to change
         if self._chunk_id is None:
             self._chunk_id = str(chunk.get("id") or f"chatcmpl-{self.request_id}")
-        chunk = dict(chunk)
         chunk["id"] = self._chunk_id
-        if chunk_has_tool_call(chunk):
+        text = streamed.text
+        finish_reason = streamed.finish_reason
+        if streamed.tool_call:
             self._tool_call_started = True
-        if chunk_finish_reason(chunk) is not None:
+        if finish_reason is not None:
             self._saw_finish = True
             chunk["oswitch"] = self._summary(finishing=True)
-        text = chunk_text(chunk)
         if self._reconciler is not None:
             passed = self._reconciler.feed(text) if text else ""
-            if chunk_finish_reason(chunk) is not None:
+            if finish_reason is not None:
                 passed += self._reconciler.finish()
             if passed != text:
                 chunk = _set_text(chunk, passed)
             text = passed
-            choices = chunk.get("choices") or []
-            delta = choices[0].get("delta") if choices else None
             if (
                 not text
-                and not chunk_has_tool_call(chunk)
-                and chunk_finish_reason(chunk) is None
+                and not streamed.tool_call
+                and finish_reason is None
                 and not chunk.get("usage")
             ):
                 return  # a role chunk or a held-back repeat: nothing new for the caller
-            if isinstance(delta, dict) and "role" in delta and self._text:
+            choices = chunk.get("choices") or []
+            delta = choices[0].get("delta") if choices else None
+            if isinstance(delta, dict) and "role" in delta and self._chars:
                 delta = dict(delta)
                 delta.pop("role")
                 chunk = copy.copy(chunk)
                 chunk["choices"] = [dict(choices[0], delta=delta), *choices[1:]]
-        self._text += text
+        if text:
+            self._add_text(text)
         self._pending.append(chunk)
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
@@ -200,7 +212,7 @@ class ChatStream:
         if self._reconciler is not None:
             rest = self._reconciler.finish()
             if rest:
-                self._text += rest
+                self._add_text(rest)
                 self._pending.append(self._text_chunk(rest))
         if not self._saw_finish:
             # Some providers end with [DONE] and no finish chunk: give the caller one.
@@ -288,11 +300,11 @@ class ChatStream:
                 f"the stream was interrupted after content and stream_resume is {self._strategy!r}"
             )
         try:
-            outcome = await self._run.resume(self._text)
+            outcome = await self._run.resume(self._text())
         except BaseException as exc:  # AllTargetsFailed, or the caller went away
             self._finish(exc)
             raise
-        self._reconciler = SeamReconciler(self._text)
+        self._reconciler = SeamReconciler(self._text())
         self._begin_segment(outcome)
 
     def _fail(self, message: str) -> None:

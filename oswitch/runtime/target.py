@@ -44,7 +44,7 @@ from oswitch.runtime.messages import (
     CommandKind,
     OutcomeKind,
 )
-from oswitch.runtime.upstream import StreamInterrupted, UpstreamStream, is_progress
+from oswitch.runtime.upstream import StreamedChunk, StreamInterrupted, UpstreamStream
 
 log = logging.getLogger("oswitch.target")
 
@@ -642,7 +642,7 @@ class TargetActor:
     async def _read_to_first_content(
         self, upstream: UpstreamStream, served_model: str, started: float
     ) -> AttemptOutcome:
-        buffered: list[dict[str, Any]] = []
+        buffered: list[StreamedChunk] = []
         try:
             while True:
                 chunks = await upstream.next_chunks()
@@ -650,7 +650,7 @@ class TargetActor:
                     # A clean end with no content at all is an (empty) answer too.
                     break
                 buffered.extend(chunks)
-                if any(is_progress(chunk) for chunk in chunks):
+                if any(chunk.progress for chunk in chunks):
                     break
         except StreamInterrupted as interrupted:
             if interrupted.cancel_reason is not None:

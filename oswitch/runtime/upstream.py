@@ -10,20 +10,14 @@ raised as :class:`StreamInterrupted` carrying what it means for the target.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import httpx
 import trio
 
 from oswitch.core.classify import Classification
 from oswitch.core.error_class import ErrorClass
-from oswitch.providers.base import (
-    StreamDecoder,
-    StreamFault,
-    chunk_finish_reason,
-    chunk_has_tool_call,
-    chunk_text,
-)
+from oswitch.providers.base import StreamDecoder, StreamFault, chunk_facts
 from oswitch.providers.sse import SSEEvent, SSEParser
 from oswitch.runtime.messages import AttemptOrder, CancelReason
 
@@ -56,12 +50,24 @@ def _fault(message: str, error_class: ErrorClass = ErrorClass.TRANSPORT_FAILURE)
     return Classification(error_class=error_class, retry_after=None, message=message)
 
 
-def is_progress(chunk: dict[str, Any]) -> bool:
-    """Whether a chunk moves the answer on (text, a tool call, or the finish)."""
-    return (
-        bool(chunk_text(chunk))
-        or chunk_has_tool_call(chunk)
-        or (chunk_finish_reason(chunk) is not None)
+class StreamedChunk(NamedTuple):
+    """A decoded chunk and what the engine needs to know of it, looked at once.
+
+    ``progress``: the chunk moves the answer on (text, a tool call, or the finish).
+    """
+
+    chunk: dict[str, Any]
+    text: str
+    tool_call: bool
+    finish_reason: str | None
+    progress: bool
+
+
+def streamed_chunk(chunk: dict[str, Any]) -> StreamedChunk:
+    """Wrap a decoded chunk with its facts."""
+    text, tool_call, finish_reason = chunk_facts(chunk)
+    return StreamedChunk(
+        chunk, text, tool_call, finish_reason, bool(text) or tool_call or finish_reason is not None
     )
 
 
@@ -96,58 +102,80 @@ class UpstreamStream:
         self._first_token_deadline = first_token_deadline
         self._idle_timeout_s = idle_timeout_s
         self._request_deadline = request_deadline
-        self._last_progress: float | None = None
-        self._waiting_since = started_at
+        self._progressed = False
+        # The provider's silence since the last progress: only time spent waiting on
+        # it counts, never the caller's pauses between chunks (bytes buffer meanwhile).
+        self._silent_s = 0.0
         self.closed = False
-        self.first_chunks: list[dict[str, Any]] = []  # read before the caller took over
+        self.first_chunks: list[StreamedChunk] = []  # read before the caller took over
 
     @property
     def finished(self) -> bool:
         return self._decoder.finished
 
-    def _deadline(self) -> float:
-        if self._last_progress is None:
-            return self._first_token_deadline
-        # Idle is the provider's silence while we wait, not the caller's pauses between
-        # chunks (bytes buffer meanwhile): count from the later of the two.
-        since = max(self._last_progress, self._waiting_since)
-        return min(since + self._idle_timeout_s, self._request_deadline)
+    async def next_chunks(self) -> list[StreamedChunk] | None:
+        """The chunks completed by the next read (at least one), or None once the
+        stream ended cleanly.
 
-    async def _read(self) -> bytes | None:
-        """The next bytes of the body, or None at its end. One guarded wait."""
-        deadline = self._deadline()
-        with self.order.guard(deadline) as scope:
-            try:
-                return await self._bytes.__anext__()
-            except StopAsyncIteration:
+        Raises StreamInterrupted for anything else. Blocks at most until the
+        first-token or idle deadline. Every wait on the provider runs inside the
+        attempt's guard; this is the hot path of every stream (once per read).
+        """
+        while True:
+            if self._decoder.finished:
                 return None
-            except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
-                raise StreamInterrupted(_fault(f"stream broken: {type(exc).__name__}")) from exc
+            if self._ended:
+                raise StreamInterrupted(_fault("stream ended without its terminator"))
+            waited_from = trio.current_time()
+            if self._progressed:
+                deadline = min(
+                    waited_from + self._idle_timeout_s - self._silent_s, self._request_deadline
+                )
+            else:
+                deadline = self._first_token_deadline
+            data: bytes | None = None
+            with self.order.guard(deadline) as scope:
+                try:
+                    data = await self._bytes.__anext__()
+                except StopAsyncIteration:
+                    self._ended = True
+                except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
+                    raise StreamInterrupted(_fault(f"stream broken: {type(exc).__name__}")) from exc
+            if scope.cancelled_caught:
+                self._raise_unanswered()
+            events = self._parser.close() if data is None else self._parser.feed(data)
+            chunks = self._decode(events) if events else []
+            if chunks and any(chunk.progress for chunk in chunks):
+                self._progressed = True
+                self._silent_s = 0.0
+            else:
+                self._silent_s += trio.current_time() - waited_from
+            if chunks:
+                return chunks
+
+    def _raise_unanswered(self) -> NoReturn:
+        """The guard fired: cancelled from outside, the request's deadline, or a stall."""
         if self.order.cancel_reason is not None:
             raise StreamInterrupted(
                 _fault(f"cancelled: {self.order.cancel_reason}"),
                 cancel_reason=self.order.cancel_reason,
             )
-        assert scope.cancelled_caught
         if trio.current_time() >= self._request_deadline:
             raise StreamInterrupted(_fault("request deadline exceeded"), deadline_exceeded=True)
-        waited = "first token" if self._last_progress is None else "next chunk"
-        limit = deadline - (
-            self.started_at
-            if self._last_progress is None
-            else max(self._last_progress, self._waiting_since)
-        )
+        if self._progressed:
+            waited, limit = "next chunk", self._idle_timeout_s
+        else:
+            waited, limit = "first token", self._first_token_deadline - self.started_at
         raise StreamInterrupted(_fault(f"stalled: no {waited} within {limit:.3f}s"), silent=True)
 
-    def _decode(self, events: list[SSEEvent]) -> list[dict[str, Any]]:
-        chunks: list[dict[str, Any]] = []
-        for event in events:
-            if self._decoder.finished:
+    def _decode(self, events: list[SSEEvent]) -> list[StreamedChunk]:
+        chunks: list[StreamedChunk] = []
+        decoder = self._decoder
+        for name, data in events:
+            if decoder.finished:
                 break  # anything after the terminator is not part of the answer
             try:
-                chunks.extend(
-                    self._decoder.feed("" if event.event == "message" else event.event, event.data)
-                )
+                decoded = decoder.feed("" if name == "message" else name, data)
             except StreamFault as fault:
                 raise StreamInterrupted(fault.classification) from fault
             except Exception as exc:  # a decoder bug must not escape as a raw error
@@ -157,32 +185,8 @@ class UpstreamStream:
                         ErrorClass.TRANSIENT_SERVER_FAILURE,
                     )
                 ) from exc
+            chunks.extend(map(streamed_chunk, decoded))
         return chunks
-
-    async def next_chunks(self) -> list[dict[str, Any]] | None:
-        """The chunks completed by the next read (at least one), or None once the
-        stream ended cleanly.
-
-        Raises StreamInterrupted for anything else. Blocks at most until the
-        first-token or idle deadline.
-        """
-        self._waiting_since = trio.current_time()
-        while True:
-            if self._decoder.finished:
-                return None
-            if self._ended:
-                raise StreamInterrupted(_fault("stream ended without its terminator"))
-            data = await self._read()
-            if data is None:
-                self._ended = True
-                chunks = self._decode(self._parser.close())
-            else:
-                chunks = self._decode(self._parser.feed(data))
-            if not chunks:
-                continue
-            if any(is_progress(chunk) for chunk in chunks):
-                self._last_progress = trio.current_time()
-            return chunks
 
     async def finish(self) -> None:
         """The answer is complete: read what is left of the body (the end of its chunked
