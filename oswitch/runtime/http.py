@@ -1,9 +1,12 @@
 """The HTTP path of a target: one connection pool per target, shared TLS settings.
 
-Attempts go straight to the transport (``handle_async_request``) rather than through
-an ``httpx.AsyncClient``: redirects, cookies, auth flows and event hooks are not
-wanted between oswitch and a provider, and skipping them is most of what a client
-costs per request. Deadlines are trio cancel scopes around these calls.
+A target's own pool is :class:`~oswitch.runtime.http1.HTTP1Pool`, called directly. A
+transport given to ``open_switcher`` (``httpx.MockTransport`` in tests, or
+``httpx.AsyncHTTPTransport`` for httpx's own pool) is called through
+``handle_async_request``, never through an ``httpx.AsyncClient``: redirects,
+cookies, auth flows and event hooks are not wanted between oswitch and a provider,
+and skipping them is most of what a client costs per request. Deadlines are trio
+cancel scopes around these calls.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 import attrs
 import httpx
+
+from oswitch.runtime.http1 import HTTP1Pool
 
 # httpx timeouts are per-phase inactivity limits; the real deadlines are trio cancel
 # scopes. Only the pool wait is bounded here, so that an exhausted pool shows up as a
@@ -53,11 +58,14 @@ class TargetTransport:
 
     def __init__(self, *, max_connections: int, transport: httpx.AsyncBaseTransport | None) -> None:
         self.owned = transport is None
+        self._pool: HTTP1Pool | None = None
         if transport is None:
-            limits = httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+            self._pool = HTTP1Pool(
+                max_connections=max_connections,
+                ssl_context=shared_ssl_context(),
+                pool_timeout_s=TIMEOUTS["pool"] or 5.0,
             )
-            transport = httpx.AsyncHTTPTransport(verify=shared_ssl_context(), limits=limits)
+            transport = self._pool
         self._transport = transport
         self._requests = 0
         self._urls: dict[str, httpx.URL] = {}  # a target posts to one or two URLs
@@ -76,6 +84,9 @@ class TargetTransport:
             if len(self._urls) > 64:
                 self._urls.clear()
             parsed = self._urls[url] = httpx.URL(url)
+        self._requests += 1
+        if self._pool is not None:
+            return await self._pool.post(parsed, headers, content)
         request = httpx.Request(
             "POST",
             parsed,
@@ -83,19 +94,17 @@ class TargetTransport:
             content=content,
             extensions={"timeout": TIMEOUTS},
         )
-        self._requests += 1
         response = await self._transport.handle_async_request(request)
         response.request = request
         return response
 
     def statistics(self) -> TransportStatistics:
         """Connections in the pool and requests sent. Never raises."""
-        pool = getattr(self._transport, "_pool", None) if self.owned else None
-        connections = list(getattr(pool, "connections", ()))
+        if self._pool is None:
+            return TransportStatistics(connections=0, idle=0, requests=self._requests)
+        pool = self._pool.statistics()
         return TransportStatistics(
-            connections=len(connections),
-            idle=sum(1 for c in connections if getattr(c, "is_idle", lambda: False)()),
-            requests=self._requests,
+            connections=pool.connections, idle=pool.idle, requests=self._requests
         )
 
     async def aclose(self) -> None:

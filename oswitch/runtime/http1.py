@@ -1,0 +1,558 @@
+"""oswitch's own HTTP/1.1 connection pool, for the one kind of call it makes.
+
+A target only ever POSTs a JSON body to its provider and reads back JSON or an
+event stream. httpx's pool (httpcore over h11) does that through several layers of
+async generators, context managers and a protocol state machine per body piece:
+measured on a 16-event stream, httpcore and h11 spent about a third of the
+client's CPU, more than oswitch's routing, bookkeeping and deadlines together.
+This pool does the same job directly on trio streams: one buffer per connection,
+a chunked-encoding decoder that hands over every byte it can per network read, and
+keep-alive reuse.
+
+What it covers: HTTP/1.1 over TCP or TLS (the shared TLS context), request bodies of
+known length, responses framed by ``Transfer-Encoding: chunked``, ``Content-Length``
+or the connection's close, interim 1xx responses, keep-alive with stale-connection
+detection, and a bound on connections. What it does not: proxies, HTTP/2, request
+compression (oswitch asks for identity bodies). It is an ``httpx.AsyncBaseTransport``
+and raises httpx's exception types, so callers and the classifier see the same
+faults as with httpx's pool; pass ``transport=httpx.AsyncHTTPTransport(...)`` to
+``open_switcher`` to use httpx's pool instead.
+
+Deadlines are the caller's trio cancel scopes; a cancelled read closes its
+connection (its state is unknown), it is never reused.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable, Mapping
+
+import attrs
+import httpx
+import trio
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_LINE_BYTES = 8 * 1024
+READ_SIZE = 64 * 1024
+DEFAULT_POOL_TIMEOUT_S = 5.0
+USER_AGENT = b"oswitch"
+
+Origin = tuple[str, str, int]  # scheme, host, port
+
+
+@attrs.frozen(kw_only=True)
+class PoolStatistics:
+    """Connections open (in use and idle), idle ones, and requests sent."""
+
+    connections: int
+    idle: int
+    requests: int
+
+
+class HTTP1Pool(httpx.AsyncBaseTransport):
+    """Keep-alive HTTP/1.1 connections to any origin, at most ``max_connections`` in use.
+
+    A request waits up to ``pool_timeout_s`` for a free connection, then raises
+    ``httpx.PoolTimeout``. Every other wait is bounded only by the caller's cancel
+    scopes.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        ssl_context: ssl.SSLContext,
+        pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
+    ) -> None:
+        self._slots = trio.Semaphore(max_connections)
+        self._max_idle = max_connections
+        self._ssl_context = ssl_context
+        self._pool_timeout_s = pool_timeout_s
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._in_use = 0
+        self._requests = 0
+        self._closed = False
+
+    # ---- the transport API -------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` (its body read first); return once the response head is in.
+
+        Raises httpx's ConnectError, WriteError, ReadError, RemoteProtocolError,
+        LocalProtocolError or PoolTimeout.
+        """
+        body = await request.aread()
+        headers = [
+            (name, value)
+            for name, value in request.headers.raw
+            if name.lower() not in (b"host", b"content-length", b"transfer-encoding")
+        ]
+        response = await self.request(request.method.encode(), request.url, headers, body)
+        response.request = request
+        return response
+
+    async def post(self, url: httpx.URL, headers: Mapping[str, str], body: bytes) -> httpx.Response:
+        """POST ``body`` to ``url`` with ``headers`` (Host and Content-Length are added).
+
+        Returns once the response head is in; the caller reads the body from
+        ``response.stream`` (or ``aread()``) and must ``aclose()`` the response.
+        Raises as :meth:`handle_async_request`.
+        """
+        encoded: list[tuple[bytes, bytes]] = []
+        for name, value in headers.items():
+            try:
+                encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+            except UnicodeEncodeError:
+                # Never echo the value (or a character of it): it may be a key.
+                raise httpx.LocalProtocolError(
+                    f"invalid request header {name!r}: not latin-1 text"
+                ) from None
+        return await self.request(b"POST", url, encoded, body)
+
+    async def request(
+        self,
+        method: bytes,
+        url: httpx.URL,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> httpx.Response:
+        """Send one request; see :meth:`post`."""
+        if self._closed:
+            raise httpx.LocalProtocolError("the connection pool is closed")
+        head = _request_head(method, url, headers, len(body))
+        origin = _origin(url)
+        await self._acquire()
+        connection: _Connection | None = None
+        try:
+            connection = self._checkout(origin) or await self._connect(origin)
+            self._requests += 1
+            await connection.send(head, body)
+            status, reason, http_version, raw_headers, framing = await connection.read_head(method)
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            self._release()
+            raise
+        stream = _Body(self, connection, origin, framing)
+        return httpx.Response(
+            status,
+            headers=raw_headers,
+            stream=stream,
+            extensions={"http_version": http_version, "reason_phrase": reason},
+        )
+
+    async def aclose(self) -> None:
+        """Close every idle connection; connections in use close when their reply ends."""
+        self._closed = True
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+        await trio.lowlevel.checkpoint()
+
+    def statistics(self) -> PoolStatistics:
+        """Never raises."""
+        idle = sum(len(c) for c in self._idle.values())
+        return PoolStatistics(connections=self._in_use + idle, idle=idle, requests=self._requests)
+
+    # ---- connections ---------------------------------------------------------------
+
+    async def _acquire(self) -> None:
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            with trio.move_on_after(self._pool_timeout_s):
+                await self._slots.acquire()
+                self._in_use += 1
+                return
+            raise httpx.PoolTimeout(
+                f"no free connection within {self._pool_timeout_s:.1f}s"
+            ) from None
+        self._in_use += 1
+
+    def _release(self) -> None:
+        self._in_use -= 1
+        self._slots.release()
+
+    def _checkout(self, origin: Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            if connection.reusable():
+                return connection
+            connection.close()  # the server closed it while idle (or sent junk)
+        return None
+
+    def give_back(self, connection: _Connection, origin: Origin, *, reusable: bool) -> None:
+        """A reply ended: keep its connection for the next request, or close it."""
+        self._release()
+        idle = self._idle.setdefault(origin, [])
+        if reusable and not self._closed and len(idle) < self._max_idle:
+            idle.append(connection)
+        else:
+            connection.close()
+
+    def discard(self, connection: _Connection) -> None:
+        """A reply was abandoned or broke: its connection cannot be reused."""
+        connection.close()
+        self._release()
+
+    async def _connect(self, origin: Origin) -> _Connection:
+        scheme, host, port = origin
+        try:
+            tcp = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            raise httpx.ConnectError(
+                f"cannot connect to {host}:{port}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if scheme != "https":
+            return _Connection(tcp, tcp.socket)
+        tls = trio.SSLStream(tcp, self._ssl_context, server_hostname=host, https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except BaseException as exc:
+            tcp.socket.close()
+            if isinstance(exc, (trio.BrokenResourceError, OSError)):
+                cause = exc.__cause__ or exc
+                raise httpx.ConnectError(
+                    f"TLS handshake with {host}:{port} failed: {type(cause).__name__}: {cause}"
+                ) from exc
+            raise
+        return _Connection(tls, tcp.socket)
+
+
+class _Connection:
+    """One socket (plain or TLS) and the bytes read past the last response."""
+
+    __slots__ = ("buffer", "socket", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
+        self.stream = stream
+        self.socket = socket
+        self.buffer = b""
+
+    def reusable(self) -> bool:
+        # An idle connection has nothing to read: readable means closed by the peer.
+        return not self.buffer and self.socket.fileno() != -1 and not self.socket.is_readable()
+
+    def close(self) -> None:
+        """Close at once, without a TLS goodbye (synchronous, so safe when cancelled)."""
+        self.socket.close()
+
+    async def send(self, head: bytes, body: bytes) -> None:
+        try:
+            if len(body) < 65536:
+                await self.stream.send_all(head + body)
+            else:  # a large body goes out after the head, uncopied
+                await self.stream.send_all(head)
+                await self.stream.send_all(body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise httpx.WriteError(f"sending the request failed: {_reason(exc)}") from exc
+
+    async def receive(self) -> bytes:
+        try:
+            data = await self.stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise httpx.ReadError(f"reading the response failed: {_reason(exc)}") from exc
+        return data if type(data) is bytes else bytes(data)  # TLS reads give a bytearray
+
+    async def read_head(
+        self, method: bytes
+    ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], _Framing]:
+        """Read the response head (skipping interim 1xx heads): status, reason,
+        version, headers, and how the body is framed."""
+        while True:
+            lines = await self._head_lines()
+            status, reason, http_version = _status_line(lines[0])
+            headers = _header_fields(lines[1:])
+            if 100 <= status < 200:
+                if status == 101:
+                    raise httpx.RemoteProtocolError("unexpected 101 Switching Protocols")
+                continue  # 100 Continue, 103 Early Hints: the real head follows
+            return (
+                status,
+                reason,
+                http_version,
+                headers,
+                _framing(method, status, http_version, headers),
+            )
+
+    async def _head_lines(self) -> list[bytes]:
+        buffer = self.buffer
+        start = 0
+        while True:
+            end = buffer.find(b"\r\n\r\n", start)
+            if end >= 0:
+                head, self.buffer = buffer[:end], buffer[end + 4 :]
+                return [line.rstrip(b"\r") for line in head.split(b"\n")]
+            end = buffer.find(b"\n\n", start)
+            if end >= 0:
+                head, self.buffer = buffer[:end], buffer[end + 2 :]
+                return [line.rstrip(b"\r") for line in head.split(b"\n")]
+            if len(buffer) > MAX_HEAD_BYTES:
+                raise httpx.RemoteProtocolError(f"response head over {MAX_HEAD_BYTES} bytes")
+            start = max(0, len(buffer) - 3)
+            data = await self.receive()
+            if not data:
+                raise httpx.RemoteProtocolError(
+                    "server disconnected without sending a response"
+                    if not buffer
+                    else "server disconnected in the middle of the response head"
+                )
+            buffer += data
+
+
+@attrs.frozen
+class _Framing:
+    """How a response body ends: ``chunked``, ``length`` bytes, at ``close``, or ``none``."""
+
+    kind: str
+    length: int = 0
+    keep_alive: bool = True
+
+
+def _framing(
+    method: bytes, status: int, http_version: bytes, headers: list[tuple[bytes, bytes]]
+) -> _Framing:
+    transfer_encoding = b""
+    lengths: set[bytes] = set()
+    connection = b""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            transfer_encoding += b"," + value.lower()
+        elif lowered == b"content-length":
+            lengths.update(part.strip() for part in value.split(b","))
+        elif lowered == b"connection":
+            connection += b"," + value.lower()
+    tokens = {token.strip() for token in connection.split(b",")}
+    keep_alive = b"close" not in tokens if http_version == b"HTTP/1.1" else b"keep-alive" in tokens
+    if method == b"HEAD" or status in (204, 304):
+        return _Framing("none", keep_alive=keep_alive)
+    if transfer_encoding:
+        codings = [c.strip() for c in transfer_encoding.split(b",") if c.strip()]
+        if codings and codings[-1] == b"chunked":
+            return _Framing("chunked", keep_alive=keep_alive)
+        return _Framing("close", keep_alive=False)
+    if lengths:
+        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            raise httpx.RemoteProtocolError("invalid Content-Length in the response")
+        length = int(next(iter(lengths)))
+        return _Framing("length" if length else "none", length=length, keep_alive=keep_alive)
+    return _Framing("close", keep_alive=False)
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body, decoded from its framing, one network read per piece.
+
+    Iterating yields the body's bytes as they arrive (every complete or partial
+    chunk a read brings, joined), then gives the connection back to the pool.
+    Any failure, a cancelled read or an early ``aclose`` closes the connection.
+    """
+
+    def __init__(
+        self, pool: HTTP1Pool, connection: _Connection, origin: Origin, framing: _Framing
+    ) -> None:
+        self._pool = pool
+        self._connection: _Connection | None = connection
+        self._origin = origin
+        self._kind = framing.kind
+        self._keep_alive = framing.keep_alive
+        self._remaining = framing.length  # of a fixed-length body, or of the current chunk
+        self._after_chunk = False  # the CRLF ending a chunk's data is still due
+        self._trailers = False  # past the last chunk: trailer lines until a blank one
+        if self._kind == "none":
+            self._finish()
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        connection = self._connection
+        if connection is None:
+            raise StopAsyncIteration
+        try:
+            if self._kind == "chunked":
+                piece = await self._next_chunked(connection)
+            elif self._kind == "length":
+                piece = await self._next_fixed(connection)
+            else:
+                piece = await self._next_until_close(connection)
+        except BaseException:
+            self._abandon()
+            raise
+        if piece is None:
+            raise StopAsyncIteration
+        return piece
+
+    async def aclose(self) -> None:
+        """Stop reading: a body not read to its end closes its connection."""
+        self._abandon()
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    # ---- framings -------------------------------------------------------------------
+
+    async def _next_fixed(self, connection: _Connection) -> bytes | None:
+        if self._remaining <= 0:
+            self._finish()
+            return None
+        data = connection.buffer
+        connection.buffer = b""
+        if not data:
+            data = await connection.receive()
+            if not data:
+                raise httpx.RemoteProtocolError(
+                    f"server closed the connection {self._remaining} bytes before the "
+                    "end of the response body"
+                )
+        if len(data) > self._remaining:
+            data, connection.buffer = data[: self._remaining], data[self._remaining :]
+        self._remaining -= len(data)
+        if self._remaining == 0:
+            self._finish()
+        return data
+
+    async def _next_until_close(self, connection: _Connection) -> bytes | None:
+        data = connection.buffer
+        connection.buffer = b""
+        if not data:
+            data = await connection.receive()
+        if not data:
+            self._finish()
+            return None
+        return data
+
+    async def _next_chunked(self, connection: _Connection) -> bytes | None:
+        buffer = connection.buffer
+        while True:
+            pieces, buffer, done = self._decode_chunks(buffer)
+            if done:
+                connection.buffer = buffer
+                self._finish()
+                return b"".join(pieces) if pieces else None
+            if pieces:
+                connection.buffer = buffer
+                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            data = await connection.receive()
+            if not data:
+                raise httpx.RemoteProtocolError(
+                    "server closed the connection before the end of the chunked body"
+                )
+            buffer = buffer + data if buffer else data
+
+    def _decode_chunks(self, buffer: bytes) -> tuple[list[bytes], bytes, bool]:
+        """Take every whole or partial chunk's data out of ``buffer``: (data, rest, done)."""
+        pieces: list[bytes] = []
+        while buffer:
+            if self._remaining:
+                if len(buffer) <= self._remaining:
+                    pieces.append(buffer)
+                    self._remaining -= len(buffer)
+                    buffer = b""
+                    break
+                pieces.append(buffer[: self._remaining])
+                buffer = buffer[self._remaining :]
+                self._remaining = 0
+                self._after_chunk = True
+                continue
+            newline = buffer.find(b"\n")
+            if newline < 0:
+                if len(buffer) > MAX_LINE_BYTES:
+                    raise httpx.RemoteProtocolError("chunk size line too long")
+                break
+            line = buffer[:newline].rstrip(b"\r")
+            buffer = buffer[newline + 1 :]
+            if self._after_chunk:
+                if line:
+                    raise httpx.RemoteProtocolError("chunk data not followed by CRLF")
+                self._after_chunk = False
+            elif self._trailers:
+                if not line:
+                    return pieces, buffer, True
+            else:
+                size = _chunk_size(line)
+                if size == 0:
+                    self._trailers = True
+                self._remaining = size
+        return pieces, buffer, False
+
+    # ---- ending ---------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._pool.give_back(connection, self._origin, reusable=self._keep_alive)
+
+    def _abandon(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._pool.discard(connection)
+
+
+# ---- wire format ------------------------------------------------------------------------
+
+
+def _origin(url: httpx.URL) -> Origin:
+    scheme = url.scheme
+    if scheme not in ("http", "https"):
+        raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+    port = url.port or (443 if scheme == "https" else 80)
+    return scheme, url.host, port
+
+
+def _request_head(
+    method: bytes, url: httpx.URL, headers: Iterable[tuple[bytes, bytes]], length: int
+) -> bytes:
+    parts = [method, b" ", url.raw_path, b" HTTP/1.1\r\nhost: ", url.netloc, b"\r\n"]
+    agent = False
+    for name, value in headers:
+        if b"\n" in value or b"\r" in value or b"\0" in value or not _is_token(name):
+            # Never echo the value: it may be a key.
+            raise httpx.LocalProtocolError(f"invalid request header {name!r}")
+        agent = agent or name.lower() == b"user-agent"
+        parts += (name, b": ", value, b"\r\n")
+    if not agent:
+        parts += (b"user-agent: ", USER_AGENT, b"\r\n")
+    parts += (b"content-length: ", str(length).encode(), b"\r\n\r\n")
+    return b"".join(parts)
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _is_token(name: bytes) -> bool:
+    return bool(name) and all(byte in _TOKEN for byte in name)
+
+
+def _status_line(line: bytes) -> tuple[int, bytes, bytes]:
+    version, _, rest = line.partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise httpx.RemoteProtocolError(f"malformed status line {line[:80]!r}")
+    return int(code), reason.strip(), version
+
+
+def _header_fields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    fields: list[tuple[bytes, bytes]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and fields:  # obsolete line folding
+            name, value = fields[-1]
+            fields[-1] = (name, value + b" " + line.strip())
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not _is_token(name):
+            raise httpx.RemoteProtocolError(f"malformed response header line {line[:80]!r}")
+        fields.append((name, value.strip()))
+    return fields
+
+
+def _chunk_size(line: bytes) -> int:
+    digits = line.split(b";", 1)[0].strip()  # chunk extensions are ignored
+    if not digits or len(digits) > 16 or not all(byte in _HEX for byte in digits):
+        raise httpx.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}")
+    return int(digits, 16)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
