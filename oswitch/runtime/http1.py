@@ -445,15 +445,25 @@ class _Body(httpx.AsyncByteStream):
         pieces: list[bytes] = []
         while buffer:
             if self._remaining:
-                if len(buffer) <= self._remaining:
+                if len(buffer) < self._remaining:
                     pieces.append(buffer)
                     self._remaining -= len(buffer)
-                    buffer = b""
-                    break
+                    return pieces, b"", False
                 pieces.append(buffer[: self._remaining])
                 buffer = buffer[self._remaining :]
                 self._remaining = 0
                 self._after_chunk = True
+                continue
+            if self._after_chunk:
+                if buffer.startswith(b"\r\n"):
+                    buffer = buffer[2:]
+                elif buffer.startswith(b"\n"):
+                    buffer = buffer[1:]
+                elif buffer == b"\r":
+                    break  # the LF is in the next read
+                else:
+                    raise httpx.RemoteProtocolError("chunk data not followed by CRLF")
+                self._after_chunk = False
                 continue
             newline = buffer.find(b"\n")
             if newline < 0:
@@ -462,11 +472,7 @@ class _Body(httpx.AsyncByteStream):
                 break
             line = buffer[:newline].rstrip(b"\r")
             buffer = buffer[newline + 1 :]
-            if self._after_chunk:
-                if line:
-                    raise httpx.RemoteProtocolError("chunk data not followed by CRLF")
-                self._after_chunk = False
-            elif self._trailers:
+            if self._trailers:
                 if not line:
                     return pieces, buffer, True
             else:
