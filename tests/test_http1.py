@@ -224,6 +224,30 @@ async def test_an_idle_connection_closed_by_the_server_is_replaced() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_a_reused_connection_closed_unanswered_is_retried_once_on_a_new_one() -> None:
+    """The keep-alive race: the server drops a reused connection on receiving the request,
+    before answering a byte. The request goes once more, on a new connection."""
+
+    async def answer_once_then_drop(stream: trio.abc.Stream, server: Server) -> None:
+        buffer = bytearray()
+        if await read_request(stream, server, buffer):
+            await stream.send_all(ok(b"fine"))
+            if server.accepted == 1:
+                await read_request(stream, server, buffer)  # then hang up unanswered
+            else:
+                await wait_for_close(stream, server)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port, server = await nursery.start(serve, answer_once_then_drop)
+            client = pool()
+            for _ in range(2):
+                assert await read_all(await client.post(url(port), HEADERS, b"{}")) == b"fine"
+            assert server.accepted == 2
+            assert len(server.requests) == 3  # the second request was sent twice
+            nursery.cancel_scope.cancel()
+
+
 async def test_interim_responses_are_skipped() -> None:
     """A 100 Continue or 103 Early Hints head before the real one is passed over."""
     reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + ok()

@@ -124,15 +124,31 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         await self._acquire()
         connection: _Connection | None = None
         try:
-            connection = self._checkout(origin) or await self._connect(origin)
-            self._requests += 1
-            await connection.send(head, body)
-            status, reason, http_version, raw_headers, framing = await connection.read_head(method)
+            connection = self._checkout(origin)
+            if connection is not None:
+                try:
+                    return await self._exchange(connection, origin, method, head, body)
+                except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
+                    if connection.answered:
+                        raise
+                    # A kept-alive connection the server closed as we reused it (the
+                    # race every keep-alive client meets): nothing of this request was
+                    # answered, so it goes once more, on a new connection.
+                    connection.close()
+            connection = await self._connect(origin)
+            return await self._exchange(connection, origin, method, head, body)
         except BaseException:
             if connection is not None:
                 connection.close()
             self._release()
             raise
+
+    async def _exchange(
+        self, connection: _Connection, origin: Origin, method: bytes, head: bytes, body: bytes
+    ) -> httpx.Response:
+        self._requests += 1
+        await connection.send(head, body)
+        status, reason, http_version, raw_headers, framing = await connection.read_head(method)
         stream = _Body(self, connection, origin, framing)
         return httpx.Response(
             status,
@@ -224,12 +240,13 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
 class _Connection:
     """One socket (plain or TLS) and the bytes read past the last response."""
 
-    __slots__ = ("buffer", "socket", "stream")
+    __slots__ = ("answered", "buffer", "socket", "stream")
 
     def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
         self.stream = stream
         self.socket = socket
         self.buffer = b""
+        self.answered = False  # a byte of a response to the latest request arrived
 
     def reusable(self) -> bool:
         # An idle connection has nothing to read: readable means closed by the peer.
@@ -240,6 +257,7 @@ class _Connection:
         self.socket.close()
 
     async def send(self, head: bytes, body: bytes) -> None:
+        self.answered = False
         try:
             if len(body) < 65536:
                 await self.stream.send_all(head + body)
@@ -299,6 +317,7 @@ class _Connection:
                     if not buffer
                     else "server disconnected in the middle of the response head"
                 )
+            self.answered = True
             buffer += data
 
 
