@@ -1,11 +1,15 @@
 """What oswitch costs over a bare HTTP call, measured in one run against one upstream.
 
-Three variants call the same loopback fake upstream, which runs in a separate
+The variants call the same loopback fake upstream, which runs in a separate
 process (``python -m bench.upstream``) so that ``time.process_time`` counts the
 client side only:
 
 * ``httpx`` — a bare ``httpx.AsyncClient`` on trio (the baseline, "a");
-* ``embedded`` — ``open_switcher`` with no transport (a real pool), in-process;
+* ``embedded`` — ``open_switcher`` with no transport (each target's own HTTP/1.1
+  pool), in-process;
+* ``embedded-httpx`` (full runs) — the same switcher over httpx's pool
+  (``transport=httpx.AsyncHTTPTransport(...)``): oswitch's engine on the baseline's
+  HTTP stack, so what the engine costs stays visible apart from what its pool saves;
 * ``sidecar`` — a bare httpx client calling the sidecar in this process, which
   calls the upstream: its CPU is the caller's plus the whole sidecar's.
 
@@ -44,6 +48,7 @@ from oswitch.testing import completion, serve_fake_provider
 
 MODEL = "gpt-4o-mini"
 VARIANTS = ("httpx", "embedded", "sidecar")
+ALL_VARIANTS = ("httpx", "embedded", "embedded-httpx", "sidecar")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -58,6 +63,7 @@ class OverheadSettings:
     routing_requests: int
     subprocess_upstream: bool = True
     server: str = "raw"
+    variants: tuple[str, ...] = VARIANTS
     # Long enough to hold oswitch to the issue's targets (a quick run only indicates).
     judge_targets: bool = False
 
@@ -80,6 +86,7 @@ class OverheadSettings:
             routing_targets=(3, 100, 1000),
             routing_requests=3000,
             judge_targets=True,
+            variants=ALL_VARIANTS,
         )
 
 
@@ -355,6 +362,14 @@ async def _run_variant(
         async with http_client() as client:
             url = f"{upstream_url}/chat/completions"
             return await _measure(http_call(client, url, streamed), concurrency, requests)
+    if variant == "embedded-httpx":
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        transport = httpx.AsyncHTTPTransport(limits=limits)
+        try:
+            async with open_switcher(embedded_config(upstream_url), transport=transport) as s:
+                return await _measure(switcher_call(s, streamed), concurrency, requests)
+        finally:
+            await transport.aclose()
     async with open_switcher(embedded_config(upstream_url)) as switcher:
         if variant == "embedded":
             return await _measure(switcher_call(switcher, streamed), concurrency, requests)
@@ -449,14 +464,15 @@ async def _overhead(
             for streamed in (False, True)
             for concurrency in settings.concurrencies
         ]
-        total = len(plan) * settings.rounds * len(VARIANTS) + len(settings.routing_targets) + 1
+        variants = settings.variants
+        total = len(plan) * settings.rounds * len(variants) + len(settings.routing_targets) + 1
         done = 0
         cells: list[Cell] = []
         for streamed, concurrency in plan:
-            rounds: dict[str, list[_Round]] = {v: [] for v in VARIANTS}
+            rounds: dict[str, list[_Round]] = {v: [] for v in variants}
             for _ in range(settings.rounds):
                 # Interleaved, so drift in the machine's speed hits every variant alike.
-                for variant in VARIANTS:
+                for variant in variants:
                     if progress is not None:
                         kind = "stream" if streamed else "plain"
                         progress.update(
@@ -469,7 +485,7 @@ async def _overhead(
                         await _run_variant(variant, url, streamed, concurrency, settings.requests)
                     )
                     done += 1
-            cells.extend(_cell(v, streamed, concurrency, rounds[v]) for v in VARIANTS)
+            cells.extend(_cell(v, streamed, concurrency, rounds[v]) for v in variants)
         routing: list[RoutingCell] = []
         for targets in (0, *settings.routing_targets):
             if progress is not None:

@@ -104,11 +104,16 @@ def test_overhead_measures_every_variant_against_the_same_upstream() -> None:
     """A tiny overhead run (upstream in a child process) fills every cell without
     errors and yields a ratio to bare httpx for each, and a routing figure per size."""
     settings = OverheadSettings(
-        concurrencies=(1, 4), requests=20, rounds=1, routing_targets=(3, 30), routing_requests=20
+        concurrencies=(1, 4),
+        requests=20,
+        rounds=1,
+        routing_targets=(3, 30),
+        routing_requests=20,
+        variants=("httpx", "embedded", "embedded-httpx", "sidecar"),
     )
     result = run_overhead(settings)
     assert result.upstream == "raw server, separate process"
-    assert len(result.cells) == 3 * 2 * 2
+    assert len(result.cells) == 4 * 2 * 2
     for cell in result.cells:
         assert cell.errors == 0, cell
         assert cell.requests == 20 and cell.cpu_ms_per_request > 0
