@@ -127,7 +127,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
             connection = self._checkout(origin)
             if connection is not None:
                 try:
-                    return await self._exchange(connection, origin, method, head, body)
+                    answer = await self._exchange(connection, method, head, body)
                 except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
                     if connection.answered:
                         raise
@@ -135,27 +135,34 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
                     # race every keep-alive client meets): nothing of this request was
                     # answered, so it goes once more, on a new connection.
                     connection.close()
-            connection = await self._connect(origin)
-            return await self._exchange(connection, origin, method, head, body)
+                    connection = None
+            if connection is None:
+                connection = await self._connect(origin)
+                answer = await self._exchange(connection, method, head, body)
         except BaseException:
             if connection is not None:
                 connection.close()
             self._release()
             raise
+        status, reason, http_version, raw_headers, framing = answer
+        stream = _Body(self, connection, origin, framing)  # owns the connection and slot now
+        try:
+            return httpx.Response(
+                status,
+                headers=raw_headers,
+                stream=stream,
+                extensions={"http_version": http_version, "reason_phrase": reason},
+            )
+        except BaseException:
+            stream.abandon()
+            raise
 
     async def _exchange(
-        self, connection: _Connection, origin: Origin, method: bytes, head: bytes, body: bytes
-    ) -> httpx.Response:
+        self, connection: _Connection, method: bytes, head: bytes, body: bytes
+    ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], _Framing]:
         self._requests += 1
         await connection.send(head, body)
-        status, reason, http_version, raw_headers, framing = await connection.read_head(method)
-        stream = _Body(self, connection, origin, framing)
-        return httpx.Response(
-            status,
-            headers=raw_headers,
-            stream=stream,
-            extensions={"http_version": http_version, "reason_phrase": reason},
-        )
+        return await connection.read_head(method)
 
     async def aclose(self) -> None:
         """Close every idle connection; connections in use close when their reply ends."""
@@ -398,7 +405,7 @@ class _Body(httpx.AsyncByteStream):
             else:
                 piece = await self._next_until_close(connection)
         except BaseException:
-            self._abandon()
+            self.abandon()
             raise
         if piece is None:
             raise StopAsyncIteration
@@ -406,7 +413,7 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         """Stop reading: a body not read to its end closes its connection."""
-        self._abandon()
+        self.abandon()
         await trio.lowlevel.checkpoint_if_cancelled()
 
     # ---- framings -------------------------------------------------------------------
@@ -508,7 +515,8 @@ class _Body(httpx.AsyncByteStream):
         if connection is not None:
             self._pool.give_back(connection, self._origin, reusable=self._keep_alive)
 
-    def _abandon(self) -> None:
+    def abandon(self) -> None:
+        """Close the connection now unless the body was read to its end (synchronous)."""
         connection, self._connection = self._connection, None
         if connection is not None:
             self._pool.discard(connection)
