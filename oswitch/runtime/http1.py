@@ -12,8 +12,8 @@ keep-alive reuse.
 What it covers: HTTP/1.1 over TCP or TLS (the shared TLS context), request bodies of
 known length, responses framed by ``Transfer-Encoding: chunked``, ``Content-Length``
 or the connection's close, interim 1xx responses, keep-alive with stale-connection
-detection, and a bound on connections. What it does not: proxies, HTTP/2, request
-compression (oswitch asks for identity bodies). It is an ``httpx.AsyncBaseTransport``
+detection, and a bound on connections. What it does not: proxies, HTTP/2, compressed
+bodies (it asks for ``accept-encoding: identity``). It is an ``httpx.AsyncBaseTransport``
 and raises httpx's exception types, so callers and the classifier see the same
 faults as with httpx's pool; pass ``transport=httpx.AsyncHTTPTransport(...)`` to
 ``open_switcher`` to use httpx's pool instead.
@@ -36,6 +36,14 @@ MAX_LINE_BYTES = 8 * 1024
 READ_SIZE = 64 * 1024
 DEFAULT_POOL_TIMEOUT_S = 5.0
 USER_AGENT = b"oswitch"
+# The keep-alive race (a server closing an idle connection as a request goes out on it)
+# shows within about a round trip; a reused connection dropped unanswered later than
+# this held the request, so it is not sent again behind the engine's budgets.
+STALE_RETRY_WINDOW_S = 0.5
+# Idle connections older than this are not reused: NATs and load balancers drop idle
+# flows silently (Azure after 4 min, AWS after 350 s), and a request sent on one would
+# meet only the first-token deadline.
+KEEPALIVE_EXPIRY_S = 30.0
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -124,12 +132,15 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         await self._acquire()
         connection: _Connection | None = None
         try:
+            if self._closed:  # closed while this request waited for a slot
+                raise httpx.LocalProtocolError("the connection pool is closed")
             connection = self._checkout(origin)
             if connection is not None:
+                sent_at = trio.current_time()
                 try:
                     answer = await self._exchange(connection, method, head, body)
                 except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
-                    if connection.answered:
+                    if connection.answered or trio.current_time() - sent_at > STALE_RETRY_WINDOW_S:
                         raise
                     # A kept-alive connection the server closed as we reused it (the
                     # race every keep-alive client meets): nothing of this request was
@@ -161,8 +172,36 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         self, connection: _Connection, method: bytes, head: bytes, body: bytes
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], _Framing]:
         self._requests += 1
-        await connection.send(head, body)
-        return await connection.read_head(method)
+        if len(body) < 65536:  # fits the socket buffers: sent before any reply can interfere
+            await connection.send(head, body)
+            return await connection.read_head(method)
+        # A server may answer from the head alone (413, 401) and stop reading the body:
+        # read while sending, so that its reply wins over the write error it causes.
+        sent = False
+        write_error: httpx.WriteError | None = None
+
+        async def send() -> None:
+            nonlocal sent, write_error
+            try:
+                await connection.send(head, body)
+                sent = True
+            except httpx.WriteError as exc:
+                write_error = exc
+
+        answer = None
+        read_error: httpx.HTTPError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            try:
+                answer = await connection.read_head(method)
+            except httpx.HTTPError as exc:
+                read_error = exc
+            nursery.cancel_scope.cancel()
+        if answer is None:
+            raise write_error or read_error  # type: ignore[misc]
+        if not sent:  # the server stopped reading mid-body: never reuse this connection
+            answer = (*answer[:4], attrs.evolve(answer[4], keep_alive=False))
+        return answer
 
     async def aclose(self) -> None:
         """Close every idle connection; connections in use close when their reply ends."""
@@ -199,9 +238,10 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
 
     def _checkout(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
+        now = trio.current_time()
         while idle:
             connection = idle.pop()
-            if connection.reusable():
+            if now - connection.idle_since < KEEPALIVE_EXPIRY_S and connection.reusable():
                 return connection
             connection.close()  # the server closed it while idle (or sent junk)
         return None
@@ -211,6 +251,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         self._release()
         idle = self._idle.setdefault(origin, [])
         if reusable and not self._closed and len(idle) < self._max_idle:
+            connection.idle_since = trio.current_time()
             idle.append(connection)
         else:
             connection.close()
@@ -247,12 +288,13 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
 class _Connection:
     """One socket (plain or TLS) and the bytes read past the last response."""
 
-    __slots__ = ("answered", "buffer", "socket", "stream")
+    __slots__ = ("answered", "buffer", "idle_since", "socket", "stream")
 
     def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
         self.stream = stream
         self.socket = socket
         self.buffer = b""
+        self.idle_since = 0.0
         self.answered = False  # a byte of a response to the latest request arrived
 
     def reusable(self) -> bool:
@@ -306,13 +348,10 @@ class _Connection:
         buffer = self.buffer
         start = 0
         while True:
-            end = buffer.find(b"\r\n\r\n", start)
-            if end >= 0:
-                head, self.buffer = buffer[:end], buffer[end + 4 :]
-                return [line.rstrip(b"\r") for line in head.split(b"\n")]
-            end = buffer.find(b"\n\n", start)
-            if end >= 0:
-                head, self.buffer = buffer[:end], buffer[end + 2 :]
+            crlf, lf = buffer.find(b"\r\n\r\n", start), buffer.find(b"\n\n", start)
+            if crlf >= 0 or lf >= 0:  # whichever blank line comes first ends the head
+                end, skip = (crlf, 4) if lf < 0 or 0 <= crlf < lf else (lf, 2)
+                head, self.buffer = buffer[:end], buffer[end + skip :]
                 return [line.rstrip(b"\r") for line in head.split(b"\n")]
             if len(buffer) > MAX_HEAD_BYTES:
                 raise httpx.RemoteProtocolError(f"response head over {MAX_HEAD_BYTES} bytes")
@@ -537,15 +576,17 @@ def _request_head(
     method: bytes, url: httpx.URL, headers: Iterable[tuple[bytes, bytes]], length: int
 ) -> bytes:
     parts = [method, b" ", url.raw_path, b" HTTP/1.1\r\nhost: ", url.netloc, b"\r\n"]
-    agent = False
+    given: set[bytes] = set()
     for name, value in headers:
         if b"\n" in value or b"\r" in value or b"\0" in value or not _is_token(name):
             # Never echo the value: it may be a key.
             raise httpx.LocalProtocolError(f"invalid request header {name!r}")
-        agent = agent or name.lower() == b"user-agent"
+        given.add(name.lower())
         parts += (name, b": ", value, b"\r\n")
-    if not agent:
+    if b"user-agent" not in given:
         parts += (b"user-agent: ", USER_AGENT, b"\r\n")
+    if b"accept-encoding" not in given:  # bodies are read raw: ask for them uncompressed
+        parts += (b"accept-encoding: identity\r\n",)
     parts += (b"content-length: ", str(length).encode(), b"\r\n\r\n")
     return b"".join(parts)
 

@@ -573,8 +573,7 @@ class TargetActor:
                 if 200 <= status < 300 and "text/event-stream" in response.headers.get(
                     "content-type", ""
                 ):
-                    handed_over = True
-                    return None, UpstreamStream(
+                    upstream = UpstreamStream(
                         order=order,
                         response=response,
                         decoder=self._adapter.stream_decoder(model=served_model),
@@ -583,6 +582,8 @@ class TargetActor:
                         idle_timeout_s=idle_s,
                         request_deadline=order.deadline,
                     )
+                    handed_over = True  # the stream closes the response from here on
+                    return None, upstream
                 body = await _read_limited(response, MAX_REPLY_BYTES)
                 if not 200 <= status < 300:
                     classification = classify(

@@ -1,8 +1,7 @@
-"""A review of oswitch's HTTP/1.1 pool: paths the main tests leave out, and known faults.
-
-Each xfail(strict) test shows a fault found in review; it turns into an unexpected pass
-(and fails the suite) once the pool is fixed, so the mark must then be removed. Real
-loopback sockets, real clock, every test under ``trio.fail_after``.
+"""oswitch's HTTP/1.1 pool at its edges: early replies, held requests, idle expiry, odd
+heads, and the slot on paths the main tests leave out. Each fault test here failed on the
+pool's first version. Real loopback sockets, real clock, every test under
+``trio.fail_after``.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ from test_http1 import (
     wait_for_close,
 )
 
+from oswitch.runtime import http1
+
 # ---- faults ---------------------------------------------------------------------------------
 
 
@@ -41,10 +42,6 @@ def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server_context, client_context
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an early reply (413/401) sent before the body was read is lost as a WriteError",
-)
 @pytest.mark.parametrize("scheme", ["http", "https"])
 async def test_an_early_reply_while_the_body_is_still_going_out_is_returned(scheme: str) -> None:
     """A server that refuses a large request from its head alone (413, then close) is
@@ -73,21 +70,21 @@ async def test_an_early_reply_while_the_body_is_still_going_out_is_returned(sche
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stale-connection retry resends a POST the server held for a long time",
-)
-async def test_a_reused_connection_dropped_long_after_the_request_is_not_resent() -> None:
+async def test_a_reused_connection_dropped_long_after_the_request_is_not_resent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A reused connection the server closes unanswered only after holding the request
     for a while (a crash mid-generation, not the keep-alive race) raises; the POST is not
     silently sent a second time behind the engine's budgets."""
+
+    monkeypatch.setattr(http1, "STALE_RETRY_WINDOW_S", 0.1)
 
     async def hold_then_drop(stream: trio.abc.Stream, server: Server) -> None:
         buffer = bytearray()
         if await read_request(stream, server, buffer):
             await stream.send_all(ok(b"fine"))
             if await read_request(stream, server, buffer):
-                await trio.sleep(0.5)  # generating, then the worker dies
+                await trio.sleep(0.3)  # generating, then the worker dies
 
     with trio.fail_after(2):
         async with trio.open_nursery() as nursery:
@@ -100,7 +97,6 @@ async def test_a_reused_connection_dropped_long_after_the_request_is_not_resent(
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(strict=True, reason="idle connections never expire (httpcore: 5 s)")
 async def test_a_connection_idle_for_minutes_is_not_reused(
     mock_clock: trio.testing.MockClock,
 ) -> None:
@@ -120,9 +116,6 @@ async def test_a_connection_idle_for_minutes_is_not_reused(
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a head ended by LF LF is split at a CRLF CRLF found later in the body"
-)
 async def test_a_bare_lf_head_is_split_at_its_own_end() -> None:
     """A head whose lines end in bare LF is cut at its blank line even when the body
     holds a CRLF CRLF."""
