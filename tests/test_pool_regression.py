@@ -7,10 +7,11 @@ forever, and once every slot is held each later request waits out the pool timeo
 and raises ``PoolTimeout``. oswitch cancels attempts on purpose (first-byte limit,
 failover, hedging, callers going away), so each target owns a pool of
 ``concurrency_limit`` connections and never runs more attempts than that: no request
-ever queues inside the pool. These tests cancel many attempts of such a target at
-every phase, then check that the upstream saw each cancelled connection closed and
-that the target still answers. A control shows that this harness does reproduce the
-bug on a bare httpx pool that is contended.
+ever queues inside the pool. The pool is now oswitch's own (``HTTP1Pool``), and these
+tests hold it to the same bar: they cancel many attempts of such a target at every
+phase, then check that the upstream saw each cancelled connection closed and that the
+target still answers. A control shows that this harness does reproduce the bug on a
+bare httpx pool that is contended.
 
 The upstream is a small trio + h11 server on 127.0.0.1; the tests run on the real
 clock, each guarded by ``trio.fail_after``.

@@ -55,8 +55,8 @@ class TargetTransport:
     """Sends a target's requests: over its own pool, or a transport it was given.
 
     A given transport is borrowed: ``aclose`` leaves it open for its owner. An own
-    pool holds at most ``max_connections`` connections, which is never less than
-    the target's concurrency limit (see encode/httpcore#1093).
+    pool (:class:`HTTP1Pool`) has ``max_connections`` connections, the target's
+    concurrency limit, so an attempt the target admits never queues inside it.
     """
 
     def __init__(self, *, max_connections: int, transport: httpx.AsyncBaseTransport | None) -> None:
