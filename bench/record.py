@@ -263,6 +263,14 @@ class Recorder:
             return None
         return sum(window.attempts[t] for t in target_ids) / total
 
+    def attempts_in(self, start: float, end: float) -> int:
+        """How many attempts were made in ``[start, end)``."""
+        return sum(self.window(start, end).attempts.values())
+
+    def answers_in(self, start: float, end: float) -> int:
+        """How many answers were served for requests sent in ``[start, end)``."""
+        return sum(self.window(start, end).served.values())
+
     def served_share(self, target_ids: Iterable[str], start: float, end: float) -> float | None:
         """Fraction of answers in ``[start, end)`` (by send time) served by ``target_ids``."""
         window = self.window(start, end)

@@ -103,15 +103,27 @@ def latency_kept(o: Observed, *, bar_s: float, why: str) -> Check:
     )
 
 
+def sampling_slack(limit: float, count: int) -> float:
+    """Two standard errors of a share near ``limit`` measured over ``count`` samples.
+
+    A share checked over a window of a few dozen requests (a wire run sends a quarter
+    of the virtual load) moves by several points from run to run by chance alone.
+    """
+    return 2.0 * math.sqrt(limit * (1.0 - limit) / count) if count else 0.0
+
+
 def share_at_most(
     o: Observed, targets: Iterable[str], start: float, end: float, limit: float, what: str
 ) -> Check:
     ids = tuple(targets)
     share = o.recorder.share(ids, start, end)
+    count = o.recorder.attempts_in(start, end)
+    allowed = limit + sampling_slack(limit, count)
     return Check(
         name=f"{what}: {'+'.join(ids)} gets <= {limit:.0%} of attempts in {start:g}-{end:g} s",
-        passed=share is not None and share <= limit,
-        detail=f"share {_pct(share)}",
+        passed=share is not None and share <= allowed,
+        detail=f"share {_pct(share)} of {count} attempts "
+        f"(allowed {allowed:.1%}: {limit:.0%} plus two standard errors)",
     )
 
 
@@ -120,10 +132,13 @@ def share_at_least(
 ) -> Check:
     ids = tuple(targets)
     share = o.recorder.served_share(ids, start, end)
+    count = o.recorder.answers_in(start, end)
+    allowed = limit - sampling_slack(limit, count)
     return Check(
         name=f"{what}: {'+'.join(ids)} serves >= {limit:.0%} of answers in {start:g}-{end:g} s",
-        passed=share is not None and share >= limit,
-        detail=f"share {_pct(share)}",
+        passed=share is not None and share >= allowed,
+        detail=f"share {_pct(share)} of {count} answers "
+        f"(needed {allowed:.1%}: {limit:.0%} less two standard errors)",
     )
 
 

@@ -19,7 +19,7 @@ from bench.cli import main
 from bench.harness import VIRTUAL, WIRE, run_scenario
 from bench.overhead import OverheadSettings, run_overhead
 from bench.report import overhead_targets
-from bench.scenarios import SCENARIOS
+from bench.scenarios import SCENARIOS, sampling_slack
 from bench.soak import run_soak
 
 
@@ -134,3 +134,11 @@ def test_soak_reports_memory_from_start_to_end() -> None:
     assert all(m.rss_mb > 0 for m in result.memory)
     failed = [f"{check.name} ({check.detail})" for check in result.checks if not check.passed]
     assert not failed, "BUG: soak missed: " + "; ".join(failed)
+
+
+def test_share_checks_allow_for_sampling_noise_shrinking_with_the_sample() -> None:
+    """Two standard errors: about 6 points over 100 samples at 10%, under 1 over 10,000,
+    none when nothing was counted."""
+    assert sampling_slack(0.10, 100) == pytest.approx(0.06)
+    assert sampling_slack(0.10, 10_000) == pytest.approx(0.006)
+    assert sampling_slack(0.10, 0) == 0.0

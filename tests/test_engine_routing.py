@@ -321,3 +321,23 @@ async def test_half_open_sibling_gets_its_probe_despite_a_poor_score(
         view = {v.target_id: v for v in switcher.list_targets()}["a"]
     assert result["oswitch"]["target_id"] == "a"
     assert (view.breaker_state, view.health) == ("Closed", 1.0)
+
+
+@pytest.mark.parametrize("half_life_ms", [10_000, 0], ids=["fades", "never"])
+async def test_what_a_failure_taught_fades_every_health_half_life(
+    autojump_clock: object, half_life_ms: int
+) -> None:
+    """A target's health, dented by a failure, heals halfway every health_half_life_ms of
+    silence (and never with 0), so a recovered target is not starved for good."""
+    fake = FakeProvider().on("key-a", server_error(500), reply())
+    cfg = config(target("a"), health_half_life_ms=half_life_ms)
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        await switcher.complete(chat())
+        dented = switcher.list_targets()[0].health
+        await trio.sleep(10.0)
+        later = switcher.list_targets()[0].health
+    assert dented < 1.0
+    if half_life_ms:
+        assert later == pytest.approx(dented + (1.0 - dented) / 2)
+    else:
+        assert later == dented

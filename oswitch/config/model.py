@@ -137,6 +137,7 @@ class SwitcherConfig:
     first_token_timeout_ms: float | None = None
     stream_idle_timeout_ms: float = 30000.0
     max_wait_ms: float = 10000.0
+    health_half_life_ms: float = 30000.0
     quota_cooldown_ms: float = 3_600_000.0
     quota_delay_cap_ms: float = 3_600_000.0
     hedge_after_ms: float | None = None

@@ -305,6 +305,7 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "first_token_timeout_ms": _gt(0),
         "stream_idle_timeout_ms": _gt(0),
         "max_wait_ms": _ge(0),
+        "health_half_life_ms": _ge(0),
         "quota_cooldown_ms": _gt(0),
         "quota_delay_cap_ms": _gt(0),
         "hedge_after_ms": _gt(0),

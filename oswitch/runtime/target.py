@@ -180,7 +180,7 @@ class TargetActor:
         self._limiter = trio.CapacityLimiter(target.concurrency_limit)
         self._breaker = CircuitBreaker(breaker_settings(config, target))
         self._bucket = _make_bucket(target, now)
-        self._health = HealthTracker()
+        self._health = self._new_health()
         self._backoff = backoff_settings(config)
         self.state = TargetState.ACTIVE if target.enabled else TargetState.DISABLED
         self._blocked: TargetCondition | None = None  # PolicyBlocked / ReauthRequired
@@ -890,6 +890,9 @@ class TargetActor:
         served = self.upstream_model(model)
         return until > now and self._cooldown_causes.get(served) is ErrorClass.RATE_LIMITED
 
+    def _new_health(self) -> HealthTracker:
+        return HealthTracker(forget_half_life_s=self.config.health_half_life_ms / 1000.0)
+
     def _report_transition(self, transition: Transition | None) -> None:
         if transition is not None:
             if (transition.from_state, transition.to_state) == (
@@ -898,7 +901,7 @@ class TargetActor:
             ):
                 # The probes proved it recovered: its old averages would only keep
                 # starving it of the traffic it can take again.
-                self._health = HealthTracker()
+                self._health = self._new_health()
             self._events.emit(
                 "breaker",
                 target_id=self.target_id,
@@ -965,6 +968,7 @@ class TargetActor:
         self.target = target
         self.config = config
         self._backoff = backoff_settings(config)
+        self._health.forget_half_life_s = config.health_half_life_ms / 1000.0
         if target.api != old.api:
             self._adapter = adapter_for(target.api)
         new_breaker = breaker_settings(config, target)
