@@ -416,18 +416,15 @@ async def server_saw_closes(server: Server, count: int) -> None:
             await trio.sleep(0.01)
 
 
-def streaming_forever(stream_started: trio.Event) -> Handler:
+def streaming_forever() -> Handler:
     """Send a chunked head and one chunk, then nothing, until the client goes away."""
 
     async def handler(stream: trio.abc.Stream, server: Server) -> None:
-        buffer = bytearray()
-        while await read_request(stream, server, buffer):
+        if await read_request(stream, server, bytearray()):
             await stream.send_all(
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
             )
-            stream_started.set()
             await wait_for_close(stream, server)
-            return
 
     return handler
 
@@ -435,10 +432,9 @@ def streaming_forever(stream_started: trio.Event) -> Handler:
 async def test_an_abandoned_body_closes_its_connection_and_frees_the_slot() -> None:
     """Closing a response before its end closes the connection (the server sees it) and
     lets the next request have the pool's only slot."""
-    started = trio.Event()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            port, server = await nursery.start(serve, streaming_forever(started))
+            port, server = await nursery.start(serve, streaming_forever())
             client = pool(max_connections=1)
             response = await client.post(url(port), HEADERS, b"{}")
             assert await response.stream.__aiter__().__anext__() == b"hello"
@@ -453,10 +449,9 @@ async def test_an_abandoned_body_closes_its_connection_and_frees_the_slot() -> N
 
 async def test_a_cancelled_read_closes_its_connection_and_frees_the_slot() -> None:
     """A read cancelled by the caller's scope drops the connection, never reuses it."""
-    started = trio.Event()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            port, server = await nursery.start(serve, streaming_forever(started))
+            port, server = await nursery.start(serve, streaming_forever())
             client = pool(max_connections=1)
             response = await client.post(url(port), HEADERS, b"{}")
             pieces = []
@@ -471,10 +466,9 @@ async def test_a_cancelled_read_closes_its_connection_and_frees_the_slot() -> No
 
 async def test_requests_beyond_the_limit_wait_then_time_out() -> None:
     """With every connection in use, a request waits for one, up to the pool timeout."""
-    started = trio.Event()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            port, _ = await nursery.start(serve, streaming_forever(started))
+            port, _ = await nursery.start(serve, streaming_forever())
             client = pool(max_connections=1, pool_timeout_s=0.2)
             held = await client.post(url(port), HEADERS, b"{}")
             before = trio.current_time()

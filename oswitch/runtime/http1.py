@@ -172,6 +172,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         self, connection: _Connection, method: bytes, head: bytes, body: bytes
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], _Framing]:
         self._requests += 1
+        connection.answered = False
         if len(body) < 65536:  # fits the socket buffers: sent before any reply can interfere
             await connection.send(head, body)
             return await connection.read_head(method)
@@ -198,7 +199,9 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
                 read_error = exc
             nursery.cancel_scope.cancel()
         if answer is None:
-            raise write_error or read_error  # type: ignore[misc]
+            error = write_error or read_error
+            assert error is not None  # the read either answered or raised
+            raise error
         if not sent:  # the server stopped reading mid-body: never reuse this connection
             answer = (*answer[:4], attrs.evolve(answer[4], keep_alive=False))
         return answer
@@ -306,7 +309,6 @@ class _Connection:
         self.socket.close()
 
     async def send(self, head: bytes, body: bytes) -> None:
-        self.answered = False
         try:
             if len(body) < 65536:
                 await self.stream.send_all(head + body)
