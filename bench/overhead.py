@@ -278,10 +278,14 @@ def embedded_config(base_url: str, *, targets: int = 1, concurrency: int = 512) 
     )
 
 
+def pool_limits(concurrency: int = 512) -> httpx.Limits:
+    """httpx pool limits as large as the benchmark's oswitch target gets."""
+    return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+
 def http_client(concurrency: int = 512) -> httpx.AsyncClient:
     """The bare client: the same pool size and timeouts oswitch gives a target."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(None, pool=5.0))
+    return httpx.AsyncClient(limits=pool_limits(concurrency), timeout=httpx.Timeout(None, pool=5.0))
 
 
 # ---- measuring ---------------------------------------------------------------------------
@@ -363,8 +367,7 @@ async def _run_variant(
             url = f"{upstream_url}/chat/completions"
             return await _measure(http_call(client, url, streamed), concurrency, requests)
     if variant == "embedded-httpx":
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-        transport = httpx.AsyncHTTPTransport(limits=limits)
+        transport = httpx.AsyncHTTPTransport(limits=pool_limits())
         try:
             async with open_switcher(embedded_config(upstream_url), transport=transport) as s:
                 return await _measure(switcher_call(s, streamed), concurrency, requests)

@@ -96,16 +96,6 @@ def adapter_for(api: str) -> ProviderAdapter:
     return adapters[api]
 
 
-def chunk_text(chunk: Mapping[str, Any]) -> str:
-    """The assistant text a chunk carries (its first choice's ``delta.content``)."""
-    choices = chunk.get("choices")
-    if not choices:
-        return ""
-    delta = choices[0].get("delta") or {}
-    content = delta.get("content")
-    return content if isinstance(content, str) else ""
-
-
 def chunk_facts(chunk: Mapping[str, Any]) -> tuple[str, bool, str | None]:
     """A chunk's text, whether it carries a tool call, and its finish reason, in one look
     at its first choice (what :func:`chunk_text`, :func:`chunk_has_tool_call` and
@@ -124,17 +114,16 @@ def chunk_facts(chunk: Mapping[str, Any]) -> tuple[str, bool, str | None]:
     )
 
 
+def chunk_text(chunk: Mapping[str, Any]) -> str:
+    """The assistant text a chunk carries (its first choice's ``delta.content``)."""
+    return chunk_facts(chunk)[0]
+
+
 def chunk_has_tool_call(chunk: Mapping[str, Any]) -> bool:
-    choices = chunk.get("choices")
-    if not choices:
-        return False
-    delta = choices[0].get("delta") or {}
-    return bool(delta.get("tool_calls") or delta.get("function_call"))
+    """Whether a chunk's first choice carries a tool (or function) call."""
+    return chunk_facts(chunk)[1]
 
 
 def chunk_finish_reason(chunk: Mapping[str, Any]) -> str | None:
-    choices = chunk.get("choices")
-    if not choices:
-        return None
-    reason = choices[0].get("finish_reason")
-    return reason if isinstance(reason, str) else None
+    """A chunk's first choice's finish reason, or None."""
+    return chunk_facts(chunk)[2]

@@ -35,6 +35,9 @@ import trio
 MAX_HEAD_BYTES = 64 * 1024
 MAX_LINE_BYTES = 8 * 1024
 READ_SIZE = 64 * 1024
+# A request this small fits the socket buffers: it goes out in one write, head and
+# body together, before any reply can interfere.
+SMALL_BODY_BYTES = 64 * 1024
 DEFAULT_POOL_TIMEOUT_S = 5.0
 USER_AGENT = b"oswitch"
 # The keep-alive race (a server closing an idle connection as a request goes out on it)
@@ -174,7 +177,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], _Framing]:
         self._requests += 1
         connection.answered = False
-        if len(body) < 65536:  # fits the socket buffers: sent before any reply can interfere
+        if len(body) < SMALL_BODY_BYTES:
             await connection.send(head, body)
             return await connection.read_head(method)
         # A server may answer from the head alone (413, 401) and stop reading the body:
@@ -311,7 +314,7 @@ class _Connection:
 
     async def send(self, head: bytes, body: bytes) -> None:
         try:
-            if len(body) < 65536:
+            if len(body) < SMALL_BODY_BYTES:
                 await self.stream.send_all(head + body)
             else:  # a large body goes out after the head, uncopied
                 await self.stream.send_all(head)
