@@ -1,0 +1,62 @@
+"""The overhead targets of issue #7, checked against an overhead run."""
+
+from __future__ import annotations
+
+from bench.harness import Check
+from bench.overhead import OverheadResult
+
+CPU_RATIO_TARGET = 1.10
+ROUTING_RATIO_TARGET = 2.0
+RSS_TARGET_MB = 100.0
+
+
+def overhead_targets(result: OverheadResult) -> list[Check]:
+    """The issue's overhead targets, checked against ``result``."""
+    checks: list[Check] = []
+    for streamed in (False, True):
+        kind = "streamed" if streamed else "non-streamed"
+        for concurrency in result.settings.concurrencies:
+            ratio = result.ratio("embedded", streamed, concurrency)
+            checks.append(
+                Check(
+                    name=f"embedded CPU/request <= {CPU_RATIO_TARGET:.2f}x bare httpx "
+                    f"({kind}, concurrency {concurrency})",
+                    passed=ratio is not None and ratio <= CPU_RATIO_TARGET,
+                    detail="n/a" if ratio is None else f"{ratio:.2f}x",
+                )
+            )
+        top = max(result.settings.concurrencies)
+        embedded = result.cell("embedded", streamed, top)
+        bare = result.cell("httpx", streamed, top)
+        if embedded is not None and bare is not None:
+            mine, theirs = embedded.latency.p99, bare.latency.p99
+            checks.append(
+                Check(
+                    name=f"embedded p99 latency no worse than bare httpx ({kind}, "
+                    f"concurrency {top})",
+                    passed=mine is not None and theirs is not None and mine <= theirs,
+                    detail=f"{mine} ms vs {theirs} ms",
+                )
+            )
+            if streamed:
+                checks.append(
+                    Check(
+                        name=f"resident memory < {RSS_TARGET_MB:.0f} MB at {top} concurrent "
+                        "streams (embedded)",
+                        passed=embedded.peak_rss_mb < RSS_TARGET_MB,
+                        detail=f"peak {embedded.peak_rss_mb} MB (whole bench process)",
+                    )
+                )
+    by_targets = {cell.targets: cell for cell in result.routing}
+    small, large = by_targets.get(3), by_targets.get(1000)
+    if small is not None and large is not None and small.cpu_ms_per_request > 0:
+        ratio = large.cpu_ms_per_request / small.cpu_ms_per_request
+        checks.append(
+            Check(
+                name=f"routing cost at 1,000 targets <= {ROUTING_RATIO_TARGET:.0f}x at 3",
+                passed=ratio <= ROUTING_RATIO_TARGET,
+                detail=f"{ratio:.2f}x ({large.cpu_ms_per_request} vs "
+                f"{small.cpu_ms_per_request} ms/request)",
+            )
+        )
+    return checks

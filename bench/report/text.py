@@ -1,0 +1,198 @@
+"""The run as text: the summary table printed at the end, one table per part."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bench.harness import ScenarioResult
+from bench.overhead import OverheadResult
+from bench.record import Figures
+from bench.report.run import RunReport
+from bench.soak import SoakResult
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    """``value`` with ``digits`` decimals, or "-" when there is none."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(text.rstrip() for text in [line, rule, *body])
+
+
+def errors_seen(figures: Figures) -> str:
+    """The error classes callers saw, with counts ("none" when they saw none)."""
+    if not figures.errors:
+        return "none"
+    return ", ".join(f"{name} x{n}" for name, n in figures.errors.items())
+
+
+def scenario_table(results: Sequence[ScenarioResult]) -> str:
+    """One row per scenario: counts, latency, TTFT, CPU, memory, checks."""
+    rows = []
+    for r in results:
+        f = r.figures
+        passed = sum(c.passed for c in r.checks)
+        rows.append(
+            [
+                r.name,
+                r.mode,
+                str(f.requests),
+                f"{f.success_rate:.1%}",
+                f"{fmt(f.latency.p50)}/{fmt(f.latency.p95)}/{fmt(f.latency.p99)}",
+                f"{fmt(f.ttft.p50)}/{fmt(f.ttft.p99)}",
+                f"{f.cpu_ms_per_request:.2f}",
+                str(len(f.transitions)),
+                f"{f.peak_rss_mb:.0f}",
+                f"{passed}/{len(r.checks)}",
+                "PASS" if r.passed else "FAIL",
+            ]
+        )
+    table = _table(
+        [
+            "scenario",
+            "mode",
+            "requests",
+            "ok",
+            "latency p50/95/99 ms",
+            "ttft p50/99 ms",
+            "cpu ms/req",
+            "transitions",
+            "peak MB",
+            "checks",
+            "result",
+        ],
+        rows,
+    )
+    notes = []
+    for r in results:
+        if r.figures.errors:
+            notes.append(f"  {r.name}: errors seen by callers: {errors_seen(r.figures)}")
+        for check in r.checks:
+            if not check.passed:
+                notes.append(f"  {r.name}: FAILED {check.name} -- {check.detail}")
+    return table + ("\n" + "\n".join(notes) if notes else "")
+
+
+def overhead_table(result: OverheadResult) -> str:
+    """CPU per request and latency per variant, with ratios and added latency vs httpx."""
+    rows = []
+    for cell in result.cells:
+        base = result.cell("httpx", cell.streamed, cell.concurrency)
+        ratio = result.ratio(cell.variant, cell.streamed, cell.concurrency)
+        added50: float | None = None
+        added99: float | None = None
+        if base is not None and cell.variant != "httpx":
+            if cell.latency.p50 is not None and base.latency.p50 is not None:
+                added50 = cell.latency.p50 - base.latency.p50
+            if cell.latency.p99 is not None and base.latency.p99 is not None:
+                added99 = cell.latency.p99 - base.latency.p99
+        rows.append(
+            [
+                "stream" if cell.streamed else "plain",
+                str(cell.concurrency),
+                cell.variant,
+                f"{cell.cpu_ms_per_request:.3f}",
+                "-" if ratio is None else f"{ratio:.2f}x",
+                f"{fmt(cell.latency.p50, 2)}/{fmt(cell.latency.p99, 2)}",
+                "-" if added50 is None or added99 is None else f"{added50:+.2f}/{added99:+.2f}",
+                fmt(cell.ttft.p50, 2) if cell.streamed else "-",
+                f"{cell.throughput_rps:.0f}",
+                f"{cell.peak_rss_mb:.0f}",
+                str(cell.errors),
+            ]
+        )
+    text = _table(
+        [
+            "mode",
+            "conc",
+            "variant",
+            "cpu ms/req",
+            "vs httpx",
+            "latency p50/p99 ms",
+            "added p50/p99 ms",
+            "ttft p50",
+            "req/s",
+            "peak MB",
+            "errors",
+        ],
+        rows,
+    )
+    routing_rows = []
+    three = next((c for c in result.routing if c.targets == 3), None)
+    for routed in result.routing:
+        label = "bare httpx" if routed.targets == 0 else f"oswitch, {routed.targets} targets"
+        growth = (
+            f"{routed.cpu_ms_per_request / three.cpu_ms_per_request:.2f}x"
+            if three is not None and three.cpu_ms_per_request > 0 and routed.targets
+            else "-"
+        )
+        routing_rows.append(
+            [
+                label,
+                f"{routed.cpu_ms_per_request:.3f}",
+                growth,
+                f"{routed.startup_s * 1000:.0f}" if routed.targets else "-",
+                f"{routed.rss_mb:.0f}",
+            ]
+        )
+    text += (
+        f"\n\nupstream: {result.upstream}; {result.settings.requests} requests per cell, "
+        f"median of {result.settings.rounds} round(s)\n\nrouting cost, null transport "
+        "(concurrency 1):\n"
+    )
+    text += _table(["client", "cpu ms/req", "vs 3 targets", "startup ms", "rss MB"], routing_rows)
+    return text
+
+
+def targets_table(report: RunReport) -> str:
+    checks = report.target_checks
+    if not checks:
+        return ""
+    heading = "issue #7 overhead targets" + (
+        "" if report.targets_count else " (indicative: a quick run; judge with --overhead)"
+    )
+    lines = [heading + ":"]
+    for check in checks:
+        mark = "met   " if check.passed else "MISSED"
+        lines.append(f"  {mark} {check.name}: {check.detail}")
+    return "\n".join(lines)
+
+
+def soak_table(result: SoakResult) -> str:
+    f = result.figures
+    first, last = result.memory[0], result.memory[-1]
+    lines = [
+        f"soak: {f.requests} requests, {f.success_rate:.2%} answered, errors {errors_seen(f)}",
+        f"  latency p50/p99 {fmt(f.latency.p50)}/{fmt(f.latency.p99)} ms (virtual), "
+        f"cpu {f.cpu_ms_per_request:.2f} ms/request, {f.wall_s:.0f} s wall",
+        f"  memory: start {first.rss_mb} MB ({first.objects} objects), end {last.rss_mb} MB "
+        f"({last.objects} objects), peak {f.peak_rss_mb} MB; traces kept {result.traces_kept}",
+    ]
+    for check in result.checks:
+        lines.append(f"  {'ok    ' if check.passed else 'FAILED'} {check.name}: {check.detail}")
+    return "\n".join(lines)
+
+
+def summary(report: RunReport) -> str:
+    """The text printed at the end of a run."""
+    parts = []
+    if report.scenarios:
+        modes = sorted({r.mode for r in report.scenarios})
+        parts.append(
+            f"scenarios ({' and '.join(modes)} mode; times in scenario seconds):\n"
+            + scenario_table(report.scenarios)
+        )
+    if report.overhead is not None:
+        parts.append("overhead (real clock, loopback):\n" + overhead_table(report.overhead))
+        parts.append(targets_table(report))
+    if report.soak is not None:
+        parts.append(soak_table(report.soak))
+    parts.append("RESULT: " + ("PASS" if report.passed else "FAIL"))
+    return "\n\n".join(p for p in parts if p)
