@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any
@@ -412,3 +413,92 @@ def test_disabled_providers_ignores_entries_that_are_not_names() -> None:
         {"provider": {"openai": {}, "groq": {}}, "disabled_providers": [{}, "groq", 3]}
     )
     assert {t.target_id: t.enabled for t in config.targets} == {"openai": True, "groq": False}
+
+
+def test_problems_found_resolving_targets_keep_document_order() -> None:
+    """A target's resolution problems follow its own field problems and precede the
+    next target's, an entry's problem lands at the entry, and whole-table checks come last."""
+    document = {
+        "provider": {"corp": {"npm": "@ai-sdk/openai-compatible", "options": {"baseURL": 5}}},
+        "switcher": {
+            "retry": -1,
+            "targets": [
+                {
+                    "target_id": "a",
+                    "provider_id": "inhouse",
+                    "concurrency_limit": 0,
+                    "api_key": FAKE_KEY,
+                    "api_key_env": "K",
+                    "surprise": 1,
+                },
+                {"target_id": "b", "provider_id": "corp"},
+                {"target_id": "a", "provider_id": "openai", "model": ""},
+            ],
+            "queue_limit": 0,
+        },
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(document)
+    assert str(info.value) == (
+        "invalid configuration:\n"
+        "unknown key 'surprise' @ $.switcher.targets[0].surprise\n"
+        "must be >= 1 (got 0) @ $.switcher.targets[0].concurrency_limit\n"
+        'missing: required, as "inhouse" is not a well-known provider'
+        " @ $.switcher.targets[0].base_url\n"
+        "give api_key or api_key_env, not both @ $.switcher.targets[0].api_key\n"
+        "expected a string (got 5) @ $.provider.corp.options.baseURL\n"
+        "must not be empty @ $.switcher.targets[2].model\n"
+        "must be >= 0 (got -1) @ $.switcher.retry\n"
+        "must be >= 1 (got 0) @ $.switcher.queue_limit\n"
+        'duplicate target_id "a" (first used by targets[0]) @ $.switcher.targets[2].target_id'
+    )
+    assert FAKE_KEY not in str(info.value)
+
+
+def test_discovered_targets_report_their_problems_at_their_entries_in_order() -> None:
+    """Targets discovered from provider entries report each entry's problems at the
+    entry, in the order the entries are written."""
+    document = {
+        "provider": {
+            "corp": {"options": {"apiKey": "{file:key.txt}"}},
+            "x": {"models": 3},
+            "y": {},
+        }
+    }
+    assert problems_of(document) == [
+        (
+            "$.provider.corp.options.apiKey",
+            "{file:...} references are not supported: use {env:VAR}",
+        ),
+        ("$.provider.x.models", "expected a mapping of model entries (got 3)"),
+        ("$.provider.y.baseURL", 'missing: required, as "y" is not a well-known provider'),
+    ]
+
+
+def test_a_parse_shares_no_state_with_the_next() -> None:
+    """A failed parse leaves nothing behind: the same document parsed again reports the
+    same problems, and a good document after it parses."""
+    broken = {"provider": {"corp": {"options": {"baseURL": 5}}}}
+    first = problems_of(broken)
+    assert problems_of(broken) == first
+    assert parse_config({"provider": {"openai": {}}}).targets[0].target_id == "openai"
+
+
+def test_config_modules_share_no_private_names_and_no_context_variable() -> None:
+    """No module of oswitch.config imports another's private (underscored) names, and
+    none passes state through a context variable: problems travel explicitly."""
+    config_dir = Path(__file__).resolve().parent.parent / "oswitch" / "config"
+    offences = []
+    for source in sorted(config_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("oswitch"):
+                offences += [
+                    f"{source.name}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_")
+                ]
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [alias.name for alias in node.names]
+                offences += [f"{source.name}: imports {n}" for n in names if n == "contextvars"]
+    assert offences == []

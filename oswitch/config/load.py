@@ -6,25 +6,16 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import attrs
-from cattrs.errors import ClassValidationError
 
-from oswitch.config.model import _MODEL_CLASSES, SHORTHANDS, SwitcherConfig, TargetConfig
-from oswitch.config.opencode import _ParseContext, _resolve_target
-from oswitch.config.structure import (
-    _CONTEXT,
-    Path_,
-    _converter,
-    _default,
-    _Invalid,
-    _render_path,
-    _show,
-    _walk,
-)
+from oswitch.config.model import MODEL_CLASSES, SHORTHANDS, SwitcherConfig, TargetConfig
+from oswitch.config.opencode import ProviderEntries, resolve_target
+from oswitch.config.problems import ConfigPath, PreparedTable, Problems, show
+from oswitch.config.structure import structure_switcher
 from oswitch.errors import ConfigError
 
 _MISSING = object()
@@ -42,26 +33,27 @@ def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> Sw
     Raises ConfigError listing every problem as ``(path, reason)``; no secret
     value ever appears in it.
     """
-    problems: list[tuple[Path_, str]] = []
+    problems = Problems()
     if not isinstance(mapping, Mapping):
-        _raise([((), f"expected a mapping at the top level (got {_show(mapping)})")], source)
+        problems.add((), f"expected a mapping at the top level (got {show(mapping)})")
+        raise problems.error(source=source)
 
-    prefix: Path_ = ()
+    prefix: ConfigPath = ()
     section: Mapping[str, Any] = mapping
-    providers: Mapping[str, Any] = {}
+    raw_entries: Mapping[str, Any] = {}
     opencode = "provider" in mapping or "switcher" in mapping
     if opencode:
         prefix = ("switcher",)
-        section, providers = {}, {}
+        section, raw_entries = {}, {}
         raw_section, raw_providers = mapping.get("switcher", {}), mapping.get("provider", {})
         if isinstance(raw_section, Mapping):
             section = raw_section
         else:
-            problems.append((prefix, f"expected a mapping (got {_show(raw_section)})"))
+            problems.add(prefix, f"expected a mapping (got {show(raw_section)})")
         if isinstance(raw_providers, Mapping):
-            providers = raw_providers
+            raw_entries = raw_providers
         else:
-            problems.append((("provider",), f"expected a mapping (got {_show(raw_providers)})"))
+            problems.add(("provider",), f"expected a mapping (got {show(raw_providers)})")
 
     own = dict(section)
     renamed: dict[str, str] = {}
@@ -73,60 +65,56 @@ def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> Sw
             own[long] = value
             renamed[long] = short
         elif not _same_value(value, own[long]):
-            problems.append(
-                (
-                    (*prefix, short),
-                    f"conflicts with {long} ({_show(value)} vs {_show(own[long])}): "
-                    "give only one of them",
-                )
+            problems.add(
+                (*prefix, short),
+                f"conflicts with {long} ({show(value)} vs {show(own[long])}): "
+                "give only one of them",
             )
 
-    ctx = _ParseContext(providers=providers, providers_path=("provider",))
+    providers = ProviderEntries(entries=raw_entries, path=("provider",))
     discovered: dict[int, str] = {}
+    prepared: dict[int, PreparedTable] = {}  # by index in targets
     raw_targets = own.get("targets", _MISSING)
     discovering = raw_targets is _MISSING and opencode and "provider" in mapping
     if discovering:
         # OpenCode's own key: names of providers to leave out (anything else is ignored).
         listed = mapping.get("disabled_providers", [])
         disabled = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
-        targets: list[Any] = []
-        for name in providers:
+        for index, name in enumerate(raw_entries):
             raw: dict[str, Any] = {"target_id": str(name), "provider_id": str(name)}
             if name in disabled:
                 raw["enabled"] = False
-            discovered[len(targets)] = str(name)
-            targets.append(_resolve_target(raw, len(targets), ctx, discovered=True))
-        own["targets"] = targets
-        if not targets and isinstance(mapping.get("provider"), Mapping):
-            problems.append(
-                (("provider",), "lists no providers, and switcher.targets is not given")
-            )
+            discovered[index] = str(name)
+            prepared[index] = resolve_target(raw, providers, discovered=True)
+        own["targets"] = list(prepared.values())
+        if not prepared and isinstance(mapping.get("provider"), Mapping):
+            problems.add(("provider",), "lists no providers, and switcher.targets is not given")
     elif isinstance(raw_targets, list | tuple):
-        own["targets"] = [
-            _resolve_target(raw, index, ctx, discovered=False) if isinstance(raw, Mapping) else raw
+        prepared = {
+            index: resolve_target(raw, providers, discovered=False)
             for index, raw in enumerate(raw_targets)
-        ]
+            if isinstance(raw, Mapping)
+        }
+        own["targets"] = [prepared.get(index, raw) for index, raw in enumerate(raw_targets)]
 
-    config: SwitcherConfig | None = None
-    token = _CONTEXT.set(ctx)
-    try:
-        config = _converter.structure(own, SwitcherConfig)
-    except (ClassValidationError, _Invalid) as exc:
-        for path, reason, absolute in _walk(exc, ()):
-            if path == ("targets",) and discovering and not discovered:
-                continue  # already reported at $.provider, where targets should come from
-            where = path if absolute else _place(path, prefix, renamed, discovered, ctx)
-            problems.append((where, reason))
-    finally:
-        _CONTEXT.reset(token)
-    # Resolution problems of a target the converter never reached (it failed
-    # before that element) would otherwise be lost.
-    for index, leftovers in ctx.resolution_problems.values():
-        for problem in leftovers:
+    config, found = structure_switcher(own)
+    for problem in found:
+        if problem.at == ("targets",) and discovering and not discovered:
+            continue  # already reported at $.provider, where targets should come from
+        where = (
+            problem.at
+            if problem.absolute
+            else _place(problem.at, prefix, renamed, discovered, providers)
+        )
+        problems.add(where, problem.reason)
+    # Problems of a prepared target the converter never reached (it failed before
+    # that element) would otherwise be lost.
+    for index, table in prepared.items():
+        for problem in table.take_problems():
             at = problem.at if problem.absolute else (*prefix, "targets", index, *problem.at)
-            problems.append((at, problem.reason))
+            problems.add(at, problem.reason)
     if problems or config is None:
-        _raise(problems, source)
+        raise problems.error(source=source)
     return config
 
 
@@ -137,12 +125,12 @@ def _same_value(a: object, b: object) -> bool:
 
 
 def _place(
-    path: Path_,
-    prefix: Path_,
+    path: ConfigPath,
+    prefix: ConfigPath,
     renamed: Mapping[str, str],
     discovered: Mapping[int, str],
-    ctx: _ParseContext,
-) -> Path_:
+    providers: ProviderEntries,
+) -> ConfigPath:
     """Turn a path inside oswitch's section into a path in the document."""
     if path and isinstance(path[0], str) and path[0] in renamed:
         path = (renamed[path[0]], *path[1:])
@@ -150,15 +138,8 @@ def _place(
         name = discovered.get(path[1])
         if name is not None:
             # A discovered target exists only as its provider entry; point there.
-            return (*ctx.providers_path, name)
+            return providers.entry_path(name)
     return prefix + path
-
-
-def _raise(problems: Sequence[tuple[Path_, str]], source: str | None) -> NoReturn:
-    error = ConfigError([(_render_path(path), reason) for path, reason in problems])
-    if source is not None:
-        error.add_note(f"in {source}")
-    raise error
 
 
 _TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -197,7 +178,9 @@ def load_config(path: str | os.PathLike[str]) -> SwitcherConfig:
             location = f"{name}:{exc.lineno}:{exc.colno}"
             raise ConfigError([(location, f"invalid JSON: {exc.msg}")]) from None
     if not isinstance(document, Mapping):
-        _raise([((), f"expected a mapping at the top level (got {_show(document)})")], name)
+        problems = Problems()
+        problems.add((), f"expected a mapping at the top level (got {show(document)})")
+        raise problems.error(source=name)
     return parse_config(document, source=name)
 
 
@@ -210,14 +193,14 @@ def validate_config(config: SwitcherConfig) -> None:
     same ``(path, reason)`` problems parsing the equivalent mapping would give.
     """
     document = cast(dict[str, Any], _unstructure(config))
-    if config.backpressure_threshold == _default(SwitcherConfig, "backpressure_threshold"):
+    if config.backpressure_threshold == attrs.fields(SwitcherConfig).backpressure_threshold.default:
         del document["backpressure_threshold"]
     parse_config(document)
 
 
 def _unstructure(value: object) -> object:
     """The mapping parse_config would accept for ``value``; secrets stay Secrets."""
-    if type(value) in _MODEL_CLASSES:
+    if type(value) in MODEL_CLASSES:
         fields: tuple[attrs.Attribute[Any], ...] = attrs.fields(type(value))  # type: ignore[arg-type]
         # None is every optional field's default: leaving it out reads the same.
         return {

@@ -149,7 +149,8 @@ class SwitcherConfig:
     control: ControlConfig = ControlConfig()
 
 
-_MODEL_CLASSES: tuple[type, ...] = (
+# Every class of the schema, for the converter's hooks and for unstructuring.
+MODEL_CLASSES: tuple[type, ...] = (
     BackoffConfig,
     RoutingWeights,
     CircuitBreakerConfig,
@@ -163,7 +164,7 @@ _MODEL_CLASSES: tuple[type, ...] = (
 
 def _resolve_model_types() -> None:
     # The hooks dispatch on real types, not the strings `from __future__` leaves.
-    for cls in _MODEL_CLASSES:
+    for cls in MODEL_CLASSES:
         attrs.resolve_types(cls)
 
 

@@ -14,7 +14,9 @@ from typing import Any, get_args
 import attrs
 
 from oswitch.config.model import Api
-from oswitch.config.structure import _ENV_NAME, Path_, PathSeg, _Invalid, _kind, _show, _url
+from oswitch.config.problems import ConfigPath, Invalid, PathSeg, PreparedTable, show
+from oswitch.config.structure import ENV_NAME, url_problem
+from oswitch.core.kinds import kind_of
 from oswitch.core.secret import Secret
 from oswitch.known_providers import KNOWN_PROVIDERS, NPM_PACKAGES
 
@@ -31,40 +33,55 @@ class _Provider:
     api_key_env: str | None
     models: tuple[str, ...]
     context_window: int | None
-    api_path: Path_
-    base_url_path: Path_
-    key_path: Path_
+    api_path: ConfigPath
+    base_url_path: ConfigPath
+    key_path: ConfigPath
 
 
 _ENV_REF = re.compile(r"\{env:([^}]*)\}")
 
 
-def _read_provider(name: str, raw: object, at: Path_) -> tuple[_Provider | None, list[_Invalid]]:
+def _option(
+    raw: Mapping[str, Any], options: Mapping[str, Any], name: str, *, short_shape: bool
+) -> tuple[object, ConfigPath]:
+    """An entry's option ``name`` (from ``options``, else from the entry itself, as the
+    short shape writes it) and where it was found, relative to the entry; when it is
+    absent, None and where it belongs."""
+    for where, container in ((("options", name), options), ((name,), raw)):
+        value = container.get(name)
+        if value is not None:
+            return value, where
+    return None, ((name,) if short_shape else ("options", name))
+
+
+def _read_provider(
+    name: str, raw: object, at: ConfigPath
+) -> tuple[_Provider | None, list[Invalid]]:
     """Read one OpenCode provider entry, in its real or its short shape."""
-    problems: list[_Invalid] = []
+    problems: list[Invalid] = []
 
     def bad(reason: str, *where: PathSeg) -> None:
-        problems.append(_Invalid(reason, at + where, absolute=True))
+        problems.append(Invalid(reason, at + where, absolute=True))
 
     if not isinstance(raw, Mapping):
-        bad(f"expected a mapping (got {_show(raw)})")
+        bad(f"expected a mapping (got {show(raw)})")
         return None, problems
     options = raw.get("options", {})
     if not isinstance(options, Mapping):
-        bad(f"expected a mapping (got {_show(options)})", "options")
+        bad(f"expected a mapping (got {show(options)})", "options")
         options = {}
 
     defaults_from: str | None = name if name in KNOWN_PROVIDERS else None
     api: Api | None = None
-    api_path: Path_ = at
+    api_path: ConfigPath = at
     npm = raw.get("npm")
     if npm is not None:
         api_path = (*at, "npm")
         if not isinstance(npm, str):
-            bad(f"expected a string (got {_show(npm)})", "npm")
+            bad(f"expected a string (got {show(npm)})", "npm")
         elif npm not in NPM_PACKAGES:
             bad(
-                f"unsupported package {_show(npm)}: oswitch speaks the OpenAI and Anthropic "
+                f"unsupported package {show(npm)}: oswitch speaks the OpenAI and Anthropic "
                 "APIs (use @ai-sdk/openai-compatible with options.baseURL)",
                 "npm",
             )
@@ -77,49 +94,43 @@ def _read_provider(name: str, raw: object, at: Path_) -> tuple[_Provider | None,
         if short_api in get_args(Api):
             api = short_api
         else:
-            bad(f"must be one of {', '.join(get_args(Api))} (got {_show(short_api)})", "api")
+            bad(f"must be one of {', '.join(get_args(Api))} (got {show(short_api)})", "api")
 
     base_url: str | None = None
     short_shape = "options" not in raw and "npm" not in raw
-    base_url_path = at + (("baseURL",) if short_shape else ("options", "baseURL"))
-    for where, container in ((("options", "baseURL"), options), (("baseURL",), raw)):
-        value = container.get(where[-1])
-        if value is None:
-            continue
-        base_url_path = at + where
-        if not isinstance(value, str):
-            bad(f"expected a string (got {_show(value)})", *where)
-        elif _url(value) is not None:
-            bad(f"must be an http:// or https:// URL (got {_show(value)})", *where)
-        else:
-            base_url = value
-        break
+    value, where = _option(raw, options, "baseURL", short_shape=short_shape)
+    base_url_path = at + where
+    if value is None:
+        pass
+    elif not isinstance(value, str):
+        bad(f"expected a string (got {show(value)})", *where)
+    elif (reason := url_problem(value)) is not None:
+        bad(f"{reason} (got {show(value)})", *where)
+    else:
+        base_url = value
     resource = options.get("resourceName")
     if base_url is None and isinstance(resource, str) and resource:
         base_url = f"https://{resource}.openai.azure.com/openai/v1"
 
     api_key: str | None = None
     api_key_env: str | None = None
-    key_path = at + (("apiKey",) if short_shape else ("options", "apiKey"))
-    for where, container in ((("options", "apiKey"), options), (("apiKey",), raw)):
-        value = container.get(where[-1])
-        if value is None:
-            continue
-        key_path = at + where
-        if not isinstance(value, str):
-            bad(f"expected a string (got {_kind(value)})", *where)
-        elif ref := _ENV_REF.fullmatch(value.strip()):
-            if _ENV_NAME.fullmatch(ref.group(1)):
-                api_key_env = ref.group(1)
-            else:
-                bad("{env:...} must name an environment variable, like OPENAI_API_KEY", *where)
-        elif value.strip().startswith("{file:"):
-            bad("{file:...} references are not supported: use {env:VAR}", *where)
-        elif not value:
-            bad("must not be empty", *where)
+    value, where = _option(raw, options, "apiKey", short_shape=short_shape)
+    key_path = at + where
+    if value is None:
+        pass
+    elif not isinstance(value, str):
+        bad(f"expected a string (got {kind_of(value)})", *where)
+    elif ref := _ENV_REF.fullmatch(value.strip()):
+        if ENV_NAME.fullmatch(ref.group(1)):
+            api_key_env = ref.group(1)
         else:
-            api_key = value
-        break
+            bad("{env:...} must name an environment variable, like OPENAI_API_KEY", *where)
+    elif value.strip().startswith("{file:"):
+        bad("{file:...} references are not supported: use {env:VAR}", *where)
+    elif not value:
+        bad("must not be empty", *where)
+    else:
+        api_key = value
 
     models: list[str] = []
     windows: list[int] = []
@@ -129,7 +140,7 @@ def _read_provider(name: str, raw: object, at: Path_) -> tuple[_Provider | None,
             if isinstance(model, str) and model:
                 models.append(model)
             else:
-                bad(f"expected a model name (got {_show(model)})", "models", index)
+                bad(f"expected a model name (got {show(model)})", "models", index)
     elif isinstance(raw_models, Mapping):
         for key, entry in raw_models.items():
             wire_name = key
@@ -144,7 +155,7 @@ def _read_provider(name: str, raw: object, at: Path_) -> tuple[_Provider | None,
             if wire_name:
                 models.append(wire_name)
     else:
-        bad(f"expected a mapping of model entries (got {_show(raw_models)})", "models")
+        bad(f"expected a mapping of model entries (got {show(raw_models)})", "models")
 
     if problems:
         return None, problems
@@ -165,46 +176,47 @@ def _read_provider(name: str, raw: object, at: Path_) -> tuple[_Provider | None,
 
 
 @attrs.define
-class _ParseContext:
-    """State of one parse_config call, read by the target hook."""
+class ProviderEntries:
+    """An opencode.json ``provider`` section, each entry read once, when first asked for."""
 
-    providers: Mapping[str, object]
-    providers_path: Path_
-    read: dict[str, _Provider | None] = attrs.Factory(dict)
-    reported: set[str] = attrs.Factory(set)
-    # Problems found while resolving a raw target, keyed by id() of its
-    # resolved dict, raised from inside that target's hook so they keep order.
-    resolution_problems: dict[int, tuple[int, list[_Invalid]]] = attrs.Factory(dict)
+    entries: Mapping[str, object]
+    path: ConfigPath  # where the section is in the document
+    _read: dict[str, _Provider | None] = attrs.field(factory=dict, init=False)
 
-    def provider(self, name: str) -> tuple[_Provider | None, list[_Invalid]]:
-        if name not in self.providers:
+    def entry_path(self, name: str) -> ConfigPath:
+        return (*self.path, name)
+
+    def read(self, name: str) -> tuple[_Provider | None, list[Invalid]]:
+        """Entry ``name`` (None when absent or broken) and, the first time it is read,
+        its problems."""
+        if name not in self.entries:
             return None, []
-        if name in self.read:
-            return self.read[name], []
-        provider, problems = _read_provider(
-            name, self.providers[name], (*self.providers_path, name)
-        )
-        self.read[name] = provider
+        if name in self._read:
+            return self._read[name], []
+        provider, problems = _read_provider(name, self.entries[name], self.entry_path(name))
+        self._read[name] = provider
         return provider, problems
 
 
-def _resolve_target(
-    raw: Mapping[str, Any], index: int, ctx: _ParseContext, *, discovered: bool
-) -> dict[str, Any]:
+def resolve_target(
+    raw: Mapping[str, Any], providers: ProviderEntries, *, discovered: bool
+) -> PreparedTable:
     """Fill api, base_url, the key and serves from the opencode.json provider entry
-    of the same name, then from the known-provider table; record what is missing."""
+    of the same name, then from the known-provider table; the problems found (what
+    is missing, what the entry gets wrong) travel with the returned table to its
+    structure hook. ``discovered``: the target exists only as its provider entry, so
+    what it lacks is reported at the entry. Raises nothing."""
     resolved = dict(raw)
-    problems: list[_Invalid] = []
+    problems: list[Invalid] = []
     provider_id = raw.get("provider_id")
     if not isinstance(provider_id, str) or not provider_id.strip():
-        return resolved
-    entry, entry_problems = ctx.provider(provider_id)
+        return PreparedTable(resolved)
+    entry, entry_problems = providers.read(provider_id)
     problems.extend(entry_problems)
-    if entry is None and provider_id in ctx.providers:
+    if entry is None and provider_id in providers.entries:
         # The entry itself is broken and has been reported; guessing further
         # would only add noise.
-        ctx.resolution_problems[id(resolved)] = (index, problems)
-        return resolved
+        return PreparedTable(resolved, problems)
     table_key = entry.defaults_from if entry is not None else provider_id
     known = KNOWN_PROVIDERS.get(table_key) if table_key is not None else None
 
@@ -219,18 +231,16 @@ def _resolve_target(
             resolved["base_url"] = base_url
         else:
             if known is not None and known.base_url_hint:
-                why = (
-                    f"{_show(provider_id)} has no default URL; give one like {known.base_url_hint}"
-                )
+                why = f"{show(provider_id)} has no default URL; give one like {known.base_url_hint}"
             else:
-                why = f"required, as {_show(provider_id)} is not a well-known provider"
+                why = f"required, as {show(provider_id)} is not a well-known provider"
             if discovered and entry is not None:
-                problems.append(_Invalid(f"missing: {why}", entry.base_url_path, absolute=True))
+                problems.append(Invalid(f"missing: {why}", entry.base_url_path, absolute=True))
             else:
-                problems.append(_Invalid(f"missing: {why}", ("base_url",)))
+                problems.append(Invalid(f"missing: {why}", ("base_url",)))
 
     if raw.get("api_key") is not None and raw.get("api_key_env") is not None:
-        problems.append(_Invalid("give api_key or api_key_env, not both", ("api_key",)))
+        problems.append(Invalid("give api_key or api_key_env, not both", ("api_key",)))
     elif raw.get("api_key") is None and raw.get("api_key_env") is None:
         if entry is not None and entry.api_key is not None:
             resolved["api_key"] = entry.api_key
@@ -245,6 +255,4 @@ def _resolve_target(
         if "context_window" not in raw and entry.context_window is not None:
             resolved["context_window"] = entry.context_window
 
-    if problems:
-        ctx.resolution_problems[id(resolved)] = (index, problems)
-    return resolved
+    return PreparedTable(resolved, problems)

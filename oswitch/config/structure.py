@@ -8,14 +8,12 @@ location.
 
 from __future__ import annotations
 
-import contextvars
 import difflib
-import json
 import math
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, Union, get_args, get_origin
+from typing import Any, Literal, TypeAlias, Union, get_args, get_origin
 
 import attrs
 import cattrs
@@ -29,7 +27,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, override
 
 from oswitch.config.model import (
-    _MODEL_CLASSES,
+    MODEL_CLASSES,
     SHORTHANDS,
     BackoffConfig,
     CircuitBreakerConfig,
@@ -40,59 +38,12 @@ from oswitch.config.model import (
     SwitcherConfig,
     TargetConfig,
 )
+from oswitch.config.problems import ConfigPath, Invalid, PreparedTable, show
 from oswitch.core.kinds import kind_of
 from oswitch.core.secret import Secret
 
-if TYPE_CHECKING:
-    # Type only: opencode.py imports this module at run time, not the reverse.
-    from oswitch.config.opencode import _ParseContext
-
-
 # ---------------------------------------------------------------------------
-# Problems and paths
-
-PathSeg: TypeAlias = str | int
-Path_: TypeAlias = tuple[PathSeg, ...]
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _render_path(path: Path_) -> str:
-    out = ["$"]
-    for seg in path:
-        if isinstance(seg, int):
-            out.append(f"[{seg}]")
-        elif _PLAIN_KEY.fullmatch(seg):
-            out.append(f".{seg}")
-        else:
-            out.append(f"[{json.dumps(seg)}]")
-    return "".join(out)
-
-
-class _Invalid(ValueError):
-    """One problem, raised from a hook. ``at`` is relative to where cattrs caught
-    it, unless ``absolute`` (problems found in an opencode.json provider entry)."""
-
-    def __init__(self, reason: str, at: Path_ = (), *, absolute: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.at = at
-        self.absolute = absolute
-
-
-def _kind(value: object) -> str:
-    return kind_of(value)
-
-
-def _show(value: object) -> str:
-    """Render a scalar as the user wrote it (JSON spelling); containers by kind.
-
-    Never call this on a value that may be a secret."""
-    if value is None or isinstance(value, bool | int | float | str):
-        text = json.dumps(value) if not isinstance(value, float) else repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return _kind(value)
+# Unknown keys, with the key the user probably meant
 
 
 def _unknown_key(key: str, valid: Sequence[str]) -> str:
@@ -109,27 +60,27 @@ _converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 
 def _structure_int(value: object, _: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"expected an integer (got {_show(value)})")
+        raise Invalid(f"expected an integer (got {show(value)})")
     return value
 
 
 def _structure_float(value: object, _: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"expected a number (got {_show(value)})")
+        raise Invalid(f"expected a number (got {show(value)})")
     if not math.isfinite(value):
-        raise _Invalid(f"must be a finite number (got {_show(value)})")
+        raise Invalid(f"must be a finite number (got {show(value)})")
     return float(value)
 
 
 def _structure_str(value: object, _: object) -> str:
     if not isinstance(value, str):
-        raise _Invalid(f"expected a string (got {_show(value)})")
+        raise Invalid(f"expected a string (got {show(value)})")
     return value
 
 
 def _structure_bool(value: object, _: object) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false (got {_show(value)})")
+        raise Invalid(f"expected true or false (got {show(value)})")
     return value
 
 
@@ -140,9 +91,9 @@ def _structure_secret(value: object, _: object) -> Secret:
     elif isinstance(value, str):
         secret = Secret(value)
     else:
-        raise _Invalid(f"expected a string (got {_kind(value)})")
+        raise Invalid(f"expected a string (got {kind_of(value)})")
     if not secret.reveal():
-        raise _Invalid("must not be empty")
+        raise Invalid("must not be empty")
     return secret
 
 
@@ -156,7 +107,7 @@ def _literal_hook(t: Any) -> Callable[[object, object], str]:
     def structure(value: object, _: object) -> str:
         if isinstance(value, str) and value in allowed:
             return value
-        raise _Invalid(f"must be one of {', '.join(allowed)} (got {_show(value)})")
+        raise Invalid(f"must be one of {', '.join(allowed)} (got {show(value)})")
 
     return structure
 
@@ -172,15 +123,15 @@ def _tuple_hook(t: Any) -> Callable[[object, object], tuple[Any, ...]]:
 
     def structure(value: object, _: object) -> tuple[Any, ...]:
         if not isinstance(value, list | tuple):
-            got = _kind(value) if secret else _show(value)
-            raise _Invalid(f"expected a list (got {got})")
+            got = kind_of(value) if secret else show(value)
+            raise Invalid(f"expected a list (got {got})")
         items: list[Any] = []
         errors: list[Exception] = []
         for index, item in enumerate(value):
             try:
                 structured = _converter.structure(item, element)
                 if element is str and not structured:
-                    raise _Invalid("must not be empty")
+                    raise Invalid("must not be empty")
                 items.append(structured)
             except Exception as exc:
                 exc.add_note(IterableValidationNote(f"index {index}", index, element))
@@ -194,13 +145,13 @@ def _tuple_hook(t: Any) -> Callable[[object, object], tuple[Any, ...]]:
 
 def _structure_fallbacks(value: object, _: object) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, Mapping):
-        raise _Invalid(f"expected a mapping of model names to lists (got {_show(value)})")
+        raise Invalid(f"expected a mapping of model names to lists (got {show(value)})")
     chains: dict[str, tuple[str, ...]] = {}
     errors: list[Exception] = []
     for model, chain in value.items():
         try:
             if not model:
-                raise _Invalid("model name must not be empty")
+                raise Invalid("model name must not be empty")
             chains[model] = _converter.structure(chain, tuple[str, ...])
         except Exception as exc:
             exc.add_note(IterableValidationNote(f"key {model!r}", model, tuple[str, ...]))
@@ -223,6 +174,8 @@ _converter.register_structure_hook_func(
 
 # ---------------------------------------------------------------------------
 # Field rules: checked after the type, inside the field's own hook
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what an environment variable may be called
 
 Rule: TypeAlias = Callable[[Any], str | None]
 
@@ -247,13 +200,14 @@ def _nonempty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
-def _url(v: str) -> str | None:
+def url_problem(v: str) -> str | None:
+    """Why ``v`` is not a base URL oswitch can call, or None when it is one."""
     ok = re.fullmatch(r"https?://[^\s/]+(/\S*)?", v) is not None
     return None if ok else "must be an http:// or https:// URL"
 
 
 def _env_name(v: str) -> str | None:
-    if _ENV_NAME.fullmatch(v):
+    if ENV_NAME.fullmatch(v):
         return None
     return "must be the name of an environment variable, like OPENAI_API_KEY"
 
@@ -273,7 +227,7 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
     TargetConfig: {
         "target_id": _nonempty,
         "provider_id": _nonempty,
-        "base_url": _url,
+        "base_url": url_problem,
         "api_key_env": _env_name,
         "model": _nonempty,
         "concurrency_limit": _ge(1),
@@ -336,8 +290,8 @@ def _checked(t: Any, rule: Rule) -> Callable[[object, object], Any]:
         reason = rule(result)
         if reason is not None:
             if rule in _SILENT_RULES:
-                raise _Invalid(reason)
-            raise _Invalid(f"{reason} (got {_show(value)})")
+                raise Invalid(reason)
+            raise Invalid(f"{reason} (got {show(value)})")
         return result
 
     return structure
@@ -359,26 +313,26 @@ def _number(raw: Mapping[str, Any], key: str, default: float) -> float | None:
     return float(value)
 
 
-def _check_backoff(raw: Mapping[str, Any]) -> Iterator[_Invalid]:
+def _check_backoff(raw: Mapping[str, Any]) -> Iterator[Invalid]:
     base = _number(raw, "base_ms", _default(BackoffConfig, "base_ms"))
     top = _number(raw, "max_ms", _default(BackoffConfig, "max_ms"))
     if base is not None and top is not None and 0 < top < base:
-        yield _Invalid(f"must be >= base_ms (got {top:g} < {base:g})", ("max_ms",))
+        yield Invalid(f"must be >= base_ms (got {top:g} < {base:g})", ("max_ms",))
 
 
-def _check_switcher(raw: Mapping[str, Any]) -> Iterator[_Invalid]:
+def _check_switcher(raw: Mapping[str, Any]) -> Iterator[Invalid]:
     limit = _number(raw, "queue_limit", _default(SwitcherConfig, "queue_limit"))
     threshold = _number(raw, "backpressure_threshold", 0)
     given = "backpressure_threshold" in raw
     if given and limit is not None and threshold is not None and 1 <= limit < threshold:
-        yield _Invalid(
+        yield Invalid(
             f"must be <= queue_limit (got {threshold:g} > {limit:g})",
             ("backpressure_threshold",),
         )
     targets = raw.get("targets")
     if isinstance(targets, list | tuple):
         if not targets:
-            yield _Invalid("must list at least one target", ("targets",))
+            yield Invalid("must list at least one target", ("targets",))
         first: dict[str, int] = {}
         for index, target in enumerate(targets):
             if not isinstance(target, Mapping):
@@ -387,27 +341,13 @@ def _check_switcher(raw: Mapping[str, Any]) -> Iterator[_Invalid]:
             if not isinstance(target_id, str) or not target_id:
                 continue
             if target_id in first:
-                yield _Invalid(
-                    f"duplicate target_id {_show(target_id)} "
+                yield Invalid(
+                    f"duplicate target_id {show(target_id)} "
                     f"(first used by targets[{first[target_id]}])",
                     ("targets", index, "target_id"),
                 )
             else:
                 first[target_id] = index
-
-
-# State of the parse_config call in progress, read by the target hook. It lives
-# here rather than beside _ParseContext so this module never imports opencode.py.
-_CONTEXT: contextvars.ContextVar[_ParseContext | None] = contextvars.ContextVar(
-    "oswitch_config_parse", default=None
-)
-
-
-def _check_target(raw: Mapping[str, Any]) -> Iterator[_Invalid]:
-    ctx = _CONTEXT.get()
-    if ctx is not None:
-        _, problems = ctx.resolution_problems.pop(id(raw), (0, []))
-        yield from problems
 
 
 def _post_target(target: TargetConfig, raw: Mapping[str, Any]) -> TargetConfig:
@@ -446,10 +386,9 @@ def _merge_breaker(
     return attrs.evolve(target, circuit_breaker=attrs.evolve(shared, **given))
 
 
-_CHECKS: Mapping[type, Callable[[Mapping[str, Any]], Iterator[_Invalid]]] = {
+_CHECKS: Mapping[type, Callable[[Mapping[str, Any]], Iterator[Invalid]]] = {
     BackoffConfig: _check_backoff,
     SwitcherConfig: _check_switcher,
-    TargetConfig: _check_target,
 }
 _POSTS: Mapping[type, Callable[[Any, Mapping[str, Any]], Any]] = {
     TargetConfig: _post_target,
@@ -478,9 +417,9 @@ def _class_hook(cl: type) -> Callable[[object, object], Any]:
 
     def structure(value: object, _: object) -> Any:
         if not isinstance(value, Mapping):
-            raise _Invalid(f"expected a mapping (got {_show(value)})")
+            raise Invalid(f"expected a mapping (got {show(value)})")
         errors: list[Exception] = [
-            _Invalid(_unknown_key(str(key), suggestions), (str(key),))
+            Invalid(_unknown_key(str(key), suggestions), (str(key),))
             for key in value
             if key not in valid_keys
         ]
@@ -492,6 +431,8 @@ def _class_hook(cl: type) -> Callable[[object, object], Any]:
             errors.extend(exc.exceptions)
         if check is not None:
             errors.extend(check(value))
+        if isinstance(value, PreparedTable):
+            errors.extend(value.take_problems())
         if errors:
             raise ClassValidationError(f"invalid {cl.__name__}", errors, cl)
         return post(result, value) if post is not None else result
@@ -499,12 +440,27 @@ def _class_hook(cl: type) -> Callable[[object, object], Any]:
     return structure
 
 
-_converter.register_structure_hook_factory(lambda t: t in _MODEL_CLASSES, _class_hook)
+_converter.register_structure_hook_factory(lambda t: t in MODEL_CLASSES, _class_hook)
 
 
-def _walk(exc: BaseException, at: Path_) -> Iterator[tuple[Path_, str, bool]]:
+def structure_switcher(section: Mapping[str, Any]) -> tuple[SwitcherConfig | None, list[Invalid]]:
+    """Structure oswitch's section into a SwitcherConfig, or find every problem in it.
+
+    Returns the config and no problems, or None and each problem in document order,
+    its ``at`` a path inside ``section`` (in the whole document when ``absolute``).
+    Problems carried by a :class:`PreparedTable` are reported by its own hook.
+    """
+    try:
+        return _converter.structure(section, SwitcherConfig), []
+    except (ClassValidationError, Invalid) as exc:
+        return None, [
+            Invalid(reason, at, absolute=absolute) for at, reason, absolute in _walk(exc, ())
+        ]
+
+
+def _walk(exc: BaseException, at: ConfigPath) -> Iterator[tuple[ConfigPath, str, bool]]:
     """Yield ``(path, reason, absolute)`` for every leaf of cattrs' error tree."""
-    if isinstance(exc, _Invalid):
+    if isinstance(exc, Invalid):
         yield (exc.at if exc.absolute else at + exc.at), exc.reason, exc.absolute
     elif isinstance(exc, ForbiddenExtraKeysError):
         names = tuple(field.name for field in attrs.fields(exc.cl))
@@ -520,7 +476,7 @@ def _walk(exc: BaseException, at: Path_) -> Iterator[tuple[Path_, str, bool]]:
         yield at, "invalid value", False
 
 
-def _note_segment(exc: BaseException) -> Path_:
+def _note_segment(exc: BaseException) -> ConfigPath:
     for note in getattr(exc, "__notes__", ()):
         if isinstance(note, AttributeValidationNote):
             return (note.name,)
