@@ -3,6 +3,8 @@
 Embed it with ``open_switcher(load_config(path))``; see docs/embedding.md.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from oswitch.config import SwitcherConfig, TargetConfig, load_config, parse_config
 from oswitch.control.server import serve_control
 from oswitch.core.classify import Classification, classify
@@ -20,6 +22,11 @@ from oswitch.errors import (
 )
 from oswitch.runtime.switcher import Switcher, SwitcherStatistics, open_switcher
 from oswitch.runtime.target import TargetView
+
+try:
+    __version__ = version("oswitch")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AllTargetsFailed",
@@ -39,6 +46,7 @@ __all__ = [
     "TargetView",
     "UnknownRequest",
     "UnknownTarget",
+    "__version__",
     "classify",
     "load_config",
     "open_switcher",

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from oswitch import __version__
 from oswitch.config import describe_targets, load_config
 from oswitch.control.ctl import add_ctl_parser
 from oswitch.errors import ConfigError
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="oswitch",
         description="Routing and execution resilience for LLM API calls.",
     )
+    parser.add_argument("--version", action="version", version=f"oswitch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_check_config(commands)
     add_serve_parser(commands)

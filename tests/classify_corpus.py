@@ -184,6 +184,14 @@ CORPUS: list[Case] = [
         body=r"""{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 219898 tokens > 200000 maximum"},"request_id":"req_011CVjxiYzEFcAQC4Fk87zw2"}""",
         expected=C.REQUEST_TOO_LARGE,
     ),
+    # https://github.com/docker/docker-agent/issues/569 (also anthropics/claude-code#228)
+    Case(
+        id="anthropic-400-input-and-max-tokens-exceed-context-limit",
+        status=400,
+        body=r"""{"type":"error","error":{"type":"invalid_request_error","message":"input length and `max_tokens` exceed context limit: 178959 + 64000 > 200000, decrease input length or `max_tokens` and try again"},"request_id":"req_011CUB2XUHWkFnQzxcKBbjpF"}""",
+        expected=C.REQUEST_TOO_LARGE,
+        message_prefix="input length and `max_tokens` exceed context limit",
+    ),
     # https://github.com/anthropics/claude-code/issues/66314
     Case(
         id="anthropic-400-credit-balance-too-low",
@@ -809,5 +817,22 @@ CORPUS: list[Case] = [
         "</body></html>\n",
         expected=C.TRANSIENT_SERVER_FAILURE,
         message_prefix="504 Gateway Time-out",
+    ),
+    # https://console.groq.com/docs/flex-processing: "requests will fail quickly with status
+    # 498 and error capacity_exceeded"; the body follows Groq's documented error shape
+    # (https://console.groq.com/docs/errors), its message written for this case.
+    Case(
+        id="groq-498-flex-capacity-exceeded",
+        status=498,
+        body=r"""{"error":{"message":"Flex tier capacity exceeded. Please try again later.","type":"capacity_exceeded","code":"capacity_exceeded"}}""",
+        expected=C.MODEL_UNAVAILABLE,
+        code="capacity_exceeded",
+    ),
+    # The same status with an unstructured body: the status alone says capacity.
+    Case(
+        id="groq-498-status-only",
+        status=498,
+        body="capacity exceeded",
+        expected=C.MODEL_UNAVAILABLE,
     ),
 ]

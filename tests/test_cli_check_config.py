@@ -152,3 +152,11 @@ def test_python_dash_m_oswitch_runs_check_config() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "valid, 2 targets" in done.stdout
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`oswitch --version` prints the package's version and exits 0."""
+    import oswitch
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"oswitch {oswitch.__version__}\n"

@@ -200,8 +200,75 @@ async def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert await ctl("ws://127.0.0.1:1", "frobnicate") == 2
     assert await ctl(None, "list-targets") == 2
     assert capsys.readouterr().err.endswith(
-        "oswitch ctl: --url is required (e.g. ws://127.0.0.1:8788)\n"
+        "oswitch ctl: --url is required (e.g. ws://127.0.0.1:8788), or set OSWITCH_CONTROL_URL, "
+        "or pass --config FILE\n"
     )
+
+
+async def test_url_and_token_come_from_the_environment_or_the_servers_config(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without --url, OSWITCH_CONTROL_URL is used; else --config's control.host/port and its
+    token variable, so an operator types neither; the token is never printed."""
+    with trio.fail_after(GUARD_S):
+        async with running(FakeProvider()) as (_, url):
+            monkeypatch.setenv("OSWITCH_CONTROL_URL", url)
+            assert await ctl(None, "list-targets") == 0
+            monkeypatch.delenv("OSWITCH_CONTROL_URL")
+            port = int(url.rsplit(":", 1)[1])
+            config = dict(mapping("a", "b"), control={"port": port, "token_env": "CTL_TEST_TOKEN"})
+            path = tmp_path / "oswitch.json"
+            path.write_text(json.dumps(config))
+            monkeypatch.setenv("CTL_TEST_TOKEN", TOKEN)
+            assert await ctl(None, "--config", str(path), "list-targets", token=None) == 0
+            monkeypatch.delenv("CTL_TEST_TOKEN")
+            assert await ctl(None, "--config", str(path), "list-targets", token=None) == 2
+            without = tmp_path / "no-control.json"
+            without.write_text(json.dumps(mapping("a")))
+            assert await ctl(None, "--config", str(without), "list-targets") == 2
+    out, err = capsys.readouterr()
+    assert out.count("TARGET  STATE") == 2
+    assert err.splitlines() == [
+        "oswitch ctl: no token: pass --token or set OSWITCH_CONTROL_TOKEN "
+        f"(or control.token_env in {path})",
+        f"oswitch ctl: {without} serves no control channel (control.port is not set)",
+    ]
+    assert TOKEN not in out + err
+
+
+async def test_pointing_at_an_http_server_says_it_is_not_the_control_channel(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A plain HTTP server refusing the websocket handshake is named as the wrong port, and
+    oswitch's own sidecar (it stamps x-oswitch-request-id) is recognised as such."""
+
+    async def http_server(stamp: bool, task_status: trio.TaskStatus[int]) -> None:
+        async def answer(stream: trio.SocketStream) -> None:
+            async with stream:
+                await stream.receive_some(65536)
+                extra = b"x-oswitch-request-id: req_x\r\n" if stamp else b""
+                await stream.send_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n" + extra + b"\r\n"
+                )
+
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(answer, listeners)
+
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            plain = await nursery.start(http_server, False)
+            sidecar = await nursery.start(http_server, True)
+            assert await ctl(f"ws://127.0.0.1:{plain}", "list-targets") == 2
+            assert await ctl(f"ws://127.0.0.1:{sidecar}", "list-targets") == 2
+            nursery.cancel_scope.cancel()
+    assert capsys.readouterr().err.splitlines() == [
+        f"oswitch ctl: cannot connect to ws://127.0.0.1:{plain}: handshake rejected (HTTP 404): "
+        "not an oswitch control channel (is this the right port?)",
+        f"oswitch ctl: cannot connect to ws://127.0.0.1:{sidecar}: handshake rejected (HTTP 404): "
+        "this is oswitch's HTTP sidecar port, not its control channel (the control channel "
+        "listens on control.port, e.g. 8788)",
+    ]
 
 
 async def test_inspect_request_prints_the_timeline(capsys: pytest.CaptureFixture[str]) -> None:

@@ -232,6 +232,16 @@ class ControlClient:
         await self.call("unsubscribe")
 
 
+def _what_answered(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    """Why an HTTP server refused the websocket handshake, as far as its headers tell."""
+    if any(name.lower() == b"x-oswitch-request-id" for name, _ in headers):
+        return (
+            "this is oswitch's HTTP sidecar port, not its control channel "
+            "(the control channel listens on control.port, e.g. 8788)"
+        )
+    return "not an oswitch control channel (is this the right port?)"
+
+
 @asynccontextmanager
 async def open_control(
     url: str,
@@ -264,7 +274,8 @@ async def open_control(
             )
         except ConnectionRejected as exc:
             raise ControlConnectionError(
-                f"cannot connect to {url}: handshake rejected (HTTP {exc.status_code})"
+                f"cannot connect to {url}: handshake rejected (HTTP {exc.status_code}): "
+                f"{_what_answered(exc.headers)}"
             ) from None
         except HandshakeError as exc:
             cause = exc.__cause__ or exc.__context__

@@ -6,9 +6,11 @@
     oswitch ctl --url ws://127.0.0.1:8788 reload --path oswitch.toml
     oswitch ctl --url ws://127.0.0.1:8788 watch --topics targets
 
-The token comes from ``--token`` or ``OSWITCH_CONTROL_TOKEN`` and is never printed.
-Exit codes: 0 done, 1 the server refused the command, 2 usage, connection or
-authentication failure.
+The URL comes from ``--url``, else ``OSWITCH_CONTROL_URL``, else the ``control``
+section of ``--config FILE`` (the file ``oswitch serve`` runs with); the token from
+``--token``, else ``OSWITCH_CONTROL_TOKEN``, else that file's ``control.token`` /
+``control.token_env``. The token is never printed. Exit codes: 0 done, 1 the server
+refused the command, 2 usage, connection or authentication failure.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import trio
 
+from oswitch.config import load_config
 from oswitch.control.client import (
     CommandRefused,
     ControlClient,
@@ -31,12 +34,15 @@ from oswitch.control.client import (
     open_control,
 )
 from oswitch.control.protocol import TOPICS
+from oswitch.control.server import control_token
+from oswitch.errors import ConfigError
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_FAILURE = 2
 
 TOKEN_ENV = "OSWITCH_CONTROL_TOKEN"
+URL_ENV = "OSWITCH_CONTROL_URL"
 DEFAULT_TIMEOUT_S = 10.0
 
 _TARGET_COMMANDS = {
@@ -269,21 +275,59 @@ async def _run(args: argparse.Namespace, url: str, token: str, timeout_s: float)
         return EXIT_FAILURE
 
 
+def _from_config(path: str) -> tuple[str | None, str]:
+    """The control URL and token that the config at ``path`` serves with.
+
+    Raises ConfigError when the file is not a valid config."""
+    control = load_config(path).control
+    token = control_token(control)
+    if control.port is None:
+        return None, token.reveal() if token else ""
+    host = f"[{control.host}]" if ":" in control.host else control.host
+    return f"ws://{host}:{control.port}", token.reveal() if token else ""
+
+
 def run_ctl(args: argparse.Namespace) -> int:
     """Handler of ``oswitch ctl``: run one command against a control channel and
     return the exit code (0 done, 1 refused, 2 usage/connection/auth failure).
 
+    Blocks until the command is answered (``watch``: until Ctrl-C or ``--count``).
     Raises nothing; Ctrl-C ends ``watch`` with exit code 0.
     """
-    url = getattr(args, "url", None)
+    url = getattr(args, "url", None) or os.environ.get(URL_ENV, "")
     token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV, "")
     timeout_s = getattr(args, "timeout", None) or DEFAULT_TIMEOUT_S
     args.json = getattr(args, "json", False)
+    config_path = getattr(args, "config", None)
+    if config_path and not (url and token):
+        try:
+            config_url, config_token = _from_config(config_path)
+        except ConfigError as exc:
+            print(f"oswitch ctl: {config_path}: invalid configuration", file=sys.stderr)
+            for path, reason in exc.problems:
+                print(f"  {reason} @ {path}", file=sys.stderr)
+            return EXIT_FAILURE
+        if not url and config_url is None:
+            print(
+                f"oswitch ctl: {config_path} serves no control channel (control.port is not set)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        url = url or config_url or ""
+        token = token or config_token
     if not url:
-        print("oswitch ctl: --url is required (e.g. ws://127.0.0.1:8788)", file=sys.stderr)
+        print(
+            f"oswitch ctl: --url is required (e.g. ws://127.0.0.1:8788), or set {URL_ENV}, "
+            "or pass --config FILE",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     if not token:
-        print(f"oswitch ctl: no token: pass --token or set {TOKEN_ENV}", file=sys.stderr)
+        print(
+            f"oswitch ctl: no token: pass --token or set {TOKEN_ENV}"
+            + (f" (or control.token_env in {config_path})" if config_path else ""),
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     if args.ctl_command == "reload":
         # The server reads the file: a relative path means the operator's directory.
@@ -300,7 +344,15 @@ def add_ctl_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     # given before COMMAND from being reset by the command's own parser.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--url", default=argparse.SUPPRESS, help="the control channel, ws://HOST:PORT"
+        "--url",
+        default=argparse.SUPPRESS,
+        help=f"the control channel, ws://HOST:PORT (default: ${URL_ENV}, else --config's)",
+    )
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="the config oswitch serve runs with: its control.host/port and token",
     )
     common.add_argument(
         "--token",

@@ -102,7 +102,13 @@ _RATE_CODES = frozenset(
     }
 )
 _MODEL_CODES = frozenset(
-    {"model_not_found", "deploymentnotfound", "overloaded_error", "model_not_available"}
+    {
+        "model_not_found",
+        "deploymentnotfound",
+        "overloaded_error",
+        "model_not_available",
+        "capacity_exceeded",  # Groq's flex tier at capacity (status 498)
+    }
 )
 # Generic "not found" types only mean a missing model on a 404 (or in a stream).
 _NOT_FOUND_CODES = frozenset({"not_found_error", "notfounderror", "not_found"})
@@ -128,6 +134,7 @@ _CONTEXT_PHRASES = (
     "maximum context length",
     "context length",
     "context window",
+    "exceed context limit",  # Anthropic: "input length and `max_tokens` exceed context limit"
     "prompt is too long",
     "input is too long",
     "input token count",
@@ -432,7 +439,8 @@ def _by_status(status: int | None) -> ErrorClass:
         return ErrorClass.REQUEST_TOO_LARGE
     if status == 429:
         return ErrorClass.RATE_LIMITED
-    if status == 529:
+    if status in (498, 529):
+        # Capacity, not the caller: Groq's 498 (flex tier full), Anthropic's 529.
         return ErrorClass.MODEL_UNAVAILABLE
     if 400 <= status < 500:
         return ErrorClass.INVALID_REQUEST
