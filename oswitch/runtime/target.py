@@ -576,7 +576,9 @@ class TargetActor:
                     upstream = UpstreamStream(
                         order=order,
                         response=response,
-                        decoder=self._adapter.stream_decoder(model=served_model),
+                        decoder=self._adapter.stream_decoder(
+                            model=served_model, secrets=self._secrets
+                        ),
                         started_at=started,
                         first_token_deadline=first_token_deadline,
                         idle_timeout_s=idle_s,
