@@ -44,6 +44,15 @@ def test_scrub_and_cut_leaves_nothing_of_a_straddling_key(offset: int) -> None:
     assert key_left_in(cut) == ""
 
 
+def test_text_made_short_by_scrubbing_is_not_marked_cut() -> None:
+    """Text over the limit only because of the keys in it comes back whole once they
+    are replaced; text longer still is cut, with the mark, within the limit."""
+    assert scrub_and_cut("m" * 90 + KEY, SECRETS, limit=100) == "m" * 90 + "***"
+    assert scrub_and_cut("m" * 1000 + KEY, SECRETS, limit=100) == "m" * 99 + "…"
+    # Only limit + (longest key) characters are scrubbed: a key cut there is redacted.
+    assert scrub_and_cut(KEY * 50, SECRETS, limit=100) == "***" * 4 + "…"
+
+
 @pytest.mark.parametrize("shown", range(MIN_SECRET_CHARS, len(KEY)))
 @pytest.mark.parametrize("mark", ["", "…"])
 def test_a_key_beginning_at_a_cut_edge_is_redacted(shown: int, mark: str) -> None:

@@ -68,13 +68,18 @@ def scrub_and_cut(text: str, secrets: Iterable[Secret], *, limit: int) -> str:
     (the last one ``…`` when cut), with a key's beginning at the cut redacted.
 
     Scrubbing first means a key straddling the cut is replaced whole before the cut
-    could leave its first characters behind.
+    could leave its first characters behind. Only the first ``limit`` + (longest key)
+    characters are scrubbed: every key that reaches into the part kept lies within
+    them, and the cost stays bounded however long ``text`` is.
     """
     secrets = tuple(secrets)
-    text = scrub(text, secrets)
     if len(text) <= limit:
-        return text
-    return scrub(text[: limit - len(CUT_MARK)], secrets) + CUT_MARK
+        return scrub(text, secrets)
+    longest = max((len(secret.reveal()) for secret in secrets), default=0)
+    scrubbed = scrub(text[: limit + longest], secrets)
+    if len(scrubbed) <= limit and len(text) <= limit + longest:
+        return scrubbed  # the keys replaced made it short enough: nothing is cut
+    return scrub(scrubbed[: limit - len(CUT_MARK)], secrets) + CUT_MARK
 
 
 def _redact_cut_key(text: str, values: list[str]) -> str:
