@@ -11,6 +11,7 @@ thinking" and "Error events").
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -987,3 +988,185 @@ def test_any_json_event_gives_chunks_or_a_stream_fault(kind: str, fields: dict[s
             f"BUG: feed({kind!r}, {data!r}) raised {type(exc).__name__}: {exc}; "
             "the StreamDecoder contract allows only StreamFault (a malformed chunk)"
         )
+
+
+# ---- field types: a reply or event with a wrong-typed field is never passed on ---------
+
+
+def with_field(payload: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``payload`` with the field at dotted ``path`` (numbers index
+    lists) set to ``value``."""
+    copy = json.loads(json.dumps(payload))
+    *parents, last = path.split(".")
+    node: Any = copy
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[int(last) if last.isdigit() else last] = value
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "value", "message"),
+    [
+        (TEXT_REPLY, "content.0.text", 42, "content[0].text: not a string (got a number)"),
+        (TEXT_REPLY, "content.0.type", ["text"], "content[0].type: not a string (got an array)"),
+        (TOOL_REPLY, "content.1.name", None, "content[1].name: not a string (got null)"),
+        (TOOL_REPLY, "content.1.name", 1, "content[1].name: not a string (got a number)"),
+        (TOOL_REPLY, "content.1.id", 1, "content[1].id: not a string (got a number)"),
+        (
+            TOOL_REPLY,
+            "content.1.input",
+            '{"location": "SF"}',
+            "content[1].input: not an object (got a string)",
+        ),
+        (TEXT_REPLY, "usage", "2095", "usage: not an object (got a string)"),
+        (
+            TEXT_REPLY,
+            "usage.input_tokens",
+            "2095",
+            "usage.input_tokens: not a count (got a string)",
+        ),
+        (TEXT_REPLY, "usage.output_tokens", 1.5, "usage.output_tokens: not a count (got a number)"),
+        (
+            TEXT_REPLY,
+            "stop_reason",
+            {"type": "end_turn"},
+            "stop_reason: not a string (got an object)",
+        ),
+        (TEXT_REPLY, "id", 7, "id: not a string (got a number)"),
+        (TEXT_REPLY, "model", ["claude"], "model: not a string (got an array)"),
+    ],
+    ids=[
+        "text-number",
+        "type-array",
+        "tool-name-missing",
+        "tool-name-number",
+        "tool-id-number",
+        "tool-input-string",
+        "usage-string",
+        "input-tokens-string",
+        "output-tokens-float",
+        "stop-reason-object",
+        "id-number",
+        "model-array",
+    ],
+)
+def test_a_reply_field_of_the_wrong_type_is_a_malformed_reply(
+    base: dict[str, Any], path: str, value: Any, message: str
+) -> None:
+    """A Messages reply whose field has the wrong type raises MalformedReply naming the
+    field, instead of being coerced (str(42), int("2095")) into an answer."""
+    with pytest.raises(MalformedReply) as caught:
+        ADAPTER.parse_reply(with_field(base, path, value), model="m")
+    assert str(caught.value) == message
+
+
+def test_tool_input_with_nan_is_a_malformed_reply() -> None:
+    """Tool input holding NaN (which Python's JSON parser accepts) cannot be sent on as
+    JSON arguments: a malformed reply."""
+    with pytest.raises(MalformedReply):
+        ADAPTER.parse_reply(with_field(TOOL_REPLY, "content.1.input", {"x": math.nan}), model="m")
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "reason"),
+    [
+        ("message_start", {"message": {"id": 1}}, "message.id: not a string (got a number)"),
+        ("message_start", {"message": {"model": 1}}, "message.model: not a string (got a number)"),
+        (
+            "message_start",
+            {"message": {"usage": "x"}},
+            "message.usage: not an object (got a string)",
+        ),
+        (
+            "message_start",
+            {"message": {"usage": {"input_tokens": "9"}}},
+            "message.usage.input_tokens: not a count (got a string)",
+        ),
+        (
+            "content_block_start",
+            {"index": 0, "content_block": "text"},
+            "content_block: not an object (got a string)",
+        ),
+        (
+            "content_block_start",
+            {"index": 0, "content_block": {"type": "text", "text": 5}},
+            "content_block.text: not a string (got a number)",
+        ),
+        (
+            "content_block_start",
+            {"index": "1", "content_block": {"type": "tool_use", "id": "t", "name": "f"}},
+            "index: not a count (got a string)",
+        ),
+        (
+            "content_block_start",
+            {"index": 1, "content_block": {"type": "tool_use", "id": "t"}},
+            "content_block.name: not a string (got null)",
+        ),
+        (
+            "content_block_start",
+            {"index": 1, "content_block": {"type": "tool_use", "id": 2, "name": "f"}},
+            "content_block.id: not a string (got a number)",
+        ),
+        (
+            "content_block_delta",
+            {"index": 0, "delta": ["text_delta"]},
+            "delta: not an object (got an array)",
+        ),
+        (
+            "content_block_delta",
+            {"index": 0, "delta": {"type": "text_delta", "text": 42}},
+            "delta.text: not a string (got a number)",
+        ),
+        (
+            "content_block_delta",
+            {"index": 0, "delta": {"type": "input_json_delta", "partial_json": {}}},
+            "delta.partial_json: not a string (got an object)",
+        ),
+        (
+            "content_block_delta",
+            {"index": -1, "delta": {"type": "input_json_delta", "partial_json": ""}},
+            "index: not a count (got a number)",
+        ),
+        (
+            "message_delta",
+            {"delta": {"stop_reason": 1}},
+            "delta.stop_reason: not a string (got a number)",
+        ),
+        ("message_delta", {"delta": {}, "usage": "x"}, "usage: not an object (got a string)"),
+        (
+            "message_delta",
+            {"delta": {}, "usage": {"output_tokens": "9"}},
+            "usage.output_tokens: not a count (got a string)",
+        ),
+    ],
+    ids=[
+        "start-id-number",
+        "start-model-number",
+        "start-usage-string",
+        "start-input-tokens-string",
+        "block-string",
+        "block-text-number",
+        "block-index-string",
+        "tool-name-missing",
+        "tool-id-number",
+        "delta-array",
+        "text-number",
+        "partial-json-object",
+        "index-negative",
+        "stop-reason-number",
+        "usage-string",
+        "output-tokens-string",
+    ],
+)
+def test_an_event_field_of_the_wrong_type_is_a_malformed_chunk(
+    kind: str, payload: dict[str, Any], reason: str
+) -> None:
+    """A stream event whose field has the wrong type raises StreamFault
+    (TransientServerFailure) naming the event and the field, never a coerced chunk."""
+    decoder = AnthropicStreamDecoder(model="m")
+    with pytest.raises(StreamFault) as caught:
+        decoder.feed(kind, json.dumps({"type": kind, **payload}))
+    classification = caught.value.classification
+    assert classification.error_class is ErrorClass.TRANSIENT_SERVER_FAILURE
+    assert classification.message == f"malformed stream chunk: {kind}: {reason}"

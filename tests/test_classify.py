@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from oswitch.core.classify import Classification, classify, classify_stream_error
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.secret import Secret
 
 C = ErrorClass
 NOW = 1_700_000_000.0
@@ -527,3 +528,37 @@ def test_classifier_modules_are_pure_core(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"trio", "httpx", "httpcore", "anyio", "socket", "asyncio"}
+
+
+# --- keys in provider messages --------------------------------------------------------
+
+# No character of the key is in the filler ("m", " "), "***", "…" or "ReadError: ".
+KEY = "SK-LIV-0123456789ABCDFGHIJKLMNOPQSTUVWXYZ"
+
+
+def key_left_in(message: str) -> str:
+    """Whatever characters of KEY are in ``message``."""
+    return "".join(sorted(set(message) & set(KEY)))
+
+
+@pytest.mark.parametrize("offset", range(len(KEY) + 1))
+def test_a_key_straddling_the_cut_is_scrubbed_whole_at_every_offset(offset: int) -> None:
+    """A key that the 1000-character cut falls inside, however much of it lies before
+    the cut, is scrubbed before the cut: not one character of it is reported."""
+    message = "m" * (999 - offset) + KEY + " m" * 600
+    for result in (
+        classify(400, {}, json.dumps({"error": {"message": message}}), secrets=[Secret(KEY)]),
+        classify(502, {}, message, secrets=[Secret(KEY)]),  # a plain-text body
+        classify_stream_error({"error": {"message": message}}, secrets=[Secret(KEY)]),
+    ):
+        assert len(result.message) == 1000
+        assert result.message.endswith("…")
+        assert key_left_in(result.message) == ""
+
+
+def test_a_key_echoed_in_an_exception_is_scrubbed_before_the_cut() -> None:
+    """An exception whose text carries the key (a proxy echoing a header) straddling
+    the cut leaves nothing of the key either."""
+    exc = httpx.ReadError("m" * (990 - len("ReadError: ")) + KEY + " m" * 600)
+    result = classify(None, None, None, exc, secrets=[Secret(KEY)])
+    assert key_left_in(result.message) == ""

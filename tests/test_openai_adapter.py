@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oswitch import ErrorClass
+from oswitch.core.secret import Secret
 from oswitch.providers.base import (
     MalformedReply,
     StreamFault,
@@ -401,3 +402,336 @@ def test_any_json_line_gives_chunks_or_a_stream_fault(payload: Any, event: str) 
         assert chunk["model"]
         chunk_text(chunk)  # the engine's helpers accept every chunk the decoder passes on
         chunk_finish_reason(chunk)
+
+
+# ---- field types: a reply or chunk with a wrong-typed field is never passed on ---------
+
+
+def with_field(payload: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``payload`` with the field at dotted ``path`` (numbers index
+    lists) set to ``value``."""
+    copy = json.loads(json.dumps(payload))
+    *parents, last = path.split(".")
+    node: Any = copy
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[int(last) if last.isdigit() else last] = value
+    return copy
+
+
+TOOL_MESSAGE = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        }
+    ],
+}
+TOOL_REPLY = with_field(REPLY, "choices.0.message", TOOL_MESSAGE)
+TOOL_REPLY["choices"][0]["finish_reason"] = "tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "value", "message"),
+    [
+        (
+            REPLY,
+            "choices.0.message.content",
+            42,
+            "choices[0].message.content: not a string (got a number)",
+        ),
+        (
+            REPLY,
+            "choices.0.message.content",
+            {"text": "hi"},
+            "choices[0].message.content: not a string (got an object)",
+        ),
+        (
+            REPLY,
+            "choices.0.message.content",
+            ["hi"],
+            "choices[0].message.content[0]: not an object (got a string)",
+        ),
+        (
+            REPLY,
+            "choices.0.message.role",
+            1,
+            "choices[0].message.role: not a string (got a number)",
+        ),
+        (
+            REPLY,
+            "choices.0.finish_reason",
+            {"why": "stop"},
+            "choices[0].finish_reason: not a string (got an object)",
+        ),
+        (REPLY, "usage", "21 tokens", "usage: not an object (got a string)"),
+        (REPLY, "usage.prompt_tokens", "9", "usage.prompt_tokens: not a count (got a string)"),
+        (REPLY, "usage.total_tokens", -1, "usage.total_tokens: not a count (got a number)"),
+        (
+            REPLY,
+            "usage.completion_tokens",
+            True,
+            "usage.completion_tokens: not a count (got a boolean)",
+        ),
+        (
+            TOOL_REPLY,
+            "choices.0.message.tool_calls",
+            {"0": {}},
+            "choices[0].message.tool_calls: not an array (got an object)",
+        ),
+        (
+            TOOL_REPLY,
+            "choices.0.message.tool_calls.0",
+            "get_weather",
+            "choices[0].message.tool_calls[0]: not an object (got a string)",
+        ),
+        (
+            TOOL_REPLY,
+            "choices.0.message.tool_calls.0.function",
+            None,
+            "choices[0].message.tool_calls[0].function: not an object (got null)",
+        ),
+        (
+            TOOL_REPLY,
+            "choices.0.message.tool_calls.0.function.name",
+            7,
+            "choices[0].message.tool_calls[0].function.name: not a string (got a number)",
+        ),
+        (
+            TOOL_REPLY,
+            "choices.0.message.tool_calls.0.function.name",
+            None,
+            "choices[0].message.tool_calls[0].function.name: not a string (got null)",
+        ),
+        (
+            TOOL_REPLY,
+            "choices.0.message.tool_calls.0.function.arguments",
+            {"city": "Paris"},
+            "choices[0].message.tool_calls[0].function.arguments: not a string (got an object)",
+        ),
+        (
+            TOOL_REPLY,
+            "choices.0.message.tool_calls.0.id",
+            1,
+            "choices[0].message.tool_calls[0].id: not a string (got a number)",
+        ),
+        (
+            REPLY,
+            "choices.0.message.function_call",
+            "f()",
+            "choices[0].message.function_call: not an object (got a string)",
+        ),
+    ],
+    ids=[
+        "content-number",
+        "content-object",
+        "content-part-string",
+        "role-number",
+        "finish-reason-object",
+        "usage-string",
+        "usage-count-string",
+        "usage-count-negative",
+        "usage-count-bool",
+        "tool-calls-object",
+        "tool-call-string",
+        "tool-call-no-function",
+        "function-name-number",
+        "function-name-missing",
+        "function-arguments-object",
+        "tool-call-id-number",
+        "function-call-string",
+    ],
+)
+def test_a_reply_field_of_the_wrong_type_is_a_malformed_reply(
+    base: dict[str, Any], path: str, value: Any, message: str
+) -> None:
+    """A chat completion whose field has the wrong type raises MalformedReply naming
+    the field and the type it had (never its value), so it is failed over, not
+    handed to the caller."""
+    with pytest.raises(MalformedReply) as caught:
+        ADAPTER.parse_reply(with_field(base, path, value), model="m")
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "value"),
+    [
+        (REPLY, "choices.0.message.content", None),
+        (REPLY, "choices.0.message.content", [{"type": "text", "text": "hi"}]),
+        (REPLY, "usage", None),
+        (REPLY, "choices.0.finish_reason", None),
+        (TOOL_REPLY, "choices.0.message.tool_calls.0.function.arguments", ""),
+    ],
+    ids=["content-null", "content-parts", "usage-null", "finish-null", "arguments-empty"],
+)
+def test_reply_fields_of_the_right_types_pass(base: dict[str, Any], path: str, value: Any) -> None:
+    """Null content, content parts, no usage, no finish reason yet and empty arguments
+    are all well-typed replies, passed on unchanged."""
+    payload = with_field(base, path, value)
+    assert ADAPTER.parse_reply(payload, model="m") == payload
+
+
+CHUNK: dict[str, Any] = json.loads(DOCS_CHUNKS[1])
+TOOL_CHUNK: dict[str, Any] = with_field(
+    CHUNK,
+    "choices.0.delta",
+    {
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "f", "arguments": ""},
+            }
+        ]
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "value", "reason"),
+    [
+        (
+            CHUNK,
+            "choices.0.delta.content",
+            42,
+            "choices[0].delta.content: not a string (got a number)",
+        ),
+        (
+            CHUNK,
+            "choices.0.delta.content",
+            True,
+            "choices[0].delta.content: not a string (got a boolean)",
+        ),
+        (
+            CHUNK,
+            "choices.0.delta.role",
+            ["assistant"],
+            "choices[0].delta.role: not a string (got an array)",
+        ),
+        (
+            CHUNK,
+            "choices.0.finish_reason",
+            {"reason": "stop"},
+            "choices[0].finish_reason: not a string (got an object)",
+        ),
+        (
+            CHUNK,
+            "choices.0.finish_reason",
+            0,
+            "choices[0].finish_reason: not a string (got a number)",
+        ),
+        (CHUNK, "usage", "lots", "usage: not an object (got a string)"),
+        (
+            CHUNK,
+            "usage",
+            {"completion_tokens": "12"},
+            "usage.completion_tokens: not a count (got a string)",
+        ),
+        (
+            TOOL_CHUNK,
+            "choices.0.delta.tool_calls",
+            "f",
+            "choices[0].delta.tool_calls: not an array (got a string)",
+        ),
+        (
+            TOOL_CHUNK,
+            "choices.0.delta.tool_calls.0",
+            0,
+            "choices[0].delta.tool_calls[0]: not an object (got a number)",
+        ),
+        (
+            TOOL_CHUNK,
+            "choices.0.delta.tool_calls.0.index",
+            "0",
+            "choices[0].delta.tool_calls[0].index: not a count (got a string)",
+        ),
+        (
+            TOOL_CHUNK,
+            "choices.0.delta.tool_calls.0.function",
+            "f()",
+            "choices[0].delta.tool_calls[0].function: not an object (got a string)",
+        ),
+        (
+            TOOL_CHUNK,
+            "choices.0.delta.tool_calls.0.function.arguments",
+            {"a": 1},
+            "choices[0].delta.tool_calls[0].function.arguments: not a string (got an object)",
+        ),
+        (
+            TOOL_CHUNK,
+            "choices.0.delta.tool_calls.0.function.name",
+            3,
+            "choices[0].delta.tool_calls[0].function.name: not a string (got a number)",
+        ),
+    ],
+    ids=[
+        "content-number",
+        "content-bool",
+        "role-array",
+        "finish-reason-object",
+        "finish-reason-number",
+        "usage-string",
+        "usage-count-string",
+        "tool-calls-string",
+        "tool-call-number",
+        "tool-call-index-string",
+        "function-string",
+        "arguments-object",
+        "name-number",
+    ],
+)
+def test_a_chunk_field_of_the_wrong_type_is_a_malformed_chunk(
+    base: dict[str, Any], path: str, value: Any, reason: str
+) -> None:
+    """A streamed chunk whose field has the wrong type raises StreamFault
+    (TransientServerFailure) naming the field, instead of reaching the caller."""
+    decoder = OpenAIStreamDecoder(model="m")
+    with pytest.raises(StreamFault) as caught:
+        decoder.feed("", json.dumps(with_field(base, path, value)))
+    classification = caught.value.classification
+    assert classification.error_class is ErrorClass.TRANSIENT_SERVER_FAILURE
+    assert classification.message == "malformed stream chunk: " + reason
+
+
+def test_a_tool_call_continuation_chunk_without_a_name_passes() -> None:
+    """A later tool-call chunk carrying only argument text (no id, no name) is valid."""
+    payload = with_field(
+        TOOL_CHUNK, "choices.0.delta.tool_calls.0", {"index": 0, "function": {"arguments": '{"a"'}}
+    )
+    assert OpenAIStreamDecoder(model="m").feed("", json.dumps(payload)) == [payload]
+
+
+def test_a_chunk_model_of_the_wrong_type_is_replaced_by_the_served_model() -> None:
+    """A chunk whose model is not a string reports the served model instead."""
+    (chunk,) = OpenAIStreamDecoder(model="served").feed("", json.dumps(dict(CHUNK, model=5)))
+    assert chunk["model"] == "served"
+
+
+def test_an_undecodable_chunk_quotes_only_a_scrubbed_excerpt() -> None:
+    """A chunk that is not JSON is described by an 80-character excerpt scrubbed of the
+    configured keys before it was cut, so no key shows even in part."""
+    key = "sk-live-0123456789abcdefghijklmnopqrstuvwxyz"
+    data = "x" * 70 + key + "{"
+    with pytest.raises(StreamFault) as caught:
+        OpenAIStreamDecoder(model="m", secrets=[Secret(key)]).feed("", data)
+    assert (
+        caught.value.classification.message
+        == f"malformed stream chunk: not JSON: {'x' * 70 + '***{'!r}"
+    )
+    with pytest.raises(StreamFault) as cut:
+        OpenAIStreamDecoder(model="m", secrets=[Secret(key)]).feed("", "x" * 76 + key)
+    assert (
+        cut.value.classification.message
+        == f"malformed stream chunk: not JSON: {'x' * 76 + '***'!r}"
+    )
+
+
+def test_deeply_nested_chunk_is_a_malformed_chunk() -> None:
+    """A chunk nested deeper than the JSON parser's recursion limit is a malformed chunk."""
+    with pytest.raises(StreamFault) as caught:
+        OpenAIStreamDecoder(model="m").feed("", "[" * 100_000 + "]" * 100_000)
+    assert caught.value.classification.message.startswith("malformed stream chunk: not JSON: ")

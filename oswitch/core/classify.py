@@ -24,12 +24,15 @@ import attrs
 
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.retry_after import delay_from_body, provider_delay
+from oswitch.core.secret import Secret, scrub_and_cut
 
 __all__ = ["Classification", "classify", "classify_stream_error"]
 
 # Real error bodies are a few KiB; anything bigger is not parsed as JSON.
 _MAX_JSON_CHARS = 1_000_000
-# Only this much text is kept for phrase matching and for the reported message.
+# Only this much text is kept for phrase matching and for the reported message, which
+# is cut to _MAX_MESSAGE characters once it is scrubbed of keys (never before: a key
+# straddling the cut would leave its beginning behind).
 _MAX_SCAN = 16_384
 _MAX_MESSAGE = 1_000
 # How deep OpenRouter-style ``metadata.raw`` wrapping is followed.
@@ -42,7 +45,8 @@ class Classification:
 
     ``error_class`` is None for a 2xx response. ``retry_after`` is the delay the
     provider asked for in seconds (None if it gave none). ``message`` is the provider's
-    human message, raw (the runtime scrubs keys), at most ~1000 characters. ``code`` is
+    human message, scrubbed of the keys given to :func:`classify` and then cut to at
+    most 1000 characters (the runtime scrubs again). ``code`` is
     the provider's structured type/code ("insufficient_quota", "rate_limit_error",
     "RESOURCE_EXHAUSTED", "API_KEY_INVALID"). ``status`` is the HTTP status (for a
     stream error event: the status its type stands for). ``local_fault`` marks a
@@ -238,12 +242,13 @@ class _Signals:
     def message(self) -> str:
         for message in self.messages:
             if message.strip() and message.strip().lower() != "provider returned error":
-                return _truncate(message.strip())
-        return _truncate(self.messages[0].strip()) if self.messages else ""
+                return message.strip()
+        return self.messages[0].strip() if self.messages else ""
 
 
-def _truncate(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+def _reported(text: str, secrets: Iterable[Secret]) -> str:
+    """The message as reported: scrubbed of every key, then cut to _MAX_MESSAGE."""
+    return scrub_and_cut(text, secrets, limit=_MAX_MESSAGE)
 
 
 def _is_numeric(value: str) -> bool:
@@ -286,7 +291,7 @@ def _plain_message(text: str) -> str:
         head = title.group(1)
     elif "<" in head and ">" in head:
         head = _HTML_TAG.sub(" ", head)
-    return _truncate(_SPACE.sub(" ", html.unescape(head)).strip())
+    return _SPACE.sub(" ", html.unescape(head)).strip()
 
 
 def _add_code(signals: _Signals, value: object, *, report: bool) -> None:
@@ -499,10 +504,12 @@ def _describe(exc: BaseException) -> str:
         detail = str(exc)
     except Exception:
         detail = ""
-    return _truncate(f"{name}: {detail}" if detail else name)
+    return f"{name}: {detail[:_MAX_SCAN]}" if detail else name
 
 
-def _classify_exception(exc: BaseException | None, status: int | None) -> Classification:
+def _classify_exception(
+    exc: BaseException | None, status: int | None, secrets: Iterable[Secret]
+) -> Classification:
     if exc is None:
         return Classification(
             error_class=ErrorClass.TRANSPORT_FAILURE,
@@ -515,7 +522,7 @@ def _classify_exception(exc: BaseException | None, status: int | None) -> Classi
     return Classification(
         error_class=ErrorClass.TRANSPORT_FAILURE,
         retry_after=None,
-        message=_describe(exc),
+        message=_reported(_describe(exc), secrets),
         status=status,
         local_fault=local,
         connect_failure=local or bool(names & _CONNECT_FAILURE_NAMES),
@@ -530,6 +537,7 @@ def classify(
     *,
     now: float | None = None,
     quota_after_s: float = 3600.0,
+    secrets: Iterable[Secret] = (),
 ) -> Classification:
     """Classify one attempt's outcome.
 
@@ -541,15 +549,16 @@ def classify(
     is bytes, str or None and may be anything (HTML, empty, invalid JSON, huge). ``now``
     is the wall clock (epoch seconds) for HTTP-date delays, default ``time.time()``. A
     RateLimited delay at or beyond ``quota_after_s`` becomes QuotaExhausted.
-    InterruptedExecution is never returned: the engine assigns it.
+    InterruptedExecution is never returned: the engine assigns it. The message is
+    scrubbed of ``secrets`` (the configured keys) before it is cut to length.
 
     Never raises.
     """
     if status is None:
-        return _classify_exception(exc, None)
+        return _classify_exception(exc, None, secrets)
     if 200 <= status < 300:
         if exc is not None:
-            return _classify_exception(exc, status)
+            return _classify_exception(exc, status, secrets)
         return Classification(error_class=None, retry_after=None, status=status)
     signals = _signals_from_body(body)
     payload = signals.payloads[0] if signals.payloads else None
@@ -564,13 +573,15 @@ def classify(
     return Classification(
         error_class=error_class,
         retry_after=delay,
-        message=signals.message,
+        message=_reported(signals.message, secrets),
         code=signals.code,
         status=status,
     )
 
 
-def classify_stream_error(payload: object, *, quota_after_s: float = 3600.0) -> Classification:
+def classify_stream_error(
+    payload: object, *, quota_after_s: float = 3600.0, secrets: Iterable[Secret] = ()
+) -> Classification:
     """Classify an error event that arrived inside a 200 SSE stream.
 
     ``payload`` is the event's parsed JSON (or its raw text): Anthropic's
@@ -579,7 +590,8 @@ def classify_stream_error(payload: object, *, quota_after_s: float = 3600.0) -> 
     numeric ``code``. It is classified as if its type's status had come back
     (overloaded_error → 529 → ModelUnavailable, api_error → 500, rate_limit_error →
     429, …); an error of unknown type is a TransientServerFailure. Whether it becomes
-    InterruptedExecution (content already sent) is the engine's call.
+    InterruptedExecution (content already sent) is the engine's call. The message
+    is scrubbed of ``secrets`` before it is cut, as :func:`classify` does.
 
     Never raises.
     """
@@ -604,7 +616,7 @@ def classify_stream_error(payload: object, *, quota_after_s: float = 3600.0) -> 
     return Classification(
         error_class=error_class,
         retry_after=delay,
-        message=signals.message,
+        message=_reported(signals.message, secrets),
         code=signals.code,
         status=implied,
     )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from oswitch.core.classify import classify_stream_error
+from oswitch.core.secret import Secret
 from oswitch.providers.base import MalformedReply, StreamFault, UpstreamCall
-from oswitch.providers.openai import OSWITCH_REQUEST_KEYS, malformed_chunk
+from oswitch.providers.openai import OSWITCH_REQUEST_KEYS, excerpt, loads, malformed_chunk
+from oswitch.providers.shape import get_count, get_object, get_str, wrong
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; OpenAI callers often leave it out.
@@ -151,12 +153,12 @@ def _tool_choice(choice: object) -> dict[str, Any] | None:
     return None
 
 
-def _prompt_tokens(usage: Mapping[str, Any]) -> int:
+_PROMPT_COUNTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _prompt_tokens(usage: Mapping[str, Any], at: str) -> int:
     """Anthropic counts cached prompt tokens apart; OpenAI's prompt_tokens includes them."""
-    return sum(
-        int(usage.get(name) or 0)
-        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    )
+    return sum(get_count(usage, name, at) or 0 for name in _PROMPT_COUNTS)
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
@@ -168,10 +170,16 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
 
 
 class AnthropicStreamDecoder:
-    """Anthropic's SSE event types → OpenAI ``chat.completion.chunk`` dicts."""
+    """Anthropic's SSE event types → OpenAI ``chat.completion.chunk`` dicts.
 
-    def __init__(self, *, model: str) -> None:
+    Every field read from an event must have its type (a string ``text``, a count
+    ``index``, an object ``delta``); an event with a wrong one is a malformed chunk.
+    ``secrets`` are scrubbed from every fault's message before it is cut.
+    """
+
+    def __init__(self, *, model: str, secrets: Iterable[Secret] = ()) -> None:
         self.model = model
+        self._secrets = secrets
         self.finished = False
         self._id = "msg"
         self._created = int(time.time())
@@ -192,57 +200,62 @@ class AnthropicStreamDecoder:
     def feed(self, event: str, data: str) -> list[dict[str, Any]]:
         try:
             return self._feed(event, data)
+        except MalformedReply as exc:
+            raise malformed_chunk(f"{event or 'event'}: {exc}") from exc
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
-            # A field of the wrong type somewhere in the event: a malformed chunk.
-            raise malformed_chunk(f"{event or 'event'}: {type(exc).__name__}: {exc}") from exc
+            # A shape no check foresaw: a malformed chunk (named by type, not quoted).
+            raise malformed_chunk(f"{event or 'event'}: {type(exc).__name__}") from exc
 
     def _feed(self, event: str, data: str) -> list[dict[str, Any]]:
-        try:
-            payload = json.loads(data) if data else {}
-        except ValueError:
-            raise malformed_chunk(f"not JSON: {data[:80]!r}") from None
+        payload = loads(data, self._secrets) if data else {}
         if not isinstance(payload, dict):
-            raise malformed_chunk(f"not an object: {data[:80]!r}")
-        kind = event or str(payload.get("type", ""))
+            raise malformed_chunk(f"not an object: {excerpt(data, self._secrets)}")
+        kind = event or get_str(payload, "type", "") or ""
         if kind == "error":
-            raise StreamFault(classify_stream_error(payload))
+            raise StreamFault(classify_stream_error(payload, secrets=self._secrets))
         if kind == "message_start":
-            message = payload.get("message") or {}
-            self._id = str(message.get("id") or self._id)
-            self.model = str(message.get("model") or self.model)
-            self._input_tokens = _prompt_tokens(message.get("usage") or {})
+            message = get_object(payload, "message", "") or {}
+            self._id = get_str(message, "id", "message") or self._id
+            self.model = get_str(message, "model", "message") or self.model
+            usage = get_object(message, "usage", "message") or {}
+            self._input_tokens = _prompt_tokens(usage, "message.usage")
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
-            block = payload.get("content_block") or {}
-            if block.get("type") == "tool_use":
+            block = get_object(payload, "content_block", "") or {}
+            if get_str(block, "type", "content_block") == "tool_use":
+                name = get_str(block, "name", "content_block")
+                if name is None:
+                    raise wrong("content_block.name", "a string", None)
                 tool_index = len(self._tool_index_of_block)
-                self._tool_index_of_block[int(payload.get("index", 0))] = tool_index
+                self._tool_index_of_block[get_count(payload, "index", "") or 0] = tool_index
                 call = {
                     "index": tool_index,
-                    "id": block.get("id"),
+                    "id": get_str(block, "id", "content_block"),
                     "type": "function",
-                    "function": {"name": block.get("name"), "arguments": ""},
+                    "function": {"name": name, "arguments": ""},
                 }
                 return [self._chunk({"tool_calls": [call]})]
-            text = block.get("text")
+            text = get_str(block, "text", "content_block")
             return [self._chunk({"content": text})] if text else []
         if kind == "content_block_delta":
-            delta = payload.get("delta") or {}
-            delta_type = delta.get("type")
+            delta = get_object(payload, "delta", "") or {}
+            delta_type = get_str(delta, "type", "delta")
             if delta_type == "text_delta":
-                return [self._chunk({"content": str(delta.get("text", ""))})]
+                return [self._chunk({"content": get_str(delta, "text", "delta") or ""})]
             if delta_type == "input_json_delta":
-                tool_index = self._tool_index_of_block.get(int(payload.get("index", 0)), 0)
-                arguments = str(delta.get("partial_json", ""))
+                block_index = get_count(payload, "index", "") or 0
+                tool_index = self._tool_index_of_block.get(block_index, 0)
+                arguments = get_str(delta, "partial_json", "delta") or ""
                 call = {"index": tool_index, "function": {"arguments": arguments}}
                 return [self._chunk({"tool_calls": [call]})]
             return []  # thinking and signature deltas are not part of the answer
         if kind == "message_delta":
-            delta = payload.get("delta") or {}
-            if delta.get("stop_reason"):
-                self._stop_reason = str(delta["stop_reason"])
-            usage = payload.get("usage") or {}
-            self._output_tokens = int(usage.get("output_tokens") or self._output_tokens)
+            delta = get_object(payload, "delta", "") or {}
+            stop_reason = get_str(delta, "stop_reason", "delta")
+            if stop_reason:
+                self._stop_reason = stop_reason
+            usage = get_object(payload, "usage", "") or {}
+            self._output_tokens = get_count(usage, "output_tokens", "usage") or self._output_tokens
             return []
         if kind == "message_stop":
             self.finished = True
@@ -332,37 +345,49 @@ class AnthropicAdapter:
         for index, block in enumerate(content):
             if not isinstance(block, dict):
                 raise MalformedReply(f"content[{index}]: not an object")
-            if block.get("type") == "text":
-                texts.append(str(block.get("text", "")))
-            elif block.get("type") == "tool_use":
+            at = f"content[{index}]"
+            block_type = get_str(block, "type", at)
+            if block_type == "text":
+                texts.append(get_str(block, "text", at) or "")
+            elif block_type == "tool_use":
+                name = get_str(block, "name", at)
+                if name is None:
+                    raise wrong(f"{at}.name", "a string", None)
+                arguments = get_object(block, "input", at) or {}
                 tool_calls.append(
                     {
-                        "id": block.get("id"),
+                        "id": get_str(block, "id", at),
                         "type": "function",
+                        # allow_nan=False: NaN parsed from the reply is not JSON for clients.
                         "function": {
-                            "name": block.get("name"),
-                            "arguments": json.dumps(block.get("input", {})),
+                            "name": name,
+                            "arguments": json.dumps(arguments, allow_nan=False),
                         },
                     }
                 )
         message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
         if tool_calls:
             message["tool_calls"] = tool_calls
-        usage = payload.get("usage") or {}
+        usage = get_object(payload, "usage", "") or {}
+        stop_reason = get_str(payload, "stop_reason", "")
         return {
-            "id": str(payload.get("id", "msg")),
+            "id": get_str(payload, "id", "") or "msg",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": str(payload.get("model") or model),
+            "model": get_str(payload, "model", "") or model,
             "choices": [
                 {
                     "index": 0,
                     "message": message,
-                    "finish_reason": FINISH_REASONS.get(str(payload.get("stop_reason")), "stop"),
+                    "finish_reason": FINISH_REASONS.get(stop_reason or "", "stop"),
                 }
             ],
-            "usage": _usage(_prompt_tokens(usage), int(usage.get("output_tokens") or 0)),
+            "usage": _usage(
+                _prompt_tokens(usage, "usage"), get_count(usage, "output_tokens", "usage") or 0
+            ),
         }
 
-    def stream_decoder(self, *, model: str) -> AnthropicStreamDecoder:
-        return AnthropicStreamDecoder(model=model)
+    def stream_decoder(
+        self, *, model: str, secrets: Iterable[Secret] = ()
+    ) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder(model=model, secrets=secrets)

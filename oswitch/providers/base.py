@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
 from oswitch.core.classify import Classification
+from oswitch.core.secret import Secret
 
 
 class MalformedReply(ValueError):
@@ -50,7 +51,8 @@ class StreamDecoder(Protocol):
         """Decode one SSE event (its ``event:`` name, possibly empty, and ``data``).
 
         Returns the chunks it yields (often none: pings, bookkeeping events).
-        Raises StreamFault for an error event or a chunk that cannot be decoded.
+        Raises StreamFault for an error event or a chunk that cannot be decoded,
+        including one whose fields have the wrong types.
         """
         ...
 
@@ -75,12 +77,15 @@ class ProviderAdapter(Protocol):
     def parse_reply(self, payload: object, *, model: str) -> dict[str, Any]:
         """Turn a 2xx JSON payload into an OpenAI chat.completion dict.
 
-        Raises MalformedReply when the payload is not a reply.
+        Raises MalformedReply when the payload is not a reply, or a field oswitch or
+        its callers read has the wrong type (the message names the field, never
+        quoting the provider's text).
         """
         ...
 
-    def stream_decoder(self, *, model: str) -> StreamDecoder:
-        """A fresh decoder for one streamed reply from ``model``."""
+    def stream_decoder(self, *, model: str, secrets: Iterable[Secret] = ()) -> StreamDecoder:
+        """A fresh decoder for one streamed reply from ``model``; ``secrets`` (the
+        configured keys) are scrubbed from its faults' messages."""
         ...
 
 

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from oswitch.core.classify import Classification, classify_stream_error
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.secret import Secret, scrub_and_cut
 from oswitch.providers.base import MalformedReply, StreamFault, UpstreamCall
+from oswitch.providers.shape import (
+    check_content,
+    check_tool_calls,
+    check_usage,
+    get_str,
+    wrong,
+)
 
 # Keys oswitch reads from a request for itself; they never travel upstream.
 OSWITCH_REQUEST_KEYS = frozenset({"oswitch"})
 
 
 def malformed_chunk(reason: str) -> StreamFault:
+    """A chunk that cannot be decoded: a TransientServerFailure of the target."""
     return StreamFault(
         Classification(
             error_class=ErrorClass.TRANSIENT_SERVER_FAILURE,
@@ -24,32 +33,52 @@ def malformed_chunk(reason: str) -> StreamFault:
     )
 
 
-class OpenAIStreamDecoder:
-    """``data: {chunk}`` lines until ``data: [DONE]``; an ``error`` object is a fault."""
+def excerpt(data: str, secrets: Iterable[Secret]) -> str:
+    """The start of an undecodable chunk, for its fault's message: scrubbed of keys
+    before it is cut, so a key is never left half shown."""
+    return repr(scrub_and_cut(data, secrets, limit=80))
 
-    def __init__(self, *, model: str) -> None:
+
+def loads(data: str, secrets: Iterable[Secret]) -> object:
+    """``data`` parsed as JSON; a malformed chunk if it is not (or nests too deep)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise malformed_chunk(f"not JSON: {excerpt(data, secrets)}") from None
+
+
+class OpenAIStreamDecoder:
+    """``data: {chunk}`` lines until ``data: [DONE]``; an ``error`` object is a fault.
+
+    A chunk is passed on only when the fields oswitch and clients read have their
+    types (see :mod:`oswitch.providers.shape`); any other is a malformed chunk.
+    ``secrets`` (the configured keys, a list that may grow) are scrubbed from every
+    fault's message before it is cut.
+    """
+
+    def __init__(self, *, model: str, secrets: Iterable[Secret] = ()) -> None:
         self.model = model
         self.finished = False
+        self._secrets = secrets
 
     def feed(self, event: str, data: str) -> list[dict[str, Any]]:
         try:
             return self._feed(event, data)
+        except MalformedReply as exc:
+            raise malformed_chunk(str(exc)) from exc
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
-            # A field of the wrong type somewhere in the chunk: a malformed chunk.
-            raise malformed_chunk(f"{type(exc).__name__}: {exc}") from exc
+            # A shape no check foresaw: a malformed chunk (named by type, not quoted).
+            raise malformed_chunk(type(exc).__name__) from exc
 
     def _feed(self, event: str, data: str) -> list[dict[str, Any]]:
         if data.strip() == "[DONE]":
             self.finished = True
             return []
         if event == "error":
-            raise StreamFault(classify_stream_error(data))
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise malformed_chunk(f"not JSON: {data[:80]!r}") from None
+            raise StreamFault(classify_stream_error(data, secrets=self._secrets))
+        payload = loads(data, self._secrets)
         if not isinstance(payload, dict):
-            raise malformed_chunk(f"not an object: {data[:80]!r}")
+            raise malformed_chunk(f"not an object: {excerpt(data, self._secrets)}")
         if payload.get("error") and (
             "choices" not in payload
             or any(
@@ -59,7 +88,7 @@ class OpenAIStreamDecoder:
         ):
             # OpenRouter reports a mid-stream failure as an error object on a chunk
             # whose finish_reason is "error": a fault, not the end of the answer.
-            raise StreamFault(classify_stream_error(payload))
+            raise StreamFault(classify_stream_error(payload, secrets=self._secrets))
         choices = payload.get("choices")
         if not isinstance(choices, list):
             raise malformed_chunk("choices: missing or not a list")
@@ -67,12 +96,37 @@ class OpenAIStreamDecoder:
             if not isinstance(choice, dict):
                 raise malformed_chunk(f"choices[{index}]: not an object")
             delta = choice.get("delta")
-            if delta is not None and not isinstance(delta, dict):
-                raise malformed_chunk(f"choices[{index}].delta: not an object")
+            if delta is not None:
+                if not isinstance(delta, dict):
+                    raise malformed_chunk(f"choices[{index}].delta: not an object")
+                _check_delta(delta, index)
+            reason = choice.get("finish_reason")
+            if reason is not None and not isinstance(reason, str):
+                raise wrong(f"choices[{index}].finish_reason", "a string", reason)
+        if payload.get("usage") is not None:
+            check_usage(payload, "")
         payload.setdefault("object", "chat.completion.chunk")
-        if not payload.get("model"):
+        if not payload.get("model") or not isinstance(payload["model"], str):
             payload["model"] = self.model
         return [payload]
+
+
+def _check_delta(delta: Mapping[str, Any], index: int) -> None:
+    """The fields of a chunk's delta that clients read have their types. The common
+    delta (text, maybe a role) is checked inline; the rest only when present."""
+    content = delta.get("content")
+    role = delta.get("role")
+    if (
+        (content is None or isinstance(content, str))
+        and (role is None or isinstance(role, str))
+        and delta.get("tool_calls") is None
+        and delta.get("function_call") is None
+    ):
+        return
+    at = f"choices[{index}].delta"
+    check_content(delta, at)
+    get_str(delta, "role", at)
+    check_tool_calls(delta, at, streamed=True)
 
 
 class OpenAIAdapter:
@@ -114,11 +168,17 @@ class OpenAIAdapter:
         for index, choice in enumerate(choices):
             if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
                 raise MalformedReply(f"choices[{index}].message: missing or not an object")
+            at = f"choices[{index}].message"
+            check_content(choice["message"], at)
+            get_str(choice["message"], "role", at)
+            check_tool_calls(choice["message"], at, streamed=False)
+            get_str(choice, "finish_reason", f"choices[{index}]")
+        check_usage(payload, "")
         reply = dict(payload)
         if not isinstance(reply.get("model"), str) or not reply["model"]:
             reply["model"] = model
         reply.setdefault("object", "chat.completion")
         return reply
 
-    def stream_decoder(self, *, model: str) -> OpenAIStreamDecoder:
-        return OpenAIStreamDecoder(model=model)
+    def stream_decoder(self, *, model: str, secrets: Iterable[Secret] = ()) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder(model=model, secrets=secrets)

@@ -576,7 +576,9 @@ class TargetActor:
                     upstream = UpstreamStream(
                         order=order,
                         response=response,
-                        decoder=self._adapter.stream_decoder(model=served_model),
+                        decoder=self._adapter.stream_decoder(
+                            model=served_model, secrets=self._secrets
+                        ),
                         started_at=started,
                         first_token_deadline=first_token_deadline,
                         idle_timeout_s=idle_s,
@@ -587,14 +589,20 @@ class TargetActor:
                 body = await _read_limited(response, MAX_REPLY_BYTES)
                 if not 200 <= status < 300:
                     classification = classify(
-                        status, response.headers, body, quota_after_s=quota_after_s
+                        status,
+                        response.headers,
+                        body,
+                        quota_after_s=quota_after_s,
+                        secrets=self._secrets,
                     )
                     return self._failed(served_model, started, classification), None
                 return self._unstreamed_reply(body, served_model, started), None
         except MalformedReply as exc:
             return self._failed(served_model, started, _transient(str(exc))), None
         except Exception as exc:
-            classification = classify(None, None, None, exc, quota_after_s=quota_after_s)
+            classification = classify(
+                None, None, None, exc, quota_after_s=quota_after_s, secrets=self._secrets
+            )
             return self._failed(
                 served_model, started, classification, note=type(exc).__name__
             ), None
@@ -682,7 +690,9 @@ class TargetActor:
             return self._failed(served_model, started, _transient("stream is not SSE or JSON"))
         if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
             classification = classify_stream_error(
-                payload, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
+                payload,
+                quota_after_s=self.config.quota_delay_cap_ms / 1000.0,
+                secrets=self._secrets,
             )
             return self._failed(served_model, started, classification, note="200 error")
         return self._failed(
@@ -739,7 +749,12 @@ class TargetActor:
             return self._failed(served_model, started, classification, note="malformed")
         except Exception as exc:  # every transport fault is classified, never raised
             classification = classify(
-                status, None, None, exc, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
+                status,
+                None,
+                None,
+                exc,
+                quota_after_s=self.config.quota_delay_cap_ms / 1000.0,
+                secrets=self._secrets,
             )
             return self._failed(served_model, started, classification, note=type(exc).__name__)
         if 200 <= status < 300:
@@ -748,7 +763,9 @@ class TargetActor:
                 if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
                     # Some gateways (OpenRouter) answer 200 with an error object.
                     classification = classify_stream_error(
-                        payload, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
+                        payload,
+                        quota_after_s=self.config.quota_delay_cap_ms / 1000.0,
+                        secrets=self._secrets,
                     )
                     return self._failed(served_model, started, classification, note="200 error")
                 reply = self._adapter.parse_reply(payload, model=served_model)
@@ -768,7 +785,11 @@ class TargetActor:
                 reply=reply,
             )
         classification = classify(
-            status, headers, body, quota_after_s=self.config.quota_delay_cap_ms / 1000.0
+            status,
+            headers,
+            body,
+            quota_after_s=self.config.quota_delay_cap_ms / 1000.0,
+            secrets=self._secrets,
         )
         return self._failed(served_model, started, classification)
 

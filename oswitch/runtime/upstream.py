@@ -18,7 +18,7 @@ import trio
 from oswitch.core.classify import Classification
 from oswitch.core.error_class import ErrorClass
 from oswitch.providers.base import StreamDecoder, StreamFault, chunk_facts
-from oswitch.providers.sse import SSEEvent, SSEParser
+from oswitch.providers.sse import SSEEvent, SSELimitExceeded, SSEParser
 from oswitch.runtime.messages import AttemptOrder, CancelReason
 
 # After the terminator, how long and how much is read to let the connection be reused.
@@ -99,6 +99,7 @@ class UpstreamStream:
         )
         self._parser = SSEParser()
         self._ended = False
+        self._refused: Classification | None = None  # the parser refused the stream
         self._first_token_deadline = first_token_deadline
         self._idle_timeout_s = idle_timeout_s
         self._request_deadline = request_deadline
@@ -124,6 +125,8 @@ class UpstreamStream:
         while True:
             if self._decoder.finished:
                 return None
+            if self._refused is not None:
+                raise StreamInterrupted(self._refused)
             if self._ended:
                 raise StreamInterrupted(_fault("stream ended without its terminator"))
             waited_from = trio.current_time()
@@ -143,7 +146,15 @@ class UpstreamStream:
                     raise StreamInterrupted(_fault(f"stream broken: {type(exc).__name__}")) from exc
             if scope.cancelled_caught:
                 self._raise_unanswered()
-            events = self._parser.close() if data is None else self._parser.feed(data)
+            try:
+                events = self._parser.close() if data is None else self._parser.feed(data)
+            except SSELimitExceeded as refused:
+                # An event or line past its bound: a malformed stream. The events before
+                # it are still the answer's; the refusal is raised once they are out.
+                events = refused.events
+                self._refused = _fault(
+                    f"malformed stream: {refused}", ErrorClass.TRANSIENT_SERVER_FAILURE
+                )
             chunks = self._decode(events) if events else []
             if chunks and any(chunk.progress for chunk in chunks):
                 self._progressed = True
