@@ -1,0 +1,354 @@
+"""Is this a chat request oswitch can send? One check for the sidecar and the engine.
+
+A request oswitch cannot encode, or that is not a chat request, is the caller's fault:
+it is refused before any attempt (the sidecar answers 400, the engine raises
+``RequestFailed(InvalidRequest)``), so no target is ever charged for it. The check is
+one iterative pass over the request, linear in its size, with nesting bounded, so a
+hostile body can neither recurse the interpreter to death nor cost more than reading it.
+
+Every string a caller chose that an error echoes goes through :func:`clip` first: a
+4 MB model name costs a 400 of a few hundred bytes, never 4 MB in a reply or a log.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+# Limits (docs/limits.md lists them; each is a fixed constant).
+MAX_DEPTH = 64  # containers nested in the request, the request object counting as 1
+MAX_MODEL_CHARS = 256
+MAX_REQUEST_ID_CHARS = 128
+MAX_TAG_CHARS = 256  # one routing tag in the request's "oswitch" object
+MAX_TAGS = 64
+MAX_INT_DIGITS = 300  # larger integers: no provider takes them, and str() of them is slow
+MAX_TOKENS = 2**31 - 1  # max_tokens / max_completion_tokens (a 32-bit count)
+MAX_N = 128  # choices per request (OpenAI's own ceiling)
+MAX_PROBLEMS = 8  # problems listed in one error; the rest are counted
+CLIP_CHARS = 64  # of a caller's string echoed in an error
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_PRINTABLE_ID = re.compile(r"[\x21-\x7e]+")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# 2**996 < 10**300 < 2**997: below this bit length an integer surely has <= 300 digits.
+_SURELY_SHORT_INT_BITS = 996
+
+Problem = tuple[str, str]
+
+
+def clip(text: str, limit: int = CLIP_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was when it is cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def shown(value: object) -> str:
+    """A caller's value as an error may echo it: strings clipped and quoted, other
+    values by type (a huge list is never rendered)."""
+    if isinstance(value, str):
+        return repr(clip(value))
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int | float) and len(repr_safe := _short_number(value)) <= CLIP_CHARS:
+        return repr_safe
+    return type(value).__name__
+
+
+def _short_number(value: int | float) -> str:
+    if isinstance(value, int) and value.bit_length() > _SURELY_SHORT_INT_BITS:
+        return "int"
+    return repr(value)
+
+
+def describe(problems: list[Problem]) -> str:
+    """One message for a refused request: ``reason @ path; …`` (at most MAX_PROBLEMS)."""
+    listed = "; ".join(f"{reason} @ {path}" for path, reason in problems[:MAX_PROBLEMS])
+    more = len(problems) - MAX_PROBLEMS
+    if more > 0:
+        listed += f"; and {more} more"
+    return f"not a chat completion request: {listed}"
+
+
+def request_id_problem(request_id: object) -> str | None:
+    """Why ``request_id`` (given by an embedded caller) is not acceptable, or None.
+
+    Ids are kept in traces and written to logs, so they are short and plain:
+    1 to 128 printable ASCII characters, no spaces.
+    """
+    if isinstance(request_id, str) and (
+        len(request_id) <= MAX_REQUEST_ID_CHARS and _PRINTABLE_ID.fullmatch(request_id)
+    ):
+        return None
+    return (
+        f"request_id must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII characters "
+        f"without spaces (got {shown(request_id)})"
+    )
+
+
+def chat_request_problems(request: object) -> list[Problem]:
+    """What makes ``request`` not a chat-completions request oswitch can send, as
+    ``(path, reason)`` pairs; empty when it is one.
+
+    Checks the fields oswitch or its adapters read (model, messages, stream,
+    stream_options, max_tokens, n, tools, stop, the ``oswitch`` options, …) and that
+    every value is one JSON can carry: no NaN or infinity, no lone surrogate, string
+    keys only, no bytes/sets/objects, integers of at most 300 digits, nesting at most
+    64 deep. Tuples pass (they are sent as arrays). Ranges a provider judges
+    (``temperature`` 7) are left to the provider.
+    """
+    if not isinstance(request, Mapping):
+        return [("$", f"must be a JSON object (got {type(request).__name__})")]
+    problems = _shape_problems(request)
+    unencodable = _first_unencodable(request)
+    if unencodable is not None:
+        problems.append(unencodable)
+    return problems
+
+
+# ---- shape -----------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _all_strings(value: object) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
+
+
+def _shape_problems(body: Mapping[Any, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        problems.append(("$.model", "required: a non-empty string"))
+    elif len(model) > MAX_MODEL_CHARS:
+        problems.append(
+            ("$.model", f"model name longer than {MAX_MODEL_CHARS} characters ({shown(model)})")
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        problems.append(("$.messages", "required: a non-empty array of messages"))
+    else:
+        for index, message in enumerate(messages):
+            _message_problems(message, f"$.messages[{index}]", problems)
+            if len(problems) > MAX_PROBLEMS:
+                break
+    stream = body.get("stream")
+    if "stream" in body and not isinstance(stream, bool):
+        problems.append(("$.stream", "must be true or false"))
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, Mapping):
+            problems.append(("$.stream_options", "must be an object or null"))
+        elif "include_usage" in options and not isinstance(options["include_usage"], bool):
+            problems.append(("$.stream_options.include_usage", "must be true or false"))
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and not (_is_int(value) and 1 <= value <= MAX_TOKENS):
+            problems.append((f"$.{name}", f"must be an integer from 1 to {MAX_TOKENS}"))
+    n = body.get("n")
+    if n is not None and not (_is_int(n) and 1 <= n <= MAX_N):
+        problems.append(("$.n", f"must be an integer from 1 to {MAX_N}"))
+    elif stream is True and n not in (None, 1):
+        problems.append(("$.n", "streaming supports n = 1 only"))
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        value = body.get(name)
+        if value is not None and not _is_number(value):
+            problems.append((f"$.{name}", "must be a number or null"))
+    seed = body.get("seed")
+    if seed is not None and not _is_int(seed):
+        problems.append(("$.seed", "must be an integer or null"))
+    stop = body.get("stop")
+    if not (stop is None or isinstance(stop, str) or _all_strings(stop)):
+        problems.append(("$.stop", "must be a string, an array of strings or null"))
+    for name in ("tools", "functions"):
+        entries = body.get(name)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            problems.append((f"$.{name}", "must be an array of objects"))
+            continue
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, Mapping):
+                problems.append((f"$.{name}[{index}]", "must be an object"))
+                break
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, str | Mapping):
+        problems.append(("$.tool_choice", "must be a string or an object"))
+    for name in ("response_format", "metadata", "logit_bias"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, Mapping):
+            problems.append((f"$.{name}", "must be an object or null"))
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        problems.append(("$.user", "must be a string"))
+    _oswitch_problems(body.get("oswitch"), problems)
+    return problems
+
+
+def _message_problems(message: object, path: str, problems: list[Problem]) -> None:
+    if not isinstance(message, Mapping):
+        problems.append((path, "must be an object"))
+        return
+    role = message.get("role")
+    if role not in ROLES:
+        problems.append((f"{path}.role", f"must be one of {sorted(ROLES)} (got {shown(role)})"))
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        if not isinstance(content, list):
+            problems.append((f"{path}.content", "must be a string, an array or null"))
+        else:
+            for index, part in enumerate(content):
+                if not isinstance(part, Mapping):
+                    problems.append((f"{path}.content[{index}]", "must be an object"))
+                    break
+    for name in ("name", "tool_call_id"):
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
+            problems.append((f"{path}.{name}", "must be a string"))
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            problems.append((f"{path}.tool_calls", "must be an array of objects"))
+            return
+        for index, call in enumerate(calls):
+            call_path = f"{path}.tool_calls[{index}]"
+            if not isinstance(call, Mapping):
+                problems.append((call_path, "must be an object"))
+                return
+            function = call.get("function")
+            if function is not None and not isinstance(function, Mapping):
+                problems.append((f"{call_path}.function", "must be an object"))
+                return
+
+
+def _oswitch_problems(options: object, problems: list[Problem]) -> None:
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        problems.append(("$.oswitch", "must be an object"))
+        return
+    for name in ("require_tags", "avoid_tags"):
+        tags = options.get(name)
+        if tags is None:
+            continue
+        path = f"$.oswitch.{name}"
+        listed = (tags,) if isinstance(tags, str) else tags
+        if not _all_strings(listed):
+            problems.append((path, "must be a string or an array of strings"))
+        elif len(listed) > MAX_TAGS:
+            problems.append((path, f"at most {MAX_TAGS} tags"))
+        elif any(len(t) > MAX_TAG_CHARS for t in listed):
+            problems.append((path, f"a tag longer than {MAX_TAG_CHARS} characters"))
+
+
+# ---- encodability ----------------------------------------------------------------
+
+
+def _first_unencodable(root: Mapping[Any, Any]) -> Problem | None:
+    """The first value in ``root`` that JSON cannot carry, with its path.
+
+    Iterative depth-first walk: ``stack`` holds one iterator of (key, value) pairs
+    per open container and ``keys`` the key being visited in each, so a problem's
+    path is read off the stack only when one is found. Plain str/None/bool/int/
+    float values take the first, cheap branches; everything else is rare.
+    """
+    if (reason := _key_problem(root)) is not None:
+        return ("$", reason)
+    stack: list[Iterator[tuple[Any, Any]]] = [iter(root.items())]
+    keys: list[object] = []
+    while stack:
+        for key, value in stack[-1]:
+            kind = type(value)
+            if kind is str:
+                if value.isascii() or not _has_surrogate(value):
+                    continue
+                return (_path([*keys, key]), "contains a lone surrogate (not valid UTF-8)")
+            if value is None or kind is bool:
+                continue
+            if kind is int or kind is float:
+                reason = _number_problem(value)
+                if reason is None:
+                    continue
+                return (_path([*keys, key]), reason)
+            if isinstance(value, dict | list | tuple):
+                # Subclasses too: json encodes them as their base type.
+                if len(stack) >= MAX_DEPTH:
+                    return (_path([*keys, key]), f"nested deeper than {MAX_DEPTH} levels")
+                if isinstance(value, dict):
+                    if (reason := _key_problem(value)) is not None:
+                        return (_path([*keys, key]), reason)
+                    stack.append(iter(value.items()))
+                else:
+                    stack.append(enumerate(value))
+                keys.append(key)
+                break
+            reason = _other_problem(value)
+            if reason is not None:
+                return (_path([*keys, key]), reason)
+        else:
+            stack.pop()
+            if keys:
+                keys.pop()
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _key_problem(mapping: Mapping[Any, Any]) -> str | None:
+    for key in mapping:
+        if not isinstance(key, str):
+            return f"object keys must be strings (got a {type(key).__name__} key)"
+        if not key.isascii() and _has_surrogate(key):
+            return f"key {shown(key)} contains a lone surrogate (not valid UTF-8)"
+    return None
+
+
+def _number_problem(value: int | float) -> str | None:
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return f"must be a finite number; NaN and Infinity are not JSON (got {value!r})"
+    if value.bit_length() > _SURELY_SHORT_INT_BITS and abs(value) >= 10**MAX_INT_DIGITS:
+        return f"integer with more than {MAX_INT_DIGITS} digits"
+    return None
+
+
+def _other_problem(value: object) -> str | None:
+    """Why a value that is neither a plain JSON scalar nor a container cannot be sent.
+
+    Subclasses of str, int and float (an IntEnum, a str subclass) are encoded as
+    their base type and only fail as their base would; anything else fails.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return _number_problem(value)
+    if isinstance(value, str):
+        return "contains a lone surrogate (not valid UTF-8)" if _has_surrogate(value) else None
+    return f"not a JSON value (got {type(value).__name__})"
+
+
+def _path(keys: list[object]) -> str:
+    parts = ["$"]
+    for key in keys:
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        elif isinstance(key, str) and len(key) <= CLIP_CHARS and _PLAIN_KEY.fullmatch(key):
+            parts.append(f".{key}")
+        else:
+            parts.append(f"[{shown(key)}]")
+    return "".join(parts)
