@@ -165,6 +165,12 @@ def test_very_deep_nesting_never_recurses() -> None:
         ({"user": 7}, "$.user", "must be a string"),
         ({"messages": ["hi"]}, "$.messages[0]", "must be an object"),
         (
+            {"messages": [{"role": ["user"]}]},
+            "$.messages[0].role",
+            "must be one of ['assistant', 'developer', 'function', 'system', 'tool', 'user']"
+            " (got list)",
+        ),
+        (
             {"messages": [{"role": "user", "content": ["text"]}]},
             "$.messages[0].content[0]",
             "must be an object",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 # Limits (docs/limits.md lists them; each is a fixed constant).
@@ -109,6 +109,13 @@ def chat_request_problems(request: object) -> list[Problem]:
 
 
 # ---- shape -----------------------------------------------------------------------
+#
+# A check takes a field's value and returns None, or (suffix, reason) where suffix
+# extends the field's path ("" for the field itself, "[3]" for an item of it). Only
+# the fields a request carries are looked up, so a small request costs little.
+
+Found = tuple[str, str] | None
+Check = Callable[[Any], Found]
 
 
 def _is_int(value: object) -> bool:
@@ -121,6 +128,112 @@ def _is_number(value: object) -> bool:
 
 def _all_strings(value: object) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
+
+
+def _rule(test: Callable[[Any], bool], reason: str, *, nullable: bool = True) -> Check:
+    def check(value: Any) -> Found:
+        if (value is None and nullable) or test(value):
+            return None
+        return ("", reason)
+
+    return check
+
+
+def _objects(value: Any) -> Found:
+    if not isinstance(value, list):
+        return ("", "must be an array of objects")
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            return (f"[{index}]", "must be an object")
+    return None
+
+
+def _stream_options(value: Any) -> Found:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        return ("", "must be an object or null")
+    if "include_usage" in value and not isinstance(value["include_usage"], bool):
+        return (".include_usage", "must be true or false")
+    return None
+
+
+def _routing_options(value: Any) -> Found:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        return ("", "must be an object")
+    for name in ("require_tags", "avoid_tags"):
+        tags = value.get(name)
+        if tags is None:
+            continue
+        listed = (tags,) if isinstance(tags, str) else tags
+        if not _all_strings(listed):
+            return (f".{name}", "must be a string or an array of strings")
+        if len(listed) > MAX_TAGS:
+            return (f".{name}", f"at most {MAX_TAGS} tags")
+        if any(len(tag) > MAX_TAG_CHARS for tag in listed):
+            return (f".{name}", f"a tag longer than {MAX_TAG_CHARS} characters")
+    return None
+
+
+def _content(value: Any) -> Found:
+    if value is None or isinstance(value, str):
+        return None
+    if not isinstance(value, list):
+        return ("", "must be a string, an array or null")
+    for index, part in enumerate(value):
+        if not isinstance(part, Mapping):
+            return (f"[{index}]", "must be an object")
+    return None
+
+
+def _tool_calls(value: Any) -> Found:
+    found = _objects(value)
+    if found is not None or value is None:
+        return found
+    for index, call in enumerate(value):
+        function = call.get("function")
+        if function is not None and not isinstance(function, Mapping):
+            return (f"[{index}].function", "must be an object")
+    return None
+
+
+_TOKENS = f"must be an integer from 1 to {MAX_TOKENS}"
+_NUMBER = "must be a number or null"
+_OBJECT = "must be an object or null"
+
+_REQUEST_FIELDS: Mapping[str, Check] = {
+    "stream": _rule(lambda v: isinstance(v, bool), "must be true or false", nullable=False),
+    "stream_options": _stream_options,
+    "max_tokens": _rule(lambda v: _is_int(v) and 1 <= v <= MAX_TOKENS, _TOKENS),
+    "max_completion_tokens": _rule(lambda v: _is_int(v) and 1 <= v <= MAX_TOKENS, _TOKENS),
+    "n": _rule(lambda v: _is_int(v) and 1 <= v <= MAX_N, f"must be an integer from 1 to {MAX_N}"),
+    "temperature": _rule(_is_number, _NUMBER),
+    "top_p": _rule(_is_number, _NUMBER),
+    "presence_penalty": _rule(_is_number, _NUMBER),
+    "frequency_penalty": _rule(_is_number, _NUMBER),
+    "seed": _rule(_is_int, "must be an integer or null"),
+    "stop": _rule(
+        lambda v: isinstance(v, str) or _all_strings(v),
+        "must be a string, an array of strings or null",
+    ),
+    "tools": _objects,
+    "functions": _objects,
+    "tool_choice": _rule(lambda v: isinstance(v, str | Mapping), "must be a string or an object"),
+    "response_format": _rule(lambda v: isinstance(v, Mapping), _OBJECT),
+    "metadata": _rule(lambda v: isinstance(v, Mapping), _OBJECT),
+    "logit_bias": _rule(lambda v: isinstance(v, Mapping), _OBJECT),
+    "user": _rule(lambda v: isinstance(v, str), "must be a string"),
+    "oswitch": _routing_options,
+}
+
+_MESSAGE_FIELDS: Mapping[str, Check] = {
+    "content": _content,
+    "name": _rule(lambda v: isinstance(v, str), "must be a string"),
+    "tool_call_id": _rule(lambda v: isinstance(v, str), "must be a string"),
+    "tool_calls": _tool_calls,
+}
 
 
 def _shape_problems(body: Mapping[Any, Any]) -> list[Problem]:
@@ -137,116 +250,32 @@ def _shape_problems(body: Mapping[Any, Any]) -> list[Problem]:
         problems.append(("$.messages", "required: a non-empty array of messages"))
     else:
         for index, message in enumerate(messages):
-            _message_problems(message, f"$.messages[{index}]", problems)
+            _message_problems(message, index, problems)
             if len(problems) > MAX_PROBLEMS:
                 break
-    stream = body.get("stream")
-    if "stream" in body and not isinstance(stream, bool):
-        problems.append(("$.stream", "must be true or false"))
-    options = body.get("stream_options")
-    if options is not None:
-        if not isinstance(options, Mapping):
-            problems.append(("$.stream_options", "must be an object or null"))
-        elif "include_usage" in options and not isinstance(options["include_usage"], bool):
-            problems.append(("$.stream_options.include_usage", "must be true or false"))
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = body.get(name)
-        if value is not None and not (_is_int(value) and 1 <= value <= MAX_TOKENS):
-            problems.append((f"$.{name}", f"must be an integer from 1 to {MAX_TOKENS}"))
+    for key in body:
+        check = _REQUEST_FIELDS.get(key)
+        if check is not None and (found := check(body[key])) is not None:
+            problems.append((f"$.{key}{found[0]}", found[1]))
     n = body.get("n")
-    if n is not None and not (_is_int(n) and 1 <= n <= MAX_N):
-        problems.append(("$.n", f"must be an integer from 1 to {MAX_N}"))
-    elif stream is True and n not in (None, 1):
+    if body.get("stream") is True and _is_int(n) and n != 1:
         problems.append(("$.n", "streaming supports n = 1 only"))
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-        value = body.get(name)
-        if value is not None and not _is_number(value):
-            problems.append((f"$.{name}", "must be a number or null"))
-    seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        problems.append(("$.seed", "must be an integer or null"))
-    stop = body.get("stop")
-    if not (stop is None or isinstance(stop, str) or _all_strings(stop)):
-        problems.append(("$.stop", "must be a string, an array of strings or null"))
-    for name in ("tools", "functions"):
-        entries = body.get(name)
-        if entries is None:
-            continue
-        if not isinstance(entries, list):
-            problems.append((f"$.{name}", "must be an array of objects"))
-            continue
-        for index, entry in enumerate(entries):
-            if not isinstance(entry, Mapping):
-                problems.append((f"$.{name}[{index}]", "must be an object"))
-                break
-    choice = body.get("tool_choice")
-    if choice is not None and not isinstance(choice, str | Mapping):
-        problems.append(("$.tool_choice", "must be a string or an object"))
-    for name in ("response_format", "metadata", "logit_bias"):
-        value = body.get(name)
-        if value is not None and not isinstance(value, Mapping):
-            problems.append((f"$.{name}", "must be an object or null"))
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        problems.append(("$.user", "must be a string"))
-    _oswitch_problems(body.get("oswitch"), problems)
     return problems
 
 
-def _message_problems(message: object, path: str, problems: list[Problem]) -> None:
+def _message_problems(message: object, index: int, problems: list[Problem]) -> None:
     if not isinstance(message, Mapping):
-        problems.append((path, "must be an object"))
+        problems.append((f"$.messages[{index}]", "must be an object"))
         return
     role = message.get("role")
-    if role not in ROLES:
-        problems.append((f"{path}.role", f"must be one of {sorted(ROLES)} (got {shown(role)})"))
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        if not isinstance(content, list):
-            problems.append((f"{path}.content", "must be a string, an array or null"))
-        else:
-            for index, part in enumerate(content):
-                if not isinstance(part, Mapping):
-                    problems.append((f"{path}.content[{index}]", "must be an object"))
-                    break
-    for name in ("name", "tool_call_id"):
-        value = message.get(name)
-        if value is not None and not isinstance(value, str):
-            problems.append((f"{path}.{name}", "must be a string"))
-    calls = message.get("tool_calls")
-    if calls is not None:
-        if not isinstance(calls, list):
-            problems.append((f"{path}.tool_calls", "must be an array of objects"))
-            return
-        for index, call in enumerate(calls):
-            call_path = f"{path}.tool_calls[{index}]"
-            if not isinstance(call, Mapping):
-                problems.append((call_path, "must be an object"))
-                return
-            function = call.get("function")
-            if function is not None and not isinstance(function, Mapping):
-                problems.append((f"{call_path}.function", "must be an object"))
-                return
-
-
-def _oswitch_problems(options: object, problems: list[Problem]) -> None:
-    if options is None:
-        return
-    if not isinstance(options, Mapping):
-        problems.append(("$.oswitch", "must be an object"))
-        return
-    for name in ("require_tags", "avoid_tags"):
-        tags = options.get(name)
-        if tags is None:
-            continue
-        path = f"$.oswitch.{name}"
-        listed = (tags,) if isinstance(tags, str) else tags
-        if not _all_strings(listed):
-            problems.append((path, "must be a string or an array of strings"))
-        elif len(listed) > MAX_TAGS:
-            problems.append((path, f"at most {MAX_TAGS} tags"))
-        elif any(len(t) > MAX_TAG_CHARS for t in listed):
-            problems.append((path, f"a tag longer than {MAX_TAG_CHARS} characters"))
+    if not (isinstance(role, str) and role in ROLES):  # an unhashable role must not raise
+        problems.append(
+            (f"$.messages[{index}].role", f"must be one of {sorted(ROLES)} (got {shown(role)})")
+        )
+    for key in message:
+        check = _MESSAGE_FIELDS.get(key)
+        if check is not None and (found := check(message[key])) is not None:
+            problems.append((f"$.messages[{index}].{key}{found[0]}", found[1]))
 
 
 # ---- encodability ----------------------------------------------------------------
