@@ -3,8 +3,9 @@
 A request oswitch cannot encode, or that is not a chat request, is the caller's fault:
 it is refused before any attempt (the sidecar answers 400, the engine raises
 ``RequestFailed(InvalidRequest)``), so no target is ever charged for it. The check is
-one iterative pass over the request, linear in its size, with nesting bounded, so a
-hostile body can neither recurse the interpreter to death nor cost more than reading it.
+one pass over the request, linear in its size, recursing at most 64 containers deep, so
+a hostile body can neither exhaust the interpreter's stack nor cost much more than
+decoding it did (a 4 MB body of a million tiny objects: about as long as json.loads).
 
 Every string a caller chose that an error echoes goes through :func:`clip` first: a
 4 MB model name costs a 400 of a few hundred bytes, never 4 MB in a reply or a log.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # Limits (docs/limits.md lists them; each is a fixed constant).
@@ -34,8 +35,11 @@ _PRINTABLE_ID = re.compile(r"[\x21-\x7e]+")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # 2**996 < 10**300 < 2**997: below this bit length an integer surely has <= 300 digits.
 _SURELY_SHORT_INT_BITS = 996
+_SURELY_SHORT_INT = 2**_SURELY_SHORT_INT_BITS
+_isfinite = math.isfinite
 
 Problem = tuple[str, str]
+_Fault = tuple[list[object], str] | None
 
 
 def clip(text: str, limit: int = CLIP_CHARS) -> str:
@@ -282,50 +286,56 @@ def _message_problems(message: object, index: int, problems: list[Problem]) -> N
 
 
 def _first_unencodable(root: Mapping[Any, Any]) -> Problem | None:
-    """The first value in ``root`` that JSON cannot carry, with its path.
+    """The first value in ``root`` that JSON cannot carry, with its path."""
+    found = _walk(root, 1)
+    if found is None:
+        return None
+    keys, reason = found
+    return (_path(keys[::-1]), reason)
 
-    Iterative depth-first walk: ``stack`` holds one iterator of (key, value) pairs
-    per open container and ``keys`` the key being visited in each, so a problem's
-    path is read off the stack only when one is found. Plain str/None/bool/int/
-    float values take the first, cheap branches; everything else is rare.
+
+def _walk(container: Mapping[Any, Any] | list[Any] | tuple[Any, ...], depth: int) -> _Fault:
+    """None, or the keys to the first fault (innermost first) and its reason.
+
+    Recursive, but only into containers and never past MAX_DEPTH, so at most 64
+    frames. The loop is the hot path: plain str/int/float/None/bool values take
+    its first branches and cost a few operations each; a problem's path is only
+    assembled on the way out.
     """
-    if (reason := _key_problem(root)) is not None:
-        return ("$", reason)
-    stack: list[Iterator[tuple[Any, Any]]] = [iter(root.items())]
-    keys: list[object] = []
-    while stack:
-        for key, value in stack[-1]:
-            kind = type(value)
-            if kind is str:
-                if value.isascii() or not _has_surrogate(value):
-                    continue
-                return (_path([*keys, key]), "contains a lone surrogate (not valid UTF-8)")
-            if value is None or kind is bool:
-                continue
-            if kind is int or kind is float:
-                reason = _number_problem(value)
-                if reason is None:
-                    continue
-                return (_path([*keys, key]), reason)
-            if isinstance(value, dict | list | tuple):
-                # Subclasses too: json encodes them as their base type.
-                if len(stack) >= MAX_DEPTH:
-                    return (_path([*keys, key]), f"nested deeper than {MAX_DEPTH} levels")
-                if isinstance(value, dict):
-                    if (reason := _key_problem(value)) is not None:
-                        return (_path([*keys, key]), reason)
-                    stack.append(iter(value.items()))
-                else:
-                    stack.append(enumerate(value))
-                keys.append(key)
-                break
-            reason = _other_problem(value)
+    is_mapping = isinstance(container, dict | Mapping)
+    pairs = container.items() if is_mapping else enumerate(container)  # type: ignore[union-attr]
+    for key, item in pairs:
+        if is_mapping and (type(key) is not str or not key.isascii()):
+            reason = _key_problem(key)
             if reason is not None:
-                return (_path([*keys, key]), reason)
-        else:
-            stack.pop()
-            if keys:
-                keys.pop()
+                return ([], reason)
+        kind = type(item)
+        if kind is str:
+            if item.isascii() or not _has_surrogate(item):
+                continue
+            return ([key], "contains a lone surrogate (not valid UTF-8)")
+        if kind is int:
+            if -_SURELY_SHORT_INT < item < _SURELY_SHORT_INT:
+                continue
+        elif kind is float:
+            if _isfinite(item):
+                continue
+        elif item is None or kind is bool:
+            continue
+        elif kind is dict or kind is list or isinstance(item, dict | list | tuple):
+            # Subclasses too: json encodes them as their base type.
+            if depth >= MAX_DEPTH:
+                return ([key], f"nested deeper than {MAX_DEPTH} levels")
+            if not item:
+                continue
+            found = _walk(item, depth + 1)
+            if found is not None:
+                found[0].append(key)
+                return found
+            continue
+        reason = _other_problem(item)
+        if reason is not None:
+            return ([key], reason)
     return None
 
 
@@ -337,12 +347,11 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def _key_problem(mapping: Mapping[Any, Any]) -> str | None:
-    for key in mapping:
-        if not isinstance(key, str):
-            return f"object keys must be strings (got a {type(key).__name__} key)"
-        if not key.isascii() and _has_surrogate(key):
-            return f"key {shown(key)} contains a lone surrogate (not valid UTF-8)"
+def _key_problem(key: object) -> str | None:
+    if not isinstance(key, str):
+        return f"object keys must be strings (got a {type(key).__name__} key)"
+    if not key.isascii() and _has_surrogate(key):
+        return f"key {shown(key)} contains a lone surrogate (not valid UTF-8)"
     return None
 
 
