@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import socket
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -23,7 +25,7 @@ from oswitch.errors import AllTargetsFailed, ConfigError, RequestFailed
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
 from oswitch.sidecar.listener import ConnectionGate, ConnectionLimits, serve_connections
-from oswitch.sidecar.serve import hypercorn_config, serve_sidecar
+from oswitch.sidecar.serve import _ensure_descriptors, hypercorn_config, serve_sidecar
 from oswitch.testing import FakeProvider, hang, reply, stream
 from support import chat, config, target
 
@@ -626,3 +628,42 @@ def test_server_limits_out_of_range_are_named(key: str, value: int, reason: str)
             {"targets": [{"target_id": "a", "provider_id": "openai"}], "server": {key: value}}
         )
     assert caught.value.problems == ((f"$.server.{key}", reason),)
+
+
+def _gateway_for(targets: int) -> Any:
+    """Just enough of a switcher for the descriptor check: its targets' concurrency."""
+    return types.SimpleNamespace(
+        config=types.SimpleNamespace(
+            targets=[types.SimpleNamespace(concurrency_limit=10)] * targets
+        )
+    )
+
+
+def test_the_descriptor_limit_is_raised_to_fit_max_connections(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a soft limit of 1024 and room under the hard one, the soft limit is raised to
+    max_connections + every target's pool + 32 headroom."""
+    raised: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda which, limits: raised.append(limits))
+    caplog.set_level(logging.INFO)
+    _ensure_descriptors(ServerConfig(), _gateway_for(2))
+    assert raised == [(1000 + 20 + 32, 4096)]
+    assert [r.getMessage() for r in caplog.records] == ["descriptor_limit_raised"]
+
+
+def test_a_descriptor_limit_too_low_for_max_connections_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the hard limit leaves no room, the soft one is left alone and
+    descriptor_limit_low is logged once."""
+    raised: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 1024))
+    monkeypatch.setattr(resource, "setrlimit", lambda which, limits: raised.append(limits))
+    caplog.set_level(logging.INFO)
+    _ensure_descriptors(ServerConfig(), _gateway_for(1))
+    assert raised == []
+    assert [(r.getMessage(), r.levelname) for r in caplog.records] == [
+        ("descriptor_limit_low", "WARNING")
+    ]

@@ -68,7 +68,7 @@ async def serve_sidecar(
     server = server or ServerConfig()
     if host not in LOOPBACK and not server.api_keys:
         log.warning("unauthenticated_public_bind", extra={"note": f"{host} without api_keys"})
-    _warn_if_descriptors_short(server, switcher)
+    _ensure_descriptors(server, switcher)
     app = SidecarApp(
         switcher,
         api_keys=server.api_keys,
@@ -94,24 +94,36 @@ async def serve_sidecar(
         task_status.started(bound_port)
 
 
-def _warn_if_descriptors_short(server: ServerConfig, switcher: Switcher) -> None:
-    """Log ``descriptor_limit_low`` when ``max_connections`` client connections plus
-    every target's pool could not all be open under the process's descriptor limit
-    (the accept loop would then stall on EMFILE instead of refusing with 503)."""
+def _ensure_descriptors(server: ServerConfig, switcher: Switcher) -> None:
+    """Make room for ``max_connections`` client connections plus every target's pool.
+
+    Past the descriptor limit the accept loop would stall on EMFILE instead of
+    refusing with 503, so the soft limit is raised towards what is needed when the
+    hard limit allows (as Go's runtime does for every program), logged as
+    ``descriptor_limit_raised``; when it cannot be, ``descriptor_limit_low`` is logged.
+    """
     try:
         import resource
     except ImportError:  # not on POSIX
         return
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     upstream = sum(t.concurrency_limit for t in switcher.config.targets)
     needed = server.max_connections + upstream + DESCRIPTOR_HEADROOM
-    if needed > soft:
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target = soft
+        else:
+            log.info("descriptor_limit_raised", extra={"note": f"ulimit -n {soft} -> {target}"})
+    if target < needed:
         log.warning(
             "descriptor_limit_low",
             extra={
-                "note": f"ulimit -n is {soft}; max_connections {server.max_connections} "
+                "note": f"ulimit -n is {target}; max_connections {server.max_connections} "
                 f"+ {upstream} upstream connections + {DESCRIPTOR_HEADROOM} need {needed}"
             },
         )
