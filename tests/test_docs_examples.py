@@ -38,7 +38,8 @@ operator: pause limited
 question 4: AllTargetsFailed after 1 attempt(s) in 0.3s, last TransportFailure, retry in 59.2s
 
 errors:
-    RequestFailed InvalidRequest: messages: required, a non-empty list
+    RequestFailed InvalidRequest: not a chat completion request: \
+required: a non-empty array of messages @ $.messages
     AllTargetsFailed: no target serves model 'llama-3'
 
 target events:

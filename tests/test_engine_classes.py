@@ -272,9 +272,15 @@ async def test_unknown_model_is_all_targets_failed(autojump_clock: object) -> No
 @pytest.mark.parametrize(
     ("request_body", "problem"),
     [
-        ({"messages": [{"role": "user", "content": "x"}]}, "model: required"),
-        ({"model": "gpt-4o", "messages": []}, "messages: required"),
-        (["not", "a", "dict"], "request must be an object (got list)"),
+        (
+            {"messages": [{"role": "user", "content": "x"}]},
+            "required: a non-empty string @ $.model",
+        ),
+        (
+            {"model": "gpt-4o", "messages": []},
+            "required: a non-empty array of messages @ $.messages",
+        ),
+        (["not", "a", "dict"], "must be a JSON object (got list) @ $"),
     ],
 )
 async def test_malformed_request_is_invalid_request(

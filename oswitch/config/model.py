@@ -103,6 +103,9 @@ class ServerConfig:
     api_keys: tuple[Secret, ...] = ()
     max_body_bytes: int = 4 * 1024 * 1024
     header_timeout_ms: float = 10000.0
+    body_timeout_ms: float = 30000.0
+    write_timeout_ms: float = 30000.0
+    max_connections: int = 1000
     shutdown_grace_ms: float = 10000.0
 
 

@@ -240,6 +240,9 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "port": _port,
         "max_body_bytes": _ge(1),
         "header_timeout_ms": _gt(0),
+        "body_timeout_ms": _gt(0),
+        "write_timeout_ms": _gt(0),
+        "max_connections": _ge(1),
         "shutdown_grace_ms": _ge(0),
     },
     ControlConfig: {

@@ -13,6 +13,7 @@ import httpx
 import trio
 
 from oswitch.config import SwitcherConfig
+from oswitch.core.chat_request import chat_request_problems, describe, request_id_problem
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.secret import Secret
 from oswitch.core.trace import RequestTrace, TraceBuilder, TraceStore
@@ -46,16 +47,16 @@ class SwitcherStatistics:
 
 
 def _validate_request(request: object, request_id: str) -> str:
-    """Return the request's model, or raise RequestFailed(InvalidRequest) naming the fault."""
-    problem: str | None = None
-    if not isinstance(request, Mapping):
-        problem = f"request must be an object (got {type(request).__name__})"
-    elif not isinstance(request.get("model"), str) or not request["model"]:
-        problem = "model: required, a non-empty string"
-    elif not isinstance(request.get("messages"), list) or not request["messages"]:
-        problem = "messages: required, a non-empty list"
-    if problem is not None:
-        raise RequestFailed(problem, request_id=request_id, error_class=ErrorClass.INVALID_REQUEST)
+    """Return the request's model, or raise RequestFailed(InvalidRequest, status 400)
+    naming every fault by path (the check the sidecar makes too: one validator)."""
+    problems = chat_request_problems(request)
+    if problems:
+        raise RequestFailed(
+            describe(problems),
+            request_id=request_id,
+            error_class=ErrorClass.INVALID_REQUEST,
+            status=400,
+        )
     assert isinstance(request, Mapping)
     return str(request["model"])
 
@@ -294,7 +295,13 @@ class Switcher:
             trace.finish(now, "cancelled")
 
     def _admit_shape(self, request: object, request_id: str) -> str:
-        """The request's model; a request that is not a chat request is traced and refused."""
+        """The request's model; a request that is not a chat request oswitch can send is
+        traced and refused (RequestFailed, InvalidRequest, status 400) before any attempt,
+        so no target is charged for it. A ``request_id`` that is not 1-128 printable
+        ASCII characters is refused the same way, untraced (ids key the trace store)."""
+        id_problem = request_id_problem(request_id)
+        if id_problem is not None:
+            raise RequestFailed(id_problem, error_class=ErrorClass.INVALID_REQUEST, status=400)
         try:
             return _validate_request(request, request_id)
         except RequestFailed as error:

@@ -1,9 +1,11 @@
 """The OpenAI-compatible HTTP gateway, as a plain ASGI application on trio.
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``,
-``GET /healthz``, ``GET /readyz`` and ``GET /metrics``. Every response carries
-``x-oswitch-request-id``. A client that disconnects cancels its request, which
-cancels the upstream attempt and closes its connection.
+``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (HEAD too, for each GET).
+Every response carries ``x-oswitch-request-id``, and every failure is an OpenAI-shaped
+error: 4xx for the caller's faults, 500 ``internal_error`` for ours. A client that
+disconnects (or stops reading, see :mod:`oswitch.sidecar.listener`) cancels its
+request, which cancels the upstream attempt and closes its connection.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import attrs
 import trio
 
+from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, clip, describe
 from oswitch.core.secret import Secret
 from oswitch.errors import SwitcherError
 from oswitch.runtime.switcher import Switcher, new_request_id
-from oswitch.sidecar.errors import HttpError, bad_request, http_error_for
+from oswitch.sidecar.errors import HttpError, bad_request, http_error_for, internal_error
 from oswitch.sidecar.metrics import CONTENT_TYPE, SwitcherMetrics
 
 Scope = MutableMapping[str, Any]
@@ -28,16 +32,44 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("oswitch.sidecar")
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+CLOSE = (b"connection", b"close")
 
 
+@attrs.define
 class _RequestState:
-    """Whether the answer is complete: a disconnect after that is just the client leaving."""
+    """One chat request as the HTTP layer sees it. ``answered``: the answer is complete
+    (or its error decided), so a disconnect after that is just the client leaving."""
 
-    answered = False
+    stream: bool
+    started: float
+    answered: bool = False
+    first_token_at: float | None = None
+
+
+class _Responder:
+    """``send`` that remembers how far the response got, so a handler's unexpected
+    failure can still be answered in the right shape (a 500, or an in-band event)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.finished = False
+        self.event_stream = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.event_stream = (b"content-type", b"text/event-stream") in message["headers"]
+        elif not message.get("more_body", False):
+            self.finished = True
+        await self._send(message)
 
 
 class BodyTooLarge(Exception):
+    pass
+
+
+class BodyTimeout(Exception):
     pass
 
 
@@ -45,50 +77,38 @@ class ClientGone(Exception):
     pass
 
 
-def chat_request_problems(body: object) -> list[tuple[str, str]]:
-    """What makes ``body`` not a chat-completions request, as ``(path, reason)`` pairs."""
-    if not isinstance(body, dict):
-        return [("$", f"must be a JSON object (got {type(body).__name__})")]
-    problems: list[tuple[str, str]] = []
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        problems.append(("$.model", "required: a non-empty string"))
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        problems.append(("$.messages", "required: a non-empty array of messages"))
-    else:
-        for index, message in enumerate(messages):
-            path = f"$.messages[{index}]"
-            if not isinstance(message, dict):
-                problems.append((path, "must be an object"))
-                continue
-            role = message.get("role")
-            if role not in ROLES:
-                problems.append((f"{path}.role", f"must be one of {sorted(ROLES)} (got {role!r})"))
-            content = message.get("content")
-            if content is not None and not isinstance(content, str | list):
-                problems.append((f"{path}.content", "must be a string, an array or null"))
-    if "stream" in body and not isinstance(body["stream"], bool):
-        problems.append(("$.stream", "must be true or false"))
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        problems.append(("$.max_tokens", "must be an integer >= 1"))
-    if body.get("stream") is True and body.get("n", 1) != 1:
-        problems.append(("$.n", "streaming supports n = 1 only"))
-    return problems
+def _non_finite(literal: str) -> float:
+    # NaN, Infinity and -Infinity are not JSON. They are read as the floats they name so
+    # that the request check refuses them naming their path ($.temperature), exactly as
+    # it refuses 1e999, which the decoder reads as infinity.
+    return float(literal)
 
 
 def _sse(payload: object) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
+def _error_type(exc: BaseException) -> str:
+    """The exception's type, and for a group the types inside it (never its message,
+    which may quote a caller's input)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return f"{type(exc).__name__}({', '.join(_error_type(e) for e in exc.exceptions)})"
+    return type(exc).__name__
+
+
+def _ambiguous_framing(scope: Scope) -> bool:
+    """Both Content-Length and Transfer-Encoding: RFC 9112 §6.3 says such a request may
+    be an attempt at request smuggling; it is refused and its connection closed."""
+    names = {name.lower() for name, _ in scope.get("headers", ())}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
 class SidecarApp:
     """The ASGI app; one per switcher.
 
     ``api_keys``: when given, clients must send one as ``Authorization: Bearer``
-    (compared in constant time). ``max_body_bytes`` bounds request bodies (413).
+    (compared in constant time). ``max_body_bytes`` bounds request bodies (413);
+    ``body_timeout_s`` the time to receive one once its headers are in (408).
     """
 
     def __init__(
@@ -97,12 +117,22 @@ class SidecarApp:
         *,
         api_keys: tuple[Secret, ...] = (),
         max_body_bytes: int = 4 * 1024 * 1024,
+        body_timeout_s: float = 30.0,
         metrics: SwitcherMetrics | None = None,
     ) -> None:
         self.switcher = switcher
         self.api_keys = api_keys
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.metrics = metrics or SwitcherMetrics(switcher)
+        self._routes: dict[str, tuple[str, Callable[..., Awaitable[None]]]] = {
+            "/v1/chat/completions": ("POST", self._chat),
+            "/chat/completions": ("POST", self._chat),
+            "/v1/models": ("GET", self._models),
+            "/healthz": ("GET", self._healthz),
+            "/readyz": ("GET", self._readyz),
+            "/metrics": ("GET", self._metrics),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -111,41 +141,75 @@ class SidecarApp:
         if scope["type"] != "http":
             return
         request_id = new_request_id()
+        responder = _Responder(send)
+        try:
+            await self._route(scope, receive, responder, request_id)
+        except Exception as exc:
+            # Ours, not the caller's: answered in the documented shape, logged once
+            # (the type only: a message may quote the caller), and the server goes on.
+            log.error("handler_failed", extra={"request_id": request_id, "note": _error_type(exc)})
+            await self._internal_error(responder, request_id)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         method, path = scope["method"], scope["path"]
-        routes = {
-            "/v1/chat/completions": ("POST", self._chat),
-            "/chat/completions": ("POST", self._chat),
-            "/v1/models": ("GET", self._models),
-            "/healthz": ("GET", self._healthz),
-            "/readyz": ("GET", self._readyz),
-            "/metrics": ("GET", self._metrics),
-        }
-        route = routes.get(path)
+        if _ambiguous_framing(scope):
+            await self._error(
+                send,
+                request_id,
+                bad_request(
+                    "a request may not carry both Content-Length and Transfer-Encoding",
+                    code="ambiguous_framing",
+                ),
+                [CLOSE],
+            )
+            return
+        route = self._routes.get(path)
         if route is None:
             await self._error(
                 send,
                 request_id,
                 HttpError(
                     status=404,
-                    message=f"no such endpoint: {path}",
+                    message=f"no such endpoint: {clip(path)}",
                     type="invalid_request_error",
                     code="not_found",
                 ),
             )
             return
-        if method != route[0]:
+        allowed, handler = route
+        # HEAD is GET without the body (hypercorn drops the body bytes for HEAD).
+        if method != allowed and not (method == "HEAD" and allowed == "GET"):
+            allow = b"GET, HEAD" if allowed == "GET" else allowed.encode()
             await self._error(
                 send,
                 request_id,
                 HttpError(
                     status=405,
-                    message=f"{path} takes {route[0]}, not {method}",
+                    message=f"{path} takes {allowed}, not {clip(method)}",
                     type="invalid_request_error",
                     code="method_not_allowed",
                 ),
+                [(b"allow", allow)],
             )
             return
-        await route[1](scope, receive, send, request_id)
+        await handler(scope, receive, send, request_id)
+
+    async def _internal_error(self, responder: _Responder, request_id: str) -> None:
+        failure = internal_error(request_id)
+        try:
+            if not responder.started:
+                await self._error(responder, request_id, failure, [CLOSE])
+            elif responder.event_stream and not responder.finished:
+                await responder(
+                    {"type": "http.response.body", "body": _sse(failure.body()), "more_body": False}
+                )
+            # Otherwise a plain reply broke half-way: hypercorn closes the connection.
+        except Exception as exc:
+            # The connection itself is what failed: nothing more can be said on it.
+            log.info(
+                "handler_failed_unanswered",
+                extra={"request_id": request_id, "note": _error_type(exc)},
+            )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -181,8 +245,16 @@ class SidecarApp:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _error(self, send: Send, request_id: str, error: HttpError) -> None:
-        await self._json(send, request_id, error.status, error.body(), error.headers())
+    async def _error(
+        self,
+        send: Send,
+        request_id: str,
+        error: HttpError,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        await self._json(
+            send, request_id, error.status, error.body(), [*error.headers(), *(headers or [])]
+        )
 
     # ---- simple endpoints --------------------------------------------------------
 
@@ -245,19 +317,23 @@ class SidecarApp:
         return any(matches)
 
     async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body, within ``max_body_bytes`` and ``body_timeout_s`` (counted
+        from the app's start, which is when the request's headers were in)."""
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        with trio.move_on_after(self.body_timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        raise BodyTimeout
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         if not self._authorized(scope):
@@ -288,78 +364,91 @@ class SidecarApp:
                 ),
             )
             return
+        except BodyTimeout:
+            log.info("request_body_timeout", extra={"request_id": request_id})
+            await self._error(
+                send,
+                request_id,
+                HttpError(
+                    status=408,
+                    message=f"request body not received within {self.body_timeout_s:g} s",
+                    type="invalid_request_error",
+                    code="body_timeout",
+                ),
+                [CLOSE],
+            )
+            return
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=_non_finite)
         except ValueError as exc:
             await self._error(
                 send,
                 request_id,
-                bad_request(f"request body is not valid JSON: {exc}", code="invalid_json"),
+                bad_request(
+                    f"request body is not valid JSON: {clip(str(exc), 200)}", code="invalid_json"
+                ),
+            )
+            return
+        except RecursionError:
+            # The decoder recursed past the interpreter's limit: far beyond MAX_DEPTH.
+            await self._error(
+                send,
+                request_id,
+                bad_request(
+                    f"not a chat completion request: nested deeper than {MAX_DEPTH} levels @ $",
+                    param="$",
+                ),
             )
             return
         problems = chat_request_problems(body)
         if problems:
-            message = "; ".join(f"{reason} @ {path}" for path, reason in problems)
             await self._error(
-                send,
-                request_id,
-                bad_request(f"not a chat completion request: {message}", param=problems[0][0]),
+                send, request_id, bad_request(describe(problems), param=problems[0][0])
             )
             return
-        started = trio.current_time()
-        state = _RequestState()
+        state = _RequestState(stream=body.get("stream") is True, started=trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope, state)
-            if body.get("stream"):
-                await self._stream(send, request_id, body, started, state)
+            if state.stream:
+                await self._stream(send, request_id, body, state)
             else:
-                await self._complete(send, request_id, body, started, state)
+                await self._complete(send, request_id, body, state)
             nursery.cancel_scope.cancel()
 
     async def _watch_disconnect(
         self, receive: Receive, scope: trio.CancelScope, state: _RequestState
     ) -> None:
-        """Cancel the request when the client goes away before its answer is complete."""
+        """Cancel the request when the client goes away before its answer is complete
+        (it closed the connection, or stopped reading past ``write_timeout_ms``), and
+        count it as ``client_cancelled``."""
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 if not state.answered:
                     log.info("client_disconnected")
+                    self._observe(None, state, outcome="client_cancelled")
                     scope.cancel()
                 return
 
     async def _complete(
-        self,
-        send: Send,
-        request_id: str,
-        body: dict[str, Any],
-        started: float,
-        state: _RequestState,
+        self, send: Send, request_id: str, body: dict[str, Any], state: _RequestState
     ) -> None:
         try:
             reply = await self.switcher.complete(body, request_id=request_id)
         except SwitcherError as error:
-            self._observe(error, stream=False, started=started)
-            state.answered = True
+            self._observe(error, state)
             await self._error(send, request_id, http_error_for(error))
             return
-        self._observe(None, stream=False, started=started)
-        state.answered = True
+        self._observe(None, state)
         await self._json(send, request_id, 200, reply)
 
     async def _stream(
-        self,
-        send: Send,
-        request_id: str,
-        body: dict[str, Any],
-        started: float,
-        state: _RequestState,
+        self, send: Send, request_id: str, body: dict[str, Any], state: _RequestState
     ) -> None:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        first_token_at: float | None = None
         try:
             async with self.switcher.stream(body, request_id=request_id) as chunks:
-                first_token_at = trio.current_time()
+                state.first_token_at = trio.current_time()
                 await send(
                     {
                         "type": "http.response.start",
@@ -382,11 +471,9 @@ class SidecarApp:
                             {"type": "http.response.body", "body": _sse(chunk), "more_body": True}
                         )
                 except SwitcherError as error:
-                    # Content already went out: say so in-band, and never send [DONE].
-                    self._observe(
-                        error, stream=True, started=started, first_token_at=first_token_at
-                    )
-                    state.answered = True
+                    # Content already went out (or the request's deadline passed while it
+                    # was being delivered): say so in-band, and never send [DONE].
+                    self._observe(error, state)
                     failure = http_error_for(error)
                     await send(
                         {
@@ -408,28 +495,24 @@ class SidecarApp:
                         }
                     )
                 tail += b"data: [DONE]\n\n"
-                self._observe(None, stream=True, started=started, first_token_at=first_token_at)
-                state.answered = True
+                self._observe(None, state)
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
         except SwitcherError as error:
             # Nothing went out yet: an honest status code is still possible.
-            self._observe(error, stream=True, started=started)
-            state.answered = True
+            self._observe(error, state)
             await self._error(send, request_id, http_error_for(error))
 
     def _observe(
-        self,
-        error: SwitcherError | None,
-        *,
-        stream: bool,
-        started: float,
-        first_token_at: float | None = None,
+        self, error: SwitcherError | None, state: _RequestState, *, outcome: str | None = None
     ) -> None:
+        """Count the request once, as finished: ``ok``, the error raised, or
+        ``client_cancelled``; after this a disconnect is just the client leaving."""
+        state.answered = True
         error_class = getattr(error, "error_class", None)
         self.metrics.observe_request(
-            outcome="ok" if error is None else type(error).__name__,
+            outcome=outcome or ("ok" if error is None else type(error).__name__),
             error_class="" if error_class is None else str(error_class),
-            stream=stream,
-            started=started,
-            first_token_at=first_token_at,
+            stream=state.stream,
+            started=state.started,
+            first_token_at=state.first_token_at,
         )

@@ -110,3 +110,13 @@ def bad_request(
     return HttpError(
         status=400, message=message, type="invalid_request_error", code=code, param=param
     )
+
+
+def internal_error(request_id: str) -> HttpError:
+    """Our fault, not the caller's: the details are in the log, under the request id."""
+    return HttpError(
+        status=500,
+        message=f"internal error; the gateway logged it as handler_failed for {request_id}",
+        type="server_error",
+        code="internal_error",
+    )

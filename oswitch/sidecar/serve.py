@@ -12,7 +12,6 @@ import signal
 from functools import partial
 
 import hypercorn
-import hypercorn.trio
 import trio
 
 from oswitch.config import ServerConfig, SwitcherConfig
@@ -20,10 +19,14 @@ from oswitch.control.server import control_token, serve_control
 from oswitch.errors import ConfigError
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
+from oswitch.sidecar.listener import ConnectionLimits, serve_connections
 
 log = logging.getLogger("oswitch.sidecar")
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+# Descriptors the process needs besides client and upstream connections (listeners,
+# the control channel, log files, the event loop's own).
+DESCRIPTOR_HEADROOM = 32
 
 
 def hypercorn_config(host: str, port: int, server: ServerConfig) -> hypercorn.Config:
@@ -54,26 +57,76 @@ async def serve_sidecar(
     """Serve the OpenAI-compatible API for ``switcher`` until ``shutdown_trigger`` is set.
 
     Reports the bound port through ``task_status`` (pass ``port=0`` to pick a free
-    one). Once triggered, new connections are refused and requests in flight get
-    ``server.shutdown_grace_ms`` to finish before they are cancelled; then it returns.
+    one). Every connection is bounded: ``header_timeout_ms`` to send a request head,
+    ``body_timeout_ms`` for its body (408), ``write_timeout_ms`` for each write to it
+    (past it the client is disconnected and its request cancelled), and at most
+    ``max_connections`` at once (more get 503 at once). Once triggered, new
+    connections are refused and requests in flight get ``server.shutdown_grace_ms``
+    to finish before they are cancelled; then it returns. Raises OSError when the
+    address cannot be bound.
     """
     server = server or ServerConfig()
     if host not in LOOPBACK and not server.api_keys:
         log.warning("unauthenticated_public_bind", extra={"note": f"{host} without api_keys"})
-    app = SidecarApp(switcher, api_keys=server.api_keys, max_body_bytes=server.max_body_bytes)
+    _ensure_descriptors(server, switcher)
+    app = SidecarApp(
+        switcher,
+        api_keys=server.api_keys,
+        max_body_bytes=server.max_body_bytes,
+        body_timeout_s=server.body_timeout_ms / 1000.0,
+    )
+    limits = ConnectionLimits(
+        write_timeout_s=server.write_timeout_ms / 1000.0,
+        max_connections=server.max_connections,
+    )
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
+        bound_port, _ = await nursery.start(
             partial(
-                hypercorn.trio.serve,
+                serve_connections,
                 app,  # type: ignore[arg-type]
                 hypercorn_config(host, port, server),
-                shutdown_trigger=trigger.wait,
+                limits,
+                shutdown_trigger=trigger,
             )
         )
-        bound_port = int(str(binds[0]).rsplit(":", 1)[1])
         log.info("sidecar_listening", extra={"note": f"http://{host}:{bound_port}"})
         task_status.started(bound_port)
+
+
+def _ensure_descriptors(server: ServerConfig, switcher: Switcher) -> None:
+    """Make room for ``max_connections`` client connections plus every target's pool.
+
+    Past the descriptor limit the accept loop would stall on EMFILE instead of
+    refusing with 503, so the soft limit is raised towards what is needed when the
+    hard limit allows (as Go's runtime does for every program), logged as
+    ``descriptor_limit_raised``; when it cannot be, ``descriptor_limit_low`` is logged.
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    upstream = sum(t.concurrency_limit for t in switcher.config.targets)
+    needed = server.max_connections + upstream + DESCRIPTOR_HEADROOM
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target = soft
+        else:
+            log.info("descriptor_limit_raised", extra={"note": f"ulimit -n {soft} -> {target}"})
+    if target < needed:
+        log.warning(
+            "descriptor_limit_low",
+            extra={
+                "note": f"ulimit -n is {target}; max_connections {server.max_connections} "
+                f"+ {upstream} upstream connections + {DESCRIPTOR_HEADROOM} need {needed}"
+            },
+        )
 
 
 async def run_gateway(

@@ -1,0 +1,250 @@
+"""The sidecar's accept loop: hypercorn's HTTP/1.1 protocol on connections oswitch bounds.
+
+``hypercorn.trio.serve`` builds its own listeners and offers neither a connection cap
+nor a write limit, and its ``TCPServer`` writes with ``send_all`` inside a *shielded*
+cancel scope: a client that stops reading blocks that write, and with it the request
+behind it, for as long as the client keeps its socket open — no cancellation reaches
+it. So the sidecar accepts connections itself and gives each one to hypercorn's
+``TCPServer`` (the same protocol code hypercorn.trio.serve runs) through
+:class:`BoundedWriteStream`, whose writes give up after ``write_timeout_s``: the
+socket is closed, hypercorn sees the client gone, and the app cancels the request.
+A deadline set inside a shielded scope still fires, which is what makes this work.
+Connections past ``max_connections`` get a canned 503 and are closed at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from functools import partial
+
+import attrs
+import hypercorn
+import trio
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ASGIFramework, ConnectionState
+from hypercorn.utils import wrap_app
+
+log = logging.getLogger("oswitch.sidecar")
+http_log = logging.getLogger("oswitch.sidecar.http")
+
+# Longest the canned 503 for a connection past the cap may take to write: the socket is
+# new, so the write fits the kernel buffer at once unless something is badly wrong.
+REFUSAL_WRITE_S = 1.0
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionLimits:
+    """What one client connection may take: writes, and how many connections at once."""
+
+    write_timeout_s: float
+    max_connections: int
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionStatistics:
+    """Connections being served, and counts of those refused at the cap and of those
+    closed because the client stopped reading."""
+
+    open: int
+    refused: int
+    write_timeouts: int
+
+
+class BoundedWriteStream(trio.abc.HalfCloseableStream):
+    """A client's socket stream whose every write must finish within ``write_timeout_s``.
+
+    Past it the socket is closed (a reader blocked on it wakes with
+    ``ClosedResourceError``) and the write raises ``BrokenResourceError``, which
+    hypercorn treats as the client having gone. ``on_timeout`` is called once.
+    """
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        *,
+        write_timeout_s: float,
+        on_timeout: Callable[[], None],
+    ) -> None:
+        self._stream = stream
+        self._write_timeout_s = write_timeout_s
+        self._on_timeout = on_timeout
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        # hypercorn's TCPServer reads the peer and local addresses from it.
+        return self._stream.socket
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        with trio.move_on_after(self._write_timeout_s) as scope:
+            await self._stream.send_all(data)
+        if scope.cancelled_caught:
+            self._on_timeout()
+            await trio.aclose_forcefully(self._stream)
+            raise trio.BrokenResourceError(
+                f"the client took no bytes for {self._write_timeout_s:g} s"
+            )
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _refusal() -> bytes:
+    body = json.dumps(
+        {
+            "error": {
+                "message": "too many connections; retry later",
+                "type": "overloaded",
+                "param": None,
+                "code": "too_many_connections",
+            }
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "retry-after: 1\r\n"
+        f"x-oswitch-request-id: req_{secrets.token_hex(10)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class ConnectionGate:
+    """Counts the connections being served and hands each to hypercorn's protocol."""
+
+    def __init__(
+        self,
+        app: ASGIFramework,
+        config: hypercorn.Config,
+        limits: ConnectionLimits,
+        context: WorkerContext,
+    ) -> None:
+        self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")
+        self._config = config
+        self._limits = limits
+        self._context = context
+        self._open = 0
+        self._refused = 0
+        self._write_timeouts = 0
+        self._saturated = False  # refusing since the gate last had room: logged once
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(
+            open=self._open, refused=self._refused, write_timeouts=self._write_timeouts
+        )
+
+    def _write_timed_out(self) -> None:
+        self._write_timeouts += 1
+        log.info(
+            "client_write_timeout",
+            extra={"note": f"no bytes taken for {self._limits.write_timeout_s:g} s"},
+        )
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted connection, or refuse it at once when the gate is full.
+
+        Blocks for the connection's life; trio.serve_listeners closes ``stream``.
+        """
+        if self._open >= self._limits.max_connections:
+            self._refused += 1
+            if not self._saturated:
+                self._saturated = True
+                log.warning(
+                    "max_connections_reached",
+                    extra={"note": f"refusing new connections past {self._open} with 503"},
+                )
+            refused = (trio.BrokenResourceError, trio.ClosedResourceError)
+            with trio.move_on_after(REFUSAL_WRITE_S), contextlib.suppress(*refused):
+                await stream.send_all(_refusal())
+            return
+        self._open += 1
+        try:
+            bounded = BoundedWriteStream(
+                stream,
+                write_timeout_s=self._limits.write_timeout_s,
+                on_timeout=self._write_timed_out,
+            )
+            await TCPServer(
+                self._app,
+                self._config,
+                self._context,
+                ConnectionState({}),
+                bounded,  # type: ignore[arg-type]  # hypercorn types it as an SSLStream
+            )
+        finally:
+            self._open -= 1
+            self._saturated = False
+
+
+def open_listeners(config: hypercorn.Config) -> list[trio.SocketListener]:
+    """Bind ``config.bind`` the way hypercorn does (its socket options) and listen."""
+    listeners = []
+    for sock in config.create_sockets().insecure_sockets:
+        sock.listen(config.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+    return listeners
+
+
+def bound_port(listener: trio.SocketListener) -> int:
+    address = listener.socket.getsockname()
+    return int(address[1])
+
+
+async def serve_connections(
+    app: ASGIFramework,
+    config: hypercorn.Config,
+    limits: ConnectionLimits,
+    *,
+    shutdown_trigger: trio.Event,
+    task_status: trio.TaskStatus[tuple[int, ConnectionGate]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``config.bind`` until ``shutdown_trigger`` is set.
+
+    Reports ``(bound port, gate)`` once listening. On shutdown it stops accepting
+    (the listening socket is closed), closes idle keep-alive connections, and gives
+    connections in flight ``config.graceful_timeout`` seconds before cancelling
+    them; then it returns. Raises OSError when the address cannot be bound.
+    """
+    listeners = open_listeners(config)
+    context = WorkerContext(None)
+    gate = ConnectionGate(app, config, limits, context)
+    for listener in listeners:
+        http_log.info(
+            "Running on http://%s:%d (CTRL + C to quit)",
+            *_host_and_port(listener),
+        )
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as acceptors:
+            acceptors.start_soon(
+                partial(trio.serve_listeners, gate.handle, listeners, handler_nursery=connections)
+            )
+            task_status.started((bound_port(listeners[0]), gate))
+            await shutdown_trigger.wait()
+            acceptors.cancel_scope.cancel()
+        # As hypercorn.trio.serve does: idle connections close now, the rest get the grace.
+        await context.terminated.set()
+        connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+
+
+def _host_and_port(listener: trio.SocketListener) -> tuple[str, int]:
+    address = listener.socket.getsockname()
+    host = str(address[0])
+    if listener.socket.family == socket.AF_INET6:
+        host = f"[{host}]"
+    return host, int(address[1])
