@@ -471,9 +471,7 @@ class _Connection:
     async def _load(self, command: ReloadConfig) -> SwitcherConfig:
         if command.path is not None:
             # Abandoned on cancel: a file on a hung network mount must not hold up shutdown.
-            return await trio.to_thread.run_sync(
-                load_config, command.path, abandon_on_cancel=True
-            )
+            return await trio.to_thread.run_sync(load_config, command.path, abandon_on_cancel=True)
         assert command.config is not None
         return parse_config(command.config, source="inline config")
 
