@@ -27,6 +27,8 @@ import httpx
 import trio
 import trio.lowlevel
 
+from bench.callers import WireCaller
+from bench.faults import by_stream_flag
 from bench.harness import MODEL, VIRTUAL_BASE_URL, Check
 from bench.record import current_rss_mb
 from oswitch import SwitcherError, UnknownRequest, open_switcher, parse_config
@@ -191,6 +193,7 @@ def peak_rss_mb() -> float:
 
 # ---- the loopback edge stage (real clock, through the sidecar) -----------------------
 
+EDGE_ANSWER = "An edge answer, whole."
 EDGE_LIMIT_MS = 300  # body and write limits the edge stage runs with (scaled down)
 EDGE_FD_SETTLE_S = 3.0
 
@@ -283,8 +286,8 @@ async def _non_reader(port: int, held: list[trio.SocketStream]) -> None:
 async def _edge(requests: int, seed: int) -> EdgeResult:
     rng = random.Random(seed)
     fake = FakeProvider()
-    fake.on("sk-edge-a", reply("edge answer"))
-    fake.on("sk-edge-b", reply("edge answer"))
+    for key in ("sk-edge-a", "sk-edge-b"):
+        fake.on(key, by_stream_flag(reply(EDGE_ANSWER), stream(EDGE_ANSWER)))
     long_text = " ".join(f"w{i}" for i in range(LONG_ANSWER_WORDS))
     fake.on("sk-edge-long", stream(long_text, words_per_chunk=20, split_bytes=65536))
     config = parse_config(
@@ -321,6 +324,7 @@ async def _edge(requests: int, seed: int) -> EdgeResult:
     hostile: dict[str, int] = {}
     refused: dict[str, int] = {}
     legit = answered = 0
+    surprises: list[str] = []
     breaker_events = 0
     held: list[trio.SocketStream] = []
     wall = time.perf_counter()
@@ -342,6 +346,7 @@ async def _edge(requests: int, seed: int) -> EdgeResult:
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30.0
             ) as client:
+                caller = WireCaller(client)
                 queue_send, queue_receive = trio.open_memory_channel[str](0)
 
                 async def worker() -> None:
@@ -354,9 +359,11 @@ async def _edge(requests: int, seed: int) -> EdgeResult:
                                 "messages": [{"role": "user", "content": "edge"}],
                                 "stream": rng.random() < 0.3,
                             }
-                            response = await client.post("/v1/chat/completions", json=body)
-                            if response.status_code == 200 and b"edge answer" in response.content:
+                            answer = await caller.call(body, stream=bool(body.pop("stream")))
+                            if answer.outcome == "ok" and answer.text == EDGE_ANSWER:
                                 answered += 1
+                            elif len(surprises) < 5:
+                                surprises.append(f"{answer.outcome}: {answer.text[:40]!r}")
                             continue
                         hostile[kind] = hostile.get(kind, 0) + 1
                         ok = False
@@ -411,7 +418,7 @@ async def _edge(requests: int, seed: int) -> EdgeResult:
         Check(
             name="edge: every legitimate request answered beside hostile clients",
             passed=legit > 0 and answered == legit,
-            detail=f"{answered}/{legit} answered",
+            detail=f"{answered}/{legit} answered" + (f"; {surprises}" if surprises else ""),
         ),
         Check(
             name="edge: every hostile client refused or cut off "

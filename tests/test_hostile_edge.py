@@ -537,6 +537,25 @@ async def test_connections_past_the_cap_are_refused_at_once() -> None:
     assert served.status_code == 200
 
 
+async def test_a_client_closing_after_its_answer_frees_its_connection_at_once() -> None:
+    """A keep-alive client that hangs up as soon as it has read a stream's [DONE] has its
+    connection closed at once, not held until the keep-alive limit: hypercorn alone
+    restarts its idle timer when the answer ends after the client left, and keeps the
+    socket in CLOSE-WAIT until that timer fires."""
+    fake = FakeProvider().on("key-a", stream("done"))
+    server = ServerConfig(header_timeout_ms=60_000)
+    with trio.fail_after(10):
+        async with gated_gateway(fake, server) as (port, gate):
+            for _ in range(10):
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                    request = chat(stream=True)
+                    async with client.stream("POST", CHAT_PATH, json=request) as response:
+                        async for line in response.aiter_lines():
+                            if line == "data: [DONE]":
+                                break
+            await wait_for(lambda: gate.statistics().open == 0)
+
+
 # ---- item 10e: Content-Length with Transfer-Encoding --------------------------------
 
 

@@ -25,6 +25,7 @@ from functools import partial
 import attrs
 import hypercorn
 import trio
+from hypercorn.events import Event, Updated
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ASGIFramework, ConnectionState
@@ -101,6 +102,28 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+class _PromptCloseTCPServer(TCPServer):
+    """hypercorn's connection server, closing the socket as soon as the client has gone.
+
+    hypercorn's own waits for its keep-alive idle timer even after the client closed
+    (the timer task outlives the read loop), so every keep-alive client that hangs up
+    after its answer holds a descriptor in CLOSE-WAIT for ``keep_alive_timeout``.
+    """
+
+    _client_gone = False
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The client is gone and nothing more will be read: no idle timer to wait for.
+        self._client_gone = True
+        await self.idle_task.stop()
+
+    async def protocol_send(self, event: Event) -> None:
+        if self._client_gone and isinstance(event, Updated) and event.idle:
+            return  # an answer finished after the client left: nothing to keep alive for
+        await super().protocol_send(event)
 
 
 def _refusal() -> bytes:
@@ -180,7 +203,7 @@ class ConnectionGate:
                 write_timeout_s=self._limits.write_timeout_s,
                 on_timeout=self._write_timed_out,
             )
-            await TCPServer(
+            await _PromptCloseTCPServer(
                 self._app,
                 self._config,
                 self._context,
