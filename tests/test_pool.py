@@ -22,7 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oswitch import ErrorClass, classify
-from oswitch.runtime.http1 import HTTP1Pool, _Body, _Framing
+from oswitch.transport.pool import HTTP1Pool, _Body
+from oswitch.transport.wire import Framing as _Framing
 
 Handler = Callable[[trio.abc.Stream, "Server"], Awaitable[None]]
 

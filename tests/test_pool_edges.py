@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 import trustme
-from test_http1 import (
+from test_pool import (
     HEADERS,
     Server,
     answering,
@@ -27,7 +27,7 @@ from test_http1 import (
     wait_for_close,
 )
 
-from oswitch.runtime import http1
+from oswitch.transport import pool as http1
 
 # ---- faults ---------------------------------------------------------------------------------
 
