@@ -45,10 +45,6 @@ READ_SIZE = 64 * 1024
 # A request this small goes out in one write, head and body together.
 SMALL_BODY_BYTES = 64 * 1024
 DEFAULT_POOL_TIMEOUT_S = 5.0
-# The keep-alive race (a server closing an idle connection as a request goes out on it)
-# shows within about a round trip; a reused connection dropped unanswered later than
-# this held the request, so it is not sent again behind the engine's budgets.
-STALE_RETRY_WINDOW_S = 0.5
 # Idle connections older than this are not reused: NATs and load balancers drop idle
 # flows silently (Azure after 4 min, AWS after 350 s), and a request sent on one would
 # meet only the first-token deadline.
@@ -148,15 +144,16 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
                 raise httpx.LocalProtocolError("the connection pool is closed")
             connection = self._checkout(origin)
             if connection is not None:
-                sent_at = trio.current_time()
                 try:
                     answer = await self._exchange(connection, method, head, body)
-                except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
-                    if connection.answered or trio.current_time() - sent_at > STALE_RETRY_WINDOW_S:
+                except httpx.WriteError:
+                    if connection.answered:
                         raise
-                    # A kept-alive connection the server closed as we reused it (the
-                    # race every keep-alive client meets): nothing of this request was
-                    # answered, so it goes once more, on a new connection.
+                    # The request never left whole (the server reset the kept-alive
+                    # connection as we reused it), so the provider cannot have acted on
+                    # it: it goes once more, on a new connection. Any failure once the
+                    # request was out is the engine's to retry or not, by its budgets:
+                    # the provider may have read it.
                     connection.close()
                     connection = None
             if connection is None:
