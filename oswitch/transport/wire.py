@@ -18,10 +18,12 @@ Responses are read as RFC 9112 says and as h11 reads them: ``tests/test_wire_dif
 feeds a corpus of valid and broken responses to this module, to the pool's own read
 loop and to h11, split at every byte boundary, and requires the same events or the
 same refusal. The cases where oswitch differs from h11 on purpose are listed there,
-each with its reason: it accepts a bare LF ending chunked framing lines, whitespace
-before a chunk extension, and HTTP/1.0 keep-alive; it refuses chunk sizes past 16 hex
-digits and chunk size lines past :data:`MAX_LINE_BYTES`, and does not reuse a
-connection whose response carried both Transfer-Encoding and Content-Length.
+each with its reason. In short, it also accepts a bare LF ending a chunked framing
+line, whitespace before a chunk extension, HTTP/1.0 keep-alive and framing fields in
+trailers (not interpreted); it refuses HTTP versions other than 1.x, chunk sizes past
+:data:`MAX_CHUNK_SIZE_DIGITS` hex digits and chunk size lines past
+:data:`MAX_LINE_BYTES`; and it does not reuse a connection whose response carried both
+Transfer-Encoding and Content-Length.
 """
 
 from __future__ import annotations
