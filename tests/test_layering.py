@@ -1,4 +1,5 @@
-"""The pure core imports no async framework, HTTP client or socket server."""
+"""Imports point down the layers: the pure core and the sans-IO wire module load no
+async framework, HTTP client or socket; the transport loads nothing else of oswitch."""
 
 from __future__ import annotations
 
@@ -35,13 +36,36 @@ FORBIDDEN = {
     "hypercorn",
     "asyncio",
 }
-UPPER_LAYERS = ("oswitch.runtime", "oswitch.providers", "oswitch.control", "oswitch.sidecar")
+UPPER_LAYERS = (
+    "oswitch.runtime",
+    "oswitch.providers",
+    "oswitch.control",
+    "oswitch.sidecar",
+    "oswitch.transport",
+)
+
+# Import oswitch.transport.wire alone (its package stubbed too, since the package
+# exports the trio pool), then the whole transport package, in a fresh interpreter.
+_TRANSPORT_PROBE = """
+import importlib, json, sys, types
+for name, path in (("oswitch", sys.argv[1]), ("oswitch.transport", sys.argv[1] + "/transport")):
+    package = types.ModuleType(name)
+    package.__path__ = [path]
+    sys.modules[name] = package
+importlib.import_module("oswitch.transport.wire")
+wire = sorted(sys.modules)
+del sys.modules["oswitch.transport"]
+importlib.import_module("oswitch.transport")
+print(json.dumps({"wire": wire, "transport": sorted(sys.modules)}))
+"""
+# The wire module is sans-IO: besides trio and the HTTP stacks, no sockets or TLS.
+NO_IO = FORBIDDEN | {"socket", "ssl", "selectors", "select"}
 
 
-def _probe() -> dict[str, list[str]]:
+def _probe(script: str = _PROBE) -> dict[str, list[str]]:
     package_dir = Path(__file__).resolve().parent.parent / "oswitch"
     result = subprocess.run(
-        [sys.executable, "-I", "-c", _PROBE, str(package_dir)],
+        [sys.executable, "-I", "-c", script, str(package_dir)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -62,3 +86,22 @@ def test_core_modules_import_no_io_libraries() -> None:
     assert forbidden == []
     upward = sorted(m for m in loaded if m.startswith(UPPER_LAYERS) or m == "oswitch.cli")
     assert upward == []
+
+
+def test_the_wire_module_is_sans_io() -> None:
+    """oswitch.transport.wire loads no trio, httpx, h11, socket or TLS module, and nothing
+    else of oswitch."""
+    loaded = _probe(_TRANSPORT_PROBE)["wire"]
+    assert "oswitch.transport.wire" in loaded
+    assert sorted(m for m in loaded if m.split(".")[0] in NO_IO) == []
+    ours = {m for m in loaded if m.startswith("oswitch")}
+    assert ours == {"oswitch", "oswitch.transport", "oswitch.transport.wire"}
+
+
+def test_the_transport_loads_nothing_else_of_oswitch() -> None:
+    """oswitch.transport (the pool included) imports no other oswitch module: it sits
+    under the runtime and knows nothing of targets, providers or config."""
+    loaded = _probe(_TRANSPORT_PROBE)["transport"]
+    assert "oswitch.transport.pool" in loaded
+    outside = [m for m in loaded if m.startswith("oswitch.") and m.split(".")[1] != "transport"]
+    assert outside == []

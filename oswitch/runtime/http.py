@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import httpx
 
-from oswitch.runtime.http1 import HTTP1Pool
+from oswitch.transport import HTTP1Pool
 
 # httpx timeouts are per-phase inactivity limits; the real deadlines are trio cancel
 # scopes. Only the pool wait is bounded here, so that an exhausted pool shows up as a

@@ -9,7 +9,9 @@ reads.
 from __future__ import annotations
 
 import functools
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oswitch import ErrorClass, classify
-from oswitch.runtime.http1 import HTTP1Pool, _Body, _Framing
+from oswitch.transport.pool import HTTP1Pool, _Body, _Connection
+from oswitch.transport.wire import Framing as _Framing
 
 Handler = Callable[[trio.abc.Stream, "Server"], Awaitable[None]]
 
@@ -224,27 +227,77 @@ async def test_an_idle_connection_closed_by_the_server_is_replaced() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_a_reused_connection_closed_unanswered_is_retried_once_on_a_new_one() -> None:
-    """The keep-alive race: the server drops a reused connection on receiving the request,
-    before answering a byte. The request goes once more, on a new connection."""
+async def test_a_reused_connection_closed_after_the_request_was_read_is_not_resent() -> None:
+    """A server that reads a request on a reused connection, then hangs up without a byte
+    of answer, may have acted on it: the request fails instead of going out a second time
+    behind the engine's budgets (issue 11, item 10c)."""
 
     async def answer_once_then_drop(stream: trio.abc.Stream, server: Server) -> None:
         buffer = bytearray()
         if await read_request(stream, server, buffer):
             await stream.send_all(ok(b"fine"))
-            if server.accepted == 1:
-                await read_request(stream, server, buffer)  # then hang up unanswered
-            else:
-                await wait_for_close(stream, server)
+            await read_request(stream, server, buffer)  # then hang up unanswered
 
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             port, server = await nursery.start(serve, answer_once_then_drop)
             client = pool()
-            for _ in range(2):
-                assert await read_all(await client.post(url(port), HEADERS, b"{}")) == b"fine"
+            assert await read_all(await client.post(url(port), HEADERS, b"{}")) == b"fine"
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                await client.post(url(port), HEADERS, b"{}")
+            assert server.accepted == 1
+            assert len(server.requests) == 2  # the second request reached the server once
+            assert client.statistics().connections == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_reused_connection_reset_before_the_request_left_is_sent_again_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The keep-alive race: the server resets a kept-alive connection just after the
+    pool checked it, so the write fails before the request left whole. The provider
+    cannot have read it, so it goes once more, on a new connection."""
+    reset = trio.Event()
+
+    async def answer_then_reset(stream: trio.abc.Stream, server: Server) -> None:
+        buffer = bytearray()
+        if await read_request(stream, server, buffer):
+            await stream.send_all(ok(b"fine"))
+            if server.accepted == 1:
+                assert isinstance(stream, trio.SocketStream)
+                stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                stream.socket.close()  # an RST, not a FIN
+                reset.set()
+                return
+            await wait_for_close(stream, server)
+
+    # The readability check at checkout ran just before the reset arrived; the write
+    # then meets it.
+    monkeypatch.setattr(_Connection, "reusable", lambda self: True)
+    writes: list[str] = []
+    original_send = _Connection.send
+
+    async def send(self: _Connection, head: bytes, body: bytes) -> None:
+        if writes == ["ok"]:  # the second request, on the reused connection
+            await trio.lowlevel.wait_readable(self.socket)  # the reset is in
+        try:
+            await original_send(self, head, body)
+        except httpx.WriteError:
+            writes.append("failed")
+            raise
+        writes.append("ok")
+
+    monkeypatch.setattr(_Connection, "send", send)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port, server = await nursery.start(serve, answer_then_reset)
+            client = pool()
+            assert await read_all(await client.post(url(port), HEADERS, b"{}")) == b"fine"
+            await reset.wait()
+            assert await read_all(await client.post(url(port), HEADERS, b"{}")) == b"fine"
+            assert writes == ["ok", "failed", "ok"]
             assert server.accepted == 2
-            assert len(server.requests) == 3  # the second request was sent twice
+            assert len(server.requests) == 2  # each request reached the server once
             nursery.cancel_scope.cancel()
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 import trustme
-from test_http1 import (
+from test_pool import (
     HEADERS,
     Server,
     answering,
@@ -26,8 +26,6 @@ from test_http1 import (
     url,
     wait_for_close,
 )
-
-from oswitch.runtime import http1
 
 # ---- faults ---------------------------------------------------------------------------------
 
@@ -70,14 +68,10 @@ async def test_an_early_reply_while_the_body_is_still_going_out_is_returned(sche
             nursery.cancel_scope.cancel()
 
 
-async def test_a_reused_connection_dropped_long_after_the_request_is_not_resent(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_reused_connection_dropped_long_after_the_request_is_not_resent() -> None:
     """A reused connection the server closes unanswered only after holding the request
     for a while (a crash mid-generation, not the keep-alive race) raises; the POST is not
     silently sent a second time behind the engine's budgets."""
-
-    monkeypatch.setattr(http1, "STALE_RETRY_WINDOW_S", 0.1)
 
     async def hold_then_drop(stream: trio.abc.Stream, server: Server) -> None:
         buffer = bytearray()

@@ -7,8 +7,9 @@ profiled on a 16-event stream, h11 and httpcore alone spent a quarter of the
 client's CPU (more with the trio and context-manager work they cause), more than
 all of oswitch's own routing, bookkeeping and deadlines.
 This pool does the same job directly on trio streams: one buffer per connection,
-a chunked-encoding decoder that hands over every byte it can per network read, and
-keep-alive reuse.
+the sans-IO :mod:`~oswitch.transport.wire` module to encode request heads and
+decode responses (one decoder call per network read, handing over every body byte
+the read brought), and keep-alive reuse.
 
 What it covers: HTTP/1.1 over TCP or TLS (the shared TLS context), request bodies of
 known length, responses framed by ``Transfer-Encoding: chunked``, ``Content-Length``
@@ -18,6 +19,12 @@ bodies (it asks for ``accept-encoding: identity``). It is an ``httpx.AsyncBaseTr
 and raises httpx's exception types, so callers and the classifier see the same
 faults as with httpx's pool; pass ``transport=httpx.AsyncHTTPTransport(...)`` to
 ``open_switcher`` to use httpx's pool instead.
+
+A request is sent at most once unless the provider cannot have read it: an idle
+connection the server closed is noticed before reuse, and a reused connection whose
+write fails (the request never left whole) is replaced once. A reused connection
+dropped after the request went out fails as the provider's fault, and the engine's
+budgets decide whether to send it again.
 
 Deadlines are the caller's trio cancel scopes; a cancelled read closes its
 connection (its state is unknown), it is never reused.
@@ -32,18 +39,12 @@ import attrs
 import httpx
 import trio
 
-MAX_HEAD_BYTES = 64 * 1024
-MAX_LINE_BYTES = 8 * 1024
+from oswitch.transport import wire
+
 READ_SIZE = 64 * 1024
-# A request this small fits the socket buffers: it goes out in one write, head and
-# body together, before any reply can interfere.
+# A request this small goes out in one write, head and body together.
 SMALL_BODY_BYTES = 64 * 1024
 DEFAULT_POOL_TIMEOUT_S = 5.0
-USER_AGENT = b"oswitch"
-# The keep-alive race (a server closing an idle connection as a request goes out on it)
-# shows within about a round trip; a reused connection dropped unanswered later than
-# this held the request, so it is not sent again behind the engine's budgets.
-STALE_RETRY_WINDOW_S = 0.5
 # Idle connections older than this are not reused: NATs and load balancers drop idle
 # flows silently (Azure after 4 min, AWS after 350 s), and a request sent on one would
 # meet only the first-token deadline.
@@ -131,7 +132,10 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         """Send one request; see :meth:`post`."""
         if self._closed:
             raise httpx.LocalProtocolError("the connection pool is closed")
-        head = _request_head(method, url, headers, len(body))
+        try:
+            head = wire.encode_request_head(method, url.raw_path, url.netloc, headers, len(body))
+        except wire.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(str(exc)) from None
         origin = _origin(url)
         await self._acquire()
         connection: _Connection | None = None
@@ -140,15 +144,16 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
                 raise httpx.LocalProtocolError("the connection pool is closed")
             connection = self._checkout(origin)
             if connection is not None:
-                sent_at = trio.current_time()
                 try:
                     answer = await self._exchange(connection, method, head, body)
-                except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
-                    if connection.answered or trio.current_time() - sent_at > STALE_RETRY_WINDOW_S:
+                except httpx.WriteError:
+                    if connection.answered:
                         raise
-                    # A kept-alive connection the server closed as we reused it (the
-                    # race every keep-alive client meets): nothing of this request was
-                    # answered, so it goes once more, on a new connection.
+                    # The request never left whole (the server reset the kept-alive
+                    # connection as we reused it), so the provider cannot have acted on
+                    # it: it goes once more, on a new connection. Any failure once the
+                    # request was out is the engine's to retry or not, by its budgets:
+                    # the provider may have read it.
                     connection.close()
                     connection = None
             if connection is None:
@@ -159,14 +164,13 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
                 connection.close()
             self._release()
             raise
-        status, reason, http_version, raw_headers, framing = answer
-        stream = _Body(self, connection, origin, framing)  # owns the connection and slot now
+        stream = _Body(self, connection, origin, answer.framing)  # owns the connection and slot now
         try:
             return httpx.Response(
-                status,
-                headers=raw_headers,
+                answer.status,
+                headers=answer.headers,
                 stream=stream,
-                extensions={"http_version": http_version, "reason_phrase": reason},
+                extensions={"http_version": answer.http_version, "reason_phrase": answer.reason},
             )
         except BaseException:
             stream.abandon()
@@ -174,7 +178,9 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
 
     async def _exchange(
         self, connection: _Connection, method: bytes, head: bytes, body: bytes
-    ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], _Framing]:
+    ) -> wire.Head:
+        """Send the request and read the response head. Raises httpx.WriteError only
+        when the request did not leave whole and no answer came."""
         self._requests += 1
         connection.answered = False
         if len(body) < SMALL_BODY_BYTES:
@@ -207,7 +213,8 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
             assert error is not None  # the read either answered or raised
             raise error
         if not sent:  # the server stopped reading mid-body: never reuse this connection
-            answer = (*answer[:4], attrs.evolve(answer[4], keep_alive=False))
+            framing = attrs.evolve(answer.framing, keep_alive=False)
+            answer = attrs.evolve(answer, framing=framing)
         return answer
 
     async def aclose(self) -> None:
@@ -313,6 +320,7 @@ class _Connection:
         self.socket.close()
 
     async def send(self, head: bytes, body: bytes) -> None:
+        """Send the request; httpx.WriteError means some of it never left."""
         try:
             if len(body) < SMALL_BODY_BYTES:
                 await self.stream.send_all(head + body)
@@ -329,88 +337,23 @@ class _Connection:
             raise httpx.ReadError(f"reading the response failed: {_reason(exc)}") from exc
         return data if type(data) is bytes else bytes(data)  # TLS reads give a bytearray
 
-    async def read_head(
-        self, method: bytes
-    ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], _Framing]:
-        """Read the response head (skipping interim 1xx heads): status, reason,
-        version, headers, and how the body is framed."""
-        while True:
-            lines = await self._head_lines()
-            status, reason, http_version = _status_line(lines[0])
-            headers = _header_fields(lines[1:])
-            if 100 <= status < 200:
-                if status == 101:
-                    raise httpx.RemoteProtocolError("unexpected 101 Switching Protocols")
-                continue  # 100 Continue, 103 Early Hints: the real head follows
-            return (
-                status,
-                reason,
-                http_version,
-                headers,
-                _framing(method, status, http_version, headers),
-            )
-
-    async def _head_lines(self) -> list[bytes]:
+    async def read_head(self, method: bytes) -> wire.Head:
+        """Read the final response head (interim 1xx heads skipped)."""
+        parser = wire.HeadParser(method)
         buffer = self.buffer
-        start = 0
-        while True:
-            crlf, lf = buffer.find(b"\r\n\r\n", start), buffer.find(b"\n\n", start)
-            if crlf >= 0 or lf >= 0:  # whichever blank line comes first ends the head
-                end, skip = (crlf, 4) if lf < 0 or 0 <= crlf < lf else (lf, 2)
-                head, self.buffer = buffer[:end], buffer[end + skip :]
-                return [line.rstrip(b"\r") for line in head.split(b"\n")]
-            if len(buffer) > MAX_HEAD_BYTES:
-                raise httpx.RemoteProtocolError(f"response head over {MAX_HEAD_BYTES} bytes")
-            start = max(0, len(buffer) - 3)
-            data = await self.receive()
-            if not data:
-                raise httpx.RemoteProtocolError(
-                    "server disconnected without sending a response"
-                    if not buffer
-                    else "server disconnected in the middle of the response head"
-                )
-            self.answered = True
-            buffer += data
-
-
-@attrs.frozen
-class _Framing:
-    """How a response body ends: ``chunked``, ``length`` bytes, at ``close``, or ``none``."""
-
-    kind: str
-    length: int = 0
-    keep_alive: bool = True
-
-
-def _framing(
-    method: bytes, status: int, http_version: bytes, headers: list[tuple[bytes, bytes]]
-) -> _Framing:
-    transfer_encoding = b""
-    lengths: set[bytes] = set()
-    connection = b""
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == b"transfer-encoding":
-            transfer_encoding += b"," + value.lower()
-        elif lowered == b"content-length":
-            lengths.update(part.strip() for part in value.split(b","))
-        elif lowered == b"connection":
-            connection += b"," + value.lower()
-    tokens = {token.strip() for token in connection.split(b",")}
-    keep_alive = b"close" not in tokens if http_version == b"HTTP/1.1" else b"keep-alive" in tokens
-    if method == b"HEAD" or status in (204, 304):
-        return _Framing("none", keep_alive=keep_alive)
-    if transfer_encoding:
-        codings = [c.strip() for c in transfer_encoding.split(b",") if c.strip()]
-        if codings and codings[-1] == b"chunked":
-            return _Framing("chunked", keep_alive=keep_alive)
-        return _Framing("close", keep_alive=False)
-    if lengths:
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-            raise httpx.RemoteProtocolError("invalid Content-Length in the response")
-        length = int(next(iter(lengths)))
-        return _Framing("length" if length else "none", length=length, keep_alive=keep_alive)
-    return _Framing("close", keep_alive=False)
+        try:
+            while True:
+                head, buffer = parser.parse(buffer)
+                if head is not None:
+                    self.buffer = buffer
+                    return head
+                data = await self.receive()
+                if not data:
+                    parser.end_of_stream(buffer)
+                self.answered = True
+                buffer += data
+        except wire.RemoteProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
 
 
 class _Body(httpx.AsyncByteStream):
@@ -422,17 +365,14 @@ class _Body(httpx.AsyncByteStream):
     """
 
     def __init__(
-        self, pool: HTTP1Pool, connection: _Connection, origin: Origin, framing: _Framing
+        self, pool: HTTP1Pool, connection: _Connection, origin: Origin, framing: wire.Framing
     ) -> None:
         self._pool = pool
         self._connection: _Connection | None = connection
         self._origin = origin
-        self._kind = framing.kind
         self._keep_alive = framing.keep_alive
-        self._remaining = framing.length  # of a fixed-length body, or of the current chunk
-        self._after_chunk = False  # the CRLF ending a chunk's data is still due
-        self._trailers = False  # past the last chunk: trailer lines until a blank one
-        if self._kind == "none":
+        self._decoder = wire.decoder_for(framing)
+        if framing.kind == "none":
             self._finish()
 
     def __aiter__(self) -> _Body:
@@ -443,117 +383,38 @@ class _Body(httpx.AsyncByteStream):
         if connection is None:
             raise StopAsyncIteration
         try:
-            if self._kind == "chunked":
-                piece = await self._next_chunked(connection)
-            elif self._kind == "length":
-                piece = await self._next_fixed(connection)
-            else:
-                piece = await self._next_until_close(connection)
+            buffer = connection.buffer
+            while True:
+                if buffer:
+                    data, buffer, done = self._decoder.decode(buffer)
+                    if done:
+                        connection.buffer = buffer
+                        self._finish()
+                        break
+                    if data:
+                        connection.buffer = buffer
+                        return data
+                received = await connection.receive()
+                if not received:
+                    self._decoder.end_of_stream()
+                    data, connection.buffer = b"", b""
+                    self._finish()
+                    break
+                buffer = buffer + received if buffer else received
+        except wire.RemoteProtocolError as exc:
+            self.abandon()
+            raise httpx.RemoteProtocolError(str(exc)) from exc
         except BaseException:
             self.abandon()
             raise
-        if piece is None:
+        if not data:
             raise StopAsyncIteration
-        return piece
+        return data
 
     async def aclose(self) -> None:
         """Stop reading: a body not read to its end closes its connection."""
         self.abandon()
         await trio.lowlevel.checkpoint_if_cancelled()
-
-    # ---- framings -------------------------------------------------------------------
-
-    async def _next_fixed(self, connection: _Connection) -> bytes | None:
-        if self._remaining <= 0:
-            self._finish()
-            return None
-        data = connection.buffer
-        connection.buffer = b""
-        if not data:
-            data = await connection.receive()
-            if not data:
-                raise httpx.RemoteProtocolError(
-                    f"server closed the connection {self._remaining} bytes before the "
-                    "end of the response body"
-                )
-        if len(data) > self._remaining:
-            data, connection.buffer = data[: self._remaining], data[self._remaining :]
-        self._remaining -= len(data)
-        if self._remaining == 0:
-            self._finish()
-        return data
-
-    async def _next_until_close(self, connection: _Connection) -> bytes | None:
-        data = connection.buffer
-        connection.buffer = b""
-        if not data:
-            data = await connection.receive()
-        if not data:
-            self._finish()
-            return None
-        return data
-
-    async def _next_chunked(self, connection: _Connection) -> bytes | None:
-        buffer = connection.buffer
-        while True:
-            pieces, buffer, done = self._decode_chunks(buffer)
-            if done:
-                connection.buffer = buffer
-                self._finish()
-                return b"".join(pieces) if pieces else None
-            if pieces:
-                connection.buffer = buffer
-                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            data = await connection.receive()
-            if not data:
-                raise httpx.RemoteProtocolError(
-                    "server closed the connection before the end of the chunked body"
-                )
-            buffer = buffer + data if buffer else data
-
-    def _decode_chunks(self, buffer: bytes) -> tuple[list[bytes], bytes, bool]:
-        """Take every whole or partial chunk's data out of ``buffer``: (data, rest, done)."""
-        pieces: list[bytes] = []
-        while buffer:
-            if self._remaining:
-                if len(buffer) < self._remaining:
-                    pieces.append(buffer)
-                    self._remaining -= len(buffer)
-                    return pieces, b"", False
-                pieces.append(buffer[: self._remaining])
-                buffer = buffer[self._remaining :]
-                self._remaining = 0
-                self._after_chunk = True
-                continue
-            if self._after_chunk:
-                if buffer.startswith(b"\r\n"):
-                    buffer = buffer[2:]
-                elif buffer.startswith(b"\n"):
-                    buffer = buffer[1:]
-                elif buffer == b"\r":
-                    break  # the LF is in the next read
-                else:
-                    raise httpx.RemoteProtocolError("chunk data not followed by CRLF")
-                self._after_chunk = False
-                continue
-            newline = buffer.find(b"\n")
-            if newline < 0:
-                if len(buffer) > MAX_LINE_BYTES:
-                    raise httpx.RemoteProtocolError("chunk size line too long")
-                break
-            line = buffer[:newline].rstrip(b"\r")
-            buffer = buffer[newline + 1 :]
-            if self._trailers:
-                if not line:
-                    return pieces, buffer, True
-            else:
-                size = _chunk_size(line)
-                if size == 0:
-                    self._trailers = True
-                self._remaining = size
-        return pieces, buffer, False
-
-    # ---- ending ---------------------------------------------------------------------
 
     def _finish(self) -> None:
         connection, self._connection = self._connection, None
@@ -567,71 +428,12 @@ class _Body(httpx.AsyncByteStream):
             self._pool.discard(connection)
 
 
-# ---- wire format ------------------------------------------------------------------------
-
-
 def _origin(url: httpx.URL) -> Origin:
     scheme = url.scheme
     if scheme not in ("http", "https"):
         raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
     port = url.port or (443 if scheme == "https" else 80)
     return scheme, url.host, port
-
-
-def _request_head(
-    method: bytes, url: httpx.URL, headers: Iterable[tuple[bytes, bytes]], length: int
-) -> bytes:
-    parts = [method, b" ", url.raw_path, b" HTTP/1.1\r\nhost: ", url.netloc, b"\r\n"]
-    given: set[bytes] = set()
-    for name, value in headers:
-        if b"\n" in value or b"\r" in value or b"\0" in value or not _is_token(name):
-            # Never echo the value: it may be a key.
-            raise httpx.LocalProtocolError(f"invalid request header {name!r}")
-        given.add(name.lower())
-        parts += (name, b": ", value, b"\r\n")
-    if b"user-agent" not in given:
-        parts += (b"user-agent: ", USER_AGENT, b"\r\n")
-    if b"accept-encoding" not in given:  # bodies are read raw: ask for them uncompressed
-        parts += (b"accept-encoding: identity\r\n",)
-    parts += (b"content-length: ", str(length).encode(), b"\r\n\r\n")
-    return b"".join(parts)
-
-
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def _is_token(name: bytes) -> bool:
-    return bool(name) and all(byte in _TOKEN for byte in name)
-
-
-def _status_line(line: bytes) -> tuple[int, bytes, bytes]:
-    version, _, rest = line.partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise httpx.RemoteProtocolError(f"malformed status line {line[:80]!r}")
-    return int(code), reason.strip(), version
-
-
-def _header_fields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
-    fields: list[tuple[bytes, bytes]] = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and fields:  # obsolete line folding
-            name, value = fields[-1]
-            fields[-1] = (name, value + b" " + line.strip())
-            continue
-        name, colon, value = line.partition(b":")
-        if not colon or not _is_token(name):
-            raise httpx.RemoteProtocolError(f"malformed response header line {line[:80]!r}")
-        fields.append((name, value.strip()))
-    return fields
-
-
-def _chunk_size(line: bytes) -> int:
-    digits = line.split(b";", 1)[0].strip()  # chunk extensions are ignored
-    if not digits or len(digits) > 16 or not all(byte in _HEX for byte in digits):
-        raise httpx.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}")
-    return int(digits, 16)
 
 
 def _reason(exc: BaseException) -> str:

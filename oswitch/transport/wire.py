@@ -1,0 +1,429 @@
+"""HTTP/1.1 for a client, without I/O: request heads out, response heads and bodies in.
+
+This is the sans-IO half of oswitch's HTTP/1.1 client; :mod:`oswitch.transport.pool`
+is the trio half that owns the sockets and drives it. Nothing here reads, writes,
+waits or imports trio or httpx: bytes go in, values come out, and a response that
+breaks HTTP/1.1 raises :class:`RemoteProtocolError`.
+
+- :func:`encode_request_head` builds a request head (Host, user-agent,
+  accept-encoding and Content-Length added), refusing a header that would break it.
+- :class:`HeadParser` takes the final response head off the front of a connection's
+  bytes, skipping interim 1xx heads, and says how its body is framed (:class:`Framing`).
+- :func:`decoder_for` gives that framing's body decoder: chunked (extensions ignored,
+  trailers parsed), Content-Length, or the connection's close. Each call to
+  ``decode`` hands back every body byte the buffer holds, joined, so one network read
+  costs one call.
+
+Responses are read as RFC 9112 says and as h11 reads them: ``tests/test_wire_differential.py``
+feeds a corpus of valid and broken responses to this module, to the pool's own read
+loop and to h11, split at every byte boundary, and requires the same events or the
+same refusal. The cases where oswitch differs from h11 on purpose are listed there,
+each with its reason. In short, it also accepts a bare LF ending a chunked framing
+line, whitespace before a chunk extension, HTTP/1.0 keep-alive and framing fields in
+trailers (not interpreted); it refuses HTTP versions other than 1.x, chunk sizes past
+:data:`MAX_CHUNK_SIZE_DIGITS` hex digits and chunk size lines past
+:data:`MAX_LINE_BYTES`; and it does not reuse a connection whose response carried both
+Transfer-Encoding and Content-Length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import NoReturn, Protocol
+
+import attrs
+
+# A head (status line and fields) or a trailer section, blank line included.
+MAX_HEAD_BYTES = 64 * 1024
+# A chunk size line, extensions included.
+MAX_LINE_BYTES = 8 * 1024
+# 16 hex digits count 2**64 bytes: a chunk size past that cannot be real.
+MAX_CHUNK_SIZE_DIGITS = 16
+# As h11: 20 decimal digits are a billion terabytes.
+MAX_CONTENT_LENGTH_DIGITS = 20
+USER_AGENT = b"oswitch"
+
+
+class ProtocolError(Exception):
+    """Bytes that are not HTTP/1.1 (the message never echoes a header value)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The server's bytes break HTTP/1.1."""
+
+
+class LocalProtocolError(ProtocolError):
+    """The request asked for cannot be written as HTTP/1.1."""
+
+
+# ---- request heads ----------------------------------------------------------------------
+
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_HEX = b"0123456789abcdefABCDEF"
+# Bytes no field value may hold (h11's field-value rule): they would end the line or
+# are whitespace a parser may split on.
+_NOT_IN_VALUE = re.compile(rb"[\x00\r\n\x0b\x0c]")
+_NOT_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+
+
+def is_token(name: bytes) -> bool:
+    """Whether ``name`` is an RFC 9110 token (a valid field name)."""
+    return bool(name) and not name.translate(None, _TOKEN)
+
+
+def encode_request_head(
+    method: bytes,
+    target: bytes,
+    host: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    content_length: int,
+) -> bytes:
+    """The head of a request with a body of ``content_length`` bytes.
+
+    ``headers`` must not hold Host, Content-Length or Transfer-Encoding (added or
+    never sent here); ``user-agent: oswitch`` and ``accept-encoding: identity`` (bodies
+    are read raw) are added unless given. Raises :class:`LocalProtocolError` naming
+    the offending header, never repeating its value (it may be a key).
+    """
+    if not is_token(method) or _NOT_IN_TARGET.search(target) or _NOT_IN_TARGET.search(host):
+        raise LocalProtocolError("invalid request line or host")
+    parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    given: set[bytes] = set()
+    for name, value in headers:
+        if _NOT_IN_VALUE.search(value) or not is_token(name):
+            raise LocalProtocolError(f"invalid request header {name!r}")
+        given.add(name.lower())
+        parts += (name, b": ", value, b"\r\n")
+    if b"user-agent" not in given:
+        parts += (b"user-agent: ", USER_AGENT, b"\r\n")
+    if b"accept-encoding" not in given:
+        parts += (b"accept-encoding: identity\r\n",)
+    parts += (b"content-length: ", str(content_length).encode(), b"\r\n\r\n")
+    return b"".join(parts)
+
+
+# ---- response heads ---------------------------------------------------------------------
+
+# A field section ends at its first blank line; a bare LF may end a line (RFC 9112 §2.2).
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+# Outside a line's end no CR, and none of the bytes h11's field-value rule refuses.
+_NOT_IN_FIELDS = re.compile(rb"[\x00\x0b\x0c]|\r(?!\n)")
+_STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: (.*))?", re.DOTALL)
+
+
+@attrs.frozen
+class Framing:
+    """How a response body ends: ``chunked``, ``length`` bytes, at ``close``, or ``none``;
+    and whether the connection may carry another request afterwards."""
+
+    kind: str
+    length: int = 0
+    keep_alive: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class Head:
+    """A final response head; ``headers`` keep their order and the names' case."""
+
+    status: int
+    reason: bytes
+    http_version: bytes
+    headers: list[tuple[bytes, bytes]]
+    framing: Framing
+
+
+class HeadParser:
+    """Takes the final response head off the front of a connection's bytes.
+
+    Interim 1xx heads are dropped (101 Switching Protocols is refused: oswitch never
+    asks to upgrade). A head may not exceed :data:`MAX_HEAD_BYTES`, however its bytes
+    arrive; each buffer passed in extends the previous one.
+    """
+
+    __slots__ = ("_method", "_scanned")
+
+    def __init__(self, method: bytes) -> None:
+        self._method = method
+        self._scanned = 0  # where to resume looking for the blank line
+
+    def parse(self, buffer: bytes) -> tuple[Head | None, bytes]:
+        """``(head, rest)`` once the final head is in, else ``(None, buffer)`` with any
+        interim heads taken off. Raises :class:`RemoteProtocolError`."""
+        while True:
+            end = _section_end(buffer, self._scanned, "head")
+            if end < 0:
+                self._scanned = max(0, len(buffer) - 2)
+                return None, buffer
+            lines, buffer = _lines(buffer[:end]), buffer[end:]
+            self._scanned = 0
+            status, reason, http_version = _status_line(lines[0])
+            headers = header_fields(lines[1:], "header")
+            if status >= 200:
+                framing = framing_of(self._method, status, http_version, headers)
+                head = Head(
+                    status=status,
+                    reason=reason,
+                    http_version=http_version,
+                    headers=headers,
+                    framing=framing,
+                )
+                return head, buffer
+            if status == 101:
+                raise RemoteProtocolError("unexpected 101 Switching Protocols")
+            # 100 Continue, 103 Early Hints: the real head follows
+
+    @staticmethod
+    def end_of_stream(buffer: bytes) -> NoReturn:
+        """The connection closed before the final head was complete (``buffer`` is what
+        came of it): raises :class:`RemoteProtocolError`."""
+        raise RemoteProtocolError(
+            "server disconnected in the middle of the response head"
+            if buffer
+            else "server disconnected without sending a response"
+        )
+
+
+def _section_end(buffer: bytes, start: int, what: str) -> int:
+    """Where the field section at the front of ``buffer`` ends (past its blank line),
+    or -1 while it is incomplete. Raises past :data:`MAX_HEAD_BYTES` or on a byte no
+    field may hold."""
+    match = _BLANK_LINE.search(buffer, start)
+    end = -1 if match is None else match.end()
+    if (len(buffer) if end < 0 else end) > MAX_HEAD_BYTES:
+        raise RemoteProtocolError(f"response {what} over {MAX_HEAD_BYTES} bytes")
+    if end >= 0 and _NOT_IN_FIELDS.search(buffer, 0, end):
+        raise RemoteProtocolError(f"control character in the response {what}")
+    return end
+
+
+def _lines(section: bytes) -> list[bytes]:
+    """A field section's lines, line ends and the closing blank line removed."""
+    lines = [line.rstrip(b"\r") for line in section.split(b"\n")]
+    del lines[-2:]
+    return lines
+
+
+def _status_line(line: bytes) -> tuple[int, bytes, bytes]:
+    match = _STATUS_LINE.fullmatch(line)
+    if match is None or int(match[1]) < 100:
+        raise RemoteProtocolError(f"malformed status line {line[:80]!r}")
+    return int(match[1]), match[2] or b"", line[:8]
+
+
+def header_fields(lines: list[bytes], what: str) -> list[tuple[bytes, bytes]]:
+    """Field lines as ``(name, value)``; an obsolete folded line joins the previous value
+    with one space, as h11 does. Raises :class:`RemoteProtocolError` on a malformed line."""
+    fields: list[tuple[bytes, bytes]] = []
+    raw = b""  # the latest field's value as sent, before trimming
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and fields:  # obsolete line folding
+            raw += b" " + line.lstrip(b" \t")
+            fields[-1] = (fields[-1][0], raw.strip(b" \t"))
+            continue
+        name, colon, raw = line.partition(b":")
+        if not colon or not is_token(name):
+            raise RemoteProtocolError(f"malformed response {what} line {line[:80]!r}")
+        fields.append((name, raw.strip(b" \t")))
+    return fields
+
+
+def framing_of(
+    method: bytes, status: int, http_version: bytes, headers: list[tuple[bytes, bytes]]
+) -> Framing:
+    """How the body of a final response to ``method`` is framed (RFC 9112 §6.3).
+
+    Raises :class:`RemoteProtocolError` for a Transfer-Encoding other than a single
+    ``chunked`` (oswitch decodes no other coding) or an invalid Content-Length.
+    """
+    chunked = False
+    length: bytes | None = None
+    connection = b""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            if chunked or value.lower() != b"chunked":
+                raise RemoteProtocolError("unsupported Transfer-Encoding in the response")
+            chunked = True
+        elif lowered == b"content-length":
+            values = {part.strip(b" \t") for part in value.split(b",")}
+            found = values.pop()
+            if (
+                values
+                or not found.isdigit()
+                or len(found) > MAX_CONTENT_LENGTH_DIGITS
+                or (length is not None and found != length)
+            ):
+                raise RemoteProtocolError("invalid Content-Length in the response")
+            length = found
+        elif lowered == b"connection":
+            connection += b"," + value.lower()
+    tokens = {token.strip(b" \t") for token in connection.split(b",")}
+    if http_version == b"HTTP/1.0":
+        # HTTP/1.0 keep-alive is honoured (RFC 9112 §9.3), never with a transfer coding
+        # (§6.1: the framing is faulty).
+        keep_alive = b"keep-alive" in tokens and not chunked
+    else:
+        keep_alive = b"close" not in tokens
+    if method == b"HEAD" or status in (204, 304):
+        return Framing("none", keep_alive=keep_alive)
+    if chunked:
+        # Both framings at once may be an attempt at response splitting (§6.3): read
+        # it by Transfer-Encoding, then close the connection.
+        return Framing("chunked", keep_alive=keep_alive and length is None)
+    if length is not None:
+        size = int(length)
+        return Framing("length" if size else "none", length=size, keep_alive=keep_alive)
+    return Framing("close", keep_alive=False)
+
+
+# ---- response bodies --------------------------------------------------------------------
+
+
+class BodyDecoder(Protocol):
+    """Turns a framed body's bytes into the body's bytes."""
+
+    def decode(self, buffer: bytes) -> tuple[bytes, bytes, bool]:
+        """``(data, rest, done)``: every body byte ``buffer`` holds, the bytes to keep
+        for the next call (after the body once ``done``), and whether the body ended.
+        Raises :class:`RemoteProtocolError`."""
+        ...
+
+    def end_of_stream(self) -> None:
+        """The connection closed: return if that ends the body, else raise
+        :class:`RemoteProtocolError`."""
+        ...
+
+
+def decoder_for(framing: Framing) -> BodyDecoder:
+    """A fresh decoder for a body framed as ``framing``."""
+    if framing.kind == "chunked":
+        return ChunkedDecoder()
+    if framing.kind == "length":
+        return LengthDecoder(framing.length)
+    if framing.kind == "close":
+        return CloseDecoder()
+    return NoBody()
+
+
+class NoBody:
+    """A response without a body: it ends before its first byte."""
+
+    __slots__ = ()
+
+    def decode(self, buffer: bytes) -> tuple[bytes, bytes, bool]:
+        return b"", buffer, True
+
+    def end_of_stream(self) -> None:
+        return None
+
+
+class CloseDecoder:
+    """A body that ends when the server closes the connection."""
+
+    __slots__ = ()
+
+    def decode(self, buffer: bytes) -> tuple[bytes, bytes, bool]:
+        return buffer, b"", False
+
+    def end_of_stream(self) -> None:
+        return None
+
+
+class LengthDecoder:
+    """A body of ``Content-Length`` bytes."""
+
+    __slots__ = ("_remaining",)
+
+    def __init__(self, length: int) -> None:
+        self._remaining = length
+
+    def decode(self, buffer: bytes) -> tuple[bytes, bytes, bool]:
+        remaining = self._remaining
+        if len(buffer) < remaining:
+            self._remaining = remaining - len(buffer)
+            return buffer, b"", False
+        self._remaining = 0
+        return buffer[:remaining], buffer[remaining:], True
+
+    def end_of_stream(self) -> None:
+        raise RemoteProtocolError(
+            f"server closed the connection {self._remaining} bytes before the end of "
+            "the response body"
+        )
+
+
+class ChunkedDecoder:
+    """A ``Transfer-Encoding: chunked`` body. Chunk extensions are ignored; the trailer
+    fields are in :attr:`trailers` once the body is done."""
+
+    __slots__ = ("_after_chunk", "_remaining", "_scanned", "_trailing", "trailers")
+
+    def __init__(self) -> None:
+        self._remaining = 0  # data bytes of the current chunk still due
+        self._after_chunk = False  # the line end closing a chunk's data is still due
+        self._trailing = False  # past the last chunk: the trailer section is due
+        self._scanned = 0  # where to resume looking for the trailers' blank line
+        self.trailers: list[tuple[bytes, bytes]] = []
+
+    def decode(self, buffer: bytes) -> tuple[bytes, bytes, bool]:
+        pieces: list[bytes] = []
+        while buffer:
+            remaining = self._remaining
+            if remaining:
+                if len(buffer) < remaining:
+                    pieces.append(buffer)
+                    self._remaining = remaining - len(buffer)
+                    buffer = b""
+                    break
+                pieces.append(buffer[:remaining])
+                buffer = buffer[remaining:]
+                self._remaining = 0
+                self._after_chunk = True
+            elif self._after_chunk:
+                if buffer[:2] == b"\r\n":
+                    buffer = buffer[2:]
+                elif buffer[:1] == b"\n":
+                    buffer = buffer[1:]
+                elif buffer == b"\r":
+                    break  # the LF is in the next read
+                else:
+                    raise RemoteProtocolError("chunk data not followed by CRLF")
+                self._after_chunk = False
+            elif self._trailing:
+                done, buffer = self._trailer_section(buffer)
+                return b"".join(pieces), buffer, done
+            else:
+                newline = buffer.find(b"\n")
+                if newline > MAX_LINE_BYTES or (newline < 0 and len(buffer) > MAX_LINE_BYTES):
+                    raise RemoteProtocolError("chunk size line too long")
+                if newline < 0:
+                    break
+                self._remaining = _chunk_size(buffer[:newline])
+                self._trailing = not self._remaining
+                buffer = buffer[newline + 1 :]
+        return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), buffer, False
+
+    def _trailer_section(self, buffer: bytes) -> tuple[bool, bytes]:
+        if buffer[:1] == b"\n":
+            return True, buffer[1:]
+        if buffer[:2] == b"\r\n":
+            return True, buffer[2:]
+        end = -1 if buffer == b"\r" else _section_end(buffer, self._scanned, "trailers")
+        if end < 0:
+            self._scanned = max(0, len(buffer) - 2)
+            return False, buffer
+        self.trailers = header_fields(_lines(buffer[:end]), "trailer")
+        return True, buffer[end:]
+
+    def end_of_stream(self) -> None:
+        raise RemoteProtocolError("server closed the connection before the end of the chunked body")
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size on a chunk size line (extensions ignored; whitespace allowed before
+    them, RFC 9112 §7.1.1)."""
+    digits = line.removesuffix(b"\r").partition(b";")[0].rstrip(b" \t")
+    if not digits or len(digits) > MAX_CHUNK_SIZE_DIGITS or digits.translate(None, _HEX):
+        raise RemoteProtocolError(f"malformed chunk size line {line[:40]!r}")
+    return int(digits, 16)
