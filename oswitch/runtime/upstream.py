@@ -248,7 +248,10 @@ class UpstreamStream:
         self.closed = True
         # No checkpoint: this also runs while the caller is being cancelled, and the
         # attempt must be settled right after it.
-        self._background.start_soon(self._drain_then_close)
+        try:
+            self._background.start_soon(self._drain_then_close)
+        except RuntimeError:  # the target's nursery has closed (its switcher is gone)
+            await self._close_response()
 
     async def _drain_then_close(self) -> None:
         try:
