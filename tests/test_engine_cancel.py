@@ -10,9 +10,10 @@ import attrs
 import pytest
 import trio
 
+from oswitch import AllTargetsFailed
 from oswitch.runtime.switcher import Switcher, open_switcher
-from oswitch.testing import FakeProvider, hang, stream
-from support import chat, config, target
+from oswitch.testing import FakeProvider, hang, server_error, stream
+from support import breaker, chat, config, target
 
 ANSWER = "one two three four five six seven eight nine ten"
 
@@ -143,3 +144,83 @@ async def test_an_exception_in_the_callers_block_is_not_a_client_cancel(
         trace = switcher.inspect_request("r-bug")
         stats = switcher.statistics()
     assert (trace.outcome, stats.failed, stats.cancelled) == ("cancelled", 0, 1)
+
+
+async def test_a_caller_cancelled_as_its_stream_is_granted_gives_the_slot_back(
+    autojump_clock: object,
+) -> None:
+    """A caller cancelled in the instant after a target granted its stream a slot (before
+    it could open the stream) does not leave that slot, or a half-open probe, taken."""
+    fake = FakeProvider().on("key-a", server_error(), stream(ANSWER))
+    cfg = config(
+        target("a"),
+        circuit_breaker=breaker(failure_threshold=1, half_open_after_ms=1000),
+        retry_budget=0,
+    )
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        with pytest.raises(AllTargetsFailed):
+            await switcher.complete(chat())
+        await trio.sleep(2.0)  # the breaker is due to half-open: the next attempt probes
+        with trio.CancelScope() as scope:
+
+            def cancel_at_grant(name: str, fields: dict[str, Any]) -> None:
+                if name == "breaker" and fields["state"] == "HalfOpen":
+                    scope.cancel()  # runs in the actor, as it grants the slot
+
+            switcher.events.add_listener(cancel_at_grant)
+            async with switcher.stream(chat(), request_id="r-granted"):
+                raise AssertionError("never entered")
+        assert scope.cancelled_caught
+        view = switcher.list_targets()[0]
+        assert (view.in_flight, view.breaker_state) == (0, "HalfOpen")
+        assert switcher.inspect_request("r-granted").outcome == "client_cancelled"
+        async with switcher.stream(chat()) as chunks:  # the probe slot is free again
+            text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in chunks])
+    assert text == ANSWER
+
+
+async def test_a_sidecar_client_that_disconnects_is_client_cancelled() -> None:
+    """Over loopback, a sidecar client that disconnects mid-stream cancels its request the
+    same way: the trace is client_cancelled and one request_cancelled event says so."""
+    from functools import partial
+
+    import httpx
+
+    from oswitch.sidecar.serve import serve_sidecar
+
+    fake = FakeProvider().on("key-a", stream(ANSWER, chunk_latency=0.2))
+    shutdown = trio.Event()
+    with trio.fail_after(10):
+        async with open_switcher(config(target("a")), transport=fake.transport()) as switcher:
+            heard: list[dict[str, Any]] = []
+            cancelled = trio.Event()
+
+            def on_event(name: str, fields: dict[str, Any]) -> None:
+                if name == "request_cancelled":
+                    heard.append(fields)
+                    cancelled.set()
+
+            switcher.events.add_listener(on_event)
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    partial(serve_sidecar, switcher, port=0, shutdown_trigger=shutdown)
+                )
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                async with (
+                    httpx.AsyncClient() as client,
+                    client.stream("POST", url, json=chat(stream=True)) as response,
+                ):
+                    request_id = response.headers["x-oswitch-request-id"]
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: ") and "two" in line:
+                            break
+                await cancelled.wait()
+                shutdown.set()
+            trace = switcher.inspect_request(request_id)
+    assert trace.outcome == "client_cancelled"
+    (fields,) = heard
+    assert (fields["request_id"], fields["outcome"], fields["stream"]) == (
+        request_id,
+        "client_cancelled",
+        True,
+    )
