@@ -33,19 +33,16 @@ _SLACK = 64
 
 
 class StreamDeadlines:
-    """Calls ``expire(order)`` at each watched order's ``expires_at`` (see the module doc).
-
-    ``open(order)`` says whether the order is still running; ended ones are skipped.
+    """Hands each watched order to ``expire`` once its ``expires_at`` has passed, unless
+    it ended before (see the module doc). ``serve`` runs in the target actor's nursery,
+    started with the first stream watched (``served``), so an idle target costs no task.
     """
 
-    def __init__(
-        self, *, expire: Callable[[AttemptOrder], None], open: Callable[[AttemptOrder], bool]
-    ) -> None:
-        self._expire = expire
-        self._open = open
+    def __init__(self) -> None:
         self._heap: list[tuple[float, int, weakref.ref[AttemptOrder]]] = []
         self._tiebreak = itertools.count()
         self._scope: trio.CancelScope | None = None
+        self.served = False  # set by whoever starts serve()
 
     def watch(self, order: AttemptOrder, *, open_streams: int) -> None:
         """Watch ``order`` until its ``expires_at``; ``open_streams`` is how many run."""
@@ -53,7 +50,7 @@ class StreamDeadlines:
         if math.isinf(deadline):
             return
         if len(self._heap) > 2 * open_streams + _SLACK:
-            self._heap = [entry for entry in self._heap if self._live(entry[2]) is not None]
+            self._heap = [entry for entry in self._heap if _open(entry[2]) is not None]
             heapq.heapify(self._heap)
         heapq.heappush(self._heap, (deadline, next(self._tiebreak), weakref.ref(order)))
         scope = self._scope
@@ -63,8 +60,8 @@ class StreamDeadlines:
     def __len__(self) -> int:
         return len(self._heap)
 
-    async def serve(self) -> None:
-        """Expire orders as their deadlines pass, until cancelled (the actor's nursery)."""
+    async def serve(self, expire: Callable[[AttemptOrder], None]) -> None:
+        """Call ``expire(order)`` as orders' deadlines pass, until cancelled."""
         while True:
             with trio.CancelScope(deadline=self._heap[0][0] if self._heap else math.inf) as scope:
                 self._scope = scope
@@ -73,10 +70,13 @@ class StreamDeadlines:
             now = trio.current_time()
             while self._heap and self._heap[0][0] <= now:
                 _, _, ref = heapq.heappop(self._heap)
-                order = self._live(ref)
+                order = _open(ref)
                 if order is not None:
-                    self._expire(order)
+                    expire(order)
 
-    def _live(self, ref: weakref.ref[AttemptOrder]) -> AttemptOrder | None:
-        order = ref()
-        return order if order is not None and self._open(order) else None
+
+def _open(ref: weakref.ref[AttemptOrder]) -> AttemptOrder | None:
+    """The order if it is still alive and has not ended (its target settles every
+    attempt it ends, ``order.settled``)."""
+    order = ref()
+    return order if order is not None and order.settled is None else None

@@ -203,7 +203,7 @@ class TargetActor:
         self._failures: Counter[str] = Counter()
         self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](INBOX_SIZE)
         self._nursery: trio.Nursery | None = None
-        self._stream_deadlines = StreamDeadlines(expire=self._expire_stream, open=self._is_open)
+        self._stream_deadlines = StreamDeadlines()
         self.stopped = False  # the actor has ended (retired, or its switcher closed)
         self._api_key: str | None = None
         self._load_key(initial=True)
@@ -401,7 +401,6 @@ class TargetActor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._stream_deadlines.serve)
                 if self._blocked is TargetCondition.REAUTH_REQUIRED:
                     nursery.start_soon(self._watch_credentials)
                 task_status.started()
@@ -470,7 +469,12 @@ class TargetActor:
         if order.stream:
             # The caller's task reads the stream (open_stream); the slot is held now,
             # and no later than the request's deadline.
-            self._stream_deadlines.watch(order, open_streams=len(self._in_flight))
+            deadlines = self._stream_deadlines
+            deadlines.watch(order, open_streams=len(self._in_flight))
+            if not deadlines.served:
+                deadlines.served = True
+                assert self._nursery is not None
+                self._nursery.start_soon(deadlines.serve, self._expire_stream)
             order.reply.set(
                 self._outcome(
                     OutcomeKind.GRANTED,
@@ -534,9 +538,6 @@ class TargetActor:
         order.settled = outcome
         order.upstream = None  # the stream refers to its order: no cycle left behind
         return outcome
-
-    def _is_open(self, order: AttemptOrder) -> bool:
-        return order.settled is None and order in self._in_flight
 
     def _expire_stream(self, order: AttemptOrder) -> None:
         """A streamed attempt reached its request deadline.
