@@ -361,9 +361,10 @@ class Switcher:
 
     def inspect_request(self, request_id: str) -> RequestTrace:
         """The trace of a request still kept in the ring buffer; raises UnknownRequest."""
-        trace = self._traces.get(clip(str(request_id)))
+        kept_as = clip(str(request_id))
+        trace = self._traces.get(kept_as)
         if trace is None:
-            raise UnknownRequest(request_id)
+            raise UnknownRequest(kept_as)
         return trace
 
     def _actor(self, target_id: str) -> TargetActor:
