@@ -19,6 +19,7 @@ AUDIT_FIELDS = (
     "attempt",
     "error_class",
     "decision",
+    "outcome",
     "latency_ms",
     "status",
     "retry_after",

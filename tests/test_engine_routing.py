@@ -183,7 +183,7 @@ async def test_callers_tighter_deadline_wins_and_cancels_upstream(autojump_clock
         assert scope.cancelled_caught
         await trio.lowlevel.checkpoint()
         assert fake.cancelled == 1
-        assert switcher.inspect_request("r-cancel").outcome == "cancelled"
+        assert switcher.inspect_request("r-cancel").outcome == "client_cancelled"
         assert switcher.list_targets()[0].in_flight == 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from oswitch.runtime.switcher import open_switcher
 from oswitch.testing import FakeProvider, serve_fake_provider, stream
@@ -24,6 +25,8 @@ async def test_finished_streams_give_their_connection_back() -> None:
                             [c["choices"][0]["delta"].get("content") or "" async for c in chunks]
                         )
                     assert text == "one two three four five"
+                # The rest of the last body is read after the caller has its end.
+                await trio.testing.wait_all_tasks_blocked()
                 pool = switcher._router.actors["a"]._client.statistics()
             nursery.cancel_scope.cancel()
     assert (pool.requests, pool.connections, pool.idle) == (5, 1, 1)

@@ -416,7 +416,9 @@ async def test_streams_respect_the_concurrency_of_their_target(autojump_clock: o
 async def test_a_slow_reader_is_not_a_stalled_provider(autojump_clock: object) -> None:
     """The idle limit times the provider's silence, not the caller's pauses between chunks."""
     fake = FakeProvider().on("key-a", stream(ANSWER)).on("key-b", stream(ANSWER))
-    async with open_switcher(pair(stream_idle_timeout_ms=3000), transport=fake.transport()) as s:
+    # 26 chunks 10 s apart: the request deadline (which bounds delivery too) must allow it.
+    cfg = pair(stream_idle_timeout_ms=3000, request_timeout_ms=600_000)
+    async with open_switcher(cfg, transport=fake.transport()) as s:
         async with s.stream(chat()) as chunks:
             pieces = []
             async for chunk in chunks:

@@ -148,6 +148,7 @@ class SwitcherConfig:
     fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict, hash=False)
     stream_resume: StreamResume = "continue"
     trace_capacity: int = 1000
+    trace_store_bytes: int = 16 * 1024 * 1024
     server: ServerConfig = ServerConfig()
     control: ControlConfig = ControlConfig()
 

@@ -267,6 +267,7 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "quota_delay_cap_ms": _gt(0),
         "hedge_after_ms": _gt(0),
         "trace_capacity": _ge(1),
+        "trace_store_bytes": _ge(1),
     },
 }
 # Rules whose message must not echo the value: someone may have pasted the key

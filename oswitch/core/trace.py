@@ -3,15 +3,33 @@
 Traces keep sizes, offsets, targets, timings and classes — never prompt or
 completion text, never a key — so they can be shown to any operator.
 Times are seconds on the switcher's clock (trio's clock in the runtime).
+
+Every string a trace keeps is clipped (:mod:`oswitch.core.clip`): request ids and
+model names are the callers' choice, notes may quote a provider. The store is
+bounded by count and by an estimate of the bytes its traces hold.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 
 import attrs
 
+from oswitch.core.clip import MAX_TEXT_CHARS, clip
 from oswitch.core.error_class import ErrorClass
+
+# The bytes of a trace and of one attempt record besides their strings (the objects,
+# their fields, the store's dict slot): measured on CPython 3.11 (about 360 and 180)
+# and rounded up. Strings are counted whole even when shared, so the estimate errs
+# high: a typical trace of three attempts is estimated at 2 KB and holds 1.2 KB.
+TRACE_BYTES = 512
+ATTEMPT_BYTES = 256
+DEFAULT_STORE_BYTES = 16 * 1024 * 1024
+
+
+def _clip_note(note: str) -> str:
+    return clip(note, MAX_TEXT_CHARS)
 
 
 @attrs.frozen(kw_only=True)
@@ -26,14 +44,14 @@ class AttemptRecord:
 
     index: int
     target_id: str
-    model: str
+    model: str = attrs.field(converter=clip)
     started_at: float
     duration_s: float
     error_class: ErrorClass | None
     decision: str
     status: int | None = None
     retry_after: float | None = None
-    note: str = ""
+    note: str = attrs.field(default="", converter=_clip_note)
     hedge: bool = False
     offset: int = 0
     chars: int = 0
@@ -66,10 +84,14 @@ class RequestTrace:
 
 @attrs.define
 class TraceBuilder:
-    """The mutable trace of a request still running; ``freeze()`` snapshots it."""
+    """The mutable trace of a request still running; ``freeze()`` snapshots it.
 
-    request_id: str
-    model: str
+    ``size`` is the estimate of the bytes it holds, kept up to date as attempts are
+    added, so the store it is in stays within its byte budget.
+    """
+
+    request_id: str = attrs.field(converter=clip)
+    model: str = attrs.field(converter=clip)
     stream: bool
     started_at: float
     prompt_chars: int = 0
@@ -80,9 +102,19 @@ class TraceBuilder:
     served_by: str | None = None
     served_model: str | None = None
     error_class: ErrorClass | None = None
+    size: int = attrs.field(init=False, default=0, eq=False)
+    _store: TraceStore | None = attrs.field(init=False, default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.size = TRACE_BYTES + sys.getsizeof(self.request_id) + sys.getsizeof(self.model)
+        self.size += sum(_record_bytes(record) for record in self.attempts)
 
     def add(self, record: AttemptRecord) -> None:
         self.attempts.append(record)
+        grown = _record_bytes(record)
+        self.size += grown
+        if self._store is not None:
+            self._store.grew(grown)
 
     def finish(
         self,
@@ -96,7 +128,9 @@ class TraceBuilder:
         self.ended_at = now
         self.outcome = outcome
         self.served_by = served_by
-        self.served_model = served_model
+        # The served model is a caller's name on a passthrough target (room for it,
+        # clipped, is part of TRACE_BYTES).
+        self.served_model = None if served_model is None else clip(served_model)
         self.error_class = error_class
 
     def freeze(self) -> RequestTrace:
@@ -116,27 +150,64 @@ class TraceBuilder:
         )
 
 
+def _record_bytes(record: AttemptRecord) -> int:
+    return (
+        ATTEMPT_BYTES
+        + sys.getsizeof(record.model)
+        + sys.getsizeof(record.note)
+        + sys.getsizeof(record.target_id)
+    )
+
+
 @attrs.define
 class TraceStore:
-    """A bounded ring of traces by request id: the oldest is evicted first."""
+    """A bounded ring of traces by request id: the oldest is evicted first, while
+    there are more than ``capacity`` or their estimated bytes exceed ``max_bytes``
+    (the newest trace is always kept, whatever its size)."""
 
     capacity: int
+    max_bytes: int = DEFAULT_STORE_BYTES
     _traces: OrderedDict[str, TraceBuilder] = attrs.Factory(OrderedDict)
+    _bytes: int = 0
 
     def add(self, trace: TraceBuilder) -> None:
+        replaced = self._traces.pop(trace.request_id, None)
+        if replaced is not None:
+            self._forget(replaced)
         self._traces[trace.request_id] = trace
-        self._traces.move_to_end(trace.request_id)
-        while len(self._traces) > self.capacity:
-            self._traces.popitem(last=False)
+        trace._store = self
+        self._bytes += trace.size
+        self._evict()
+
+    def grew(self, grown: int) -> None:
+        """A trace in the store grew by ``grown`` bytes (called by the trace)."""
+        self._bytes += grown
+        self._evict()
 
     def get(self, request_id: str) -> RequestTrace | None:
         trace = self._traces.get(request_id)
         return None if trace is None else trace.freeze()
 
-    def resize(self, capacity: int) -> None:
+    def resize(self, capacity: int, *, max_bytes: int | None = None) -> None:
         self.capacity = capacity
-        while len(self._traces) > self.capacity:
-            self._traces.popitem(last=False)
+        if max_bytes is not None:
+            self.max_bytes = max_bytes
+        self._evict()
+
+    @property
+    def bytes_kept(self) -> int:
+        """The estimated bytes of the traces kept."""
+        return self._bytes
+
+    def _evict(self) -> None:
+        traces = self._traces
+        while len(traces) > self.capacity or (self._bytes > self.max_bytes and len(traces) > 1):
+            _, oldest = traces.popitem(last=False)
+            self._forget(oldest)
+
+    def _forget(self, trace: TraceBuilder) -> None:
+        trace._store = None
+        self._bytes -= trace.size
 
     def __len__(self) -> int:
         return len(self._traces)

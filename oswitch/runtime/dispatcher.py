@@ -19,6 +19,7 @@ import trio
 
 from oswitch.config import SwitcherConfig
 from oswitch.core.backoff import BackoffSettings, backoff_delay
+from oswitch.core.clip import clip
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import RequestAction, recovery_for
 from oswitch.core.resume import continuation_request
@@ -100,6 +101,7 @@ class RequestRun:
         rng: random.Random,
         events: EventHub,
         stream: bool = False,
+        own_deadline: float | None = None,
     ) -> None:
         self.request = request
         self.stream = stream
@@ -107,6 +109,9 @@ class RequestRun:
         self.model = model
         self.needs = needs
         self.deadline = deadline
+        # request_timeout_ms alone: what the target enforces on a stream whose caller
+        # is away. A caller's own tighter deadline cancels the caller itself.
+        self.own_deadline = deadline if own_deadline is None else own_deadline
         self.settings = settings
         self.router = router
         self.changed = changed
@@ -412,6 +417,7 @@ class RequestRun:
             model=model,
             stream=self.stream,
             deadline=min(attempt_limit, self.deadline),
+            expires_at=self.own_deadline,
             request_id=self.request_id,
             hedge=hedge,
         )
@@ -429,6 +435,14 @@ class RequestRun:
                     started_at=now,
                     note="target retired",
                 )
+        except BaseException:
+            granted = order.reply.peek()
+            if granted is not None and granted.kind is OutcomeKind.GRANTED:
+                # Cancelled in the instant after the target granted a stream's slot:
+                # nobody will open that stream, so give the slot back here.
+                order.cancel(CancelReason.CALLER)
+                actor.end_attempt(order, None, started=now)
+            raise
         finally:
             if not order.reply.is_set:
                 order.cancel(CancelReason.CALLER)
@@ -595,6 +609,7 @@ class RequestRun:
         return bool(candidates) and all(a.rate_limited(m, now) for a, m in candidates)
 
     def _give_up(self, chain: Sequence[str]) -> AllTargetsFailed | RequestFailed:
+        shown = clip(self.model)  # the caller's name, quoted back in bounded form
         if self.last_class is ErrorClass.REQUEST_TOO_LARGE:
             return RequestFailed(
                 self.last_message or "request too large for every target",
@@ -603,18 +618,18 @@ class RequestRun:
                 status=self.last_status,
             )
         if not any(self.router.candidates(m) for m in chain):
-            reason = f"no target serves model {self.model!r}"
+            reason = f"no target serves model {shown!r}"
         elif not any(self._pool(m).actors for m in chain):
-            reason = f"no target serving {self.model!r} accepts this request (capabilities/tags)"
+            reason = f"no target serving {shown!r} accepts this request (capabilities/tags)"
         elif self.attempts == 0:
-            reason = f"no target for {self.model!r} became eligible in time"
+            reason = f"no target for {shown!r} became eligible in time"
             if self._all_rate_limited(chain):
                 # Every candidate is cooling off a rate limit: say so (the sidecar's 429).
                 self.last_class = ErrorClass.RATE_LIMITED
                 reason += " (all rate-limited)"
         else:
             reason = (
-                f"all targets failed for {self.model!r} after {self.attempts} attempt(s)"
+                f"all targets failed for {shown!r} after {self.attempts} attempt(s)"
                 f" (retries {self.retries}/{self.settings.retry_budget}, failovers "
                 f"{self.failovers}/{self.settings.failover_budget})"
             )

@@ -2,7 +2,8 @@
 
 Subscribers (the control channel's ``subscribe``, a dashboard) each get a small
 bounded channel. Emitting never waits: a subscriber whose buffer is full is
-dropped (its channel closed) rather than allowed to slow routing down.
+dropped (its channel closed) rather than allowed to slow routing down. String
+fields are clipped (model names and request ids are the callers' choice).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import attrs
 import trio
 
 from oswitch.audit import audit
+from oswitch.core.clip import MAX_TEXT_CHARS, clip
 
 # The default number of events a subscriber may fall behind before it is dropped.
 SUBSCRIBER_BUFFER = 256
@@ -42,6 +44,7 @@ TOPIC_OF_EVENT = {
     "fallback": "audit",
     "hedge": "audit",
     "request_failed": "audit",
+    "request_cancelled": "audit",
     "overloaded": "audit",
     "backpressure": "audit",
     "backpressure_cleared": "audit",
@@ -68,7 +71,12 @@ class EventHub:
         self._listeners.append(listener)
 
     def emit(self, name: str, **fields: Any) -> None:
-        """Log ``name`` to ``oswitch.audit`` and hand it to subscribers; never blocks."""
+        """Log ``name`` to ``oswitch.audit`` and hand it to subscribers; never blocks.
+
+        A string field longer than ``MAX_TEXT_CHARS`` is clipped first."""
+        for key, value in fields.items():
+            if type(value) is str and len(value) > MAX_TEXT_CHARS:
+                fields[key] = clip(value, MAX_TEXT_CHARS)
         audit(name, **fields)
         for listener in self._listeners:
             listener(name, fields)

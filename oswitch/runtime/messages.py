@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -36,6 +37,10 @@ class OneShot(Generic[T]):
     @property
     def is_set(self) -> bool:
         return self._event.is_set()
+
+    def peek(self) -> T | None:
+        """The value if delivered, else None; never waits."""
+        return self._value
 
     async def wait(self) -> T:
         """Block until the value is delivered, then return it."""
@@ -98,6 +103,11 @@ class AttemptOrder:
     scope owned by the attempt; anyone may :meth:`cancel` it to fail it over. A
     streamed attempt uses one guard per read (its chunks are read in the caller's
     task, between the caller's own waits), a non-streamed one a single guard.
+
+    ``expires_at`` is when the target ends a streamed attempt whose caller is not
+    reading (the request's own deadline, ``request_timeout_ms``); ``upstream`` is a
+    streamed attempt's open stream once its headers are in; ``settled`` is the
+    outcome the target settled the attempt with, once it has ended.
     """
 
     request: Mapping[str, Any]
@@ -106,10 +116,13 @@ class AttemptOrder:
     deadline: float
     request_id: str
     hedge: bool = False
+    expires_at: float = math.inf
     reply: OneShot[AttemptOutcome] = attrs.Factory(OneShot)
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     cancel_reason: CancelReason | None = None
     epoch: int = 0  # the target's breaker epoch when the attempt began
+    upstream: UpstreamStream | None = None
+    settled: AttemptOutcome | None = None
 
     def cancel(self, reason: CancelReason) -> None:
         """Cancel the attempt; the first reason given is the one reported."""

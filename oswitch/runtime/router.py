@@ -66,7 +66,9 @@ def request_needs(request: Mapping[str, Any]) -> RequestNeeds:
     )
 
 
-# How many pools (model × request needs) a router remembers before starting over.
+# How many pools (model × request needs) a router remembers before starting over. Keys
+# hold only names the router knows (served models, targets' tags), never a caller's
+# arbitrary string, so the cache is bounded in bytes as well as in entries.
 POOL_CACHE_SIZE = 256
 
 
@@ -94,9 +96,11 @@ class Router:
         self.actors: dict[str, TargetActor] = {}
         self._by_model: dict[str, list[TargetActor]] = {}
         self._any_model: list[TargetActor] = []
-        self._pools: dict[tuple[str, RequestNeeds], Pool] = {}
+        self._pools: dict[tuple[str | None, RequestNeeds], Pool] = {}
+        self._tags: frozenset[str] = frozenset()
         for actor in actors:
             self.actors[actor.target_id] = actor
+            self._tags |= frozenset(actor.target.policy_tags)
             serves = actor.target.serves or (
                 (actor.target.model,) if actor.target.model else ("*",)
             )
@@ -116,7 +120,13 @@ class Router:
     def pool(self, model: str, needs: RequestNeeds) -> Pool:
         """The targets serving ``model`` that admit ``needs``, grouped in tiers (cached:
         a router is rebuilt whenever its targets change)."""
-        key = (model, needs)
+        if needs.require_tags or needs.avoid_tags:
+            if not needs.require_tags <= self._tags:
+                return _EMPTY_POOL  # a tag no target has: nothing can take it
+            # Tags no target has change nothing: leave them out of the key.
+            needs = attrs.evolve(needs, avoid_tags=needs.avoid_tags & self._tags)
+        # A model not served by name has the passthrough targets only, whatever its name.
+        key = (model if model in self._by_model else None, needs)
         pool = self._pools.get(key)
         if pool is None:
             if len(self._pools) >= POOL_CACHE_SIZE:
@@ -128,6 +138,9 @@ class Router:
     def models(self) -> list[str]:
         """The model names served by name (passthrough targets serve any)."""
         return sorted(self._by_model)
+
+
+_EMPTY_POOL = make_pool(())
 
 
 def model_chain(model: str, fallbacks: Mapping[str, Sequence[str]]) -> list[str]:

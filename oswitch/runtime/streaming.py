@@ -10,11 +10,12 @@ is reconciled (repeated text dropped) and the continuation is streamed on.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import trio
@@ -26,6 +27,16 @@ from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.dispatcher import RequestRun
 from oswitch.runtime.messages import AttemptOutcome, CancelReason, OutcomeKind
 from oswitch.runtime.upstream import StreamedChunk, StreamInterrupted, UpstreamStream
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is trio cancelling the caller (alone or in a group of them):
+    its own cancel scope, a sidecar client that went away, a shutdown."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return False
 
 
 def _set_text(chunk: dict[str, Any], text: str) -> dict[str, Any]:
@@ -45,7 +56,9 @@ class ChatStream:
     while the current provider is silent (at most the idle limit) and while a
     resume finds the next target. Raises ``RequestFailed`` (InterruptedExecution)
     when the answer cannot be finished honestly, ``AllTargetsFailed`` when no
-    target can continue it; never ends cleanly on a partial answer.
+    target can continue it or the request deadline passed (also while the caller
+    was not pulling: the upstream attempt was then ended at the deadline, and the
+    next pull raises); never ends cleanly on a partial answer.
     """
 
     def __init__(
@@ -102,13 +115,19 @@ class ChatStream:
             self._upstream.order, result, started=self._segment_started_at
         )
         classification = settled.classification
+        # An expired segment ended at the deadline, not when the caller came back.
+        duration = (
+            settled.duration_s
+            if self._upstream.expired
+            else trio.current_time() - self._segment_started_at
+        )
         self._run.record(
             AttemptRecord(
                 index=len(self._trace.attempts),
                 target_id=self.target_id,
                 model=self.model,
                 started_at=self._segment_started_at,
-                duration_s=trio.current_time() - self._segment_started_at,
+                duration_s=duration,
                 error_class=error_class,
                 decision=decision,
                 status=None if classification is None else classification.status,
@@ -173,6 +192,12 @@ class ChatStream:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
+        if self._upstream.expired and not self._segment_ended:
+            # The request deadline passed while the caller was away; the target has
+            # already ended the attempt. Chunks not yet taken are not delivered.
+            if not self._saw_finish:
+                self._deadline_passed()
+            await self._complete()  # the finish reached the caller: the answer is whole
         while not self._pending:
             if self._done:
                 raise StopAsyncIteration
@@ -252,17 +277,7 @@ class ChatStream:
         await self._upstream.aclose()
         underlying = interrupted.classification.error_class
         if interrupted.deadline_exceeded:
-            result = attrs.evolve(self._outcome, kind=OutcomeKind.CANCELLED, stream=None)
-            self._end_segment(result, decision="give_up", note="request deadline")
-            error = AllTargetsFailed(
-                "deadline exceeded while streaming",
-                request_id=self.request_id,
-                error_class=ErrorClass.INTERRUPTED_EXECUTION,
-                attempts=self._run.attempts,
-                deadline_exceeded=True,
-            )
-            self._finish(error)
-            raise error
+            self._deadline_passed()
         if interrupted.cancel_reason is not None:
             result = attrs.evolve(
                 self._outcome,
@@ -307,6 +322,21 @@ class ChatStream:
         self._reconciler = SeamReconciler(self._text())
         self._begin_segment(outcome)
 
+    def _deadline_passed(self) -> NoReturn:
+        """End the segment at the request deadline and raise AllTargetsFailed."""
+        self._pending.clear()
+        result = attrs.evolve(self._outcome, kind=OutcomeKind.CANCELLED, stream=None)
+        self._end_segment(result, decision="give_up", note="request deadline")
+        error = AllTargetsFailed(
+            "deadline exceeded while streaming",
+            request_id=self.request_id,
+            error_class=ErrorClass.INTERRUPTED_EXECUTION,
+            attempts=self._run.attempts,
+            deadline_exceeded=True,
+        )
+        self._finish(error)
+        raise error
+
     def _fail(self, message: str) -> None:
         error = RequestFailed(
             message,
@@ -334,8 +364,29 @@ class ChatStream:
         if self._saw_finish:
             await self._complete()
             return
+        if self._upstream.expired and not self._segment_ended:
+            # Leaving after the deadline ended it: the request failed at its deadline.
+            with contextlib.suppress(AllTargetsFailed):
+                self._deadline_passed()
+            return
         await self._abandon(note="caller left early")
         self._finish(None)
+
+    async def _leave(self, exc: BaseException | None) -> None:
+        """The caller's block ended, with ``exc`` if it raised. A caller cancelled
+        (its cancel scope, a sidecar client gone) before the answer was whole is
+        ``client_cancelled``; any other early exit is leaving early (``cancelled``)."""
+        if (
+            exc is None
+            or self._finished_reported
+            or self._saw_finish
+            or self._upstream.expired
+            or not is_cancellation(exc)
+        ):
+            await self.aclose()
+            return
+        await self._abandon(note="caller cancelled")
+        self._finish(exc)
 
     async def _abandon(self, *, note: str) -> None:
         """End the running segment as cancelled by the caller (no cost to the target)."""
@@ -380,6 +431,6 @@ class StreamContext:
     ) -> None:
         assert self._stack is not None and self._stream is not None
         try:
-            await self._stream.aclose()
+            await self._stream._leave(exc)
         finally:
             await self._stack.__aexit__(exc_type, exc, tb)

@@ -14,6 +14,7 @@ import trio
 
 from oswitch.config import SwitcherConfig
 from oswitch.core.chat_request import chat_request_problems, describe, request_id_problem
+from oswitch.core.clip import clip
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.secret import Secret
 from oswitch.core.trace import RequestTrace, TraceBuilder, TraceStore
@@ -30,8 +31,8 @@ from oswitch.runtime.dispatcher import ChangeSignal, RequestRun, Settings
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.messages import CommandKind
 from oswitch.runtime.router import Router, request_needs
-from oswitch.runtime.streaming import ChatStream, StreamContext
-from oswitch.runtime.target import TargetActor, TargetView
+from oswitch.runtime.streaming import ChatStream, StreamContext, is_cancellation
+from oswitch.runtime.target import TargetActor, TargetState, TargetView
 
 
 @attrs.frozen(kw_only=True)
@@ -42,7 +43,9 @@ class SwitcherStatistics:
     requests: int
     succeeded: int
     failed: int
+    cancelled: int
     traces_kept: int
+    trace_bytes: int
     admission: AdmissionStatistics
 
 
@@ -100,7 +103,8 @@ class Switcher:
         self._nursery = nursery
         self._transport = transport
         self._rng = rng
-        self._secrets: list[Secret] = []
+        # Every key value seen, once each (a set: re-reading the same key adds nothing).
+        self._secrets: set[Secret] = set()
         self._changed = ChangeSignal()
         self.events = EventHub()
         self._settings = Settings(config)
@@ -110,11 +114,15 @@ class Switcher:
             backpressure_threshold=config.backpressure_threshold,
             events=self.events,
         )
-        self._traces = TraceStore(capacity=config.trace_capacity)
+        self._traces = TraceStore(
+            capacity=config.trace_capacity, max_bytes=config.trace_store_bytes
+        )
         self._router = Router(())
+        self._retiring: list[TargetActor] = []  # removed by a reload, still draining
         self._requests = 0
         self._succeeded = 0
         self._failed = 0
+        self._cancelled = 0
 
     @property
     def config(self) -> SwitcherConfig:
@@ -220,13 +228,14 @@ class Switcher:
         """Validate a request and set up its run and trace (nothing waits yet).
 
         Raises RequestFailed(InvalidRequest) for a request that is not a chat request.
+        A caller's ``request_id`` longer than ``MAX_NAME_CHARS`` is kept clipped
+        (its head and a digest of the whole): replies, errors and traces carry that.
         """
-        rid = request_id or new_request_id()
+        rid = clip(str(request_id)) if request_id else new_request_id()
         model = self._admit_shape(request, rid)
         now = trio.current_time()
-        deadline = min(
-            now + self._config.request_timeout_ms / 1000.0, trio.current_effective_deadline()
-        )
+        own_deadline = now + self._config.request_timeout_ms / 1000.0
+        deadline = min(own_deadline, trio.current_effective_deadline())
         trace = TraceBuilder(
             request_id=rid,
             model=model,
@@ -245,6 +254,7 @@ class Switcher:
             model=model,
             needs=request_needs(request),
             deadline=deadline,
+            own_deadline=own_deadline,
             settings=settings,
             router=self._router,
             changed=self._changed,
@@ -276,7 +286,10 @@ class Switcher:
         now = trio.current_time()
         if error is None:
             if trace.outcome == "in_progress":
-                trace.finish(now, "cancelled" if trace.stream else "ok")
+                if trace.stream:
+                    self._request_cancelled(trace, model, "cancelled")  # left the block early
+                else:
+                    trace.finish(now, "ok")
             self._succeeded += trace.outcome == "ok"
             return
         if isinstance(error, SwitcherError):
@@ -291,8 +304,30 @@ class Switcher:
                 error_class=str(error_class or ""),
                 note=type(error).__name__,
             )
+        elif is_cancellation(error):
+            self._request_cancelled(trace, model, "client_cancelled")
         else:
-            trace.finish(now, "cancelled")
+            self._request_cancelled(trace, model, "cancelled")
+
+    def _request_cancelled(self, trace: TraceBuilder, model: str, outcome: str) -> None:
+        """The caller ended the request before it finished: trace it and tell the audit
+        log and metrics (``request_cancelled``). ``client_cancelled``: trio cancelled
+        the caller (its cancel scope, a sidecar client gone); ``cancelled``: it left a
+        stream's block early on its own."""
+        now = trio.current_time()
+        trace.finish(now, outcome)
+        self._cancelled += 1
+        last = trace.attempts[-1] if trace.attempts else None
+        self.events.emit(
+            "request_cancelled",
+            request_id=trace.request_id,
+            model=model,
+            outcome=outcome,
+            target_id=None if last is None else last.target_id,
+            attempt=len(trace.attempts),
+            latency_ms=round((now - trace.started_at) * 1000.0, 3),
+            stream=trace.stream,
+        )
 
     def _admit_shape(self, request: object, request_id: str) -> str:
         """The request's model; a request that is not a chat request oswitch can send is
@@ -315,15 +350,28 @@ class Switcher:
     # ---- operator surface --------------------------------------------------------
 
     def list_targets(self) -> list[TargetView]:
-        """Snapshot every target (never a key). Does not block."""
+        """Snapshot every target (never a key). Does not block.
+
+        A target removed by a reload is listed, ``Draining``, until its last
+        in-flight attempt has ended (then it is gone); one drained by an operator
+        stays listed, ``Draining`` then ``Disabled``.
+        """
         now = trio.current_time()
-        return [actor.view(now) for actor in self._router.actors.values()]
+        actors = self._router.actors
+        views = [actor.view(now) for actor in actors.values()]
+        if self._retiring:
+            self._retiring = [
+                a for a in self._retiring if a.state is TargetState.DRAINING and not a.stopped
+            ]
+            views.extend(a.view(now) for a in self._retiring if a.target_id not in actors)
+        return views
 
     def inspect_request(self, request_id: str) -> RequestTrace:
         """The trace of a request still kept in the ring buffer; raises UnknownRequest."""
-        trace = self._traces.get(request_id)
+        kept_as = clip(str(request_id))
+        trace = self._traces.get(kept_as)
         if trace is None:
-            raise UnknownRequest(request_id)
+            raise UnknownRequest(kept_as)
         return trace
 
     def _actor(self, target_id: str) -> TargetActor:
@@ -379,7 +427,9 @@ class Switcher:
             actors.append(actor)
         for target_id, actor in old_router.actors.items():
             if target_id not in new_ids:
-                self._nursery.start_soon(actor.command, CommandKind.RETIRE)
+                # Returns once it is draining (or disabled, when idle); it stops by itself.
+                await actor.command(CommandKind.RETIRE)
+                self._retiring.append(actor)
         self._config = config
         self._settings = Settings(config)
         self._admission.reconfigure(
@@ -387,7 +437,7 @@ class Switcher:
             queue_limit=config.queue_limit,
             backpressure_threshold=config.backpressure_threshold,
         )
-        self._traces.resize(config.trace_capacity)
+        self._traces.resize(config.trace_capacity, max_bytes=config.trace_store_bytes)
         self._router = Router(actors)
         self._changed.notify()
         self.events.emit("config_reloaded", note=f"{len(actors)} targets")
@@ -415,7 +465,9 @@ class Switcher:
             requests=self._requests,
             succeeded=self._succeeded,
             failed=self._failed,
+            cancelled=self._cancelled,
             traces_kept=len(self._traces),
+            trace_bytes=self._traces.bytes_kept,
             admission=self._admission.statistics(),
         )
 

@@ -29,11 +29,13 @@ from oswitch.core.backoff import BackoffSettings, backoff_delay
 from oswitch.core.breaker import BreakerSettings, BreakerState, CircuitBreaker, Transition
 from oswitch.core.bucket import TokenBucket
 from oswitch.core.classify import Classification, classify, classify_stream_error
+from oswitch.core.clip import MAX_TEXT_CHARS, clip
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import SHORT_COOLDOWN_S, TargetEffect, recovery_for
 from oswitch.core.scoring import Candidate, HealthTracker
 from oswitch.core.secret import Secret, scrub
 from oswitch.providers.base import MalformedReply, ProviderAdapter, UpstreamCall, adapter_for
+from oswitch.runtime.deadlines import StreamDeadlines
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.http import TargetTransport
 from oswitch.runtime.messages import (
@@ -54,6 +56,10 @@ CREDENTIAL_POLL_S = 5.0
 INBOX_SIZE = 16
 # A reply body larger than this is refused as malformed rather than buffered.
 MAX_REPLY_BYTES = 32 * 1024 * 1024
+# A passthrough target keeps a cooldown per model it served; past this many models
+# cooling at once, the ones ending soonest are forgotten (model names are the
+# callers' choice: they must not grow the table without bound).
+MAX_MODEL_COOLDOWNS = 1024
 
 
 class TargetState(enum.StrEnum):
@@ -159,7 +165,7 @@ class TargetActor:
         config: SwitcherConfig,
         *,
         transport: httpx.AsyncBaseTransport | None,
-        secrets: list[Secret],
+        secrets: set[Secret],
         events: EventHub | None = None,
         notify: Callable[[], None] | None = None,
         rng: random.Random | None = None,
@@ -197,6 +203,8 @@ class TargetActor:
         self._failures: Counter[str] = Counter()
         self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](INBOX_SIZE)
         self._nursery: trio.Nursery | None = None
+        self._stream_deadlines = StreamDeadlines()
+        self.stopped = False  # the actor has ended (retired, or its switcher closed)
         self._api_key: str | None = None
         self._load_key(initial=True)
 
@@ -229,7 +237,7 @@ class TargetActor:
         changed = new_key != self._api_key
         self._api_key = new_key
         if new_key is not None:
-            self._secrets.append(Secret(new_key))
+            self._secrets.add(Secret(new_key))  # a set: the same key re-read adds nothing
         return changed
 
     async def _watch_credentials(self) -> None:
@@ -241,7 +249,7 @@ class TargetActor:
                 fresh = os.environ.get(env)
                 if fresh and fresh != self._api_key:
                     self._api_key = fresh
-                    self._secrets.append(Secret(fresh))
+                    self._secrets.add(Secret(fresh))
                     self._set_blocked(None, reason="credential refreshed")
 
     def _set_blocked(self, condition: TargetCondition | None, *, reason: str) -> None:
@@ -299,7 +307,7 @@ class TargetActor:
             return math.inf
         ready = max(self._quota_until, self._cooldown_until)
         if self.target.model is None:
-            ready = max(ready, self._model_cooldowns.get(model, -math.inf))
+            ready = max(ready, self._model_cooldowns.get(clip(model), -math.inf))
         if not self._breaker.can_attempt(now):
             half_open_at = self._breaker.half_open_at
             if half_open_at is None or half_open_at <= now:
@@ -318,7 +326,7 @@ class TargetActor:
             return False
         if max(self._quota_until, self._cooldown_until) > now:
             return False
-        if self.target.model is None and self._model_cooldowns.get(model, -math.inf) > now:
+        if self.target.model is None and self._model_cooldowns.get(clip(model), -math.inf) > now:
             return False
         if self.in_flight >= self.target.concurrency_limit:
             return True
@@ -404,11 +412,13 @@ class TargetActor:
                                 break
                         else:
                             self._start_attempt(message)
+                        del message  # keep no request alive while the inbox is empty
                     # Retired: nothing new gets in, and whatever was queued is answered.
                     self._send_inbox.close()
                     self._refuse_queued()
                 nursery.cancel_scope.cancel()
         finally:
+            self.stopped = True
             for order in list(self._in_flight):
                 order.cancel(CancelReason.OPERATOR)
             with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -457,7 +467,14 @@ class TargetActor:
         self._in_flight.add(order)
         self._attempts += 1
         if order.stream:
-            # The caller's task reads the stream (open_stream); the slot is held now.
+            # The caller's task reads the stream (open_stream); the slot is held now,
+            # and no later than the request's deadline.
+            deadlines = self._stream_deadlines
+            deadlines.watch(order, open_streams=len(self._in_flight))
+            if not deadlines.served:
+                deadlines.served = True
+                assert self._nursery is not None
+                self._nursery.start_soon(deadlines.serve, self._expire_stream)
             order.reply.set(
                 self._outcome(
                     OutcomeKind.GRANTED,
@@ -496,7 +513,10 @@ class TargetActor:
         Synchronous (so it also runs safely in a cancelled task's ``finally``): a
         streamed attempt, read in the caller's task, ends here too. ``None`` means
         the attempt was torn down without an outcome (the actor or caller going away).
+        An attempt is settled once: ending it again returns what it was settled with.
         """
+        if order.settled is not None:
+            return order.settled
         if outcome is None:
             self._breaker.release(trio.current_time(), epoch=order.epoch)
             outcome = self._outcome(
@@ -515,7 +535,34 @@ class TargetActor:
             if self.state is TargetState.DRAINING:
                 self._set_state(TargetState.DISABLED, reason="drained")
         self._notify()
+        order.settled = outcome
+        order.upstream = None  # the stream refers to its order: no cycle left behind
         return outcome
+
+    def _expire_stream(self, order: AttemptOrder) -> None:
+        """A streamed attempt reached its request deadline.
+
+        A read in progress ends itself (its own deadline is no later), and so does
+        a caller still opening the stream. Otherwise the caller is away: the attempt
+        ends here (no cost to the target), its slot is freed, its connection closed,
+        and the caller's next read raises.
+        """
+        upstream = order.upstream
+        if upstream is None or upstream.reading or upstream.closed:
+            return
+        upstream.expire()
+        self.end_attempt(
+            order,
+            self._outcome(
+                OutcomeKind.CANCELLED,
+                self.upstream_model(order.model),
+                upstream.started_at,
+                note="request deadline",
+            ),
+            started=upstream.started_at,
+        )
+        assert self._nursery is not None
+        self._nursery.start_soon(upstream.close_expired)
 
     # ---- streamed attempts (run in the caller's task) --------------------------------
 
@@ -583,7 +630,9 @@ class TargetActor:
                         first_token_deadline=first_token_deadline,
                         idle_timeout_s=idle_s,
                         request_deadline=order.deadline,
+                        background=self._nursery,
                     )
+                    order.upstream = upstream
                     handed_over = True  # the stream closes the response from here on
                     return None, upstream
                 body = await _read_limited(response, MAX_REPLY_BYTES)
@@ -633,18 +682,16 @@ class TargetActor:
             return self._untranslatable(exc, served_model, started)
 
     def _untranslatable(self, exc: Exception, served_model: str, started: float) -> AttemptOutcome:
-        log.warning(
-            "request_untranslatable",
-            extra={"target_id": self.target_id, "note": f"{type(exc).__name__}: {exc}"},
-        )
+        # The exception may quote the caller's request: keep a bounded piece of it.
+        reason = clip(f"{type(exc).__name__}: {exc}", MAX_TEXT_CHARS)
+        log.warning("request_untranslatable", extra={"target_id": self.target_id, "note": reason})
         return self._failed(
             served_model,
             started,
             Classification(
                 error_class=ErrorClass.INVALID_REQUEST,
                 retry_after=None,
-                message=f"the request cannot be sent to a {self.target.api} target: "
-                f"{type(exc).__name__}: {exc}",
+                message=f"the request cannot be sent to a {self.target.api} target: {reason}",
             ),
         )
 
@@ -816,7 +863,7 @@ class TargetActor:
     ) -> AttemptOutcome:
         if classification.message:
             classification = attrs.evolve(
-                classification, message=scrub(classification.message, self._secrets)
+                classification, message=scrub(classification.message, tuple(self._secrets))
             )
         return self._outcome(
             OutcomeKind.FAILED,
@@ -889,13 +936,30 @@ class TargetActor:
 
     def _cool_down(self, served_model: str, until: float, cause: ErrorClass) -> None:
         # A passthrough target serves many models: one model's limit must not take
-        # the key down for all of them.
+        # the key down for all of them. Its models are the callers' names: clipped,
+        # and the table bounded (MAX_MODEL_COOLDOWNS).
+        served_model = clip(served_model)
         if self.target.model is None:
             current = self._model_cooldowns.get(served_model, -math.inf)
             self._model_cooldowns[served_model] = max(current, until)
+            if len(self._model_cooldowns) > MAX_MODEL_COOLDOWNS:
+                self._forget_cooldowns(trio.current_time())
         else:
             self._cooldown_until = max(self._cooldown_until, until)
         self._cooldown_causes[served_model] = cause
+
+    def _forget_cooldowns(self, now: float) -> None:
+        """Drop cooldowns that ended; if still too many, those ending soonest."""
+        live = sorted(
+            ((until, model) for model, until in self._model_cooldowns.items() if until > now),
+            reverse=True,
+        )[: MAX_MODEL_COOLDOWNS // 2]
+        self._model_cooldowns = {model: until for until, model in live}
+        self._cooldown_causes = {
+            model: cause
+            for model, cause in self._cooldown_causes.items()
+            if model in self._model_cooldowns
+        }
 
     def rate_limited(self, model: str, now: float) -> bool:
         """Whether this target is out for ``model`` only because a rate limit cools it."""
@@ -904,11 +968,11 @@ class TargetActor:
         if self._quota_until > now:
             return False
         until = (
-            self._model_cooldowns.get(model, -math.inf)
+            self._model_cooldowns.get(clip(model), -math.inf)
             if self.target.model is None
             else (self._cooldown_until)
         )
-        served = self.upstream_model(model)
+        served = clip(self.upstream_model(model))
         return until > now and self._cooldown_causes.get(served) is ErrorClass.RATE_LIMITED
 
     def _new_health(self) -> HealthTracker:
@@ -949,6 +1013,7 @@ class TargetActor:
             self._cooldown_until = -math.inf
             self._quota_until = -math.inf
             self._model_cooldowns.clear()
+            self._cooldown_causes.clear()
             self._rate_limit_streak = 0
             if self._blocked is TargetCondition.REAUTH_REQUIRED:
                 self._load_key()
@@ -977,6 +1042,9 @@ class TargetActor:
                 TargetState.DRAINING if self._in_flight else TargetState.DISABLED,
                 reason="removed by reload",
             )
+            # Applied once it is draining; the actor stops when its attempts are done.
+            command.done.set(None)
+            self._notify()
             await self._wait_idle()
             retire = True
         command.done.set(None)

@@ -2,14 +2,20 @@
 
 Every wait on the provider runs inside the attempt's guard (its cancel scope), with
 the deadline that applies: the first-token limit until content begins, then the
-idle gap since the last progress. Pings, comments and role-only chunks are not
-progress. Anything that ends the stream other than the provider's terminator is
-raised as :class:`StreamInterrupted` carrying what it means for the target.
+idle gap since the last progress. Only content is progress: text, tool-call bytes
+(an id, a name or arguments) and the first finish reason. Pings, comments,
+role-only, empty, usage-only and repeated finish chunks are not. Anything that
+ends the stream other than the provider's terminator is raised as
+:class:`StreamInterrupted` carrying what it means for the target.
+
+Between reads the caller may be away for as long as it likes; the target's
+:class:`~oswitch.runtime.deadlines.StreamDeadlines` then ends the attempt at the
+request deadline (:meth:`UpstreamStream.expire`), and the next read raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple, NoReturn
 
 import httpx
@@ -21,7 +27,8 @@ from oswitch.providers.base import StreamDecoder, StreamFault, chunk_facts
 from oswitch.providers.sse import SSEEvent, SSELimitExceeded, SSEParser
 from oswitch.runtime.messages import AttemptOrder, CancelReason
 
-# After the terminator, how long and how much is read to let the connection be reused.
+# After the terminator, how long and how much is read (in the target's nursery, after
+# the caller has its end) to let the connection be reused; past either it is closed.
 DRAIN_TIMEOUT_S = 1.0
 DRAIN_LIMIT_BYTES = 64 * 1024
 
@@ -53,7 +60,9 @@ def _fault(message: str, error_class: ErrorClass = ErrorClass.TRANSPORT_FAILURE)
 class StreamedChunk(NamedTuple):
     """A decoded chunk and what the engine needs to know of it, looked at once.
 
-    ``progress``: the chunk moves the answer on (text, a tool call, or the finish).
+    ``progress``: the chunk moves the answer on (text, tool-call bytes, or a finish).
+    ``finish_reason`` is None for an empty one (``""``, which some servers send for
+    null): a chunk saying nothing does not end the answer.
     """
 
     chunk: dict[str, Any]
@@ -66,9 +75,27 @@ class StreamedChunk(NamedTuple):
 def streamed_chunk(chunk: dict[str, Any]) -> StreamedChunk:
     """Wrap a decoded chunk with its facts."""
     text, tool_call, finish_reason = chunk_facts(chunk)
-    return StreamedChunk(
-        chunk, text, tool_call, finish_reason, bool(text) or tool_call or finish_reason is not None
-    )
+    finish_reason = finish_reason or None
+    progress = bool(text) or finish_reason is not None or (tool_call and _tool_call_bytes(chunk))
+    return StreamedChunk(chunk, text, tool_call, finish_reason, progress)
+
+
+def _tool_call_bytes(chunk: Mapping[str, Any]) -> bool:
+    """Whether a tool-call delta carries anything (an id, a name, argument text):
+    ``{"tool_calls": [{"index": 0}]}`` over and over is not progress."""
+    delta = chunk["choices"][0].get("delta") or {}
+    calls = delta.get("tool_calls")
+    if not isinstance(calls, list):
+        calls = [{"function": delta.get("function_call")}]
+    for call in calls:
+        if not isinstance(call, Mapping):
+            continue
+        function = call.get("function")
+        if call.get("id") or (
+            isinstance(function, Mapping) and (function.get("name") or function.get("arguments"))
+        ):
+            return True
+    return False
 
 
 class UpstreamStream:
@@ -84,9 +111,11 @@ class UpstreamStream:
         first_token_deadline: float,
         idle_timeout_s: float,
         request_deadline: float,
+        background: trio.Nursery | None = None,
     ) -> None:
         self.order = order
         self.started_at = started_at
+        self._background = background  # where the body is drained after the end
         self._response = response
         self._decoder = decoder
         # oswitch asks for no content-encoding, so the body is normally read raw, skipping
@@ -107,7 +136,10 @@ class UpstreamStream:
         # The provider's silence since the last progress: only time spent waiting on
         # it counts, never the caller's pauses between chunks (bytes buffer meanwhile).
         self._silent_s = 0.0
+        self._finish_seen = False  # a second finish chunk is not progress
         self.closed = False
+        self.reading = False  # inside a read: the read's own deadline covers the request's
+        self.expired = False  # ended at the request deadline while the caller was away
         self.first_chunks: list[StreamedChunk] = []  # read before the caller took over
 
     @property
@@ -125,6 +157,8 @@ class UpstreamStream:
         while True:
             if self._decoder.finished:
                 return None
+            if self.expired:
+                raise StreamInterrupted(_fault("request deadline exceeded"), deadline_exceeded=True)
             if self._refused is not None:
                 raise StreamInterrupted(self._refused)
             if self._ended:
@@ -137,6 +171,7 @@ class UpstreamStream:
             else:
                 deadline = self._first_token_deadline
             data: bytes | None = None
+            self.reading = True
             with self.order.guard(deadline) as scope:
                 try:
                     data = await self._bytes.__anext__()
@@ -144,6 +179,8 @@ class UpstreamStream:
                     self._ended = True
                 except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
                     raise StreamInterrupted(_fault(f"stream broken: {type(exc).__name__}")) from exc
+                finally:
+                    self.reading = False
             if scope.cancelled_caught:
                 self._raise_unanswered()
             try:
@@ -196,29 +233,68 @@ class UpstreamStream:
                         ErrorClass.TRANSIENT_SERVER_FAILURE,
                     )
                 ) from exc
-            chunks.extend(map(streamed_chunk, decoded))
+            for piece in decoded:
+                streamed = streamed_chunk(piece)
+                if streamed.finish_reason is not None:
+                    if self._finish_seen:  # only the first finish moves the answer on
+                        streamed = streamed._replace(
+                            progress=bool(streamed.text)
+                            or (streamed.tool_call and _tool_call_bytes(piece))
+                        )
+                    self._finish_seen = True
+                chunks.append(streamed)
         return chunks
 
     async def finish(self) -> None:
-        """The answer is complete: read what is left of the body (the end of its chunked
-        encoding, usually a few bytes), so the connection goes back to the pool for the
-        next stream instead of being dropped, then close. Bounded; shielded."""
-        if not self.closed:
-            with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_TIMEOUT_S):
+        """The answer is complete: returns at once, so the caller has its end now.
+
+        What is left of the body (the end of its chunked encoding, usually a few
+        bytes, sometimes a provider that keeps the body open after its terminator)
+        is read in the target's nursery, at most ``DRAIN_TIMEOUT_S`` and
+        ``DRAIN_LIMIT_BYTES``, so the connection can go back to the pool; then it is
+        closed. Without a nursery it is closed at once."""
+        if self.closed or self._ended or self._background is None:
+            await self.aclose()
+            return
+        self.closed = True
+        # No checkpoint: this also runs while the caller is being cancelled, and the
+        # attempt must be settled right after it.
+        try:
+            self._background.start_soon(self._drain_then_close)
+        except RuntimeError:  # the target's nursery has closed (its switcher is gone)
+            await self._close_response()
+
+    async def _drain_then_close(self) -> None:
+        try:
+            with trio.move_on_after(DRAIN_TIMEOUT_S):
                 drained = 0
-                try:
-                    async for piece in self._bytes:
-                        drained += len(piece)
-                        if drained > DRAIN_LIMIT_BYTES:
-                            break
-                except Exception:  # a body that ends badly after the answer changes nothing
-                    pass
-        await self.aclose()
+                async for piece in self._bytes:
+                    drained += len(piece)
+                    if drained > DRAIN_LIMIT_BYTES:
+                        break
+        except Exception:  # a body that ends badly after the answer changes nothing
+            pass
+        finally:
+            await self._close_response()
+
+    def expire(self) -> None:
+        """The request deadline passed while no read was running: mark the stream so
+        the caller's next read raises, and closed so the caller does not close it
+        again. The target closes the response (:meth:`close_expired`)."""
+        self.expired = True
+        self.closed = True
+
+    async def close_expired(self) -> None:
+        """Close the response of an expired stream (shielded, bounded)."""
+        await self._close_response()
 
     async def aclose(self) -> None:
         """Close the upstream connection (shielded, bounded). Idempotent."""
         if self.closed:
             return
         self.closed = True
+        await self._close_response()
+
+    async def _close_response(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await self._response.aclose()

@@ -1,0 +1,73 @@
+"""Operator-facing state stays true and bounded: the key list used for scrubbing holds
+each key once, and a draining target stays listed until it is done."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from oswitch.runtime.switcher import open_switcher
+from oswitch.testing import FakeProvider, invalid_key, reply, stream
+from support import chat, config, target
+
+
+async def test_401_cycles_with_an_unchanged_key_do_not_grow_the_secrets(
+    autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every 401 re-reads the key; re-reading the same key (and resuming the target) many
+    times leaves one entry per distinct key in the list used to scrub messages."""
+    monkeypatch.setenv("FAKE_KEY_A", "same-key-a")
+    fake = FakeProvider().on("same-key-a", invalid_key()).on("key-b", reply())
+    cfg = config(
+        target("a", api_key=None, api_key_env="FAKE_KEY_A", operator_priority=1), target("b")
+    )
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        for _ in range(20):
+            await switcher.complete(chat())
+            assert {v.target_id: v.condition for v in switcher.list_targets()}["a"] == (
+                "ReauthRequired"
+            )
+            await switcher.resume_target("a")
+        assert fake.calls_to("same-key-a") == 20
+        assert sorted(s.reveal() for s in switcher._secrets) == ["key-b", "same-key-a"]
+        monkeypatch.setenv("FAKE_KEY_A", "rotated-key-a")
+        fake.on("rotated-key-a", reply("fresh"))
+        result = await switcher.complete(chat())  # 401, the new key read, sent again at once
+        assert result["oswitch"]["target_id"] == "a"
+        assert len(switcher._secrets) == 3  # a new key is added (the old may still be quoted)
+
+
+async def test_a_target_removed_by_reload_is_listed_draining_until_idle(
+    autojump_clock: object,
+) -> None:
+    """A target a reload removes while it has an attempt in flight stays in
+    ``list_targets`` as Draining, then leaves the listing once that attempt ended."""
+    fake = FakeProvider().on("key-a", stream("slow answer here", chunk_latency=1.0))
+    fake.on("key-b", reply("b"))
+    first = config(target("a", operator_priority=1), target("b"))
+    async with open_switcher(first, transport=fake.transport()) as switcher:
+        async with switcher.stream(chat()) as chunks:
+            await chunks.__anext__()
+            await switcher.reload_config(attrs.evolve(first, targets=(target("b"),)))
+            views = {v.target_id: v for v in switcher.list_targets()}
+            assert set(views) == {"a", "b"}
+            assert (views["a"].state, views["a"].in_flight) == ("Draining", 1)
+            assert (await switcher.complete(chat()))["oswitch"]["target_id"] == "b"
+            text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in chunks])
+        assert [v.target_id for v in switcher.list_targets()] == ["b"]
+    assert text.endswith("answer here")
+
+
+async def test_an_operator_drain_lists_draining_then_disabled(autojump_clock: object) -> None:
+    """drain_target with a stream in flight: listed Draining with it in flight, then
+    Disabled (still listed) once it ended."""
+    fake = FakeProvider().on("key-a", stream("slow answer here", chunk_latency=1.0))
+    async with open_switcher(config(target("a")), transport=fake.transport()) as switcher:
+        async with switcher.stream(chat()) as chunks:
+            await chunks.__anext__()
+            await switcher.drain_target("a")
+            (view,) = switcher.list_targets()
+            assert (view.state, view.in_flight) == ("Draining", 1)
+            [c async for c in chunks]
+        (view,) = switcher.list_targets()
+        assert (view.state, view.in_flight) == ("Disabled", 0)
