@@ -227,11 +227,10 @@ class Switcher:
     ) -> RequestRun:
         """Validate a request and set up its run and trace (nothing waits yet).
 
-        Raises RequestFailed(InvalidRequest) for a request that is not a chat request.
-        A caller's ``request_id`` longer than ``MAX_NAME_CHARS`` is kept clipped
-        (its head and a digest of the whole): replies, errors and traces carry that.
+        Raises RequestFailed(InvalidRequest) for a request that is not a chat request,
+        and for a caller's ``request_id`` that is not 1-128 printable ASCII characters.
         """
-        rid = clip(str(request_id)) if request_id else new_request_id()
+        rid = request_id if request_id else new_request_id()
         model = self._admit_shape(request, rid)
         now = trio.current_time()
         own_deadline = now + self._config.request_timeout_ms / 1000.0
