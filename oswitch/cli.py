@@ -1,4 +1,4 @@
-"""The ``oswitch`` command line: ``check-config FILE``, ``serve``, ``ctl …``.
+"""The ``oswitch`` command line: ``check-config FILE``, ``serve``, ``ctl …``, ``demo``.
 
 Each subcommand is one ``_add_*`` function that registers its parser and sets
 ``handler``; the handler takes the parsed arguments and returns the exit code.
@@ -15,6 +15,7 @@ from oswitch import __version__
 from oswitch.config import describe_targets, load_config
 from oswitch.config.report import ConfigReport
 from oswitch.control.ctl import add_ctl_parser
+from oswitch.demo import add_demo_parser
 from oswitch.errors import ConfigError
 from oswitch.preflight import preflight
 from oswitch.sidecar.cli import add_serve_parser
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_config(commands)
     add_serve_parser(commands)
     _add_ctl(commands)
+    add_demo_parser(commands)
     return parser
 
 
