@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -379,3 +380,54 @@ def test_opencode_warnings_point_into_the_document(
         "anyone who reaches it spends your providers' keys (set server.api_keys, or bind "
         '"127.0.0.1") @ $.switcher.server.host',
     ]
+
+
+def test_quickstart_shows_what_check_config_really_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/quickstart.md's opencode.json is the headline config, its check-config output
+    and missing-key warning are oswitch's own, and its OpenCode file names the sidecar."""
+    doc = (EXAMPLES.parent / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", doc, flags=re.DOTALL | re.MULTILINE)
+    shown_json = [source for lang, source in blocks if lang == "json"]
+    shown_text = [source for lang, source in blocks if lang == "text"]
+    assert shown_json[0] == HEADLINE
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "opencode.json").write_text(shown_json[0])
+    assert main(["check-config", "opencode.json"]) == 0
+    assert capsys.readouterr().out == shown_text[0]
+
+    monkeypatch.delenv("OPENAI_WORK_KEY", raising=False)
+    with_env = json.loads(HEADLINE)
+    with_env["provider"]["openai-work"]["apiKey"] = "{env:OPENAI_WORK_KEY}"
+    (tmp_path / "opencode.json").write_text(json.dumps(with_env))
+    assert main(["check-config", "opencode.json"]) == 0
+    assert capsys.readouterr().err == shown_text[1]
+
+    sidecar = json.loads(shown_json[1])["provider"]["oswitch"]
+    assert (sidecar["npm"], sidecar["options"]["baseURL"]) == (
+        "@ai-sdk/openai-compatible",
+        "http://127.0.0.1:8787/v1",
+    )
+
+
+def test_missing_key_file_is_warned_about_and_its_target_shown_disabled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A {file:} key that is not there is a warning naming the file; its target is listed
+    disabled and the others still serve (exit 0)."""
+    (tmp_path / "personal.key").write_text("sk-personal-222\n")
+    document = {
+        "provider": {
+            "openai-work": {"api": "openai", "apiKey": "{file:work.key}"},
+            "openai-personal": {"api": "openai", "apiKey": "{file:personal.key}"},
+        }
+    }
+    code, out, err, _ = _check(tmp_path, document, capsys, name="opencode.json")
+    assert code == 0
+    assert out.splitlines()[1].endswith("key none; disabled")
+    assert err == (
+        f'warning: key missing: {tmp_path / "work.key"} does not exist; "openai-work" starts '
+        "disabled (create it, then reload) @ $.provider.openai-work.apiKey\n"
+    )
+    assert "sk-personal-222" not in out + err

@@ -409,6 +409,23 @@ def test_literal_keys_never_appear_in_opencode_errors() -> None:
     assert FAKE_KEY not in str(info.value)
 
 
+def test_enabled_providers_keeps_only_the_providers_it_names() -> None:
+    """OpenCode's enabled_providers: every provider it does not name is discovered
+    disabled, as disabled_providers would leave it out."""
+    config = parse_config(
+        {
+            "provider": {"openai": {}, "groq": {}, "anthropic": {}},
+            "enabled_providers": ["openai", "anthropic", 7],
+            "disabled_providers": ["anthropic"],
+        }
+    )
+    assert {t.target_id: t.enabled for t in config.targets} == {
+        "openai": True,
+        "groq": False,
+        "anthropic": False,
+    }
+
+
 def test_disabled_providers_ignores_entries_that_are_not_names() -> None:
     """A disabled_providers list with non-string entries is not a crash; names still apply."""
     from oswitch.config import parse_config

@@ -89,9 +89,12 @@ def parse_config(
     raw_targets = own.get("targets", _MISSING)
     discovering = raw_targets is _MISSING and opencode and "provider" in mapping
     if discovering:
-        # OpenCode's own key: names of providers to leave out (anything else is ignored).
+        # OpenCode's own keys: names of providers to leave out, or the only ones to
+        # keep (anything but a list of names is ignored).
         listed = mapping.get("disabled_providers", [])
         disabled = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
+        only = mapping.get("enabled_providers")
+        kept = {n for n in only if isinstance(n, str)} if isinstance(only, list) else None
         skipped: list[str] = []
         for name in raw_entries:
             unsupported = providers.unsupported(str(name))
@@ -103,7 +106,7 @@ def parse_config(
                 skipped.append(str(name))
                 continue
             raw: dict[str, Any] = {"target_id": str(name), "provider_id": str(name)}
-            if name in disabled:
+            if name in disabled or (kept is not None and name not in kept):
                 raw["enabled"] = False
             index = len(prepared)
             discovered[index] = str(name)
