@@ -185,6 +185,21 @@ NPM_PACKAGES: Mapping[str, str | None] = MappingProxyType(
 )
 
 
+# OpenCode providers oswitch cannot speak to (their APIs are neither OpenAI's nor
+# Anthropic's, or they sign requests in their own way), with why. An opencode.json
+# entry of one of these names is skipped at discovery, with a warning, unless it
+# names a package and URL oswitch can use (an OpenAI-compatible proxy, say).
+UNSUPPORTED_PROVIDERS: Mapping[str, str] = MappingProxyType(
+    {
+        "amazon-bedrock": "Amazon Bedrock signs its requests with AWS SigV4",
+        "google-vertex": "Vertex AI signs in with Google Cloud credentials",
+        "google-vertex-anthropic": "Vertex AI signs in with Google Cloud credentials",
+        "github-copilot": "GitHub Copilot signs in with OAuth",
+        "sap-ai-core": "SAP AI Core signs in with OAuth service keys",
+    }
+)
+
+
 def known_provider(provider_id: str) -> KnownProvider | None:
     """Return the defaults for ``provider_id``, or None when it is not well known.
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
-from oswitch.config import TargetConfig, load_config, parse_config
+from oswitch.config import TargetConfig, describe_targets, load_config, parse_config
+from oswitch.config.opencode import KEY_FILE_LIMIT
+from oswitch.config.report import ConfigReport
 from oswitch.core.secret import Secret
 from oswitch.errors import ConfigError
 
@@ -264,9 +269,8 @@ def test_discovery_problems_point_into_the_provider_section() -> None:
     problems = problems_of(
         {
             "provider": {
-                "bedrock": {"npm": "@ai-sdk/amazon-bedrock"},
                 "local": {"npm": "@ai-sdk/openai-compatible"},
-                "short": {"api": "openai"},
+                "short": {"api": "acme"},
                 "typo": {"options": {"baseURL": "localhost:8080"}},
                 "keyfile": {"options": {"apiKey": "{file:~/.key}"}},
                 "badenv": {"options": {"apiKey": "{env:MY KEY}"}},
@@ -278,22 +282,22 @@ def test_discovery_problems_point_into_the_provider_section() -> None:
     )
     assert problems == [
         (
-            "$.provider.bedrock.npm",
-            'unsupported package "@ai-sdk/amazon-bedrock": oswitch speaks the OpenAI and '
-            "Anthropic APIs (use @ai-sdk/openai-compatible with options.baseURL)",
-        ),
-        (
             "$.provider.local.options.baseURL",
             'missing: required, as "local" is not a well-known provider',
         ),
-        ("$.provider.short.baseURL", 'missing: required, as "short" is not a well-known provider'),
+        (
+            "$.provider.short.api",
+            "must name a well-known provider (openai, anthropic, azure, gemini, google, groq, "
+            "mistral, openrouter, deepseek, together, fireworks, xai, cerebras, ollama, "
+            'lmstudio, vllm, llamacpp) or be the API\'s URL (got "acme")',
+        ),
         (
             "$.provider.typo.options.baseURL",
             'must be an http:// or https:// URL (got "localhost:8080")',
         ),
         (
             "$.provider.keyfile.options.apiKey",
-            "{file:...} references are not supported: use {env:VAR}",
+            "{file:...} is read only from a config file, not from an inline config",
         ),
         (
             "$.provider.badenv.options.apiKey",
@@ -405,6 +409,23 @@ def test_literal_keys_never_appear_in_opencode_errors() -> None:
     assert FAKE_KEY not in str(info.value)
 
 
+def test_enabled_providers_keeps_only_the_providers_it_names() -> None:
+    """OpenCode's enabled_providers: every provider it does not name is discovered
+    disabled, as disabled_providers would leave it out."""
+    config = parse_config(
+        {
+            "provider": {"openai": {}, "groq": {}, "anthropic": {}},
+            "enabled_providers": ["openai", "anthropic", 7],
+            "disabled_providers": ["anthropic"],
+        }
+    )
+    assert {t.target_id: t.enabled for t in config.targets} == {
+        "openai": True,
+        "groq": False,
+        "anthropic": False,
+    }
+
+
 def test_disabled_providers_ignores_entries_that_are_not_names() -> None:
     """A disabled_providers list with non-string entries is not a crash; names still apply."""
     from oswitch.config import parse_config
@@ -468,7 +489,7 @@ def test_discovered_targets_report_their_problems_at_their_entries_in_order() ->
     assert problems_of(document) == [
         (
             "$.provider.corp.options.apiKey",
-            "{file:...} references are not supported: use {env:VAR}",
+            "{file:...} is read only from a config file, not from an inline config",
         ),
         ("$.provider.x.models", "expected a mapping of model entries (got 3)"),
         ("$.provider.y.baseURL", 'missing: required, as "y" is not a well-known provider'),
@@ -502,3 +523,318 @@ def test_config_modules_share_no_private_names_and_no_context_variable() -> None
                 names += [alias.name for alias in node.names]
                 offences += [f"{source.name}: imports {n}" for n in names if n == "contextvars"]
     assert offences == []
+
+
+# ---------------------------------------------------------------------------
+# Issue 14: every shape o-switcher's and OpenCode's docs show
+
+HEADLINE = """{"provider": {
+   "openai-work":     {"api": "openai", "apiKey": "sk-work-key-111"},
+   "openai-personal": {"api": "openai", "apiKey": "sk-personal-222"},
+   "openai-backup":   {"api": "openai", "apiKey": "sk-backup-333"}},
+ "plugin": ["@apolenkov/o-switcher@latest"]}
+"""
+
+
+def _load(tmp_path: Path, document: Any, report: ConfigReport | None = None) -> Any:
+    path = tmp_path / "opencode.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return load_config(path, report=report)
+
+
+def test_o_switchers_headline_config_loads_three_targets(tmp_path: Path) -> None:
+    """o-switcher's getting-started opencode.json, verbatim, gives three OpenAI targets,
+    one per key, each named by its label and taking OpenAI's defaults from "api"."""
+    report = ConfigReport()
+    config = _load(tmp_path, HEADLINE, report)
+    assert [
+        (t.target_id, t.provider_id, t.api, t.base_url, t.api_key, t.api_key_env, t.serves)
+        for t in config.targets
+    ] == [
+        ("openai-work", "openai-work", "openai", "https://api.openai.com/v1",
+         Secret("sk-work-key-111"), None, ("*",)),
+        ("openai-personal", "openai-personal", "openai", "https://api.openai.com/v1",
+         Secret("sk-personal-222"), None, ("*",)),
+        ("openai-backup", "openai-backup", "openai", "https://api.openai.com/v1",
+         Secret("sk-backup-333"), None, ("*",)),
+    ]  # fmt: skip
+    assert report.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("api", "wire", "base_url", "key_env"),
+    [
+        ("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ("anthropic", "anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY"),
+        ("groq", "openai", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    ],
+)
+def test_short_api_names_the_provider_whose_defaults_apply(
+    api: str, wire: str, base_url: str, key_env: str
+) -> None:
+    """ "api" naming a well-known provider gives its wire protocol, URL and key variable,
+    exactly as its npm package would, whatever the entry is called."""
+    (target,) = parse_config({"provider": {"team-" + api: {"api": api}}}).targets
+    assert (target.target_id, target.api, target.base_url, target.api_key_env) == (
+        "team-" + api,
+        wire,
+        base_url,
+        key_env,
+    )
+
+
+def test_short_base_url_overrides_the_named_providers_url() -> None:
+    """A short entry's baseURL wins over the URL of the provider its "api" names."""
+    (target,) = parse_config(
+        {"provider": {"proxy": {"api": "anthropic", "baseURL": "http://127.0.0.1:4000/v1"}}}
+    ).targets
+    assert (target.api, target.base_url, target.api_key_env) == (
+        "anthropic",
+        "http://127.0.0.1:4000/v1",
+        "ANTHROPIC_API_KEY",
+    )
+
+
+def test_models_dev_shape_api_url_and_env_list() -> None:
+    """OpenCode's own schema (from models.dev): "api" is the API's URL and "env" lists
+    the key's variables; the first is used."""
+    (target,) = parse_config(
+        {
+            "provider": {
+                "my-provider": {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "api": "https://my-api.example/v1",
+                    "env": ["MY_API_KEY", "MY_OTHER_KEY"],
+                    "models": {"gpt-5.2": {}},
+                }
+            }
+        }
+    ).targets
+    assert (target.base_url, target.api_key_env, target.serves) == (
+        "https://my-api.example/v1",
+        "MY_API_KEY",
+        ("gpt-5.2",),
+    )
+
+
+def test_env_list_must_name_variables() -> None:
+    """An "env" that is not a list of variable names is a problem at the entry."""
+    assert problems_of({"provider": {"openai": {"env": "OPENAI_API_KEY"}}}) == [
+        ("$.provider.openai.env", "expected a list of environment variable names")
+    ]
+
+
+def test_env_reference_in_base_url_is_read_at_load_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """{env:VAR} inside a URL is replaced by the variable's value when the config loads."""
+    monkeypatch.setenv("CORP_LLM_HOST", "llm.corp.example")
+    (target,) = parse_config(
+        {"provider": {"corp": {"options": {"baseURL": "https://{env:CORP_LLM_HOST}/v1"}}}}
+    ).targets
+    assert target.base_url == "https://llm.corp.example/v1"
+
+
+def test_missing_or_bad_url_references_are_named_without_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unset variable in a URL is a problem naming the variable; a URL read from a
+    reference that is not a URL is reported as written, never as read."""
+    monkeypatch.delenv("CORP_URL", raising=False)
+    monkeypatch.setenv("CORP_BAD", "sk-oops-this-is-a-key")
+    assert problems_of(
+        {
+            "provider": {
+                "a": {"options": {"baseURL": "{env:CORP_URL}"}},
+                "b": {"baseURL": "{env:CORP_BAD}"},
+            }
+        }
+    ) == [
+        ("$.provider.a.options.baseURL", "missing: CORP_URL is not set"),
+        ("$.provider.b.baseURL", 'must be an http:// or https:// URL (got "{env:CORP_BAD}")'),
+    ]
+
+
+def test_file_reference_key_is_read_relative_to_the_config_and_never_shown(
+    tmp_path: Path,
+) -> None:
+    """{file:path} in apiKey is read when the config loads (relative to the config's
+    directory, trimmed) into a hidden secret that no repr or summary shows."""
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "work").write_text(f"  {FAKE_KEY}\n")
+    config = _load(
+        tmp_path, {"provider": {"openai-work": {"api": "openai", "apiKey": "{file:keys/work}"}}}
+    )
+    (target,) = config.targets
+    assert (target.api_key, target.api_key_env, target.enabled) == (Secret(FAKE_KEY), None, True)
+    assert FAKE_KEY not in repr(config)
+    assert FAKE_KEY not in " ".join(describe_targets(config))
+
+
+def test_file_reference_expands_the_home_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """{file:~/...} starts at the home directory, as in OpenCode."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".openai-key").write_text(FAKE_KEY)
+    config = _load(
+        tmp_path, {"provider": {"openai": {"options": {"apiKey": "{file:~/.openai-key}"}}}}
+    )
+    assert config.targets[0].api_key == Secret(FAKE_KEY)
+
+
+def test_missing_or_empty_key_file_is_a_warning_and_the_target_starts_disabled(
+    tmp_path: Path,
+) -> None:
+    """A key file that is not there (or empty) is a named warning, as a missing key
+    variable is: its target starts disabled and the rest of the file is served."""
+    (tmp_path / "empty").write_text("\n")
+    report = ConfigReport()
+    config = _load(
+        tmp_path,
+        {
+            "provider": {
+                "gone": {"api": "openai", "apiKey": "{file:absent}"},
+                "blank": {"api": "openai", "options": {"apiKey": "{file:empty}"}},
+                "fine": {"api": "openai", "apiKey": FAKE_KEY},
+            }
+        },
+        report,
+    )
+    assert [(t.target_id, t.enabled, t.api_key, t.api_key_env) for t in config.targets] == [
+        ("gone", False, None, None),
+        ("blank", False, None, None),
+        ("fine", True, Secret(FAKE_KEY), None),
+    ]
+    assert report.warnings == [
+        (
+            "$.provider.gone.apiKey",
+            f'key missing: {tmp_path / "absent"} does not exist; "gone" starts disabled '
+            "(create it, then reload)",
+        ),
+        (
+            "$.provider.blank.options.apiKey",
+            f'key missing: {tmp_path / "empty"} is empty; "blank" starts disabled '
+            "(write the key into it, then reload)",
+        ),
+    ]
+
+
+async def test_key_file_that_is_a_fifo_or_too_big_is_refused_at_once(tmp_path: Path) -> None:
+    """A {file:} naming a FIFO is refused without waiting on it, and one over 64 KiB
+    is refused: both are problems naming the path."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "huge").write_bytes(b"k" * (KEY_FILE_LIMIT + 1))
+    document = {
+        "provider": {
+            "a": {"api": "openai", "apiKey": "{file:fifo}"},
+            "b": {"api": "openai", "apiKey": "{file:huge}"},
+        }
+    }
+    with trio.fail_after(5):
+        with pytest.raises(ConfigError) as info:
+            await trio.to_thread.run_sync(
+                partial(_load, tmp_path, document), abandon_on_cancel=True
+            )
+    assert list(info.value.problems) == [
+        ("$.provider.a.apiKey", f"{{file:...}}: {tmp_path / 'fifo'}: not a regular file"),
+        ("$.provider.b.apiKey", f"{{file:...}}: {tmp_path / 'huge'}: over 65536 bytes"),
+    ]
+
+
+def test_a_reference_must_be_the_whole_key() -> None:
+    """A key with a reference inside other text is refused, never half-substituted."""
+    assert problems_of({"provider": {"openai": {"apiKey": "sk-{env:SUFFIX}"}}}) == [
+        (
+            "$.provider.openai.apiKey",
+            "a reference must be the whole value: {env:VAR} or {file:path}",
+        )
+    ]
+
+
+def test_unsupported_providers_are_skipped_with_a_warning_and_the_rest_served() -> None:
+    """An entry oswitch cannot speak to (an unsupported npm package, or one of
+    OpenCode's own providers such as amazon-bedrock) is skipped with a warning naming
+    it; the other entries become targets, numbered without gaps."""
+    report = ConfigReport()
+    config = parse_config(
+        {
+            "provider": {
+                "amazon-bedrock": {"options": {"region": "us-east-1", "profile": "work"}},
+                "openai-work": {"api": "openai", "apiKey": FAKE_KEY},
+                "cohere": {"npm": "@ai-sdk/cohere", "options": {"apiKey": FAKE_KEY}},
+                "vertex": {"api": "google-vertex"},
+                "anthropic": {},
+            }
+        },
+        report=report,
+    )
+    assert [t.target_id for t in config.targets] == ["openai-work", "anthropic"]
+    assert report.warnings == [
+        (
+            "$.provider.amazon-bedrock",
+            'skipped: "amazon-bedrock" is not supported: Amazon Bedrock signs its requests '
+            "with AWS SigV4",
+        ),
+        (
+            "$.provider.cohere.npm",
+            'skipped: unsupported package "@ai-sdk/cohere": oswitch speaks the OpenAI and '
+            "Anthropic APIs (use @ai-sdk/openai-compatible with options.baseURL)",
+        ),
+        (
+            "$.provider.vertex.api",
+            'skipped: "google-vertex" is not supported: Vertex AI signs in with Google Cloud '
+            "credentials",
+        ),
+    ]
+    assert FAKE_KEY not in repr(report)
+
+
+def test_a_known_unsupported_name_behind_an_openai_compatible_proxy_is_served() -> None:
+    """amazon-bedrock given a package and URL oswitch speaks (a proxy) is a target."""
+    (target,) = parse_config(
+        {
+            "provider": {
+                "amazon-bedrock": {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "options": {"baseURL": "http://127.0.0.1:4000/v1"},
+                }
+            }
+        }
+    ).targets
+    assert target.base_url == "http://127.0.0.1:4000/v1"
+
+
+def test_a_file_of_only_unsupported_providers_is_invalid() -> None:
+    """With every provider skipped there is nothing to serve: a problem naming them."""
+    assert problems_of({"provider": {"amazon-bedrock": {}, "x": {"npm": "@ai-sdk/cohere"}}}) == [
+        (
+            "$.provider",
+            'lists no provider oswitch can serve (skipped: "amazon-bedrock", "x"), and '
+            "switcher.targets is not given",
+        )
+    ]
+
+
+def test_a_target_asking_for_an_unsupported_provider_is_a_problem() -> None:
+    """An explicit switcher target naming an unsupported entry is not skipped: it fails."""
+    assert problems_of(
+        {
+            "provider": {"bedrock": {"npm": "@ai-sdk/amazon-bedrock"}},
+            "switcher": {"targets": [{"target_id": "a", "provider_id": "bedrock"}]},
+        }
+    ) == [
+        (
+            "$.provider.bedrock.npm",
+            'unsupported package "@ai-sdk/amazon-bedrock": oswitch speaks the OpenAI and '
+            "Anthropic APIs (use @ai-sdk/openai-compatible with options.baseURL)",
+        )
+    ]
+
+
+def test_report_knows_where_oswitchs_section_is() -> None:
+    """The report says where oswitch's keys live: $.switcher in an opencode.json."""
+    report = ConfigReport()
+    parse_config({"provider": {"openai": {}}}, report=report)
+    assert report.path_of("control", "token") == "$.switcher.control.token"
+    report = ConfigReport()
+    parse_config({"targets": [{"target_id": "a", "provider_id": "openai"}]}, report=report)
+    assert report.path_of("control", "token") == "$.control.token"

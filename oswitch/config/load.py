@@ -12,26 +12,36 @@ from typing import Any, cast
 
 import attrs
 
+from oswitch.config.advice import advise
 from oswitch.config.model import MODEL_CLASSES, SHORTHANDS, SwitcherConfig, TargetConfig
-from oswitch.config.opencode import ProviderEntries, resolve_target
-from oswitch.config.problems import ConfigPath, PreparedTable, Problems, show
+from oswitch.config.opencode import ProviderEntries, References, resolve_target
+from oswitch.config.problems import ConfigPath, Invalid, PreparedTable, Problems, show
+from oswitch.config.report import ConfigReport
 from oswitch.config.structure import structure_switcher
 from oswitch.errors import ConfigError
 
 _MISSING = object()
 
 
-def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> SwitcherConfig:
+def parse_config(
+    mapping: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    report: ConfigReport | None = None,
+) -> SwitcherConfig:
     """Validate ``mapping`` (a parsed TOML/JSON document) into a SwitcherConfig.
 
     A mapping with ``provider`` or ``switcher`` at the top level is an opencode.json:
     its ``switcher`` section is oswitch's, and without ``switcher.targets`` each
-    entry of ``provider`` becomes a target. Otherwise the whole mapping is
-    oswitch's section. Defaults are resolved (see docs/configuration.md).
-    ``source`` (a file name) is added to the error as a note.
+    entry of ``provider`` becomes a target (an entry oswitch cannot serve is
+    skipped, with a warning). Otherwise the whole mapping is oswitch's section.
+    Defaults are resolved (see docs/configuration.md). ``source`` (a file name) is
+    added to the error as a note, and is where relative ``{file:...}`` paths start.
+    ``report``, when given, receives the warnings (a skipped provider, a key file
+    not there, contradictory or unsafe settings) and where oswitch's section is.
 
     Raises ConfigError listing every problem as ``(path, reason)``; no secret
-    value ever appears in it.
+    value ever appears in it, nor in a warning.
     """
     problems = Problems()
     if not isinstance(mapping, Mapping):
@@ -71,23 +81,44 @@ def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> Sw
                 "give only one of them",
             )
 
-    providers = ProviderEntries(entries=raw_entries, path=("provider",))
+    providers = ProviderEntries(
+        entries=raw_entries, path=("provider",), refs=References.of_source(source)
+    )
     discovered: dict[int, str] = {}
     prepared: dict[int, PreparedTable] = {}  # by index in targets
     raw_targets = own.get("targets", _MISSING)
     discovering = raw_targets is _MISSING and opencode and "provider" in mapping
     if discovering:
-        # OpenCode's own key: names of providers to leave out (anything else is ignored).
+        # OpenCode's own keys: names of providers to leave out, or the only ones to
+        # keep (anything but a list of names is ignored).
         listed = mapping.get("disabled_providers", [])
         disabled = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
-        for index, name in enumerate(raw_entries):
+        only = mapping.get("enabled_providers")
+        kept = {n for n in only if isinstance(n, str)} if isinstance(only, list) else None
+        skipped: list[str] = []
+        for name in raw_entries:
+            unsupported = providers.unsupported(str(name))
+            if unsupported is not None:
+                # One provider oswitch cannot speak to does not sink the file.
+                providers.warnings.append(
+                    Invalid(f"skipped: {unsupported.reason}", unsupported.at, absolute=True)
+                )
+                skipped.append(str(name))
+                continue
             raw: dict[str, Any] = {"target_id": str(name), "provider_id": str(name)}
-            if name in disabled:
+            if name in disabled or (kept is not None and name not in kept):
                 raw["enabled"] = False
+            index = len(prepared)
             discovered[index] = str(name)
             prepared[index] = resolve_target(raw, providers, discovered=True)
         own["targets"] = list(prepared.values())
-        if not prepared and isinstance(mapping.get("provider"), Mapping):
+        if not prepared and skipped:
+            problems.add(
+                ("provider",),
+                "lists no provider oswitch can serve (skipped: "
+                f"{', '.join(show(name) for name in skipped)}), and switcher.targets is not given",
+            )
+        elif not prepared and isinstance(mapping.get("provider"), Mapping):
             problems.add(("provider",), "lists no providers, and switcher.targets is not given")
     elif isinstance(raw_targets, list | tuple):
         prepared = {
@@ -113,8 +144,15 @@ def parse_config(mapping: Mapping[str, Any], *, source: str | None = None) -> Sw
         for problem in table.take_problems():
             at = problem.at if problem.absolute else (*prefix, "targets", index, *problem.at)
             problems.add(at, problem.reason)
+    if report is not None:
+        report.section = prefix
+        for warning in providers.warnings:
+            report.warn(warning.at, warning.reason)
     if problems or config is None:
         raise problems.error(source=source)
+    if report is not None:
+        for at, reason in advise(config):
+            report.warn(_place(at, prefix, renamed, discovered, providers), reason)
     return config
 
 
@@ -208,7 +246,9 @@ def read_config_file(name: str, *, limit: int = MAX_CONFIG_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def load_config(path: str | os.PathLike[str]) -> SwitcherConfig:
+def load_config(
+    path: str | os.PathLike[str], *, report: ConfigReport | None = None
+) -> SwitcherConfig:
     """Read and validate a config file: TOML when the name ends in ``.toml``, else
     JSON (an opencode.json included; see :func:`parse_config`).
 
@@ -243,7 +283,7 @@ def load_config(path: str | os.PathLike[str]) -> SwitcherConfig:
         problems = Problems()
         problems.add((), f"expected a mapping at the top level (got {show(document)})")
         raise problems.error(source=name)
-    return parse_config(document, source=name)
+    return parse_config(document, source=name, report=report)
 
 
 def validate_config(config: SwitcherConfig) -> None:

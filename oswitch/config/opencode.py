@@ -3,13 +3,22 @@
 A target takes what it leaves out (api, base_url, key, served models, context
 window) from the opencode.json provider entry of the same name, then from the
 known-provider table (oswitch.known_providers).
+
+An entry is read in every shape OpenCode and o-switcher write: OpenCode's own
+(``npm``, ``options.baseURL`` / ``options.apiKey``, ``models``; or models.dev's
+``api`` URL and ``env`` list), and o-switcher's short one (``api`` naming the
+well-known provider whose defaults apply, ``apiKey``, ``baseURL``), with
+``{env:VAR}`` and ``{file:path}`` references.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Mapping
-from typing import Any, get_args
+from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -18,7 +27,120 @@ from oswitch.config.problems import ConfigPath, Invalid, PathSeg, PreparedTable,
 from oswitch.config.structure import ENV_NAME, url_problem
 from oswitch.core.kinds import kind_of
 from oswitch.core.secret import Secret
-from oswitch.known_providers import KNOWN_PROVIDERS, NPM_PACKAGES
+from oswitch.known_providers import KNOWN_PROVIDERS, NPM_PACKAGES, UNSUPPORTED_PROVIDERS
+
+# ---------------------------------------------------------------------------
+# {env:VAR} and {file:path}, as OpenCode substitutes them
+
+_REFERENCE = re.compile(r"\{(env|file):([^}]*)\}")
+
+KEY_FILE_LIMIT = 64 * 1024
+"""The largest file a ``{file:path}`` reference reads: a key is one line; a file of
+64 KiB is not a key."""
+
+
+@attrs.frozen(kw_only=True)
+class References:
+    """Where ``{env:VAR}`` and ``{file:path}`` are read from.
+
+    ``base_dir`` is the config file's directory, which relative paths start from
+    (OpenCode's rule); None when the config is not from a file (an inline reload),
+    and then ``{file:...}`` is refused rather than read from wherever the process
+    happens to run.
+    """
+
+    base_dir: Path | None = None
+    environ: Mapping[str, str] = attrs.field(factory=lambda: os.environ, repr=False)
+
+    @classmethod
+    def of_source(cls, source: str | None) -> References:
+        """References of a config read from the file ``source`` (None: not from a file)."""
+        return cls(base_dir=Path(source).resolve().parent if source is not None else None)
+
+
+class _Missing(Exception):
+    """A reference to a variable that is unset or a file that is absent or empty:
+    ``what`` is wrong, and what to ``do``."""
+
+    def __init__(self, what: str, do: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.do = do
+
+
+def read_reference_file(path: Path, *, limit: int = KEY_FILE_LIMIT) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    Never blocks on the file: it is looked at, then opened non-blocking and looked
+    at again, so a FIFO or a device is refused before a byte is read. Raises
+    FileNotFoundError, OSError, or ValueError saying why the file is not read.
+    """
+    # A small stand-in for the config file reader (load.read_config_file, same
+    # rules): point this at it once both live in one leaf module.
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ValueError(f"over {limit} bytes")
+    return b"".join(chunks)
+
+
+def _referenced(kind: str, spec: str, refs: References) -> str:
+    """The value one reference stands for. Raises Invalid for a reference that can
+    never work, _Missing for one whose variable or file is not there (yet)."""
+    if kind == "env":
+        if not ENV_NAME.fullmatch(spec):
+            raise Invalid("{env:...} must name an environment variable, like OPENAI_API_KEY")
+        value = refs.environ.get(spec, "")
+        if not value:
+            raise _Missing(f"{spec} is not set", f"set {spec}")
+        return value
+    if refs.base_dir is None:
+        raise Invalid("{file:...} is read only from a config file, not from an inline config")
+    path = Path(spec.strip()).expanduser()
+    path = path if path.is_absolute() else refs.base_dir / path
+    try:
+        data = read_reference_file(path)
+    except FileNotFoundError:
+        raise _Missing(f"{path} does not exist", "create it") from None
+    except ValueError as exc:
+        raise Invalid(f"{{file:...}}: {path}: {exc}") from None
+    except OSError as exc:
+        raise Invalid(f"{{file:...}}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig").strip()  # OpenCode trims a file's text
+    except UnicodeDecodeError:
+        raise Invalid(f"{{file:...}}: {path}: not UTF-8 text") from None
+    if not text:
+        raise _Missing(f"{path} is empty", "write the key into it")
+    return text
+
+
+def _substitute(text: str, refs: References) -> str:
+    """``text`` with every reference replaced by its value. Raises Invalid or _Missing."""
+    parts: list[str] = []
+    end = 0
+    for ref in _REFERENCE.finditer(text):
+        parts += [text[end : ref.start()], _referenced(ref[1], ref[2], refs)]
+        end = ref.end()
+    return "".join([*parts, text[end:]])
+
+
+# ---------------------------------------------------------------------------
+# One provider entry
 
 
 @attrs.frozen(kw_only=True)
@@ -31,14 +153,13 @@ class _Provider:
     base_url: str | None
     api_key: str | Secret | None = attrs.field(repr=False)  # never shown, even in debugging
     api_key_env: str | None
+    key_missing: bool  # its key is a {file:...} that is not there: its targets start disabled
     models: tuple[str, ...]
     context_window: int | None
     api_path: ConfigPath
     base_url_path: ConfigPath
     key_path: ConfigPath
-
-
-_ENV_REF = re.compile(r"\{env:([^}]*)\}")
+    unsupported: Invalid | None  # why oswitch cannot serve it, and where that is said
 
 
 def _option(
@@ -54,111 +175,210 @@ def _option(
     return None, ((name,) if short_shape else ("options", name))
 
 
+def _is_url_like(value: str) -> bool:
+    # models.dev (and so OpenCode's own schema) spells the API's root URL as `api`.
+    return value.startswith(("http://", "https://")) or _REFERENCE.search(value) is not None
+
+
+class _EntryReader:
+    """Reads one provider entry, collecting its problems (paths in the document)
+    and warnings."""
+
+    def __init__(self, name: str, raw: Mapping[str, Any], at: ConfigPath, refs: References) -> None:
+        self.name, self.raw, self.at, self.refs = name, raw, at, refs
+        self.problems: list[Invalid] = []
+        self.warnings: list[Invalid] = []
+
+    def bad(self, reason: str, *where: PathSeg) -> None:
+        self.problems.append(Invalid(reason, self.at + where, absolute=True))
+
+    def url(self, value: object, where: ConfigPath) -> str | None:
+        """A URL option, its references read; None (and a problem) when unusable."""
+        if not isinstance(value, str):
+            self.bad(f"expected a string (got {show(value)})", *where)
+            return None
+        try:
+            url = _substitute(value, self.refs)
+        except Invalid as exc:
+            self.bad(exc.reason, *where)
+            return None
+        except _Missing as exc:
+            self.bad(f"missing: {exc.what}", *where)
+            return None
+        if (reason := url_problem(url)) is not None:
+            # Shown as written: a value read from a reference is never echoed.
+            self.bad(f"{reason} (got {show(value)})", *where)
+            return None
+        return url
+
+    def key(self, value: object, where: ConfigPath) -> tuple[str | None, str | None, bool]:
+        """``(api_key, api_key_env, key_missing)`` from an apiKey option."""
+        if not isinstance(value, str):
+            self.bad(f"expected a string (got {kind_of(value)})", *where)
+            return None, None, False
+        ref = _REFERENCE.fullmatch(value.strip())
+        if ref is not None and ref[1] == "env":
+            if ENV_NAME.fullmatch(ref[2]):
+                # Read by the runtime, not now: a key set later is picked up (the
+                # one "credential refresh"), and a missing one is only a warning.
+                return None, ref[2], False
+            self.bad("{env:...} must name an environment variable, like OPENAI_API_KEY", *where)
+        elif ref is not None:
+            try:
+                return _referenced("file", ref[2], self.refs), None, False
+            except Invalid as exc:
+                self.bad(exc.reason, *where)
+            except _Missing as exc:
+                self.warnings.append(
+                    Invalid(
+                        f"key missing: {exc.what}; {show(self.name)} starts disabled "
+                        f"({exc.do}, then reload)",
+                        self.at + where,
+                        absolute=True,
+                    )
+                )
+                return None, None, True
+        elif _REFERENCE.search(value):
+            self.bad("a reference must be the whole value: {env:VAR} or {file:path}", *where)
+        elif not value:
+            self.bad("must not be empty", *where)
+        else:
+            return value, None, False
+        return None, None, False
+
+    def key_env_list(self, value: object) -> str | None:
+        """models.dev's ``env``: the variables that may hold the key; the first is used."""
+        names = value if isinstance(value, list) else None
+        if not names or not all(isinstance(n, str) and ENV_NAME.fullmatch(n) for n in names):
+            self.bad("expected a list of environment variable names", "env")
+            return None
+        first: str = names[0]
+        return first
+
+    def models(self) -> tuple[list[str], list[int]]:
+        models: list[str] = []
+        windows: list[int] = []
+        raw_models = self.raw.get("models", {})
+        if isinstance(raw_models, list):
+            for index, model in enumerate(raw_models):
+                if isinstance(model, str) and model:
+                    models.append(model)
+                else:
+                    self.bad(f"expected a model name (got {show(model)})", "models", index)
+        elif isinstance(raw_models, Mapping):
+            for key, entry in raw_models.items():
+                wire_name = key
+                if isinstance(entry, Mapping):
+                    # OpenCode's `id` is the name sent upstream when it differs from the key.
+                    if isinstance(entry.get("id"), str) and entry["id"]:
+                        wire_name = entry["id"]
+                    limit = entry.get("limit")
+                    context = limit.get("context") if isinstance(limit, Mapping) else None
+                    if isinstance(context, int) and not isinstance(context, bool) and context > 0:
+                        windows.append(context)
+                if wire_name:
+                    models.append(wire_name)
+        else:
+            self.bad(f"expected a mapping of model entries (got {show(raw_models)})", "models")
+        return models, windows
+
+
 def _read_provider(
-    name: str, raw: object, at: ConfigPath
-) -> tuple[_Provider | None, list[Invalid]]:
-    """Read one OpenCode provider entry, in its real or its short shape."""
-    problems: list[Invalid] = []
-
-    def bad(reason: str, *where: PathSeg) -> None:
-        problems.append(Invalid(reason, at + where, absolute=True))
-
+    name: str, raw: object, at: ConfigPath, refs: References
+) -> tuple[_Provider | None, list[Invalid], list[Invalid]]:
+    """Read one OpenCode provider entry: ``(provider, problems, warnings)``. An entry
+    oswitch cannot serve comes back with ``unsupported`` set and no problems."""
     if not isinstance(raw, Mapping):
-        bad(f"expected a mapping (got {show(raw)})")
-        return None, problems
+        return None, [Invalid(f"expected a mapping (got {show(raw)})", at, absolute=True)], []
+    reader = _EntryReader(name, raw, at, refs)
     options = raw.get("options", {})
     if not isinstance(options, Mapping):
-        bad(f"expected a mapping (got {show(options)})", "options")
+        reader.bad(f"expected a mapping (got {show(options)})", "options")
         options = {}
 
     defaults_from: str | None = name if name in KNOWN_PROVIDERS else None
     api: Api | None = None
     api_path: ConfigPath = at
+    unsupported: Invalid | None = None
     npm = raw.get("npm")
     if npm is not None:
         api_path = (*at, "npm")
         if not isinstance(npm, str):
-            bad(f"expected a string (got {show(npm)})", "npm")
+            reader.bad(f"expected a string (got {show(npm)})", "npm")
         elif npm not in NPM_PACKAGES:
-            bad(
+            unsupported = Invalid(
                 f"unsupported package {show(npm)}: oswitch speaks the OpenAI and Anthropic "
                 "APIs (use @ai-sdk/openai-compatible with options.baseURL)",
-                "npm",
+                api_path,
+                absolute=True,
             )
         else:
             defaults_from = NPM_PACKAGES[npm] or defaults_from
             api = "anthropic" if npm == "@ai-sdk/anthropic" else "openai"
-    short_api = raw.get("api")
-    if short_api is not None:
-        api_path = (*at, "api")
-        if short_api in get_args(Api):
-            api = short_api
+    api_url: str | None = None
+    named = raw.get("api")
+    if named is not None:
+        if not isinstance(named, str):
+            reader.bad(f"expected a string (got {show(named)})", "api")
+        elif _is_url_like(named):
+            api_url = named
+        elif named in KNOWN_PROVIDERS:
+            # o-switcher's short shape: `api` names the provider whose defaults
+            # apply, exactly as an npm package does; the entry's name is a label.
+            api_path = (*at, "api")
+            defaults_from = named
+            api = KNOWN_PROVIDERS[named].api
+        elif named in UNSUPPORTED_PROVIDERS:
+            unsupported = Invalid(
+                f"{show(named)} is not supported: {UNSUPPORTED_PROVIDERS[named]}",
+                (*at, "api"),
+                absolute=True,
+            )
         else:
-            bad(f"must be one of {', '.join(get_args(Api))} (got {show(short_api)})", "api")
+            reader.bad(
+                f"must name a well-known provider ({', '.join(KNOWN_PROVIDERS)}) or be the "
+                f"API's URL (got {show(named)})",
+                "api",
+            )
 
-    base_url: str | None = None
     short_shape = "options" not in raw and "npm" not in raw
     value, where = _option(raw, options, "baseURL", short_shape=short_shape)
+    url_given = value is not None or api_url is not None
+    if value is None and api_url is not None:
+        value, where = api_url, ("api",)
     base_url_path = at + where
-    if value is None:
-        pass
-    elif not isinstance(value, str):
-        bad(f"expected a string (got {show(value)})", *where)
-    elif (reason := url_problem(value)) is not None:
-        bad(f"{reason} (got {show(value)})", *where)
-    else:
-        base_url = value
+    base_url = reader.url(value, where) if value is not None else None
     resource = options.get("resourceName")
     if base_url is None and isinstance(resource, str) and resource:
-        base_url = f"https://{resource}.openai.azure.com/openai/v1"
+        try:
+            resource = _substitute(resource, refs)
+        except (Invalid, _Missing) as exc:
+            reader.bad(f"cannot build the Azure URL: {exc}", "options", "resourceName")
+        else:
+            base_url = f"https://{resource}.openai.azure.com/openai/v1"
 
     api_key: str | None = None
     api_key_env: str | None = None
+    key_missing = False
     value, where = _option(raw, options, "apiKey", short_shape=short_shape)
     key_path = at + where
-    if value is None:
-        pass
-    elif not isinstance(value, str):
-        bad(f"expected a string (got {kind_of(value)})", *where)
-    elif ref := _ENV_REF.fullmatch(value.strip()):
-        if ENV_NAME.fullmatch(ref.group(1)):
-            api_key_env = ref.group(1)
-        else:
-            bad("{env:...} must name an environment variable, like OPENAI_API_KEY", *where)
-    elif value.strip().startswith("{file:"):
-        bad("{file:...} references are not supported: use {env:VAR}", *where)
-    elif not value:
-        bad("must not be empty", *where)
-    else:
-        api_key = value
+    if value is not None:
+        api_key, api_key_env, key_missing = reader.key(value, where)
+    elif raw.get("env") is not None:
+        key_path = (*at, "env")
+        api_key_env = reader.key_env_list(raw["env"])
 
-    models: list[str] = []
-    windows: list[int] = []
-    raw_models = raw.get("models", {})
-    if isinstance(raw_models, list):
-        for index, model in enumerate(raw_models):
-            if isinstance(model, str) and model:
-                models.append(model)
-            else:
-                bad(f"expected a model name (got {show(model)})", "models", index)
-    elif isinstance(raw_models, Mapping):
-        for key, entry in raw_models.items():
-            wire_name = key
-            if isinstance(entry, Mapping):
-                # OpenCode's `id` is the name sent upstream when it differs from the key.
-                if isinstance(entry.get("id"), str) and entry["id"]:
-                    wire_name = entry["id"]
-                limit = entry.get("limit")
-                context = limit.get("context") if isinstance(limit, Mapping) else None
-                if isinstance(context, int) and not isinstance(context, bool) and context > 0:
-                    windows.append(context)
-            if wire_name:
-                models.append(wire_name)
-    else:
-        bad(f"expected a mapping of model entries (got {show(raw_models)})", "models")
+    models, windows = reader.models()
 
-    if problems:
-        return None, problems
+    # Named like one of OpenCode's own providers oswitch cannot speak to, and not
+    # made into something else (a package, the URL of a proxy in front of it).
+    remade = npm is not None or named is not None or url_given
+    if unsupported is None and name in UNSUPPORTED_PROVIDERS and not remade:
+        unsupported = Invalid(
+            f"{show(name)} is not supported: {UNSUPPORTED_PROVIDERS[name]}", at, absolute=True
+        )
+    if unsupported is None and reader.problems:
+        return None, reader.problems, reader.warnings
     provider = _Provider(
         name=name,
         defaults_from=defaults_from,
@@ -166,36 +386,59 @@ def _read_provider(
         base_url=base_url,
         api_key=api_key,
         api_key_env=api_key_env,
+        key_missing=key_missing,
         models=tuple(models),
         context_window=windows[0] if len(windows) == 1 and len(models) == 1 else None,
         api_path=api_path,
         base_url_path=base_url_path,
         key_path=key_path,
+        unsupported=unsupported,
     )
-    return provider, problems
+    if unsupported is not None:
+        return provider, [], []
+    return provider, [], reader.warnings
 
 
 @attrs.define
 class ProviderEntries:
-    """An opencode.json ``provider`` section, each entry read once, when first asked for."""
+    """An opencode.json ``provider`` section, each entry read once, when first asked for.
+
+    ``warnings`` collects what the entries read so far warn about (a key file not
+    there), in the order they were read.
+    """
 
     entries: Mapping[str, object]
     path: ConfigPath  # where the section is in the document
-    _read: dict[str, _Provider | None] = attrs.field(factory=dict, init=False)
+    refs: References = attrs.field(factory=References)
+    warnings: list[Invalid] = attrs.field(factory=list, init=False)
+    _read: dict[str, tuple[_Provider | None, list[Invalid]]] = attrs.field(factory=dict, init=False)
 
     def entry_path(self, name: str) -> ConfigPath:
         return (*self.path, name)
 
+    def _entry(self, name: str) -> tuple[_Provider | None, list[Invalid]]:
+        if name not in self._read:
+            provider, problems, warnings = _read_provider(
+                name, self.entries[name], self.entry_path(name), self.refs
+            )
+            self._read[name] = (provider, problems)
+            self.warnings.extend(warnings)
+        return self._read[name]
+
     def read(self, name: str) -> tuple[_Provider | None, list[Invalid]]:
-        """Entry ``name`` (None when absent or broken) and, the first time it is read,
-        its problems."""
+        """Entry ``name`` (None when absent or broken) and, the first time this is
+        called for it, its problems."""
         if name not in self.entries:
             return None, []
-        if name in self._read:
-            return self._read[name], []
-        provider, problems = _read_provider(name, self.entries[name], self.entry_path(name))
-        self._read[name] = provider
+        provider, problems = self._entry(name)
+        self._read[name] = (provider, [])
         return provider, problems
+
+    def unsupported(self, name: str) -> Invalid | None:
+        """Why entry ``name`` is one oswitch cannot serve (at the entry's path), or
+        None. Reads the entry; its problems still come with the first ``read``."""
+        provider, _ = self._entry(name)
+        return provider.unsupported if provider is not None else None
 
 
 def resolve_target(
@@ -205,7 +448,9 @@ def resolve_target(
     of the same name, then from the known-provider table; the problems found (what
     is missing, what the entry gets wrong) travel with the returned table to its
     structure hook. ``discovered``: the target exists only as its provider entry, so
-    what it lacks is reported at the entry. Raises nothing."""
+    what it lacks is reported at the entry (an unsupported entry is never
+    discovered: the caller skips it). A target inheriting a key file that is not
+    there starts disabled. Raises nothing."""
     resolved = dict(raw)
     problems: list[Invalid] = []
     provider_id = raw.get("provider_id")
@@ -213,6 +458,10 @@ def resolve_target(
         return PreparedTable(resolved)
     entry, entry_problems = providers.read(provider_id)
     problems.extend(entry_problems)
+    if entry is not None and entry.unsupported is not None:
+        # Asked for by name, so not skipped: the target cannot be served.
+        problems.append(entry.unsupported)
+        return PreparedTable(resolved, problems)
     if entry is None and provider_id in providers.entries:
         # The entry itself is broken and has been reported; guessing further
         # would only add noise.
@@ -242,7 +491,9 @@ def resolve_target(
     if raw.get("api_key") is not None and raw.get("api_key_env") is not None:
         problems.append(Invalid("give api_key or api_key_env, not both", ("api_key",)))
     elif raw.get("api_key") is None and raw.get("api_key_env") is None:
-        if entry is not None and entry.api_key is not None:
+        if entry is not None and entry.key_missing:
+            resolved["enabled"] = False
+        elif entry is not None and entry.api_key is not None:
             resolved["api_key"] = entry.api_key
         elif entry is not None and entry.api_key_env is not None:
             resolved["api_key_env"] = entry.api_key_env
