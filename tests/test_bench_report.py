@@ -19,16 +19,14 @@ from bench.overhead import ALL_VARIANTS, Cell, OverheadResult, OverheadSettings,
 from bench.record import BucketFigures, Figures, Percentiles
 from bench.report import (
     RunReport,
-    cpu_svg,
-    latency_cells_svg,
     latency_svg,
     overhead_targets,
-    routing_svg,
     summary,
-    summary_rows,
     to_html,
     traffic_svg,
 )
+from bench.report.overhead_svg import cpu_svg, latency_cells_svg, routing_svg
+from bench.report.summary import summary_rows
 from bench.scenarios import SCENARIOS
 from bench.soak import MemoryPoint, SoakResult
 

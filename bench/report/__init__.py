@@ -19,10 +19,8 @@ from __future__ import annotations
 
 from bench.report.as_json import to_json
 from bench.report.files import write_outputs
-from bench.report.overhead_svg import cpu_svg, latency_cells_svg, routing_svg
 from bench.report.page import STYLE, to_html
 from bench.report.run import RunReport
-from bench.report.summary import SummaryRow, summary_rows
 from bench.report.svg import (
     CONDITION_COLOURS,
     LEFT,
@@ -56,18 +54,13 @@ __all__ = [
     "TARGET_COLOURS",
     "WIDTH",
     "RunReport",
-    "SummaryRow",
     "conditions_svg",
-    "cpu_svg",
-    "latency_cells_svg",
     "latency_svg",
     "overhead_table",
     "overhead_targets",
-    "routing_svg",
     "scenario_table",
     "soak_table",
     "summary",
-    "summary_rows",
     "targets_table",
     "to_html",
     "to_json",
