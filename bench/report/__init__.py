@@ -1,12 +1,18 @@
 """The run's outputs: a summary table on stdout, a JSON file and a self-contained HTML page.
 
-The HTML page has no script and loads nothing: each scenario gets inline SVG charts
-of traffic share per target over time (stacked bars, failed requests marked in
-red beneath), each target's condition over time (bands) and latency per bucket.
+The HTML page has no script and loads nothing. It opens with a summary table (a
+row per scenario, the overhead benchmark and the soak, with checks passed); each
+scenario gets inline SVG charts of traffic share per target over time (stacked bars,
+failed requests marked in red beneath when there are any), each target's condition
+over time (bands) and latency per bucket (ticks and gridlines); the overhead section
+charts CPU per request and latency of every cell against the bare httpx baseline,
+and the routing cost by number of targets.
 
 Import everything from here; the modules below are the layout: ``run`` (the
 RunReport), ``targets`` (the overhead targets it is judged by), ``text`` (tables),
-``as_json``, ``svg`` (charts), ``page`` (the HTML page) and ``files`` (writing both).
+``summary`` (the summary rows), ``as_json``, ``svg`` (scenario charts and axes),
+``overhead_svg`` (overhead charts), ``page`` (the HTML page) and ``files`` (writing
+both).
 """
 
 from __future__ import annotations

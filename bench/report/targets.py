@@ -1,4 +1,4 @@
-"""The overhead targets of issue #7, checked against an overhead run."""
+"""The overhead targets oswitch holds itself to, checked against an overhead run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ RSS_TARGET_MB = 100.0
 
 
 def overhead_targets(result: OverheadResult) -> list[Check]:
-    """The issue's overhead targets, checked against ``result``."""
+    """The overhead targets, checked against ``result``."""
     checks: list[Check] = []
     for streamed in (False, True):
         kind = "streamed" if streamed else "non-streamed"

@@ -80,8 +80,25 @@ def scenario_table(results: Sequence[ScenarioResult]) -> str:
     return table + ("\n" + "\n".join(notes) if notes else "")
 
 
-def overhead_table(result: OverheadResult) -> str:
-    """CPU per request and latency per variant, with ratios and added latency vs httpx."""
+OVERHEAD_HEADERS = (
+    "mode",
+    "conc",
+    "variant",
+    "cpu ms/req",
+    "vs httpx",
+    "latency p50/p99 ms",
+    "added p50/p99 ms",
+    "ttft p50",
+    "req/s",
+    "peak MB",
+    "errors",
+)
+ROUTING_HEADERS = ("client", "cpu ms/req", "vs 3 targets", "startup ms", "rss MB")
+
+
+def overhead_rows(result: OverheadResult) -> list[list[str]]:
+    """One row per measured cell under ``OVERHEAD_HEADERS``: CPU per request and
+    latency, with the ratio to and latency added over bare httpx."""
     rows = []
     for cell in result.cells:
         base = result.cell("httpx", cell.streamed, cell.concurrency)
@@ -108,23 +125,12 @@ def overhead_table(result: OverheadResult) -> str:
                 str(cell.errors),
             ]
         )
-    text = _table(
-        [
-            "mode",
-            "conc",
-            "variant",
-            "cpu ms/req",
-            "vs httpx",
-            "latency p50/p99 ms",
-            "added p50/p99 ms",
-            "ttft p50",
-            "req/s",
-            "peak MB",
-            "errors",
-        ],
-        rows,
-    )
-    routing_rows = []
+    return rows
+
+
+def routing_rows(result: OverheadResult) -> list[list[str]]:
+    """One row per routing-cost cell under ``ROUTING_HEADERS``."""
+    rows = []
     three = next((c for c in result.routing if c.targets == 3), None)
     for routed in result.routing:
         label = "bare httpx" if routed.targets == 0 else f"oswitch, {routed.targets} targets"
@@ -133,7 +139,7 @@ def overhead_table(result: OverheadResult) -> str:
             if three is not None and three.cpu_ms_per_request > 0 and routed.targets
             else "-"
         )
-        routing_rows.append(
+        rows.append(
             [
                 label,
                 f"{routed.cpu_ms_per_request:.3f}",
@@ -142,22 +148,36 @@ def overhead_table(result: OverheadResult) -> str:
                 f"{routed.rss_mb:.0f}",
             ]
         )
-    text += (
-        f"\n\nupstream: {result.upstream}; {result.settings.requests} requests per cell, "
-        f"median of {result.settings.rounds} round(s)\n\nrouting cost, null transport "
-        "(concurrency 1):\n"
+    return rows
+
+
+def overhead_settings_line(result: OverheadResult) -> str:
+    """Where the overhead figures come from: the upstream, requests and rounds."""
+    return (
+        f"upstream: {result.upstream}; {result.settings.requests} requests per cell, "
+        f"median of {result.settings.rounds} round(s)"
     )
-    text += _table(["client", "cpu ms/req", "vs 3 targets", "startup ms", "rss MB"], routing_rows)
+
+
+def overhead_table(result: OverheadResult) -> str:
+    """CPU per request and latency per variant, with ratios and added latency vs httpx."""
+    text = _table(OVERHEAD_HEADERS, overhead_rows(result))
+    text += (
+        f"\n\n{overhead_settings_line(result)}\n\nrouting cost, null transport (concurrency 1):\n"
+    )
+    text += _table(ROUTING_HEADERS, routing_rows(result))
     return text
+
+
+TARGETS_HEADING = "overhead targets"
+INDICATIVE = "indicative: a quick run; judge with --overhead"
 
 
 def targets_table(report: RunReport) -> str:
     checks = report.target_checks
     if not checks:
         return ""
-    heading = "issue #7 overhead targets" + (
-        "" if report.targets_count else " (indicative: a quick run; judge with --overhead)"
-    )
+    heading = TARGETS_HEADING + ("" if report.targets_count else f" ({INDICATIVE})")
     lines = [heading + ":"]
     for check in checks:
         mark = "met   " if check.passed else "MISSED"
