@@ -79,9 +79,9 @@ class SoakResult:
     figures: Figures
     memory: tuple[MemoryPoint, ...]
     traces_kept: int
-    hostile_sent: dict[str, int]
-    edge: EdgeResult | None
     checks: tuple[Check, ...]
+    hostile_sent: dict[str, int] = attrs.field(factory=dict)
+    edge: EdgeResult | None = None
 
     @property
     def passed(self) -> bool:
