@@ -304,11 +304,19 @@ def test_assistant_tool_calls_become_tool_use_blocks() -> None:
 
 @pytest.mark.parametrize(
     ("arguments", "expected"),
-    [("", {}), ('{"location": "Par', {"_raw": '{"location": "Par'})],
-    ids=["empty", "invalid-json"],
+    [
+        ("", {}),
+        ('{"location": "Par', {"_raw": '{"location": "Par'}),
+        ('{"t": NaN}', {"_raw": '{"t": NaN}'}),
+        ('{"t": -Infinity}', {"_raw": '{"t": -Infinity}'}),
+        ('{"t": "\\ud800"}', {"_raw": '{"t": "\\ud800"}'}),
+    ],
+    ids=["empty", "invalid-json", "nan", "infinity", "lone-surrogate"],
 )
 def test_tool_call_arguments_that_are_not_json(arguments: str, expected: dict[str, str]) -> None:
-    """Empty arguments are an empty input; invalid JSON is kept whole under `_raw`."""
+    """Empty arguments are an empty input; invalid JSON — and JSON that only Python reads
+    (NaN, Infinity, an escaped lone surrogate), which no request body can carry — is
+    kept whole under `_raw`, so the request can still be sent."""
     body = body_of(chat(user("weather?"), tool_turn(arguments)))
     assert body["messages"][1]["content"][1]["input"] == expected
 

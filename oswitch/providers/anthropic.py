@@ -81,7 +81,10 @@ def _tool_arguments(raw: object) -> dict[str, Any]:
         return {}
     try:
         parsed = json.loads(raw)
-    except ValueError:
+        # The caller's arguments string may spell NaN or an escaped lone surrogate,
+        # which json.loads accepts but no request body can carry: keep the text.
+        json.dumps(parsed, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, RecursionError):
         return {"_raw": raw}
     return parsed if isinstance(parsed, dict) else {"_raw": raw}
 
