@@ -431,6 +431,37 @@ async def test_a_client_that_stops_reading_frees_its_target_slot() -> None:
     assert samples[key] == 1
 
 
+async def test_a_slow_reader_past_the_request_deadline_gets_an_in_band_error() -> None:
+    """A client that keeps reading, but too slowly for a long answer to reach it within
+    request_timeout_ms, frees the target's slot at the deadline (the engine ends the
+    attempt while the sidecar waits to write) and then reads an in-band
+    deadline_exceeded event and no [DONE] — never a clean end on a partial answer."""
+    long_answer = " ".join(["x" * 2000] * 4000)  # ~8 MB of SSE: more than any socket buffer
+    fake = FakeProvider().on("key-a", stream(long_answer, split_bytes=1 << 20))
+    cfg = config(target("a"), request_timeout_ms=500)
+    with trio.fail_after(30):
+        async with gateway(fake, cfg, ServerConfig(write_timeout_ms=20_000)) as (port, switcher):
+            sock = await connect(port, receive_buffer=4096)
+            body = json.dumps(chat(stream=True)).encode()
+            await sock.send(post_head(len(body)) + body)
+            await wait_for(lambda: fake.calls)
+            received = b""
+            freed = False
+            while chunk := await sock.recv(65536):
+                received += chunk
+                freed = freed or switcher.list_targets()[0].in_flight == 0
+                if received.endswith(b"\r\n0\r\n\r\n"):
+                    break  # the chunked body ended (the connection stays alive)
+                if not freed:
+                    await trio.sleep(0.01)  # slow, but never silent for 20 s
+            sock.close()
+    events = [line[6:] for line in received.split(b"\n") if line.startswith(b"data: ")]
+    assert freed
+    assert b"[DONE]" not in events
+    assert json.loads(events[-1])["error"]["code"] == "deadline_exceeded"
+    assert len(received) < len(long_answer)
+
+
 async def test_deadline_reached_while_delivering_ends_the_stream_in_band() -> None:
     """When the engine's stream raises the request deadline after content went out, the
     sidecar ends the stream with an in-band deadline_exceeded event and no [DONE]."""
