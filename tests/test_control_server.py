@@ -696,3 +696,24 @@ async def test_the_client_keeps_events_that_arrive_while_a_call_waits() -> None:
                 first, second = await control.next_event(), await control.next_event()
     assert [e["fields"]["target_id"] for e in (first, second)] == ["a", "b"]
     assert control.events_dropped == 0
+
+
+async def test_connections_past_the_cap_are_refused_and_the_rest_keep_working() -> None:
+    """With control.max_connections 2, a third websocket handshake is refused with HTTP
+    503 while the first two keep working; once one leaves, a new one is served."""
+    from trio_websocket import ConnectionRejected
+
+    config = parse_config(mapping("a", "b", control={"max_connections": 2}))
+    with trio.fail_after(5):
+        async with running(FakeProvider(), config) as (_, server, url):
+            async with raw(url) as first:
+                async with raw(url):
+                    with pytest.raises(ConnectionRejected) as rejected:
+                        async with open_websocket_url(url):
+                            pass
+                    assert rejected.value.status_code == 503
+                    reply_ = await ask(first, {"id": 1, "op": "list_targets"})
+                    assert reply_["ok"] is True
+                async with raw(url) as again:
+                    assert (await ask(again, {"id": 2, "op": "list_targets"}))["ok"] is True
+            assert server.statistics().connections_refused == 1

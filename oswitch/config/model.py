@@ -118,6 +118,7 @@ class ControlConfig:
     token: Secret | None = None
     token_env: str = "OSWITCH_CONTROL_TOKEN"
     max_message_bytes: int = 1024 * 1024
+    max_connections: int = 32
 
 
 @attrs.frozen(kw_only=True)

@@ -250,6 +250,7 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "port": _port,
         "token_env": _env_name,
         "max_message_bytes": _ge(1),
+        "max_connections": _ge(1),
     },
     SwitcherConfig: {
         "retry_budget": _ge(0),

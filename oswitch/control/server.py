@@ -12,6 +12,7 @@ dropped by the hub, never waited on, so no client can slow routing down.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -77,6 +78,7 @@ class ControlStatistics:
 
     connections_open: int
     connections_total: int
+    connections_refused: int
     auth_failures: int
     commands: int
     refused: int
@@ -138,6 +140,8 @@ class ControlServer:
         self.switcher = switcher
         self.token = secret
         self.max_message_bytes = max_message_bytes or switcher.config.control.max_message_bytes
+        self.max_connections = switcher.config.control.max_connections
+        self._connections_refused = 0
         self.auth_timeout_s = auth_timeout_s
         self.send_timeout_s = send_timeout_s
         self.subscriber_buffer = subscriber_buffer
@@ -189,6 +193,12 @@ class ControlServer:
     async def _handle(self, request: WebSocketRequest) -> None:
         # Runs in trio-websocket's handler nursery, where an escaping exception would
         # take every other connection down with it: only Cancelled may leave.
+        if self._open >= self.max_connections:
+            self._connections_refused += 1
+            log.warning("control_connection_refused", extra={"note": "max_connections"})
+            with trio.move_on_after(CLOSE_TIMEOUT_S), contextlib.suppress(Exception):
+                await request.reject(503, body=b"too many control connections; retry later")
+            return
         self._open += 1
         self._total += 1
         connection: _Connection | None = None
@@ -219,6 +229,7 @@ class ControlServer:
         return ControlStatistics(
             connections_open=self._open,
             connections_total=self._total,
+            connections_refused=self._connections_refused,
             auth_failures=self._auth_failures,
             commands=self._commands,
             refused=self._refused,
