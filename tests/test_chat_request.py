@@ -15,10 +15,10 @@ from oswitch.core.chat_request import (
     MAX_DEPTH,
     MAX_PROBLEMS,
     chat_request_problems,
-    clip,
     describe,
     request_id_problem,
 )
+from oswitch.core.clip import shorten
 from oswitch.runtime.http import encode_json
 
 
@@ -245,11 +245,11 @@ def test_keys_are_clipped_in_paths() -> None:
     assert path == f"$.metadata[{'k' * 64 + '… (100000 characters)'!r}]"
 
 
-def test_clip() -> None:
-    """clip keeps short text and cuts long text to its limit, saying how long it was."""
-    assert clip("short") == "short"
-    assert clip("x" * 65) == "x" * 64 + "… (65 characters)"
-    assert clip("abcdef", 3) == "abc… (6 characters)"
+def test_shorten() -> None:
+    """shorten keeps short text and cuts long text to its limit, saying how long it was."""
+    assert shorten("short") == "short"
+    assert shorten("x" * 65) == "x" * 64 + "… (65 characters)"
+    assert shorten("abcdef", 3) == "abc… (6 characters)"
 
 
 @pytest.mark.parametrize("request_id", ["req_1", "a" * 128, "trace-id/42:x"])

@@ -7,7 +7,7 @@ one pass over the request, linear in its size, recursing at most 64 containers d
 a hostile body can neither exhaust the interpreter's stack nor cost much more than
 decoding it did (a 4 MB body of a million tiny objects: about as long as json.loads).
 
-Every string a caller chose that an error echoes goes through :func:`clip` first: a
+Every string a caller chose that an error echoes goes through :func:`shorten` first: a
 4 MB model name costs a 400 of a few hundred bytes, never 4 MB in a reply or a log.
 """
 
@@ -17,6 +17,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from oswitch.core.clip import ECHO_CHARS, shorten
 
 # Limits (docs/limits.md lists them; each is a fixed constant).
 MAX_DEPTH = 64  # containers nested in the request, the request object counting as 1
@@ -28,7 +30,6 @@ MAX_INT_DIGITS = 300  # larger integers: no provider takes them, and str() of th
 MAX_TOKENS = 2**31 - 1  # max_tokens / max_completion_tokens (a 32-bit count)
 MAX_N = 128  # choices per request (OpenAI's own ceiling)
 MAX_PROBLEMS = 8  # problems listed in one error; the rest are counted
-CLIP_CHARS = 64  # of a caller's string echoed in an error
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _PRINTABLE_ID = re.compile(r"[\x21-\x7e]+")
@@ -42,21 +43,14 @@ Problem = tuple[str, str]
 _Fault = tuple[list[object], str] | None
 
 
-def clip(text: str, limit: int = CLIP_CHARS) -> str:
-    """``text`` cut to ``limit`` characters, saying how long it was when it is cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text)} characters)"
-
-
 def shown(value: object) -> str:
     """A caller's value as an error may echo it: strings clipped and quoted, other
     values by type (a huge list is never rendered)."""
     if isinstance(value, str):
-        return repr(clip(value))
+        return repr(shorten(value))
     if value is None or isinstance(value, bool):
         return repr(value)
-    if isinstance(value, int | float) and len(repr_safe := _short_number(value)) <= CLIP_CHARS:
+    if isinstance(value, int | float) and len(repr_safe := _short_number(value)) <= ECHO_CHARS:
         return repr_safe
     return type(value).__name__
 
@@ -385,7 +379,7 @@ def _path(keys: list[object]) -> str:
     for key in keys:
         if isinstance(key, int):
             parts.append(f"[{key}]")
-        elif isinstance(key, str) and len(key) <= CLIP_CHARS and _PLAIN_KEY.fullmatch(key):
+        elif isinstance(key, str) and len(key) <= ECHO_CHARS and _PLAIN_KEY.fullmatch(key):
             parts.append(f".{key}")
         else:
             parts.append(f"[{shown(key)}]")

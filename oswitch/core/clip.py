@@ -5,6 +5,9 @@ upstreams. Whatever of them the runtime keeps (traces, cooldown tables, caches) 
 writes (audit events, error messages) goes through :func:`clip` first, so one
 request with a 4 MB model name costs a few hundred bytes, not 4 MB per copy.
 
+Two forms: :func:`clip` for what is kept (a key must stay distinct), and
+:func:`shorten` for a caller's string echoed back in an error (a person reads it).
+
 A clipped string keeps its head, says how much was cut and ends with a digest of
 the whole, so two long names that share a head stay distinct as keys, and clipping
 is idempotent (a clipped string fits, so it is returned as it is). The digest is
@@ -34,3 +37,15 @@ def clip(text: str, limit: int = MAX_NAME_CHARS) -> str:
     tail = f"…[+{len(text)} chars #{digest}]"
     head = max(0, limit - len(tail))
     return (text[:head] + tail)[:limit]
+
+
+# Longest caller's string echoed whole in an error message.
+ECHO_CHARS = 64
+
+
+def shorten(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters for an error message, saying how long it was
+    when it is cut: ``'mmm…… (4000000 characters)'``. Never raises."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"

@@ -18,7 +18,8 @@ from typing import Any
 import attrs
 import trio
 
-from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, clip, describe
+from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, describe
+from oswitch.core.clip import shorten
 from oswitch.core.secret import Secret
 from oswitch.errors import SwitcherError
 from oswitch.runtime.switcher import Switcher, new_request_id
@@ -170,7 +171,7 @@ class SidecarApp:
                 request_id,
                 HttpError(
                     status=404,
-                    message=f"no such endpoint: {clip(path)}",
+                    message=f"no such endpoint: {shorten(path)}",
                     type="invalid_request_error",
                     code="not_found",
                 ),
@@ -185,7 +186,7 @@ class SidecarApp:
                 request_id,
                 HttpError(
                     status=405,
-                    message=f"{path} takes {allowed}, not {clip(method)}",
+                    message=f"{path} takes {allowed}, not {shorten(method)}",
                     type="invalid_request_error",
                     code="method_not_allowed",
                 ),
@@ -385,7 +386,7 @@ class SidecarApp:
                 send,
                 request_id,
                 bad_request(
-                    f"request body is not valid JSON: {clip(str(exc), 200)}", code="invalid_json"
+                    f"request body is not valid JSON: {shorten(str(exc), 200)}", code="invalid_json"
                 ),
             )
             return
