@@ -341,3 +341,27 @@ async def test_what_a_failure_taught_fades_every_health_half_life(
         assert later == pytest.approx(dented + (1.0 - dented) / 2)
     else:
         assert later == dented
+
+
+async def test_a_hedge_never_overspends_the_failover_budget(autojump_clock: object) -> None:
+    """An attempt's cost is spent as it is sent: once a failover used the last of
+    failover_budget, no hedge races it (before, both were charged: 2 moves of 1)."""
+    fake = FakeProvider().on("key-a", server_error())
+    fake.on("key-b", reply("slow", latency=10.0)).on("key-c", reply("fast", latency=1.0))
+    cfg = config(
+        target("a", operator_priority=2),
+        target("b", operator_priority=1),
+        target("c"),
+        hedge_after_ms=2000,
+        failover_budget=1,
+    )
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        result = await switcher.complete(chat())
+        assert trio.current_time() == 10.0
+        trace = switcher.inspect_request(result["oswitch"]["request_id"])
+    assert result["choices"][0]["message"]["content"] == "slow"
+    assert [(a.target_id, a.decision, a.hedge) for a in trace.attempts] == [
+        ("a", "backoff", False),
+        ("b", "return", False),
+    ]
+    assert fake.calls_to("key-c") == 0

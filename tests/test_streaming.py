@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -480,3 +482,28 @@ async def test_hedged_stream_winner_is_the_first_content_chunk(autojump_clock: o
         ("b", "return", True),
     ]
     assert views["a"].failures_by_class == {} and views["a"].in_flight == 0
+
+
+def test_nothing_outside_the_dispatcher_writes_a_runs_fields() -> None:
+    """ChatStream and the switcher change a request's run and ledger only through their
+    methods: no assignment to an attribute of ``run``, ``self._run`` or a ``.ledger``."""
+    package = Path(__file__).resolve().parent.parent / "oswitch"
+    writes = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name in ("dispatcher.py", "ledger.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = list(node.targets)
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            for written in targets:
+                if not isinstance(written, ast.Attribute):
+                    continue
+                owner = written.value
+                if (isinstance(owner, ast.Name) and owner.id == "run") or (
+                    isinstance(owner, ast.Attribute) and owner.attr in ("_run", "ledger")
+                ):
+                    writes.append(f"{path.name}:{node.lineno} {ast.unparse(written)}")
+    assert writes == []

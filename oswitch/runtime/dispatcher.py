@@ -1,10 +1,11 @@
 """The dispatcher: drives one request across targets until it ends.
 
-Per request: rank the eligible targets (pure scoring over the actors' state) →
-send an attempt to the best one → await its outcome → apply the recovery policy
-for its class → fail over, retry after backoff, wait for a cooldown, walk the
-model's fallbacks, or end — within ``retry_budget``, ``failover_budget`` and the
-request's deadline. Every way out is a reply or one typed error.
+Per request: pick the best eligible target (``picking.py``) → send it an attempt →
+await its outcome → ask the request's ledger (``core/ledger.py``: budgets,
+exclusions, backoff, the decision after each outcome) what comes next → fail over,
+retry after backoff, wait for a cooldown, hedge, walk the model's fallbacks, or end —
+within the budgets and the request's deadline. Every way out is a reply or one typed
+error. The waiting and the racing happen here; the bookkeeping is the ledger's.
 """
 
 from __future__ import annotations
@@ -18,21 +19,28 @@ import attrs
 import trio
 
 from oswitch.config import SwitcherConfig
-from oswitch.core.backoff import BackoffSettings, backoff_delay
+from oswitch.core.backoff import BackoffSettings
 from oswitch.core.clip import clip
-from oswitch.core.error_class import ErrorClass
-from oswitch.core.policy import RequestAction, recovery_for
+from oswitch.core.ledger import (
+    Decision,
+    Ended,
+    Failure,
+    Ledger,
+    deadline_message,
+    decide,
+    give_up,
+    model_chain,
+)
 from oswitch.core.resume import continuation_request
-from oswitch.core.scoring import Weights, choose
-from oswitch.core.trace import AttemptRecord, TraceBuilder
+from oswitch.core.scoring import Weights
+from oswitch.core.trace import TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, CancelReason, OutcomeKind
-from oswitch.runtime.router import Pool, RequestNeeds, Router, make_pool, model_chain
+from oswitch.runtime.picking import Picker
+from oswitch.runtime.recording import AttemptLog
+from oswitch.runtime.router import RequestNeeds, Router
 from oswitch.runtime.target import TargetActor
-
-# Members of a tier looked at first when choosing a target (see RequestRun._pick).
-SAMPLE_SIZE = 8
 
 
 class Settings:
@@ -84,7 +92,10 @@ class ChangeSignal:
 
 
 class RequestRun:
-    """One request's journey; the dispatcher's mutable per-request state."""
+    """One request's journey. It drives the request's :class:`Ledger` (budgets,
+    exclusions, the decision after each outcome), asks its :class:`Picker` which target
+    is next and writes each attempt to its :class:`AttemptLog`; ``ChatStream`` uses
+    :meth:`resume`, :meth:`stream_interrupted` and ``log``."""
 
     def __init__(
         self,
@@ -118,23 +129,18 @@ class RequestRun:
         self.trace = trace
         self.rng = rng
         self.events = events
-        self.attempts = 0
-        self.retries = 0
-        self.failovers = 0
-        self.free_next = True  # the first attempt, and one after an operator cancel
-        self.tried: set[str] = set()
-        self.excluded: set[str] = set()
-        self.excluded_for_model: set[tuple[str, str]] = set()
-        self.not_before: dict[str, float] = {}
-        self.backoff_rounds: dict[str, int] = {}
-        self.context_limit: int | None = None
-        self.retry_next: str | None = None  # a target to resend to at once (fresh key)
-        self.prefill_refused: set[str] = set()  # targets that refused a prefill resume
-        self.resuming = False
-        self.confirmed_text = ""
-        self.last_class: ErrorClass | None = None
-        self.last_status: int | None = None
-        self.last_message = ""
+        self.ledger = Ledger(
+            retry_budget=settings.retry_budget, failover_budget=settings.failover_budget
+        )
+        self.log = AttemptLog(request_id=request_id, trace=trace, events=events, ledger=self.ledger)
+        self.picker = Picker(
+            router=router,
+            needs=needs,
+            ledger=self.ledger,
+            weights=settings.weights,
+            max_expected_latency_s=settings.max_expected_latency_s,
+            rng=rng,
+        )
 
     # ---- the request loop --------------------------------------------------------
 
@@ -145,98 +151,19 @@ class RequestRun:
             if hop > 0:
                 # The hop itself is free: the first attempt on the fallback model is
                 # a move to another target, and that is what failover_budget counts.
-                if not self._budget_allows_failover():
+                if not self.ledger.may_fail_over():
                     break
                 self.events.emit(
                     "fallback",
                     request_id=self.request_id,
                     model=model,
-                    decision="fallback",
+                    decision=Decision.FALLBACK.value,
                     note=f"from {chain[hop - 1]}",
                 )
             outcome = await self._run_model(model)
             if outcome is not None:
                 return outcome
         raise self._give_up(chain)
-
-    def _pool(self, model: str) -> Pool:
-        pool = self.router.pool(model, self.needs)
-        limit = self.context_limit
-        if limit is None:
-            return pool
-        return make_pool(
-            [
-                actor
-                for actor in pool.actors
-                if actor.target.context_window is None or actor.target.context_window > limit
-            ]
-        )
-
-    def _usable(self, actor: TargetActor, model: str) -> bool:
-        """Not excluded for this request, and affordable within its budgets."""
-        return (
-            actor.target_id not in self.excluded
-            and (actor.target_id, model) not in self.excluded_for_model
-            and self._affordable(actor)
-        )
-
-    def _pick(
-        self, pool: Pool, model: str, now: float, *, avoid: TargetActor | None = None
-    ) -> TargetActor | None:
-        """The target to try next, or None when none is eligible now.
-
-        Untried targets first (a sibling before a retry), then by tier; within a tier
-        the ranking decides. A large tier is sampled (``SAMPLE_SIZE`` random members)
-        before it is scanned, so a request costs about the same with 3 or 1,000
-        targets; sampling also spreads load over equally good keys.
-        """
-        retry_next, self.retry_next = self.retry_next, None
-        if retry_next is not None:
-            actor = self.router.actors.get(retry_next)
-            if actor is not None and self._eligible(actor, model, now):
-                return actor
-        for want_untried in (True, False):
-            if not want_untried and not self.tried:
-                break
-            for tier in pool.tiers:
-
-                def fits(actor: TargetActor, want: bool = want_untried) -> bool:
-                    return (
-                        actor is not avoid
-                        and (actor.target_id not in self.tried) is want
-                        and self._eligible(actor, model, now)
-                    )
-
-                if len(tier) > SAMPLE_SIZE:
-                    eligible = [a for a in self.rng.sample(tier, SAMPLE_SIZE) if fits(a)]
-                    if eligible:
-                        return self._choose(eligible)
-                eligible = [a for a in tier if fits(a)]
-                if eligible:
-                    return self._choose(eligible)
-        return None
-
-    def _eligible(self, actor: TargetActor, model: str, now: float) -> bool:
-        return self._usable(actor, model) and self._ready_at(actor, model, now) <= now
-
-    def _cost(self, actor: TargetActor) -> str:
-        if self.free_next:
-            return "free"
-        return "retry" if actor.target_id in self.tried else "failover"
-
-    def _affordable(self, actor: TargetActor) -> bool:
-        cost = self._cost(actor)
-        if cost == "retry":
-            return self.retries < self.settings.retry_budget
-        if cost == "failover":
-            return self._budget_allows_failover()
-        return True
-
-    def _budget_allows_failover(self) -> bool:
-        return self.failovers < self.settings.failover_budget
-
-    def _ready_at(self, actor: TargetActor, model: str, now: float) -> float:
-        return max(actor.ready_at(model, now), self.not_before.get(actor.target_id, -math.inf))
 
     async def _run_model(self, model: str) -> AttemptOutcome | None:
         """Try ``model``'s targets; None when they are exhausted (walk the fallbacks)."""
@@ -245,15 +172,15 @@ class RequestRun:
             now = trio.current_time()
             if now >= self.deadline:
                 raise self._deadline_error()
-            pool = self._pool(model)
-            actor = self._pick(pool, model, now)
+            pool = self.picker.pool(model)
+            actor = self.picker.pick(pool, model, now)
             if actor is None:
-                live = [a for a in pool.actors if self._usable(a, model)]
+                live = [a for a in pool.actors if self.picker.usable(a, model)]
                 if not live:
                     return None
                 if waiting_since is None:
                     waiting_since = now
-                earliest = min(self._ready_at(a, model, now) for a in live)
+                earliest = min(self.picker.ready_at(a, model, now) for a in live)
                 wait_until = min(waiting_since + self.settings.max_wait_s, self.deadline)
                 busy = any(a.busy(model, now) for a in live)
                 if now >= wait_until or (earliest > wait_until and not busy):
@@ -269,41 +196,50 @@ class RequestRun:
                 results = [(actor, await self._attempt(actor, model))]
             else:
                 results = await self._race(actor, model)
-            winner = None
-            for attempt_actor, outcome in results:
-                if outcome.kind is OutcomeKind.OK and winner is None:
-                    winner = (attempt_actor, outcome)
-            for attempt_actor, outcome in results:
-                if outcome.kind is OutcomeKind.REFUSED:
-                    continue
-                if winner is not None and attempt_actor is winner[0]:
-                    if not self.stream:
-                        self._record(attempt_actor, model, outcome, "return")
-                elif outcome.kind is OutcomeKind.OK and outcome.stream is not None:
-                    # Both hedged streams began at once: the later one lost the race.
-                    await outcome.stream.aclose()
-                    lost = attempt_actor.end_attempt(
-                        outcome.stream.order,
-                        attrs.evolve(
-                            outcome,
-                            kind=OutcomeKind.CANCELLED,
-                            stream=None,
-                            cancel_reason=CancelReason.HEDGE_LOST,
-                        ),
-                        started=outcome.started_at,
-                    )
-                    self._record(attempt_actor, model, lost, "hedge_lost")
-                elif outcome.cancel_reason is CancelReason.HEDGE_LOST:
-                    self._record(attempt_actor, model, outcome, "hedge_lost")
-                elif outcome.kind is not OutcomeKind.OK:
-                    self._settle(attempt_actor, model, outcome, final=winner is None)
+            winner = await self._settle_all(model, results)
             if winner is not None:
-                return winner[1]
+                return winner
             if all(o.kind is OutcomeKind.REFUSED for _, o in results):
                 # Taken by another request in the meantime: keep waiting, same max_wait.
                 await trio.lowlevel.checkpoint()
             else:
                 waiting_since = None
+
+    async def _settle_all(
+        self, model: str, results: list[tuple[TargetActor, AttemptOutcome]]
+    ) -> AttemptOutcome | None:
+        """Record and settle one step's attempts (two when hedged); the winner's
+        outcome, or None. Checkpoints only to close a lost stream: the attempts were
+        the step's checkpoint."""
+        winner = None
+        for attempt_actor, outcome in results:
+            if outcome.kind is OutcomeKind.OK and winner is None:
+                winner = (attempt_actor, outcome)
+        for attempt_actor, outcome in results:
+            if outcome.kind is OutcomeKind.REFUSED:
+                continue
+            if winner is not None and attempt_actor is winner[0]:
+                if not self.stream:
+                    self.log.outcome(attempt_actor.target_id, outcome, Decision.RETURN)
+            elif outcome.kind is OutcomeKind.OK and outcome.stream is not None:
+                # Both hedged streams began at once: the later one lost the race.
+                await outcome.stream.aclose()
+                lost = attempt_actor.end_attempt(
+                    outcome.stream.order,
+                    attrs.evolve(
+                        outcome,
+                        kind=OutcomeKind.CANCELLED,
+                        stream=None,
+                        cancel_reason=CancelReason.HEDGE_LOST,
+                    ),
+                    started=outcome.started_at,
+                )
+                self.log.outcome(attempt_actor.target_id, lost, Decision.HEDGE_LOST)
+            elif outcome.cancel_reason is CancelReason.HEDGE_LOST:
+                self.log.outcome(attempt_actor.target_id, outcome, Decision.HEDGE_LOST)
+            elif outcome.kind is not OutcomeKind.OK:
+                self._settle(attempt_actor, model, outcome, final=winner is None)
+        return None if winner is None else winner[1]
 
     async def _race(
         self, first: TargetActor, model: str
@@ -326,14 +262,15 @@ class RequestRun:
             assert self.settings.hedge_after_s is not None
             with trio.move_on_after(self.settings.hedge_after_s):
                 await settled.wait()
-            second = None if settled.is_set() else self._hedge_target(first, model)
+            now = trio.current_time()
+            second = None if settled.is_set() else self.picker.hedge_target(first, model, now)
             if second is not None:
                 self.events.emit(
                     "hedge",
                     request_id=self.request_id,
                     target_id=second.target_id,
                     model=model,
-                    decision="hedge",
+                    decision=Decision.HEDGE.value,
                     note=f"{first.target_id} slow",
                 )
                 nursery.start_soon(attempt, second, True)
@@ -343,61 +280,27 @@ class RequestRun:
                     order.cancel(CancelReason.HEDGE_LOST)
         return results
 
-    def _hedge_target(self, first: TargetActor, model: str) -> TargetActor | None:
-        if not self._budget_allows_failover():
-            return None
-        now = trio.current_time()
-        pool = self._pool(model)
-        untried = make_pool([a for a in pool.actors if a.target_id not in self.tried])
-        return self._pick(untried, model, now, avoid=first)
-
     # ---- stream resume -----------------------------------------------------------
-
-    def _prefills(self, actor: TargetActor) -> bool:
-        capabilities = actor.target.capabilities
-        return (
-            capabilities is not None
-            and "prefill" in capabilities
-            and actor.target_id not in self.prefill_refused
-        )
 
     def request_for(self, actor: TargetActor) -> Mapping[str, Any]:
         """The request as sent to ``actor``: a continuation while resuming a stream."""
-        if not self.resuming:
+        text = self.ledger.resume_text
+        if text is None:
             return self.request
-        return continuation_request(
-            self.request, self.confirmed_text, prefill=self._prefills(actor)
-        )
+        prefill = self.ledger.prefills(actor.target_id, _can_prefill(actor))
+        return continuation_request(self.request, text, prefill=prefill)
 
     async def resume(self, confirmed_text: str) -> AttemptOutcome:
         """Find another stream to continue ``confirmed_text``; counts as a failover.
 
         Raises AllTargetsFailed when no target can take it within the budgets.
         """
-        self.resuming = True
-        self.confirmed_text = confirmed_text
+        self.ledger.begin_resume(confirmed_text)
         return await self.run()
 
-    def _choose(self, eligible: list[TargetActor]) -> TargetActor:
-        """The best of a few eligible targets of one kind (all tried or all untried).
-
-        A half-open target waiting for its probe goes first, whatever its score: its
-        averages are stale, and without the probe it could never close again.
-        """
-        if len(eligible) == 1:
-            return eligible[0]
-        now = trio.current_time()
-        for actor in eligible:
-            if actor.wants_probe(now):
-                return actor
-        by_id = {a.target_id: a for a in eligible}
-        picked = choose(
-            [a.candidate(now) for a in eligible],
-            self.settings.weights,
-            max_expected_latency_s=self.settings.max_expected_latency_s,
-            rng=self.rng,
-        )
-        return by_id[picked.target_id]
+    def stream_interrupted(self, *, forgiven: bool) -> None:
+        """The current stream broke after content; ``forgiven``: an operator cut it."""
+        self.ledger.interrupted(forgiven=forgiven)
 
     async def _attempt(
         self,
@@ -409,7 +312,8 @@ class RequestRun:
     ) -> AttemptOutcome:
         """Send one attempt to ``actor`` and await its outcome, spending the budget
         it costs. If the caller is cancelled meanwhile, the attempt is cancelled too."""
-        cost = "failover" if hedge else self._cost(actor)
+        # Spent as it is sent, so a hedge started meanwhile sees this attempt's cost.
+        cost = self.ledger.charge(actor.target_id, hedge=hedge)
         now = trio.current_time()
         attempt_limit = math.inf if self.stream else now + self.settings.attempt_limit_s
         order = AttemptOrder(
@@ -427,7 +331,7 @@ class RequestRun:
             if await actor.send(order):
                 outcome = await order.reply.wait()
             else:  # the target was retired by a reload meanwhile
-                self.excluded.add(actor.target_id)
+                self.ledger.exclude(actor.target_id)
                 outcome = AttemptOutcome(
                     kind=OutcomeKind.REFUSED,
                     target_id=actor.target_id,
@@ -450,19 +354,14 @@ class RequestRun:
             outcome = await actor.open_stream(order)
         if hedge:
             outcome = attrs.evolve(outcome, hedge=True)
-        if outcome.kind is OutcomeKind.REFUSED:
-            return outcome
-        self.attempts += 1
-        self.tried.add(actor.target_id)
-        if outcome.kind is OutcomeKind.CANCELLED and outcome.cancel_reason is CancelReason.OPERATOR:
+        self.ledger.attempted(
+            actor.target_id,
+            cost,
+            refused=outcome.kind is OutcomeKind.REFUSED,
             # Cancelled by an operator: it costs the request nothing.
-            self.free_next = True
-            return outcome
-        if cost == "retry":
-            self.retries += 1
-        elif cost == "failover":
-            self.failovers += 1
-        self.free_next = False
+            forgiven=outcome.cancel_reason is CancelReason.OPERATOR
+            and outcome.kind is OutcomeKind.CANCELLED,
+        )
         return outcome
 
     def _settle(
@@ -473,172 +372,78 @@ class RequestRun:
         ``final`` is False when another attempt of the request already answered: a
         terminal class is then recorded, not raised.
         """
-        target_id = actor.target_id
-        if outcome.kind is OutcomeKind.CANCELLED:
-            self.excluded.add(target_id)
-            self._record(actor, model, outcome, "failover")
-            return
-        classification = outcome.classification
-        assert classification is not None
-        error_class = outcome.error_class
-        assert error_class is not None
-        self.last_class = error_class
-        self.last_status = classification.status
-        self.last_message = classification.message
-        recovery = recovery_for(error_class, silent=outcome.silent)
-        action = recovery.request_action
-        if self.resuming and error_class is ErrorClass.INVALID_REQUEST and self._prefills(actor):
-            # A refused prefill: resume on the same target with the instruction form.
-            self.prefill_refused.add(target_id)
-            self.retry_next = target_id
-            self.free_next = True
-            self._record(actor, model, outcome, "retry")
-            return
-        if action is RequestAction.RETURN:
-            self._record(actor, model, outcome, "return")
-            if not final:
-                return
-            raise RequestFailed(
-                classification.message or str(error_class),
-                request_id=self.request_id,
+        failure = None
+        if outcome.kind is not OutcomeKind.CANCELLED:
+            classification, error_class = outcome.classification, outcome.error_class
+            assert classification is not None and error_class is not None
+            failure = Failure(
                 error_class=error_class,
                 status=classification.status,
+                message=classification.message,
             )
-        decision = "failover"
-        if outcome.retry_same:
-            decision = "retry"  # a fresh credential: the same target goes again at once
-            self.retry_next = target_id
-        elif action is RequestAction.SIBLING_OR_FALLBACK:
-            if classification.status == 429:
-                self.excluded.add(target_id)  # per-minute budget: a sibling key may take it
-            else:
-                window = actor.target.context_window
-                if window is not None:
-                    self.context_limit = max(self.context_limit or 0, window)
-                decision = "fallback"
-                # Never resend it unchanged to this model on this target; with no known
-                # window, no other target of this model is known to be larger either.
-                self.excluded_for_model.update(
-                    (a.target_id, model)
-                    for a in self.router.candidates(model)
-                    if a is actor or (window is None and a.target.context_window is None)
-                )
-        elif action is RequestAction.RETRY_THEN_FAIL_OVER and recovery.retry_same_target:
-            decision = "backoff"  # a sibling now if one is eligible, else this one later
-            rounds = self.backoff_rounds.get(target_id, 0)
-            self.backoff_rounds[target_id] = rounds + 1
-            delay = backoff_delay(self.settings.backoff, rounds, self.rng)
-            self.not_before[target_id] = trio.current_time() + delay
-        elif not recovery.retry_same_target:
-            self.excluded.add(target_id)
-        else:
-            decision = "cooldown"  # the target cools down; fail over or wait for it
-        self._record(actor, model, outcome, decision)
-
-    def _record(
-        self, actor: TargetActor, model: str, outcome: AttemptOutcome, decision: str
-    ) -> None:
-        classification = outcome.classification
-        self.record(
-            AttemptRecord(
-                index=len(self.trace.attempts),
-                target_id=actor.target_id,
-                model=outcome.served_model,
-                started_at=outcome.started_at,
-                duration_s=outcome.duration_s,
-                error_class=outcome.error_class,
-                decision=decision,
-                status=None if classification is None else classification.status,
-                retry_after=None if classification is None else classification.retry_after,
-                note=outcome.note
-                or (f"cancelled: {outcome.cancel_reason}" if outcome.cancel_reason else ""),
-                hedge=outcome.hedge,
+        ended = Ended(
+            target_id=actor.target_id,
+            model=model,
+            cancelled=failure is None,
+            failure=failure,
+            silent=outcome.silent,
+            fresh_credential=outcome.retry_same,
+            context_window=actor.target.context_window,
+            prefill_capable=_can_prefill(actor),
+        )
+        now = trio.current_time()
+        settlement = decide(
+            self.ledger, ended, now=now, backoff=self.settings.backoff, rng=self.rng
+        )
+        self.ledger.apply(settlement)
+        self.log.outcome(actor.target_id, outcome, settlement.decision)
+        if settlement.raises and final:
+            assert failure is not None
+            raise RequestFailed(
+                failure.message or str(failure.error_class),
+                request_id=self.request_id,
+                error_class=failure.error_class,
+                status=failure.status,
             )
-        )
-
-    def record(self, attempt: AttemptRecord) -> None:
-        """Add an attempt to the request's trace and emit its ``attempt`` audit event."""
-        self.trace.add(attempt)
-        self.events.emit(
-            "attempt",
-            request_id=self.request_id,
-            target_id=attempt.target_id,
-            model=attempt.model,
-            attempt=self.attempts,
-            error_class=None if attempt.error_class is None else str(attempt.error_class),
-            decision=attempt.decision,
-            latency_ms=round(attempt.duration_s * 1000.0, 3),
-            status=attempt.status,
-            note=attempt.note or None,
-        )
 
     # ---- endings -----------------------------------------------------------------
 
-    def _earliest_ready(self, chain: Sequence[str]) -> float | None:
-        now = trio.current_time()
-        times = [
-            actor.ready_at(model, now)
-            for model in chain
-            for actor in self._pool(model).actors
-            if actor.target_id not in self.excluded
-        ]
-        finite = [t for t in times if not math.isinf(t)]
-        if not finite:
-            return None
-        return max(0.0, min(finite) - now)
-
     def _deadline_error(self) -> AllTargetsFailed:
         return AllTargetsFailed(
-            f"deadline exceeded after {self.attempts} attempt(s)"
-            + (f"; last failure: {self.last_class}" if self.last_class else ""),
+            deadline_message(self.ledger),
             request_id=self.request_id,
-            error_class=self.last_class,
-            retry_after=self._earliest_ready([self.model]),
-            attempts=self.attempts,
+            error_class=self.ledger.last_class,
+            retry_after=self.picker.earliest_ready([self.model], trio.current_time()),
+            attempts=self.ledger.attempts,
             deadline_exceeded=True,
         )
 
-    def _all_rate_limited(self, chain: Sequence[str]) -> bool:
-        now = trio.current_time()
-        candidates = [
-            (actor, model)
-            for model in chain
-            for actor in self._pool(model).actors
-            if actor.target_id not in self.excluded
-        ]
-        return bool(candidates) and all(a.rate_limited(m, now) for a, m in candidates)
-
     def _give_up(self, chain: Sequence[str]) -> AllTargetsFailed | RequestFailed:
-        shown = clip(self.model)  # the caller's name, quoted back in bounded form
-        if self.last_class is ErrorClass.REQUEST_TOO_LARGE:
-            return RequestFailed(
-                self.last_message or "request too large for every target",
-                request_id=self.request_id,
-                error_class=ErrorClass.REQUEST_TOO_LARGE,
-                status=self.last_status,
-            )
-        if not any(self.router.candidates(m) for m in chain):
-            reason = f"no target serves model {shown!r}"
-        elif not any(self._pool(m).actors for m in chain):
-            reason = f"no target serving {shown!r} accepts this request (capabilities/tags)"
-        elif self.attempts == 0:
-            reason = f"no target for {shown!r} became eligible in time"
-            if self._all_rate_limited(chain):
-                # Every candidate is cooling off a rate limit: say so (the sidecar's 429).
-                self.last_class = ErrorClass.RATE_LIMITED
-                reason += " (all rate-limited)"
-        else:
-            reason = (
-                f"all targets failed for {shown!r} after {self.attempts} attempt(s)"
-                f" (retries {self.retries}/{self.settings.retry_budget}, failovers "
-                f"{self.failovers}/{self.settings.failover_budget})"
-            )
-            if self.last_class is not None:
-                reason += f"; last failure: {self.last_class}"
-        return AllTargetsFailed(
-            reason,
-            request_id=self.request_id,
-            error_class=self.last_class,
-            retry_after=self._earliest_ready(chain),
-            attempts=self.attempts,
+        now = trio.current_time()
+        ending = give_up(
+            self.ledger,
+            shown=clip(self.model),  # the caller's name, quoted back in bounded form
+            served=any(self.router.candidates(m) for m in chain),
+            admitted=any(self.picker.pool(m).actors for m in chain),
+            all_rate_limited=self.picker.all_rate_limited(chain, now),
         )
+        if isinstance(ending, Failure):
+            return RequestFailed(
+                ending.message,
+                request_id=self.request_id,
+                error_class=ending.error_class,
+                status=ending.status,
+            )
+        return AllTargetsFailed(
+            ending.message,
+            request_id=self.request_id,
+            error_class=ending.error_class,
+            retry_after=self.picker.earliest_ready(chain, now),
+            attempts=self.ledger.attempts,
+        )
+
+
+def _can_prefill(actor: TargetActor) -> bool:
+    """Whether the target may be resumed with a prefilled assistant turn."""
+    capabilities = actor.target.capabilities
+    return capabilities is not None and "prefill" in capabilities

@@ -141,12 +141,3 @@ class Router:
 
 
 _EMPTY_POOL = make_pool(())
-
-
-def model_chain(model: str, fallbacks: Mapping[str, Sequence[str]]) -> list[str]:
-    """``model`` then its fallbacks (or the ``"*"`` chain), never repeating a model."""
-    chain = [model]
-    for name in fallbacks.get(model, fallbacks.get("*", ())):
-        if name not in chain:
-            chain.append(name)
-    return chain

@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.ledger import Decision
 from oswitch.core.resume import SeamReconciler
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
@@ -106,7 +107,7 @@ class ChatStream:
         self,
         result: AttemptOutcome,
         *,
-        decision: str,
+        decision: Decision,
         error_class: ErrorClass | None = None,
         note: str = "",
     ) -> None:
@@ -121,7 +122,7 @@ class ChatStream:
             if self._upstream.expired
             else trio.current_time() - self._segment_started_at
         )
-        self._run.record(
+        self._run.log.add(
             AttemptRecord(
                 index=len(self._trace.attempts),
                 target_id=self.target_id,
@@ -129,7 +130,7 @@ class ChatStream:
                 started_at=self._segment_started_at,
                 duration_s=duration,
                 error_class=error_class,
-                decision=decision,
+                decision=decision.value,
                 status=None if classification is None else classification.status,
                 note=note,
                 hedge=self._upstream.order.hedge,
@@ -248,7 +249,7 @@ class ChatStream:
                 stream=None,
                 duration_s=trio.current_time() - self._segment_started_at,
             ),
-            decision="return",
+            decision=Decision.RETURN,
         )
         self._trace.finish(
             trio.current_time(), "ok", served_by=self.target_id, served_model=self.model
@@ -295,16 +296,15 @@ class ChatStream:
                 silent=interrupted.silent,
             )
             note = f"{underlying}: {interrupted.classification.message}"
-        if interrupted.cancel_reason is CancelReason.OPERATOR:
-            self._run.free_next = True  # an operator's cancel costs the request nothing
         resumable = not self._tool_call_started and self._strategy == "continue"
         self._end_segment(
             result,
-            decision="resume" if resumable else "give_up",
+            decision=Decision.RESUME if resumable else Decision.GIVE_UP,
             error_class=ErrorClass.INTERRUPTED_EXECUTION,
             note=note,
         )
-        self._run.last_class = ErrorClass.INTERRUPTED_EXECUTION
+        # An operator's cancel costs the request nothing: the continuation is free.
+        self._run.stream_interrupted(forgiven=interrupted.cancel_reason is CancelReason.OPERATOR)
         if self._tool_call_started:
             self._fail(
                 "the stream was cut in the middle of a tool call, which cannot be resumed "
@@ -326,12 +326,12 @@ class ChatStream:
         """End the segment at the request deadline and raise AllTargetsFailed."""
         self._pending.clear()
         result = attrs.evolve(self._outcome, kind=OutcomeKind.CANCELLED, stream=None)
-        self._end_segment(result, decision="give_up", note="request deadline")
+        self._end_segment(result, decision=Decision.GIVE_UP, note="request deadline")
         error = AllTargetsFailed(
             "deadline exceeded while streaming",
             request_id=self.request_id,
             error_class=ErrorClass.INTERRUPTED_EXECUTION,
-            attempts=self._run.attempts,
+            attempts=self._run.ledger.attempts,
             deadline_exceeded=True,
         )
         self._finish(error)
@@ -400,7 +400,7 @@ class ChatStream:
             stream=None,
             cancel_reason=CancelReason.CALLER,
         )
-        self._end_segment(result, decision="cancelled", note=note)
+        self._end_segment(result, decision=Decision.CANCELLED, note=note)
 
 
 class StreamContext:

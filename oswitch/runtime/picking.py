@@ -1,0 +1,159 @@
+"""Which target a request tries next, and when one frees up if none can take it now.
+
+Synchronous reads of the actors' published state (``ready_at``, ``busy``,
+``candidate``, ...) joined with the request's ledger (exclusions, budgets, backoff):
+nothing here waits or writes to a target. The dispatcher asks; it does the waiting.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+from oswitch.core.ledger import Ledger
+from oswitch.core.scoring import Weights, choose
+from oswitch.runtime.router import Pool, RequestNeeds, Router, make_pool
+from oswitch.runtime.target import TargetActor
+
+# Members of a tier looked at first when choosing a target (see Picker.pick).
+SAMPLE_SIZE = 8
+
+
+class Picker:
+    """Picks targets for one request from its router, as its ledger allows."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        needs: RequestNeeds,
+        ledger: Ledger,
+        weights: Weights,
+        max_expected_latency_s: float,
+        rng: random.Random,
+    ) -> None:
+        self.router = router
+        self._needs = needs
+        self._ledger = ledger
+        self._weights = weights
+        self._max_expected_latency_s = max_expected_latency_s
+        self._rng = rng
+
+    def pool(self, model: str) -> Pool:
+        """The targets that may serve ``model`` for this request, in tiers; after a
+        context-window refusal, only those with no known window or a larger one."""
+        pool = self.router.pool(model, self._needs)
+        limit = self._ledger.context_limit
+        if limit is None:
+            return pool
+        return make_pool(
+            [
+                actor
+                for actor in pool.actors
+                if actor.target.context_window is None or actor.target.context_window > limit
+            ]
+        )
+
+    def usable(self, actor: TargetActor, model: str) -> bool:
+        """Not excluded for this request, and affordable within its budgets."""
+        return self._ledger.usable(actor.target_id, model, actor.target.context_window)
+
+    def ready_at(self, actor: TargetActor, model: str, now: float) -> float:
+        """When ``actor`` may take this request's next attempt (its backoff included)."""
+        return max(actor.ready_at(model, now), self._ledger.held_until(actor.target_id))
+
+    def eligible(self, actor: TargetActor, model: str, now: float) -> bool:
+        return self.usable(actor, model) and self.ready_at(actor, model, now) <= now
+
+    def pick(
+        self, pool: Pool, model: str, now: float, *, avoid: TargetActor | None = None
+    ) -> TargetActor | None:
+        """The target to try next, or None when none is eligible now.
+
+        A target the ledger says to resend to goes first. Then untried targets (a
+        sibling before a retry), then by tier; within a tier the ranking decides. A
+        large tier is sampled (``SAMPLE_SIZE`` random members) before it is scanned, so
+        a request costs about the same with 3 or 1,000 targets; sampling also spreads
+        load over equally good keys.
+        """
+        retry_next = self._ledger.take_retry_next()
+        if retry_next is not None:
+            actor = self.router.actors.get(retry_next)
+            if actor is not None and self.eligible(actor, model, now):
+                return actor
+        tried = self._ledger.tried
+        for want_untried in (True, False):
+            if not want_untried and not tried:
+                break
+            for tier in pool.tiers:
+
+                def fits(actor: TargetActor, want: bool = want_untried) -> bool:
+                    return (
+                        actor is not avoid
+                        and (actor.target_id not in tried) is want
+                        and self.eligible(actor, model, now)
+                    )
+
+                if len(tier) > SAMPLE_SIZE:
+                    eligible = [a for a in self._rng.sample(tier, SAMPLE_SIZE) if fits(a)]
+                    if eligible:
+                        return self._choose(eligible, now)
+                eligible = [a for a in tier if fits(a)]
+                if eligible:
+                    return self._choose(eligible, now)
+        return None
+
+    def hedge_target(self, first: TargetActor, model: str, now: float) -> TargetActor | None:
+        """The untried target to race ``first`` with, if the failover budget allows one."""
+        if not self._ledger.may_fail_over():
+            return None
+        tried = self._ledger.tried
+        untried = make_pool([a for a in self.pool(model).actors if a.target_id not in tried])
+        return self.pick(untried, model, now, avoid=first)
+
+    def _choose(self, eligible: list[TargetActor], now: float) -> TargetActor:
+        """The best of a few eligible targets of one kind (all tried or all untried).
+
+        A half-open target waiting for its probe goes first, whatever its score: its
+        averages are stale, and without the probe it could never close again.
+        """
+        if len(eligible) == 1:
+            return eligible[0]
+        for actor in eligible:
+            if actor.wants_probe(now):
+                return actor
+        by_id = {a.target_id: a for a in eligible}
+        picked = choose(
+            [a.candidate(now) for a in eligible],
+            self._weights,
+            max_expected_latency_s=self._max_expected_latency_s,
+            rng=self._rng,
+        )
+        return by_id[picked.target_id]
+
+    # ---- when nothing is left ------------------------------------------------------
+
+    def _left(self, chain: Sequence[str]) -> list[tuple[TargetActor, str]]:
+        excluded = self._ledger.excluded
+        return [
+            (actor, model)
+            for model in chain
+            for actor in self.pool(model).actors
+            if actor.target_id not in excluded
+        ]
+
+    def earliest_ready(self, chain: Sequence[str], now: float) -> float | None:
+        """Seconds until the earliest target not excluded becomes eligible, for any model
+        of ``chain``; None when none will by the clock alone."""
+        finite = [
+            t for t in (a.ready_at(m, now) for a, m in self._left(chain)) if not math.isinf(t)
+        ]
+        if not finite:
+            return None
+        return max(0.0, min(finite) - now)
+
+    def all_rate_limited(self, chain: Sequence[str], now: float) -> bool:
+        """Whether every target not excluded is out only because a rate limit cools it."""
+        left = self._left(chain)
+        return bool(left) and all(a.rate_limited(m, now) for a, m in left)
