@@ -14,7 +14,15 @@ from oswitch.config import SwitcherConfig
 from oswitch.runtime.keys import MAX_NAMED, no_api_key_message
 from oswitch.runtime.switcher import open_switcher
 from oswitch.runtime.target import CREDENTIAL_POLL_S
-from oswitch.testing import FakeProvider, rate_limited, reply, stream
+from oswitch.testing import (
+    Behaviour,
+    FakeProvider,
+    error,
+    rate_limited,
+    reply,
+    server_error,
+    stream,
+)
 from support import chat, config, target
 
 UNKNOWN = "The model `llama-3` does not exist or no target serves it."
@@ -101,6 +109,60 @@ async def test_a_passthrough_target_serves_any_model(autojump_clock: object) -> 
     async with open_switcher(cfg, transport=fake.transport()) as switcher:
         answer = await switcher.complete(chat(model="llama-3"))
     assert answer["oswitch"]["target_id"] == "p"
+
+
+def upstream_unknown_model(model: str = "gpt-5-typo") -> Behaviour:
+    """OpenAI's documented answer to a model that does not exist."""
+    return error(
+        404,
+        {
+            "error": {
+                "message": f"The model `{model}` does not exist or you do not have access to it.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "model_not_found",
+            }
+        },
+    )
+
+
+async def test_passthrough_targets_that_all_say_unknown_model_give_a_404(
+    autojump_clock: object,
+) -> None:
+    """Passthrough targets take any name; when every one tried answers OpenAI's 404
+    model_not_found, the caller gets RequestFailed(InvalidRequest, 404), not a retryable
+    AllTargetsFailed (streams too, at ``async with``)."""
+    fake = (
+        FakeProvider().on("key-p", upstream_unknown_model()).on("key-q", upstream_unknown_model())
+    )
+    cfg = config(target("p", model=None), target("q", model=None))
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        with pytest.raises(RequestFailed) as caught:
+            await switcher.complete(chat(model="gpt-5-typo"), request_id="r-typo")
+        trace = switcher.inspect_request("r-typo")
+        with pytest.raises(RequestFailed) as streamed:
+            async with switcher.stream(chat(model="gpt-5-typo-2", stream=True)):
+                raise AssertionError("never entered")
+    assert (caught.value.error_class, caught.value.status) == (ErrorClass.INVALID_REQUEST, 404)
+    assert caught.value.message == "The model `gpt-5-typo` does not exist or no target serves it."
+    assert trace.outcome == "RequestFailed"
+    assert [(a.error_class, a.status) for a in trace.attempts] == [
+        (ErrorClass.MODEL_UNAVAILABLE, 404),
+        (ErrorClass.MODEL_UNAVAILABLE, 404),
+    ]
+    assert streamed.value.status == 404
+
+
+async def test_a_404_from_some_targets_only_stays_all_targets_failed(
+    autojump_clock: object,
+) -> None:
+    """When another target failed otherwise (a 5xx), the model may exist: the request
+    ends as AllTargetsFailed, as before."""
+    fake = FakeProvider().on("key-p", upstream_unknown_model()).on("key-q", server_error())
+    cfg = config(target("p", model=None), target("q", model=None), retry_budget=0)
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        with pytest.raises(AllTargetsFailed):
+            await switcher.complete(chat(model="gpt-5-typo"))
 
 
 # ---- no target has its key -----------------------------------------------------------

@@ -24,7 +24,7 @@ from oswitch.config import SwitcherConfig
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.reload import READ_AT_START, reload_from_file
 from oswitch.sidecar.serve import serve_sidecar
-from oswitch.testing import FakeProvider, rate_limited, reply
+from oswitch.testing import FakeProvider, error, rate_limited, reply
 from support import chat, config, target
 
 GUARD_S = 10
@@ -86,6 +86,42 @@ async def test_the_openai_sdk_does_not_retry_an_unknown_model() -> None:
             requests = switcher.statistics().requests
     assert caught.value.code == "model_not_found"
     assert requests == 1
+
+
+async def test_a_typo_through_passthrough_keys_is_a_404_the_sdk_does_not_retry() -> None:
+    """o-switcher's keys without ``models`` pass any name through; a typo every key's
+    provider answers 404 model_not_found reaches the SDK as NotFoundError, once."""
+    upstream = {
+        "error": {
+            "message": "The model `gpt-5-typo` does not exist or you do not have access to it.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "model_not_found",
+        }
+    }
+    fake = (
+        FakeProvider().on("sk-work", error(404, upstream)).on("sk-personal", error(404, upstream))
+    )
+    cfg = parse_config(
+        {
+            "provider": {
+                "openai-work": {"api": "openai", "apiKey": "sk-work"},
+                "openai-personal": {"api": "openai", "apiKey": "sk-personal"},
+            }
+        }
+    )
+    with trio.fail_after(GUARD_S):
+        async with gateway(fake, cfg) as (base, switcher):
+            sdk = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=2)
+            with pytest.raises(openai.NotFoundError) as caught:
+                await sdk.chat.completions.create(
+                    model="gpt-5-typo", messages=[{"role": "user", "content": "hi"}]
+                )
+            await sdk.close()
+            requests = switcher.statistics().requests
+    assert caught.value.body == UNKNOWN_BODY["error"]
+    assert requests == 1
+    assert len(fake.calls) == 2
 
 
 async def test_no_key_anywhere_is_503_no_api_key_naming_the_variable(

@@ -101,6 +101,22 @@ def model_not_found(model: str, *, request_id: str | None = None) -> RequestFail
     )
 
 
+def _as_model_not_found(run: RequestRun, error: BaseException) -> BaseException:
+    """``error``, or the unknown-model RequestFailed (404) when it is AllTargetsFailed
+    and every attempt was answered 404 as ModelUnavailable: passthrough targets take
+    any name, so only their providers can say a model does not exist, and a typo must
+    reach the caller as OpenAI's 404 (never retried), not as a 502 it would retry."""
+    if not isinstance(error, AllTargetsFailed) or error.deadline_exceeded:
+        return error
+    attempts = run.trace.attempts
+    if attempts and all(
+        a.error_class is ErrorClass.MODEL_UNAVAILABLE and a.status == MODEL_NOT_FOUND_STATUS
+        for a in attempts
+    ):
+        return model_not_found(run.model, request_id=run.request_id)
+    return error
+
+
 class Switcher:
     """Routes chat requests over targets. Get one from ``open_switcher``.
 
@@ -191,7 +207,10 @@ class Switcher:
             async with self._slot(run):
                 outcome = await run.run()
         except BaseException as exc:
-            self._request_ended(run.trace, run.model, exc)
+            error = _as_model_not_found(run, exc)
+            self._request_ended(run.trace, run.model, error)
+            if error is not exc:
+                raise error from None
             raise
         run.trace.finish(
             trio.current_time(),
@@ -231,7 +250,10 @@ class Switcher:
             await stack.enter_async_context(self._slot(run))
             first = await run.run()
         except BaseException as exc:
-            self._request_ended(run.trace, run.model, exc)
+            error = _as_model_not_found(run, exc)
+            self._request_ended(run.trace, run.model, error)
+            if error is not exc:
+                raise error from None
             raise
         return ChatStream(
             run=run,
