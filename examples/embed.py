@@ -120,8 +120,8 @@ async def main() -> None:
                 await switcher.complete(
                     {"model": "llama-3", "messages": [{"role": "user", "content": "hi"}]}
                 )
-            except oswitch.AllTargetsFailed as exc:
-                print(f"    AllTargetsFailed: {exc}")
+            except oswitch.RequestFailed as exc:
+                print(f"    RequestFailed {exc.error_class} (status {exc.status}): {exc.message}")
 
             print("\ntarget events:")
             while True:

@@ -42,6 +42,8 @@ class AllTargetsFailed(SwitcherError):
     ``error_class`` is the class of the last failure (None when no attempt was
     made), ``retry_after`` the earliest moment in seconds from now at which a
     target frees up (None when unknown), ``attempts`` how many attempts were made.
+    ``missing_keys`` is set when nothing was tried because no target for the model
+    has an API key: ``(target_id, variable to set)`` pairs, the message naming them.
     """
 
     def __init__(
@@ -53,12 +55,14 @@ class AllTargetsFailed(SwitcherError):
         retry_after: float | None = None,
         attempts: int = 0,
         deadline_exceeded: bool = False,
+        missing_keys: Sequence[tuple[str, str]] = (),
     ) -> None:
         super().__init__(message, request_id=request_id)
         self.error_class = error_class
         self.retry_after = retry_after
         self.attempts = attempts
         self.deadline_exceeded = deadline_exceeded
+        self.missing_keys: tuple[tuple[str, str], ...] = tuple(missing_keys)
 
 
 class RequestFailed(SwitcherError):

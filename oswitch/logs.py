@@ -28,12 +28,14 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class NdjsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``event`` (the message), then the fields."""
+    """One JSON object per line: ``ts``, ``event`` (the record's ``event`` field, else
+    its message), then the fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
-            "event": record.getMessage(),
+            # A record may name its event apart from a message written for people.
+            "event": getattr(record, "event", None) or record.getMessage(),
         }
         if record.name != "oswitch.audit":
             line["level"] = record.levelname.lower()

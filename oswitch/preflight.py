@@ -15,6 +15,7 @@ import attrs
 from oswitch.config import SwitcherConfig, TargetConfig
 from oswitch.config.report import ConfigReport
 from oswitch.control.server import control_token
+from oswitch.runtime.keys import missing_key_variable
 
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
@@ -38,9 +39,8 @@ class Preflight:
 def key_missing(target: TargetConfig, environ: Mapping[str, str]) -> str | None:
     """What to do when ``target``'s key is missing (``set OPENAI_API_KEY``), or
     None when it has its key or needs none. Never reads the key into the answer."""
-    if target.api_key is None and target.api_key_env and not environ.get(target.api_key_env):
-        return f"set {target.api_key_env}"
-    return None
+    variable = missing_key_variable(target, environ)
+    return None if variable is None else f"set {variable}"
 
 
 def serve_refusals(
@@ -49,15 +49,18 @@ def serve_refusals(
     report: ConfigReport | None = None,
     environ: Mapping[str, str] | None = None,
     control_port: int | None = None,
+    server_port: int | None = None,
 ) -> list[tuple[str, str]]:
     """What ``oswitch serve`` refuses ``config`` for, as ``(path, reason)``:
     a control channel without a token (the reason is serve's own), and a control
-    channel on the sidecar's port. ``control_port`` overrides ``control.port``, as
-    ``--control-port`` does. Raises nothing."""
+    channel on the sidecar's port. ``control_port`` and ``server_port`` override
+    ``control.port`` and ``server.port``, as ``--control-port`` and ``--port`` do.
+    Raises nothing."""
     report = report or ConfigReport()
     environ = os.environ if environ is None else environ
     control, server = config.control, config.server
     port = control.port if control_port is None else control_port
+    sidecar_port = server.port if server_port is None else server_port
     refusals: list[tuple[str, str]] = []
     if port is not None and control_token(control, environ) is None:
         refusals.append(
@@ -67,7 +70,7 @@ def serve_refusals(
             )
         )
     hosts_meet = control.host == server.host or {control.host, server.host} & _WILDCARDS
-    if port is not None and port != 0 and port == server.port and hosts_meet:
+    if port is not None and port != 0 and port == sidecar_port and hosts_meet:
         refusals.append(
             (
                 report.path_of("control", "port"),
@@ -82,9 +85,12 @@ def preflight(
     *,
     report: ConfigReport | None = None,
     environ: Mapping[str, str] | None = None,
+    control_port: int | None = None,
+    server_port: int | None = None,
 ) -> Preflight:
     """Check ``config`` (parsed with ``report``) against ``environ`` (default
     ``os.environ``): what serve would refuse, every warning, the servable targets.
+    ``control_port``/``server_port`` are serve's ``--control-port``/``--port``.
     Key values are only tested for presence. Raises nothing."""
     report = report or ConfigReport()
     environ = os.environ if environ is None else environ
@@ -99,7 +105,15 @@ def preflight(
         else:
             warnings.append(f"{target.target_id}: key missing: {todo}")
     return Preflight(
-        refusals=tuple(serve_refusals(config, report=report, environ=environ)),
+        refusals=tuple(
+            serve_refusals(
+                config,
+                report=report,
+                environ=environ,
+                control_port=control_port,
+                server_port=server_port,
+            )
+        ),
         warnings=tuple(warnings),
         servable=tuple(servable),
     )

@@ -40,7 +40,8 @@ question 4: AllTargetsFailed after 1 attempt(s) in 0.3s, last TransportFailure, 
 errors:
     RequestFailed InvalidRequest: not a chat completion request: \
 required: a non-empty array of messages @ $.messages
-    AllTargetsFailed: no target serves model 'llama-3'
+    RequestFailed InvalidRequest (status 404): \
+The model `llama-3` does not exist or no target serves it.
 
 target events:
      0.5s breaker {'target_id': 'broken', 'state': 'Open', 'note': '2 consecutive failures'}

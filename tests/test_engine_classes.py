@@ -260,12 +260,20 @@ async def test_long_delay_beyond_max_wait_fails_at_once(autojump_clock: object) 
     assert caught.value.attempts == 1
 
 
-async def test_unknown_model_is_all_targets_failed(autojump_clock: object) -> None:
-    """A model no target serves ends at once with a message naming the model."""
+async def test_unknown_model_is_request_failed_404(autojump_clock: object) -> None:
+    """A model no target serves ends at once, before any upstream call, as
+    RequestFailed(InvalidRequest, status 404) naming the model as OpenAI does."""
     fake = FakeProvider().on("key-a", reply())
     async with open_switcher(config(target("a")), transport=fake.transport()) as switcher:
-        with pytest.raises(AllTargetsFailed, match="no target serves model 'llama-3'"):
+        with pytest.raises(RequestFailed) as caught:
             await switcher.complete(chat(model="llama-3"))
+        assert trio.current_time() == 0.0
+        trace = switcher.inspect_request(caught.value.request_id or "")
+        assert switcher.list_targets()[0].attempts == 0
+    assert caught.value.error_class is ErrorClass.INVALID_REQUEST
+    assert caught.value.status == 404
+    assert caught.value.message == "The model `llama-3` does not exist or no target serves it."
+    assert (trace.outcome, trace.attempts) == ("RequestFailed", ())
     assert fake.calls == []
 
 

@@ -178,3 +178,110 @@ async def test_control_port_without_a_token_is_refused(tmp_path: Path) -> None:
             " @ $.control.token"
         )
     )
+
+
+def serve_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "oswitch", "serve", "--config", str(config), "--port", "0"]
+
+
+def offline_target(target_id: str, model: str) -> str:
+    """A target nothing will call (the tests below only ask /v1/models and /healthz)."""
+    return f"""
+[[targets]]
+target_id = "{target_id}"
+provider_id = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key = "{SECRET_KEY}"
+model = "{model}"
+"""
+
+
+async def served_models(base: str) -> list[str]:
+    async with httpx.AsyncClient() as client:
+        listing = (await client.get(f"{base}/v1/models")).json()
+    return [entry["id"] for entry in listing["data"]]
+
+
+async def test_sighup_reloads_the_config_file_and_a_broken_one_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A real `oswitch serve`: SIGHUP with a changed file brings the new target's model
+    into /v1/models; SIGHUP with a broken file keeps the old config serving and logs
+    config_reload_failed naming the problem; SIGTERM then exits 0."""
+    config = tmp_path / "oswitch.toml"
+    config.write_text(offline_target("first", "m1"))
+    stdout_seen: list[str] = []
+    stderr_seen: list[str] = []
+    with trio.fail_after(30):
+        process = await trio.lowlevel.open_process(
+            serve_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            line = await read_until(process.stderr, "sidecar_listening", stderr_seen)
+            base = line.split("note=")[1].split()[0]
+            assert await served_models(base) == ["m1"]
+
+            config.write_text(offline_target("first", "m1") + offline_target("second", "m2"))
+            process.send_signal(signal.SIGHUP)
+            reloaded = await read_until(process.stdout, "config_reloaded", stdout_seen)
+            assert json.loads(reloaded)["note"] == "2 targets"
+            assert await served_models(base) == ["m1", "m2"]
+
+            config.write_text(offline_target("first", "m1").replace("model", "modle"))
+            process.send_signal(signal.SIGHUP)
+            failed = await read_until(process.stderr, "config_reload_failed", stderr_seen)
+            assert failed.rstrip().endswith(
+                f"config_reload_failed note={config} problems="
+                "[\"unknown key 'modle' (did you mean 'model'?) @ $.targets[0].modle\"]"
+            )
+            assert await served_models(base) == ["m1", "m2"]
+
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+    assert SECRET_KEY not in "".join(stdout_seen + stderr_seen)
+
+
+async def test_serve_names_missing_keys_at_start_and_serves_anyway(tmp_path: Path) -> None:
+    """`oswitch serve` prints check-config's warnings at start (the missing key by name),
+    starts anyway, and answers a request with 503 naming the variable to set."""
+    config = tmp_path / "oswitch.toml"
+    config.write_text(
+        '[[targets]]\ntarget_id = "only"\nprovider_id = "openai"\n'
+        'api_key_env = "OSWITCH_TEST_UNSET_KEY"\nmodel = "m"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OSWITCH_TEST_UNSET_KEY"}
+    seen: list[str] = []
+    with trio.fail_after(30):
+        process = await trio.lowlevel.open_process(
+            serve_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+        assert process.stderr is not None
+        try:
+            line = await read_until(process.stderr, "sidecar_listening", seen)
+            base = line.split("note=")[1].split()[0]
+            async with httpx.AsyncClient() as client:
+                response = await client.post(
+                    f"{base}/v1/chat/completions",
+                    json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                )
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+    assert seen[:2] == [
+        "warning: only: key missing: set OSWITCH_TEST_UNSET_KEY\n",
+        "warning: no target can serve a request yet: each is disabled or missing its key\n",
+    ]
+    assert any(
+        "key_missing: target only has no API key: set OSWITCH_TEST_UNSET_KEY" in line
+        for line in seen
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "no_api_key")
+    assert response.json()["error"]["message"] == (
+        "no target for 'm' has an API key: set OSWITCH_TEST_UNSET_KEY (only)"
+    )

@@ -135,6 +135,11 @@ class Router:
             self._pools[key] = pool
         return pool
 
+    def serves(self, model: str) -> bool:
+        """Whether any target (whatever its state) serves ``model``: by name, or as a
+        passthrough target serving any model. O(1)."""
+        return model in self._by_model or bool(self._any_model)
+
     def models(self) -> list[str]:
         """The model names served by name (passthrough targets serve any)."""
         return sorted(self._by_model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 from collections.abc import AsyncIterator, Mapping
@@ -29,8 +30,9 @@ from oswitch.errors import (
 from oswitch.runtime.admission import Admission, AdmissionStatistics, QueueTimeout
 from oswitch.runtime.dispatcher import ChangeSignal, RequestRun, Settings
 from oswitch.runtime.events import EventHub
+from oswitch.runtime.keys import keyless_candidates, no_api_key_message, warn_missing_key
 from oswitch.runtime.messages import CommandKind
-from oswitch.runtime.router import Router, request_needs
+from oswitch.runtime.router import RequestNeeds, Router, model_chain, request_needs
 from oswitch.runtime.streaming import ChatStream, StreamContext, is_cancellation
 from oswitch.runtime.target import TargetActor, TargetState, TargetView
 
@@ -83,6 +85,38 @@ def new_request_id() -> str:
     return "req_" + secrets.token_hex(10)
 
 
+# The HTTP status of a request for a model no target serves: OpenAI's own for an
+# unknown model (SDKs do not retry a 404, so a typo is not turned into retries).
+MODEL_NOT_FOUND_STATUS = 404
+
+
+def model_not_found(model: str, *, request_id: str | None = None) -> RequestFailed:
+    """RequestFailed(InvalidRequest, status 404) for a model no target serves, worded
+    as OpenAI words it (the name clipped: it is the caller's)."""
+    return RequestFailed(
+        f"The model `{clip(model)}` does not exist or no target serves it.",
+        request_id=request_id,
+        error_class=ErrorClass.INVALID_REQUEST,
+        status=MODEL_NOT_FOUND_STATUS,
+    )
+
+
+def _as_model_not_found(run: RequestRun, error: BaseException) -> BaseException:
+    """``error``, or the unknown-model RequestFailed (404) when it is AllTargetsFailed
+    and every attempt was answered 404 as ModelUnavailable: passthrough targets take
+    any name, so only their providers can say a model does not exist, and a typo must
+    reach the caller as OpenAI's 404 (never retried), not as a 502 it would retry."""
+    if not isinstance(error, AllTargetsFailed) or error.deadline_exceeded:
+        return error
+    attempts = run.trace.attempts
+    if attempts and all(
+        a.error_class is ErrorClass.MODEL_UNAVAILABLE and a.status == MODEL_NOT_FOUND_STATUS
+        for a in attempts
+    ):
+        return model_not_found(run.model, request_id=run.request_id)
+    return error
+
+
 class Switcher:
     """Routes chat requests over targets. Get one from ``open_switcher``.
 
@@ -129,6 +163,7 @@ class Switcher:
         return self._config
 
     async def _start_actor(self, target: Any, config: SwitcherConfig) -> TargetActor:
+        warn_missing_key(target, os.environ)
         actor = TargetActor(
             target,
             config,
@@ -172,7 +207,10 @@ class Switcher:
             async with self._slot(run):
                 outcome = await run.run()
         except BaseException as exc:
-            self._request_ended(run.trace, run.model, exc)
+            error = _as_model_not_found(run, exc)
+            self._request_ended(run.trace, run.model, error)
+            if error is not exc:
+                raise error from None
             raise
         run.trace.finish(
             trio.current_time(),
@@ -212,7 +250,10 @@ class Switcher:
             await stack.enter_async_context(self._slot(run))
             first = await run.run()
         except BaseException as exc:
-            self._request_ended(run.trace, run.model, exc)
+            error = _as_model_not_found(run, exc)
+            self._request_ended(run.trace, run.model, error)
+            if error is not exc:
+                raise error from None
             raise
         return ChatStream(
             run=run,
@@ -232,6 +273,8 @@ class Switcher:
         """
         rid = request_id if request_id else new_request_id()
         model = self._admit_shape(request, rid)
+        needs = request_needs(request)
+        self._admit_route(model, needs, rid, stream=stream)
         now = trio.current_time()
         own_deadline = now + self._config.request_timeout_ms / 1000.0
         deadline = min(own_deadline, trio.current_effective_deadline())
@@ -251,7 +294,7 @@ class Switcher:
             request=request,
             request_id=rid,
             model=model,
-            needs=request_needs(request),
+            needs=needs,
             deadline=deadline,
             own_deadline=own_deadline,
             settings=settings,
@@ -345,6 +388,43 @@ class Switcher:
             self._requests += 1
             self._request_ended(trace, "", error)
             raise
+
+    def _admit_route(
+        self, model: str, needs: RequestNeeds, request_id: str, *, stream: bool
+    ) -> None:
+        """Refuse, before any waiting and with no target charged, a request that no
+        target can ever take as things stand:
+
+        - no target serves ``model`` and no ``fallbacks`` chain (nor ``"*"``) leads to
+          a served one: RequestFailed(InvalidRequest, status 404, OpenAI's wording);
+        - every target that could take it lacks its key (ReauthRequired, its key
+          variable unset): AllTargetsFailed naming the variables, ``missing_keys`` set.
+
+        The refusal is traced and counted as a failed request.
+        """
+        chain = model_chain(model, self._config.fallbacks)
+        router = self._router
+        error: SwitcherError | None = None
+        if not any(router.serves(name) for name in chain):
+            error = model_not_found(model, request_id=request_id)
+        else:
+            candidates = (actor for name in chain for actor in router.pool(name, needs).actors)
+            missing = keyless_candidates(candidates, trio.current_time(), os.environ)
+            if missing is not None:
+                error = AllTargetsFailed(
+                    no_api_key_message(model, missing),
+                    request_id=request_id,
+                    missing_keys=missing,
+                )
+        if error is None:
+            return
+        trace = TraceBuilder(
+            request_id=request_id, model=model, stream=stream, started_at=trio.current_time()
+        )
+        self._traces.add(trace)
+        self._requests += 1
+        self._request_ended(trace, model, error)
+        raise error
 
     # ---- operator surface --------------------------------------------------------
 
@@ -442,12 +522,23 @@ class Switcher:
         self.events.emit("config_reloaded", note=f"{len(actors)} targets")
 
     def models(self) -> list[str]:
-        """The model names targets serve by name, and those reachable as fallbacks."""
-        names = set(self._router.models())
+        """The model names served now, for ``GET /v1/models``: each name a target
+        serves by name (its ``model``, ``serves`` or discovered opencode ``models``)
+        while one of its targets is neither Disabled nor Draining, and each
+        ``fallbacks`` source whose chain reaches such a name. A passthrough target
+        (serving ``"*"``) adds no name of its own. Calls no upstream; does not block.
+        """
+        router = self._router
+        gone = (TargetState.DISABLED, TargetState.DRAINING)
+        served = {
+            name
+            for name in router.models()
+            if any(actor.state not in gone for actor in router.candidates(name))
+        }
+        names = set(served)
         for source, chain in self._config.fallbacks.items():
-            if source != "*":
+            if source != "*" and any(name in served for name in chain):
                 names.add(source)
-            names.update(chain)
         return sorted(names)
 
     def ready(self) -> bool:

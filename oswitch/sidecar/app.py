@@ -3,7 +3,9 @@
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``,
 ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (HEAD too, for each GET).
 Every response carries ``x-oswitch-request-id``, and every failure is an OpenAI-shaped
-error: 4xx for the caller's faults, 500 ``internal_error`` for ours. A client that
+error: 4xx for the caller's faults, 500 ``internal_error`` for ours. A websocket
+handshake (``oswitch ctl`` pointed at this port) gets a 404 saying where the control
+channel is. A client that
 disconnects (or stops reading, see :mod:`oswitch.sidecar.listener`) cancels its
 request, which cancels the upstream attempt and closes its connection.
 """
@@ -22,9 +24,9 @@ from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, describe
 from oswitch.core.clip import shorten
 from oswitch.core.secret import Secret
 from oswitch.errors import SwitcherError
+from oswitch.metrics import CONTENT_TYPE, SwitcherMetrics
 from oswitch.runtime.switcher import Switcher, new_request_id
 from oswitch.sidecar.errors import HttpError, bad_request, http_error_for, internal_error
-from oswitch.sidecar.metrics import CONTENT_TYPE, SwitcherMetrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -139,6 +141,9 @@ class SidecarApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         request_id = new_request_id()
@@ -211,6 +216,43 @@ class SidecarApp:
                 "handler_failed_unanswered",
                 extra={"request_id": request_id, "note": _error_type(exc)},
             )
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket handshake here is a control client on the wrong port: refuse it
+        with a plain HTTP 404 that says where the control channel is and carries
+        ``x-oswitch-request-id`` (which ``oswitch ctl`` recognises), rather than the
+        bare 500 a server sends for an app that never answers the handshake."""
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return  # the client left before its handshake reached us
+        request_id = new_request_id()
+        error = HttpError(
+            status=404,
+            message=(
+                "this is oswitch's HTTP sidecar port, not its control channel: "
+                "the control channel (websocket) listens on control.port"
+            ),
+            type="invalid_request_error",
+            code="not_control_channel",
+        )
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            # The server cannot send a response of ours: a refusal is all there is.
+            await send({"type": "websocket.close"})
+            return
+        body = json.dumps(error.body()).encode()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": error.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-oswitch-request-id", request_id.encode()),
+                    CLOSE,
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -3,24 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from functools import partial
 
 import trio
 
 from oswitch.config import load_config
+from oswitch.config.report import ConfigReport
 from oswitch.errors import ConfigError
 from oswitch.logs import configure_logging
+from oswitch.preflight import preflight
 from oswitch.sidecar.serve import run_gateway
 
 
 def _serve(args: argparse.Namespace) -> int:
+    report = ConfigReport()
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, report=report)
     except ConfigError as exc:
         for path, reason in exc.problems:
             print(f"{reason} @ {path}", file=sys.stderr)
         return 2
+    # The checks check-config makes: what serve refuses, then every warning (a key
+    # missing names its variable); serve starts anyway, as a missing key is no error.
+    check = preflight(
+        config,
+        report=report,
+        environ=os.environ,
+        control_port=args.control_port,
+        server_port=args.port,
+    )
+    if check.refusals:
+        for path, reason in check.refusals:
+            print(f"{reason} @ {path}", file=sys.stderr)
+        return 2
+    for line in check.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if not check.servable:
+        print(
+            "warning: no target can serve a request yet: each is disabled or missing its key",
+            file=sys.stderr,
+        )
     configure_logging(args.log_format)
     try:
         trio.run(
@@ -30,6 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 control_port=args.control_port,
+                config_path=args.config,
             )
         )
     except ConfigError as exc:
@@ -63,8 +88,11 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="run the OpenAI-compatible gateway (sidecar)",
         description=(
             "Serve POST /v1/chat/completions, /v1/models, /healthz, /readyz and /metrics "
-            "for the targets in the config. Audit events go to stdout as NDJSON, logs to "
-            "stderr. SIGTERM/SIGINT shut down gracefully."
+            "for the targets in the config. Warnings (a key missing, …) are printed at "
+            "start, as check-config prints them. Audit events go to stdout as NDJSON, "
+            "logs to stderr. SIGHUP reads the config file again and applies it (the "
+            "server and control sections need a restart); SIGTERM/SIGINT shut down "
+            "gracefully."
         ),
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="config file")

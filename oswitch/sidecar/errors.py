@@ -41,10 +41,12 @@ class HttpError:
 def http_error_for(error: SwitcherError) -> HttpError:
     """Map an oswitch error to its status code.
 
-    Overloaded → 503 (Retry-After); AllTargetsFailed → 504 on the deadline, 429 when
-    the last failure was a rate limit (Retry-After = earliest free target), 503 when
-    nothing was tried because nothing became eligible, else 502; RequestFailed → 400
-    with the provider's reason (an unresumable stream: 502).
+    Overloaded → 503 (Retry-After); AllTargetsFailed → 504 on the deadline, 503
+    ``no_api_key`` when no target for the model has a key, 429 when the last failure
+    was a rate limit (Retry-After = earliest free target), 503 when nothing was tried
+    because nothing became eligible, else 502; RequestFailed → 404 ``model_not_found``
+    for a model no target serves (the switcher's status 404), else 400 with the
+    provider's reason (an unresumable stream: 502).
     """
     if isinstance(error, Overloaded):
         return HttpError(
@@ -64,6 +66,9 @@ def http_error_for(error: SwitcherError) -> HttpError:
                 code="deadline_exceeded",
                 retry_after=error.retry_after,
             )
+        if error.missing_keys:
+            # Not a moment's unavailability: nothing changes until someone sets a key.
+            return HttpError(status=503, message=str(error), type="unavailable", code="no_api_key")
         if error_class is ErrorClass.RATE_LIMITED:
             return HttpError(
                 status=429,
@@ -88,6 +93,14 @@ def http_error_for(error: SwitcherError) -> HttpError:
             retry_after=error.retry_after,
         )
     if isinstance(error, RequestFailed):
+        if error.error_class is ErrorClass.INVALID_REQUEST and error.status == 404:
+            # OpenAI's own answer to an unknown model, so SDKs treat it as theirs.
+            return HttpError(
+                status=404,
+                message=error.message,
+                type="invalid_request_error",
+                code="model_not_found",
+            )
         if error.error_class is ErrorClass.INTERRUPTED_EXECUTION:
             return HttpError(
                 status=502,

@@ -2,13 +2,17 @@
 
 A lifespan nursery (signals, control channel) surrounds the server; SIGTERM or
 SIGINT stops accepting connections, lets requests and streams in flight finish
-within ``server.shutdown_grace_ms``, then cancels the rest and exits 0.
+within ``server.shutdown_grace_ms``, then cancels the rest and exits 0. SIGHUP reads
+the config file again and applies it in place (see :mod:`oswitch.sidecar.reload`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import hypercorn
@@ -20,6 +24,7 @@ from oswitch.errors import ConfigError
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
 from oswitch.sidecar.listener import ConnectionLimits, serve_connections
+from oswitch.sidecar.reload import reload_from_file
 
 log = logging.getLogger("oswitch.sidecar")
 
@@ -136,6 +141,7 @@ async def run_gateway(
     port: int | None = None,
     control_port: int | None = None,
     shutdown: trio.Event | None = None,
+    config_path: str | os.PathLike[str] | None = None,
     task_status: trio.TaskStatus[tuple[int, int | None]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run engine, sidecar and (optionally) control channel until shut down.
@@ -143,7 +149,10 @@ async def run_gateway(
     ``host``/``port``/``control_port`` override the config. Reports ``(port,
     control_port)`` once listening. Returns after a graceful shutdown, which
     ``shutdown`` (or SIGTERM/SIGINT, when run from the main thread) triggers.
-    Raises ConfigError when a control port is asked for without a token.
+    With ``config_path`` (the file ``config`` was read from), SIGHUP reads it again
+    and applies it in place; a bad file changes nothing and is logged (without it,
+    SIGHUP keeps its default action). Raises ConfigError when a control port is
+    asked for without a token.
     """
     server = config.server
     host = host or server.host
@@ -162,7 +171,10 @@ async def run_gateway(
         )
     shutdown = shutdown if shutdown is not None else trio.Event()
     async with open_switcher(config) as switcher, trio.open_nursery() as lifespan:
-        lifespan.start_soon(_watch_signals, shutdown)
+        reload = None
+        if config_path is not None:
+            reload = partial(_reload, switcher, config_path, config)
+        lifespan.start_soon(_watch_signals, shutdown, reload)
         bound_control: int | None = None
         if control_port is not None:
             assert token is not None
@@ -192,13 +204,31 @@ async def run_gateway(
         lifespan.cancel_scope.cancel()
 
 
-async def _watch_signals(shutdown: trio.Event) -> None:
-    try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("shutdown_requested", extra={"note": signal.Signals(signum).name})
-                shutdown.set()
-                return
-    except RuntimeError:
-        # Not the main thread (tests): shutdown comes through the event only.
-        await trio.sleep_forever()
+async def _reload(
+    switcher: Switcher, path: str | os.PathLike[str], started: SwitcherConfig
+) -> None:
+    log.info("config_reload_requested", extra={"note": os.fspath(path)})
+    await reload_from_file(switcher, path, started=started)
+
+
+async def _watch_signals(
+    shutdown: trio.Event, reload: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Set ``shutdown`` on SIGTERM/SIGINT; on SIGHUP await ``reload`` (one at a time:
+    a SIGHUP arriving meanwhile is handled after it), when one is given."""
+    wanted = [signal.SIGTERM, signal.SIGINT]
+    if reload is not None and hasattr(signal, "SIGHUP"):
+        wanted.append(signal.SIGHUP)
+    with contextlib.ExitStack() as stack:
+        try:
+            signals = stack.enter_context(trio.open_signal_receiver(*wanted))
+        except RuntimeError:
+            # Not the main thread (tests): shutdown comes through the event only.
+            await trio.sleep_forever()
+        async for signum in signals:
+            if reload is not None and signum == getattr(signal, "SIGHUP", None):
+                await reload()
+                continue
+            log.info("shutdown_requested", extra={"note": signal.Signals(signum).name})
+            shutdown.set()
+            return

@@ -1,8 +1,11 @@
 """Prometheus metrics for one switcher, in a registry of its own (never the global one).
 
-Counters and histograms are fed by the switcher's events and by the HTTP app;
-per-target gauges (breaker state, cooldowns, in-flight) and admission gauges are
-read from the switcher at scrape time, so they are never stale.
+The sidecar serves them on ``/metrics``; an embedder builds ``SwitcherMetrics(switcher)``
+and serves ``render()`` wherever it likes. Attempt, failover and breaker counters are
+fed by the switcher's events; per-target gauges (breaker state, cooldowns, in-flight)
+and admission gauges are read from the switcher at scrape time, so they are never
+stale; request counts and durations come from whoever answers the requests (the
+sidecar calls :meth:`SwitcherMetrics.observe_request`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ from oswitch.runtime.switcher import Switcher
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 BREAKER_STATES = ("Closed", "HalfOpen", "Open")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# The attempt decisions that send a request on after an attempt (audit ``decision``):
+# to another target or model, the same target again, a wait for a cooldown, a stream
+# resumed elsewhere. ``return``, ``give_up``, ``cancelled`` and ``hedge_lost`` end an
+# attempt without the request moving because of it.
+MOVE_DECISIONS = frozenset({"failover", "fallback", "backoff", "cooldown", "retry", "resume"})
 
 
 class _SwitcherCollector(Collector):
@@ -90,7 +99,11 @@ class _SwitcherCollector(Collector):
 
 
 class SwitcherMetrics:
-    """The metrics of one switcher; ``render()`` gives the Prometheus text format."""
+    """The metrics of one switcher; ``render()`` gives the Prometheus text format.
+
+    Building one subscribes it to the switcher's events for the switcher's life;
+    build one per switcher. Nothing here blocks or raises.
+    """
 
     def __init__(self, switcher: Switcher) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -108,7 +121,9 @@ class SwitcherMetrics:
         )
         self.failovers = Counter(
             "oswitch_failovers",
-            "Moves of a request to another target or model, by kind of decision.",
+            "Times a request moved on after an attempt (another target or model, a retry, "
+            "a wait for a cooldown or backoff, a stream resume) or started a hedge, by "
+            "decision.",
             ["decision"],
             registry=self.registry,
         )
@@ -140,9 +155,11 @@ class SwitcherMetrics:
                 str(fields.get("target_id", "")), str(fields.get("error_class") or "")
             ).inc()
             decision = fields.get("decision")
-            if decision in ("failover", "resume"):
+            if decision in MOVE_DECISIONS:
                 self.failovers.labels(str(decision)).inc()
-        elif name in ("fallback", "hedge"):
+        elif name == "hedge":
+            # A hop to a fallback model is not counted again here (its ``fallback``
+            # event): the attempt that caused it was counted with its decision.
             self.failovers.labels(name).inc()
         elif name == "breaker":
             self.breaker_transitions.labels(
