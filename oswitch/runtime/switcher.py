@@ -17,6 +17,7 @@ from oswitch.config import SwitcherConfig
 from oswitch.core.chat_request import chat_request_problems, describe, request_id_problem
 from oswitch.core.clip import clip
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.ledger import model_chain
 from oswitch.core.secret import Secret
 from oswitch.core.trace import RequestTrace, TraceBuilder, TraceStore
 from oswitch.errors import (
@@ -32,7 +33,7 @@ from oswitch.runtime.dispatcher import ChangeSignal, RequestRun, Settings
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.keys import keyless_candidates, no_api_key_message, warn_missing_key
 from oswitch.runtime.messages import CommandKind
-from oswitch.runtime.router import RequestNeeds, Router, model_chain, request_needs
+from oswitch.runtime.router import RequestNeeds, Router, request_needs
 from oswitch.runtime.streaming import ChatStream, StreamContext, is_cancellation
 from oswitch.runtime.target import TargetActor, TargetState, TargetView
 
