@@ -197,7 +197,14 @@ EDGE_ANSWER = "An edge answer, whole."
 EDGE_LIMIT_MS = 300  # body and write limits the edge stage runs with (scaled down)
 EDGE_FD_SETTLE_S = 3.0
 EDGE_RSS_BOUND_MB = 64.0
-NON_READERS_HELD = 8  # non-reading sockets kept open at once (each holds a descriptor)
+NON_READERS_HELD = 8
+HOSTILE_BODIES = {
+    "unencodable": b'{"model": "bench-model", "temperature": NaN, '
+    b'"messages": [{"role": "user", "content": "x"}]}',
+    "huge_model": json.dumps(
+        {"model": "m" * HUGE_MODEL_CHARS, "messages": [{"role": "user", "content": "x"}]}
+    ).encode(),
+}  # non-reading sockets kept open at once (each holds a descriptor)
 
 
 @attrs.frozen(kw_only=True)
@@ -304,7 +311,9 @@ async def _edge(requests: int, seed: int) -> EdgeResult:
             "server": {
                 "body_timeout_ms": EDGE_LIMIT_MS,
                 "write_timeout_ms": EDGE_LIMIT_MS,
-                "max_connections": 64,
+                # Room for the 16 callers' keep-alive pool, hostile sockets in flight
+                # and the non-readers held: a refusal at the cap would be a false alarm.
+                "max_connections": 128,
             },
             "targets": [
                 *(
@@ -377,23 +386,11 @@ async def _edge(requests: int, seed: int) -> EdgeResult:
                         ok = False
                         if kind == "stalled_body":
                             ok = await _stalled_body(port)
-                        elif kind == "unencodable":
-                            ok = (
-                                await _raw_json(
-                                    port,
-                                    b'{"model": "bench-model", "temperature": NaN, '
-                                    b'"messages": [{"role": "user", "content": "x"}]}',
-                                )
-                                == 400
-                            )
-                        elif kind == "huge_model":
-                            body_bytes = json.dumps(
-                                {
-                                    "model": "m" * HUGE_MODEL_CHARS,
-                                    "messages": [{"role": "user", "content": "x"}],
-                                }
-                            ).encode()
-                            ok = await _raw_json(port, body_bytes) == 400
+                        elif kind in ("unencodable", "huge_model"):
+                            status = await _raw_json(port, HOSTILE_BODIES[kind])
+                            ok = status == 400
+                            if not ok and len(surprises) < 5:
+                                surprises.append(f"{kind}: HTTP {status}")
                         elif kind == "non_reading":
                             await _non_reader(port, held)
                             ok = True
@@ -432,7 +429,8 @@ async def _edge(requests: int, seed: int) -> EdgeResult:
             name="edge: every hostile client refused or cut off "
             f"(stalled body let go within {EDGE_LIMIT_MS * 10} ms, unencodable and huge 400)",
             passed=all(refused.get(kind, 0) == count for kind, count in hostile.items()),
-            detail=", ".join(f"{k} {refused.get(k, 0)}/{v}" for k, v in hostile.items()),
+            detail=", ".join(f"{k} {refused.get(k, 0)}/{v}" for k, v in hostile.items())
+            + (f"; {surprises}" if surprises else ""),
         ),
         Check(
             name="edge: no breaker moved (every upstream healthy; clients' faults charge nobody)",
