@@ -34,7 +34,8 @@ from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import SHORT_COOLDOWN_S, TargetEffect, recovery_for
 from oswitch.core.scoring import Candidate, HealthTracker
 from oswitch.core.secret import Secret, scrub
-from oswitch.providers.base import MalformedReply, ProviderAdapter, UpstreamCall, adapter_for
+from oswitch.providers import adapter_for
+from oswitch.providers.base import MalformedReply, ProviderAdapter, UpstreamCall
 from oswitch.runtime.deadlines import StreamDeadlines
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.http import TargetTransport
