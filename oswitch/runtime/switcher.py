@@ -27,10 +27,11 @@ from oswitch.errors import (
     UnknownTarget,
 )
 from oswitch.runtime.admission import Admission, AdmissionStatistics, QueueTimeout
-from oswitch.runtime.dispatcher import ChangeSignal, RequestRun, Settings
+from oswitch.runtime.dispatcher import ChangeSignal, RequestRun
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.messages import CommandKind
 from oswitch.runtime.router import Router, request_needs
+from oswitch.runtime.settings import Settings
 from oswitch.runtime.streaming import ChatStream, StreamContext, is_cancellation
 from oswitch.runtime.target import TargetActor, TargetState, TargetView
 
@@ -233,7 +234,7 @@ class Switcher:
         rid = request_id if request_id else new_request_id()
         model = self._admit_shape(request, rid)
         now = trio.current_time()
-        own_deadline = now + self._config.request_timeout_ms / 1000.0
+        own_deadline = now + self._settings.request_timeout_s
         deadline = min(own_deadline, trio.current_effective_deadline())
         trace = TraceBuilder(
             request_id=rid,
