@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from oswitch.cli import build_parser
 from oswitch.config import ServerConfig, SwitcherConfig, describe_targets, load_config
+from oswitch.metrics import SwitcherMetrics
 from oswitch.runtime.switcher import open_switcher
-from oswitch.sidecar.metrics import SwitcherMetrics
 from oswitch.sidecar.serve import serve_sidecar
 from oswitch.testing import FakeProvider, rate_limited, reply, stream
 from support import config, target

@@ -21,9 +21,9 @@ import trio
 from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, clip, describe
 from oswitch.core.secret import Secret
 from oswitch.errors import SwitcherError
+from oswitch.metrics import CONTENT_TYPE, SwitcherMetrics
 from oswitch.runtime.switcher import Switcher, new_request_id
 from oswitch.sidecar.errors import HttpError, bad_request, http_error_for, internal_error
-from oswitch.sidecar.metrics import CONTENT_TYPE, SwitcherMetrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,8 +1,12 @@
 """Prometheus metrics for one switcher, in a registry of its own (never the global one).
 
-Counters and histograms are fed by the switcher's events and by the HTTP app;
+The sidecar serves them at ``GET /metrics``; a program embedding a switcher builds
+``SwitcherMetrics(switcher)`` and serves ``render()`` (and the ``registry``) its own
+way. Attempt, failover and breaker counters are fed by the switcher's events;
 per-target gauges (breaker state, cooldowns, in-flight) and admission gauges are
-read from the switcher at scrape time, so they are never stale.
+read from the switcher at scrape time, so they are never stale. The request counter
+and histograms are fed by whoever answers requests (the sidecar's HTTP app calls
+:meth:`SwitcherMetrics.observe_request`).
 """
 
 from __future__ import annotations
