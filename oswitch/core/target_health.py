@@ -282,7 +282,7 @@ class TargetHealth:
             assert half_open_at is not None  # set whenever the breaker is Open
             until = max(until, half_open_at)
         elif breaker_state is BreakerState.HALF_OPEN:
-            probe = breaker.can_attempt(now)
+            probe = self.wants_probe(now)
             if not probe:
                 reasons.append(Unready.PROBE_BUSY)
         if load >= self.settings.concurrency_limit:
@@ -306,6 +306,13 @@ class TargetHealth:
         if own is None or (cooldown is not None and cooldown.until > own.until):
             return cooldown
         return own
+
+    def wants_probe(self, now: float) -> bool:
+        """Half-open with a probe slot free: an attempt now would be a probe (the
+        ``probe`` of :meth:`eligibility`, readable alone because routing asks it of
+        every candidate)."""
+        breaker = self.breaker
+        return breaker.state(now) is BreakerState.HALF_OPEN and breaker.can_attempt(now)
 
     # ---- readings derived from it -------------------------------------------------
 

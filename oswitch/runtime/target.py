@@ -170,7 +170,7 @@ class TargetActor:
 
     def wants_probe(self, now: float) -> bool:
         """Half-open with a probe slot free: the next request should probe it."""
-        return self.eligibility(None, now).probe
+        return self._health.wants_probe(now)
 
     def condition(self, now: float) -> TargetCondition:
         return self._health.condition(now)
