@@ -25,7 +25,8 @@ from oswitch.providers.anthropic import (
     AnthropicAdapter,
     AnthropicStreamDecoder,
 )
-from oswitch.providers.base import MalformedReply, StreamFault, adapter_for
+from oswitch.providers.base import MalformedReply, StreamFault
+from oswitch.providers.registry import adapter_for
 
 ADAPTER = AnthropicAdapter()
 BASE_URL = "https://api.anthropic.com/v1"

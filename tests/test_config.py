@@ -757,6 +757,22 @@ def test_burst_defaults_to_one_second_of_rate() -> None:
     assert [b.burst for b in bursts if b is not None] == [1, 1, 2, 10, 1]
 
 
+def test_serves_and_burst_are_resolved_in_the_model() -> None:
+    """A target or rate limit built in code gets the defaults a parsed one gets: serves
+    its model (or any, without one), a burst of one second's worth."""
+    assert TargetConfig(target_id="t", provider_id="p", model="m").serves == ("m",)
+    assert TargetConfig(target_id="t", provider_id="p").serves == ("*",)
+    assert TargetConfig(target_id="t", provider_id="p", serves=("x",)).serves == ("x",)
+    assert RateLimitConfig(requests_per_minute=600).burst == 10
+    assert RateLimitConfig(requests_per_minute=0.5).burst == 1
+
+
+def test_an_empty_serves_list_means_the_default() -> None:
+    """serves = [] reads as no serves at all: the target serves its model."""
+    config = parse_config(one_target(model="gpt-4.1", serves=[]))
+    assert config.targets[0].serves == ("gpt-4.1",)
+
+
 def test_explicit_burst_is_kept() -> None:
     """A burst given explicitly is used as is."""
     limit = parse_config(one_target(rate_limit={"requests_per_minute": 600, "burst": 3}))

@@ -12,10 +12,10 @@ import pytest
 
 from oswitch import AllTargetsFailed, RequestFailed
 from oswitch.core.clip import MAX_NAME_CHARS, MAX_TEXT_CHARS, clip
+from oswitch.core.target_health import MAX_MODEL_COOLDOWNS
 from oswitch.core.trace import TraceBuilder, TraceStore
 from oswitch.runtime.router import POOL_CACHE_SIZE
 from oswitch.runtime.switcher import open_switcher
-from oswitch.runtime.target import MAX_MODEL_COOLDOWNS
 from oswitch.testing import FakeProvider, rate_limited, server_error
 from support import chat, config, target
 

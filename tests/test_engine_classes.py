@@ -166,6 +166,54 @@ async def test_auth_failure_with_unchanged_key_is_reauth_required(
         assert result["oswitch"]["target_id"] == "a"
 
 
+async def test_auth_failure_after_the_key_variable_was_unset_waits_for_a_new_key(
+    autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 401 after the key's variable was unset makes the target ReauthRequired, and it
+    comes back by itself once the variable holds a new key (the credential watch runs)."""
+    monkeypatch.setenv("FAKE_KEY_A", "old-key")
+    fake = FakeProvider().on("old-key", invalid_key()).on("new-key", reply("fresh"))
+    fake.on("key-b", reply("from b"))
+    cfg = config(
+        target("a", api_key=None, api_key_env="FAKE_KEY_A", operator_priority=1), target("b")
+    )
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        monkeypatch.delenv("FAKE_KEY_A")
+        result = await switcher.complete(chat())
+        assert result["oswitch"]["target_id"] == "b"
+        assert switcher.list_targets()[0].condition == "ReauthRequired"
+        monkeypatch.setenv("FAKE_KEY_A", "new-key")
+        await trio.sleep(10)
+        assert switcher.list_targets()[0].condition == "Healthy"
+        result = await switcher.complete(chat())
+        assert result["oswitch"]["target_id"] == "a"
+    assert fake.calls_to("old-key") == 1
+
+
+async def test_a_reload_onto_an_unset_key_variable_waits_for_a_new_key(
+    autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload pointing a target at an unset key variable makes it ReauthRequired (with a
+    target_condition event), and it comes back by itself once the variable holds a key."""
+    monkeypatch.delenv("FAKE_KEY_LATER", raising=False)
+    fake = FakeProvider().on("later-key", reply("fresh")).on("key-b", reply("from b"))
+    first = config(target("a", operator_priority=1), target("b"))
+    moved = target("a", api_key=None, api_key_env="FAKE_KEY_LATER", operator_priority=1)
+    async with open_switcher(first, transport=fake.transport()) as switcher:
+        seen: list[tuple[str, dict[str, object]]] = []
+        switcher.events.add_listener(lambda name, fields: seen.append((name, dict(fields))))
+        await switcher.reload_config(config(moved, target("b")))
+        assert switcher.list_targets()[0].condition == "ReauthRequired"
+        assert ("target_condition", "ReauthRequired") in [
+            (name, fields.get("condition")) for name, fields in seen
+        ]
+        monkeypatch.setenv("FAKE_KEY_LATER", "later-key")
+        await trio.sleep(10)
+        assert switcher.list_targets()[0].condition == "Healthy"
+        result = await switcher.complete(chat())
+        assert result["oswitch"]["target_id"] == "a"
+
+
 async def test_missing_key_variable_starts_reauth_required(
     autojump_clock: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import attrs
 import pytest
+import trio
 
+from oswitch.runtime.messages import AttemptOrder
 from oswitch.runtime.switcher import open_switcher
+from oswitch.runtime.target import TargetActor
 from oswitch.testing import FakeProvider, invalid_key, reply, stream
 from support import chat, config, target
 
@@ -71,3 +74,14 @@ async def test_an_operator_drain_lists_draining_then_disabled(autojump_clock: ob
             [c async for c in chunks]
         (view,) = switcher.list_targets()
         assert (view.state, view.in_flight) == ("Disabled", 0)
+
+
+async def test_a_listing_counts_orders_waiting_in_the_inbox_as_routing_does() -> None:
+    """in_flight is one count: an order sent to a target but not yet picked up is in the
+    listing's in_flight exactly as in the load routing sees."""
+    fake = FakeProvider().on("key-a", reply())
+    actor = TargetActor(target("a"), config(target("a")), transport=fake.transport(), secrets=set())
+    order = AttemptOrder(request=chat(), model="gpt-4o", stream=False, deadline=1e9, request_id="r")
+    assert await actor.send(order)  # the actor is not running: the order waits in its inbox
+    now = trio.current_time()
+    assert (actor.view(now).in_flight, actor.in_flight, actor.candidate(now).in_flight) == (1, 1, 1)

@@ -79,7 +79,16 @@ def _probe(script: str = _PROBE) -> dict[str, list[str]]:
 def test_core_modules_import_no_io_libraries() -> None:
     """No oswitch.core module loads trio, httpx, a websocket/HTTP server or an upper layer."""
     probe = _probe()
-    expected = {"breaker", "bucket", "backoff", "policy", "scoring", "error_class", "ledger"}
+    expected = {
+        "breaker",
+        "bucket",
+        "backoff",
+        "policy",
+        "scoring",
+        "error_class",
+        "ledger",
+        "target_health",
+    }
     assert {f"oswitch.core.{name}" for name in expected} <= set(probe["modules"])
     loaded = probe["loaded"]
     forbidden = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN)
@@ -105,3 +114,22 @@ def test_the_transport_loads_nothing_else_of_oswitch() -> None:
     assert "oswitch.transport.pool" in loaded
     outside = [m for m in loaded if m.startswith("oswitch.") and m.split(".")[1] != "transport"]
     assert outside == []
+
+
+def test_metrics_are_usable_without_the_sidecar() -> None:
+    """oswitch.metrics (what an embedding program scrapes) loads no sidecar module and
+    no HTTP server."""
+    script = (
+        "import json, sys; import oswitch.metrics; "
+        "print(json.dumps(sorted(m for m in sys.modules "
+        "if m.startswith(('oswitch.sidecar', 'hypercorn')))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []

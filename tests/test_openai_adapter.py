@@ -20,11 +20,11 @@ from oswitch.core.secret import Secret
 from oswitch.providers.base import (
     MalformedReply,
     StreamFault,
-    adapter_for,
     chunk_finish_reason,
     chunk_text,
 )
 from oswitch.providers.openai import OpenAIAdapter, OpenAIStreamDecoder
+from oswitch.providers.registry import ADAPTERS, adapter_for
 
 ADAPTER = OpenAIAdapter()
 BASE_URL = "https://api.openai.com/v1"
@@ -57,6 +57,14 @@ def test_adapter_for() -> None:
     assert isinstance(adapter_for("openai"), OpenAIAdapter)
     with pytest.raises(KeyError):
         adapter_for("cohere")
+
+
+def test_adapters_are_built_once() -> None:
+    """Every target of one api shares the one adapter the registry built (adapters hold
+    no state: a stream's lives in its decoder)."""
+    assert adapter_for("openai") is adapter_for("openai") is ADAPTERS["openai"]
+    assert adapter_for("anthropic") is ADAPTERS["anthropic"]
+    assert sorted(ADAPTERS) == ["anthropic", "openai"]
 
 
 def test_url_and_bearer_header() -> None:

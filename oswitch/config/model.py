@@ -6,6 +6,7 @@ documented in docs/configuration.md. Durations are milliseconds, as in o-switche
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Mapping
 from typing import Literal
@@ -57,13 +58,17 @@ class CircuitBreakerConfig:
     success_threshold: int = 2
 
 
+def _one_second_of(limit: RateLimitConfig) -> int:
+    return max(1, math.ceil(limit.requests_per_minute / 60))
+
+
 @attrs.frozen(kw_only=True)
 class RateLimitConfig:
     """A target's own request rate: ``requests_per_minute`` refilled continuously,
     at most ``burst`` at once (default: one second's worth, at least 1)."""
 
     requests_per_minute: float
-    burst: int | None = None
+    burst: int = attrs.field(default=attrs.Factory(_one_second_of, takes_self=True))
 
 
 @attrs.frozen(kw_only=True)
@@ -71,7 +76,8 @@ class TargetConfig:
     """One target: a provider endpoint, one credential, a model (or passthrough).
 
     After parsing, ``api``, ``base_url`` and ``api_key_env`` hold their resolved
-    values and ``serves`` is never empty.
+    values. ``serves`` is never empty, however the target was built: left empty, it is
+    ``(model,)``, or ``("*",)`` for a passthrough target (no ``model``).
     """
 
     target_id: str
@@ -92,6 +98,11 @@ class TargetConfig:
     first_token_timeout_ms: float | None = None
     stream_idle_timeout_ms: float | None = None
     context_window: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        # The one place the default is resolved (a frozen class sets it this way).
+        if not self.serves:
+            object.__setattr__(self, "serves", (self.model,) if self.model else ("*",))
 
 
 @attrs.frozen(kw_only=True)

@@ -355,19 +355,6 @@ def _check_switcher(raw: Mapping[str, Any]) -> Iterator[Invalid]:
                 first[target_id] = index
 
 
-def _post_target(target: TargetConfig, raw: Mapping[str, Any]) -> TargetConfig:
-    if target.serves:
-        return target
-    serves = (target.model,) if target.model else ("*",)
-    return attrs.evolve(target, serves=serves)
-
-
-def _post_rate_limit(limit: RateLimitConfig, raw: Mapping[str, Any]) -> RateLimitConfig:
-    if limit.burst is not None:
-        return limit
-    return attrs.evolve(limit, burst=max(1, math.ceil(limit.requests_per_minute / 60)))
-
-
 def _post_switcher(config: SwitcherConfig, raw: Mapping[str, Any]) -> SwitcherConfig:
     if "backpressure_threshold" not in raw:
         # An unset threshold follows a small queue down rather than exceed it.
@@ -396,8 +383,6 @@ _CHECKS: Mapping[type, Callable[[Mapping[str, Any]], Iterator[Invalid]]] = {
     SwitcherConfig: _check_switcher,
 }
 _POSTS: Mapping[type, Callable[[Any, Mapping[str, Any]], Any]] = {
-    TargetConfig: _post_target,
-    RateLimitConfig: _post_rate_limit,
     SwitcherConfig: _post_switcher,
 }
 _ALIASES: Mapping[type, tuple[str, ...]] = {SwitcherConfig: tuple(SHORTHANDS)}

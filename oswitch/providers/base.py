@@ -89,18 +89,6 @@ class ProviderAdapter(Protocol):
         ...
 
 
-def adapter_for(api: str) -> ProviderAdapter:
-    """Return the adapter for ``api`` ("openai" or "anthropic"); KeyError otherwise."""
-    from oswitch.providers.anthropic import AnthropicAdapter
-    from oswitch.providers.openai import OpenAIAdapter
-
-    adapters: dict[str, ProviderAdapter] = {
-        "openai": OpenAIAdapter(),
-        "anthropic": AnthropicAdapter(),
-    }
-    return adapters[api]
-
-
 def chunk_facts(chunk: Mapping[str, Any]) -> tuple[str, bool, str | None]:
     """A chunk's text, whether it carries a tool call, and its finish reason, in one look
     at its first choice (what :func:`chunk_text`, :func:`chunk_has_tool_call` and

@@ -18,8 +18,6 @@ from typing import Any
 import attrs
 import trio
 
-from oswitch.config import SwitcherConfig
-from oswitch.core.backoff import BackoffSettings
 from oswitch.core.clip import clip
 from oswitch.core.ledger import (
     Decision,
@@ -32,7 +30,6 @@ from oswitch.core.ledger import (
     model_chain,
 )
 from oswitch.core.resume import continuation_request
-from oswitch.core.scoring import Weights
 from oswitch.core.trace import TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.events import EventHub
@@ -40,39 +37,8 @@ from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, CancelReason,
 from oswitch.runtime.picking import Picker
 from oswitch.runtime.recording import AttemptLog
 from oswitch.runtime.router import RequestNeeds, Router
+from oswitch.runtime.settings import Settings
 from oswitch.runtime.target import TargetActor
-
-
-class Settings:
-    """The global knobs the dispatcher reads, converted once per config (seconds)."""
-
-    def __init__(self, config: SwitcherConfig) -> None:
-        self.config = config
-        self.retry_budget = config.retry_budget
-        self.failover_budget = config.failover_budget
-        self.max_wait_s = config.max_wait_ms / 1000.0
-        self.attempt_limit_s = config.max_expected_latency_ms / 1000.0
-        self.max_expected_latency_s = config.max_expected_latency_ms / 1000.0
-        self.hedge_after_s = None if config.hedge_after_ms is None else config.hedge_after_ms / 1000
-        w = config.routing_weights
-        self.weights = Weights(
-            health=w.health, latency=w.latency, failure=w.failure, priority=w.priority
-        )
-        b = config.backoff
-        self.backoff = BackoffSettings(
-            base_s=b.base_ms / 1000.0,
-            multiplier=b.multiplier,
-            max_s=b.max_ms / 1000.0,
-            jitter=b.jitter,
-        )
-        self.fallbacks: Mapping[str, Sequence[str]] = config.fallbacks
-
-    def without_budgets(self) -> Settings:
-        """A copy allowing no retry and no failover (``stream_resume = "off"``)."""
-        copy = Settings(self.config)
-        copy.retry_budget = 0
-        copy.failover_budget = 0
-        return copy
 
 
 class ChangeSignal:
@@ -315,7 +281,7 @@ class RequestRun:
         # Spent as it is sent, so a hedge started meanwhile sees this attempt's cost.
         cost = self.ledger.charge(actor.target_id, hedge=hedge)
         now = trio.current_time()
-        attempt_limit = math.inf if self.stream else now + self.settings.attempt_limit_s
+        attempt_limit = math.inf if self.stream else now + self.settings.max_expected_latency_s
         order = AttemptOrder(
             request=self.request_for(actor),
             model=model,

@@ -12,6 +12,7 @@ import trio
 
 from oswitch.core.classify import Classification
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.target_health import AttemptEnd
 
 if TYPE_CHECKING:
     from oswitch.runtime.upstream import UpstreamStream
@@ -93,6 +94,20 @@ class AttemptOutcome:
         if self.silent:
             return ErrorClass.TRANSPORT_FAILURE
         return None if self.classification is None else self.classification.error_class
+
+    def ending(self, epoch: int) -> AttemptEnd:
+        """This outcome as the target's health rules read it (``epoch``: the breaker's
+        when the attempt began). Only a classified FAILED outcome is a failure."""
+        failure = self.classification if self.kind is OutcomeKind.FAILED else None
+        return AttemptEnd(
+            epoch=epoch,
+            served_model=self.served_model,
+            duration_s=self.duration_s,
+            succeeded=self.kind is OutcomeKind.OK,
+            error_class=None if failure is None else self.error_class,
+            retry_after=None if failure is None else failure.retry_after,
+            local_fault=failure is not None and failure.local_fault,
+        )
 
 
 @attrs.define(eq=False)

@@ -101,9 +101,7 @@ class Router:
         for actor in actors:
             self.actors[actor.target_id] = actor
             self._tags |= frozenset(actor.target.policy_tags)
-            serves = actor.target.serves or (
-                (actor.target.model,) if actor.target.model else ("*",)
-            )
+            serves = actor.target.serves
             if "*" in serves:
                 self._any_model.append(actor)
             else:

@@ -29,11 +29,12 @@ from oswitch.errors import (
     UnknownTarget,
 )
 from oswitch.runtime.admission import Admission, AdmissionStatistics, QueueTimeout
-from oswitch.runtime.dispatcher import ChangeSignal, RequestRun, Settings
+from oswitch.runtime.dispatcher import ChangeSignal, RequestRun
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.keys import keyless_candidates, no_api_key_message, warn_missing_key
 from oswitch.runtime.messages import CommandKind
 from oswitch.runtime.router import RequestNeeds, Router, request_needs
+from oswitch.runtime.settings import Settings
 from oswitch.runtime.streaming import ChatStream, StreamContext, is_cancellation
 from oswitch.runtime.target import TargetActor, TargetState, TargetView
 
@@ -277,7 +278,7 @@ class Switcher:
         needs = request_needs(request)
         self._admit_route(model, needs, rid, stream=stream)
         now = trio.current_time()
-        own_deadline = now + self._config.request_timeout_ms / 1000.0
+        own_deadline = now + self._settings.request_timeout_s
         deadline = min(own_deadline, trio.current_effective_deadline())
         trace = TraceBuilder(
             request_id=rid,

@@ -1,0 +1,122 @@
+"""The config in the runtime's units, derived in one place.
+
+The config speaks o-switcher's milliseconds; the runtime and the pure core work in
+seconds. Every conversion and every "this target's value, else the global one" rule
+lives here: :class:`Settings` for what the dispatcher and the switcher read per
+config, :func:`target_settings` for what one target's actor reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from oswitch.config import CircuitBreakerConfig, SwitcherConfig, TargetConfig
+from oswitch.core.backoff import BackoffSettings
+from oswitch.core.breaker import BreakerSettings
+from oswitch.core.scoring import Weights
+from oswitch.core.target_health import HealthSettings, RateLimit
+
+
+def seconds(ms: float) -> float:
+    """A duration of the config (milliseconds) in the runtime's seconds."""
+    return ms / 1000.0
+
+
+def backoff_settings(config: SwitcherConfig) -> BackoffSettings:
+    """The backoff before re-sending to a target already tried (``backoff``)."""
+    b = config.backoff
+    return BackoffSettings(
+        base_s=seconds(b.base_ms), multiplier=b.multiplier, max_s=seconds(b.max_ms), jitter=b.jitter
+    )
+
+
+def breaker_settings(cb: CircuitBreakerConfig) -> BreakerSettings:
+    """A breaker's settings from a (merged) ``circuit_breaker`` table."""
+    return BreakerSettings(
+        failure_threshold=cb.failure_threshold,
+        failure_rate_threshold=cb.failure_rate_threshold,
+        sliding_window_size=cb.sliding_window_size,
+        half_open_after_s=seconds(cb.half_open_after_ms),
+        half_open_max_probes=cb.half_open_max_probes,
+        success_threshold=cb.success_threshold,
+    )
+
+
+class Settings:
+    """The global knobs the dispatcher and the switcher read, converted once per config.
+
+    ``max_expected_latency_s`` is both the attempt limit of a non-streamed call and
+    the latency that scores zero in ranking (``max_expected_latency_ms``, o-switcher's
+    ``timeout``).
+    """
+
+    def __init__(self, config: SwitcherConfig) -> None:
+        self.config = config
+        self.retry_budget = config.retry_budget
+        self.failover_budget = config.failover_budget
+        self.max_wait_s = seconds(config.max_wait_ms)
+        self.max_expected_latency_s = seconds(config.max_expected_latency_ms)
+        self.request_timeout_s = seconds(config.request_timeout_ms)
+        self.hedge_after_s = (
+            None if config.hedge_after_ms is None else seconds(config.hedge_after_ms)
+        )
+        w = config.routing_weights
+        self.weights = Weights(
+            health=w.health, latency=w.latency, failure=w.failure, priority=w.priority
+        )
+        self.backoff = backoff_settings(config)
+        self.fallbacks: Mapping[str, Sequence[str]] = config.fallbacks
+
+    def without_budgets(self) -> Settings:
+        """A copy allowing no retry and no failover (``stream_resume = "off"``)."""
+        copy = Settings(self.config)
+        copy.retry_budget = 0
+        copy.failover_budget = 0
+        return copy
+
+
+@attrs.frozen(kw_only=True)
+class TargetSettings:
+    """What one target's actor reads, in seconds.
+
+    ``first_token_s``: a stream's first-token limit (the target's
+    ``first_token_timeout_ms``, else the global one, else ``max_expected_latency_ms``);
+    ``idle_s``: its stall limit (``stream_idle_timeout_ms``, the target's else the
+    global one); ``quota_after_s``: a provider delay at or past this is a quota
+    (``quota_delay_cap_ms``); ``health``: the pure core's rules.
+    """
+
+    health: HealthSettings
+    first_token_s: float
+    idle_s: float
+    quota_after_s: float
+
+
+def target_settings(config: SwitcherConfig, target: TargetConfig) -> TargetSettings:
+    """Derive ``target``'s settings under ``config`` (see :class:`TargetSettings`)."""
+    limit = target.rate_limit
+    health = HealthSettings(
+        passthrough=target.model is None,
+        concurrency_limit=target.concurrency_limit,
+        breaker=breaker_settings(target.circuit_breaker or config.circuit_breaker),
+        backoff=backoff_settings(config),
+        quota_cooldown_s=seconds(config.quota_cooldown_ms),
+        health_half_life_s=seconds(config.health_half_life_ms),
+        rate_limit=None
+        if limit is None
+        else RateLimit(rate_per_s=limit.requests_per_minute / 60.0, burst=limit.burst),
+    )
+    first_token_ms = (
+        target.first_token_timeout_ms
+        or config.first_token_timeout_ms
+        or config.max_expected_latency_ms
+    )
+    idle_ms = target.stream_idle_timeout_ms or config.stream_idle_timeout_ms
+    return TargetSettings(
+        health=health,
+        first_token_s=seconds(first_token_ms),
+        idle_s=seconds(idle_ms),
+        quota_after_s=seconds(config.quota_delay_cap_ms),
+    )
