@@ -1,6 +1,6 @@
 """The HTTP path of a target: one connection pool per target, shared TLS settings.
 
-A target's own pool is :class:`~oswitch.runtime.http1.HTTP1Pool`, called directly. A
+A target's own pool is :class:`~oswitch.transport.HTTP1Pool`, called directly. A
 transport given to ``open_switcher`` (``httpx.MockTransport`` in tests, or
 ``httpx.AsyncHTTPTransport`` for httpx's own pool) is called through
 ``handle_async_request``, never through an ``httpx.AsyncClient``: redirects,
