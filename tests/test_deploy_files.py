@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -510,71 +509,3 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
         [analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
     )
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
-
-
-# ---- a real build, where Docker is ---------------------------------------------------
-
-
-def _docker() -> Iterator[str]:
-    docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("docker is not installed")
-    info = subprocess.run([docker, "info"], capture_output=True, timeout=30, check=False)
-    if info.returncode != 0:
-        pytest.skip("no Docker daemon reachable")
-    global_args, stages = read_dockerfile((DEPLOY / "Dockerfile").read_text())
-    base = _expand(stages[-1][0].args.split()[0], global_args)
-    present = subprocess.run([docker, "image", "inspect", base], capture_output=True, check=False)
-    if present.returncode != 0:
-        pytest.skip(f"base image {base} not pulled (the test never pulls it)")
-    yield docker
-
-
-def test_the_image_builds_and_checks_its_config() -> None:
-    """Where a Docker daemon and the base image are at hand, the image builds (pip
-    fetches the dependencies), runs as 10001:10001 with the health check and entrypoint
-    of the Dockerfile, and ``oswitch check-config`` inside it accepts the example."""
-    docker = next(_docker())
-    tag = "oswitch-deploy-test:pytest"
-    subprocess.run(
-        [docker, "build", "-f", str(DEPLOY / "Dockerfile"), "-t", tag, str(ROOT)],
-        check=True,
-        timeout=900,
-    )
-    try:
-        inspected = subprocess.run(
-            [docker, "image", "inspect", tag], capture_output=True, check=True, timeout=60
-        )
-        (image,) = json.loads(inspected.stdout)
-        assert image["Config"]["User"] == "10001:10001"
-        assert image["Config"]["Entrypoint"] == [
-            "oswitch",
-            "serve",
-            "--config",
-            CONFIG_IN_IMAGE,
-        ]
-        assert "OSWITCH_HEALTH_URL" in " ".join(image["Config"]["Healthcheck"]["Test"])
-        checked = subprocess.run(
-            [
-                docker,
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "-v",
-                f"{DEPLOY / 'oswitch.toml'}:{CONFIG_IN_IMAGE}:ro",
-                "--entrypoint",
-                "oswitch",
-                tag,
-                "check-config",
-                CONFIG_IN_IMAGE,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert checked.returncode == 0, checked.stderr
-        assert "valid, 2 targets" in checked.stdout
-    finally:
-        subprocess.run([docker, "image", "rm", "-f", tag], capture_output=True, check=False)
