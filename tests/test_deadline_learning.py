@@ -249,7 +249,7 @@ def test_a_long_first_token_is_capped() -> None:
     assert (deadline.seconds, deadline.source) == (120.0, DeadlineSource.CAP)
 
 
-def test_a_model_that_got_slower_is_learned_within_a_minute() -> None:
+def test_a_slowdown_is_learned_in_seconds_and_forgotten_in_minutes() -> None:
     """After an hour of 0.5 s first tokens at one request a second, 8 s first tokens
     raise the learned deadline above 8 s within 9 s, and it falls back to the floor
     514 s (4.3 half-lives) after the model is fast again."""

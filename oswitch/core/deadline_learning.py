@@ -13,7 +13,7 @@ Why this histogram (and not P² or a t-digest):
   doubles in one ``array``): every value is placed within 9 % of itself, which is far
   finer than any deadline needs (``k`` is 2). Memory is constant whatever is fed, an
   observation is one ``log2`` and one add (O(1): it runs for every chunk of every
-  stream), and two histograms with one layout could be added bucket by bucket.
+  stream), and two histograms, rescaled to one landmark, add bucket by bucket.
   P² keeps five markers per quantile, cannot take a censored sample and cannot decay.
 - **Forward decay.** A sample observed at ``now`` weighs ``2 ** ((now - landmark) /
   half_life)``: newer samples weigh more, old ones are never touched, and since only
