@@ -19,6 +19,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
+import trio
+
 from oswitch.core.clip import shorten
 from oswitch.core.secret import Secret
 from oswitch.metrics import CONTENT_TYPE, SwitcherMetrics
@@ -93,6 +95,7 @@ class SidecarApp:
             await self._websocket(scope, receive, send)
             return
         if scope["type"] != "http":
+            await trio.lowlevel.checkpoint()  # a scope type no server sends us
             return
         request_id = new_request_id()
         responder = Responder(send)
@@ -149,6 +152,9 @@ class SidecarApp:
         await handler(scope, receive, send, request_id)
 
     async def _internal_error(self, responder: Responder, request_id: str) -> None:
+        # Rare (a handler's bug), and it may end without sending anything: checkpoint
+        # first, so every way out is one.
+        await trio.lowlevel.checkpoint()
         failure = internal_error(request_id)
         try:
             if not responder.started:

@@ -131,6 +131,8 @@ class ChatCompletions:
         try:
             raw = await self._read_body(receive)
         except ClientGone:
+            # The disconnect may have been waiting already: receive returned at once.
+            await trio.lowlevel.checkpoint()
             return
         except BodyTooLarge:
             await send_error(
