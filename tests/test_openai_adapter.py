@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from oswitch import ErrorClass
 from oswitch.core.secret import Secret
+from oswitch.providers import ADAPTERS
 from oswitch.providers.base import (
     MalformedReply,
     StreamFault,
@@ -57,6 +58,13 @@ def test_adapter_for() -> None:
     assert isinstance(adapter_for("openai"), OpenAIAdapter)
     with pytest.raises(KeyError):
         adapter_for("cohere")
+
+
+def test_each_adapter_is_built_once() -> None:
+    """adapter_for hands out the registry's one adapter per api, never a new one per call."""
+    assert adapter_for("openai") is adapter_for("openai") is ADAPTERS["openai"]
+    assert adapter_for("anthropic") is ADAPTERS["anthropic"]
+    assert set(ADAPTERS) == {"openai", "anthropic"}
 
 
 def test_url_and_bearer_header() -> None:

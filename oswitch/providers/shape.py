@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from oswitch.providers.base import MalformedReply
+from oswitch.providers.adapter import MalformedReply
 
 
 def kind(value: object) -> str:
