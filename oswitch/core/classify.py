@@ -85,27 +85,27 @@ def _rate_family(status: int | None, signals: Signals) -> ErrorClass:
     return ErrorClass.RATE_LIMITED
 
 
+# The last resort: what a status alone says, when nothing in the body decided.
+_STATUS_CLASS: dict[int, ErrorClass] = {
+    401: ErrorClass.AUTH_FAILURE,
+    402: ErrorClass.QUOTA_EXHAUSTED,
+    403: ErrorClass.PERMISSION_FAILURE,
+    404: ErrorClass.MODEL_UNAVAILABLE,
+    # The server gave up waiting for us: nothing is wrong with the request itself.
+    408: ErrorClass.TRANSIENT_SERVER_FAILURE,
+    413: ErrorClass.REQUEST_TOO_LARGE,
+    429: ErrorClass.RATE_LIMITED,
+    # Capacity, not the caller: Groq's 498 (flex tier full), Anthropic's 529.
+    498: ErrorClass.MODEL_UNAVAILABLE,
+    529: ErrorClass.MODEL_UNAVAILABLE,
+}
+
+
 def _by_status(status: int | None) -> ErrorClass:
     if status is None:
         return ErrorClass.TRANSPORT_FAILURE
-    if status == 401:
-        return ErrorClass.AUTH_FAILURE
-    if status == 402:
-        return ErrorClass.QUOTA_EXHAUSTED
-    if status == 403:
-        return ErrorClass.PERMISSION_FAILURE
-    if status == 404:
-        return ErrorClass.MODEL_UNAVAILABLE
-    if status == 408:
-        # The server gave up waiting for us: nothing is wrong with the request itself.
-        return ErrorClass.TRANSIENT_SERVER_FAILURE
-    if status == 413:
-        return ErrorClass.REQUEST_TOO_LARGE
-    if status == 429:
-        return ErrorClass.RATE_LIMITED
-    if status in (498, 529):
-        # Capacity, not the caller: Groq's 498 (flex tier full), Anthropic's 529.
-        return ErrorClass.MODEL_UNAVAILABLE
+    if status in _STATUS_CLASS:
+        return _STATUS_CLASS[status]
     if 400 <= status < 500:
         return ErrorClass.INVALID_REQUEST
     # 5xx, and statuses no provider should send (1xx, 3xx, junk): the target misbehaved.
