@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from typing import Any, cast
@@ -13,9 +12,11 @@ from typing import Any, cast
 import attrs
 
 from oswitch.config.advice import advise
+from oswitch.config.files import FileTooBig, NotRegularFile, read_regular_file
 from oswitch.config.model import MODEL_CLASSES, SHORTHANDS, SwitcherConfig, TargetConfig
-from oswitch.config.opencode import ProviderEntries, References, resolve_target
+from oswitch.config.opencode import ProviderEntries, resolve_target
 from oswitch.config.problems import ConfigPath, Invalid, PreparedTable, Problems, show
+from oswitch.config.references import References
 from oswitch.config.report import ConfigReport
 from oswitch.config.structure import structure_switcher
 from oswitch.errors import ConfigError
@@ -186,64 +187,24 @@ MAX_CONFIG_BYTES = 1024 * 1024
 """The largest config file read. A config of 1,000 targets is ~300 KiB of TOML; an
 opencode.json with agent prompts and model lists is tens of KiB."""
 
-# Never wait on the file: a FIFO or a device opens at once, and is then refused.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _not_regular(mode: int) -> str | None:
-    """Why a file of ``mode`` is not read, or None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    kind = next((kind for test, kind in _KINDS if test(mode)), "not a file")
-    return f"not a regular file ({kind})"
-
 
 def read_config_file(name: str, *, limit: int = MAX_CONFIG_BYTES) -> bytes:
     """The bytes of the regular file ``name``, at most ``limit`` of them.
 
     Never blocks on the file itself: it is opened non-blocking, and anything but a
     regular file (a FIFO, ``/dev/zero``, a directory, a socket) is refused before a
-    byte is read; at most ``limit + 1`` bytes are ever read. Raises ConfigError
-    naming ``name`` and why: cannot read file, not a regular file, too big.
+    byte is read; at most ``limit + 1`` bytes are ever read (see
+    :func:`oswitch.config.files.read_regular_file`). Raises ConfigError naming
+    ``name`` and why: cannot read file, not a regular file, too big.
     """
-    too_big = ConfigError([(name, f"file too big: over {limit} bytes")])
     try:
-        # Looked at before opening too: opening some devices acts (a watchdog arms).
-        why = _not_regular(os.stat(name).st_mode)
-        if why is not None:
-            raise ConfigError([(name, why)])
-        fd = os.open(name, _OPEN_FLAGS)
+        return read_regular_file(name, limit=limit)
+    except FileTooBig:
+        raise ConfigError([(name, f"file too big: over {limit} bytes")]) from None
+    except NotRegularFile as exc:
+        raise ConfigError([(name, str(exc))]) from None
     except OSError as exc:
         raise ConfigError([(name, f"cannot read file: {exc.strerror or exc}")]) from None
-    try:
-        info = os.fstat(fd)  # the file opened, not the one looked at: no race
-        why = _not_regular(info.st_mode)
-        if why is not None:
-            raise ConfigError([(name, why)])
-        if info.st_size > limit:
-            raise too_big
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:  # the file may grow after fstat: count what is read
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise ConfigError([(name, f"cannot read file: {exc.strerror or exc}")]) from None
-    finally:
-        os.close(fd)
-    if size > limit:
-        raise too_big
-    return b"".join(chunks)
 
 
 def load_config(

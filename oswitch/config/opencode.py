@@ -13,134 +13,28 @@ well-known provider whose defaults apply, ``apiKey``, ``baseURL``), with
 
 from __future__ import annotations
 
-import os
-import re
-import stat
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
 
 from oswitch.config.model import Api
 from oswitch.config.problems import ConfigPath, Invalid, PathSeg, PreparedTable, show
+from oswitch.config.references import (
+    KEY_FILE_LIMIT,
+    REFERENCE,
+    MissingReference,
+    References,
+    referenced,
+    substitute,
+)
 from oswitch.config.structure import ENV_NAME, url_problem
 from oswitch.core.kinds import kind_of
 from oswitch.core.secret import Secret
 from oswitch.known_providers import KNOWN_PROVIDERS, NPM_PACKAGES, UNSUPPORTED_PROVIDERS
 
-# ---------------------------------------------------------------------------
-# {env:VAR} and {file:path}, as OpenCode substitutes them
-
-_REFERENCE = re.compile(r"\{(env|file):([^}]*)\}")
-
-KEY_FILE_LIMIT = 64 * 1024
-"""The largest file a ``{file:path}`` reference reads: a key is one line; a file of
-64 KiB is not a key."""
-
-
-@attrs.frozen(kw_only=True)
-class References:
-    """Where ``{env:VAR}`` and ``{file:path}`` are read from.
-
-    ``base_dir`` is the config file's directory, which relative paths start from
-    (OpenCode's rule); None when the config is not from a file (an inline reload),
-    and then ``{file:...}`` is refused rather than read from wherever the process
-    happens to run.
-    """
-
-    base_dir: Path | None = None
-    environ: Mapping[str, str] = attrs.field(factory=lambda: os.environ, repr=False)
-
-    @classmethod
-    def of_source(cls, source: str | None) -> References:
-        """References of a config read from the file ``source`` (None: not from a file)."""
-        return cls(base_dir=Path(source).resolve().parent if source is not None else None)
-
-
-class _Missing(Exception):
-    """A reference to a variable that is unset or a file that is absent or empty:
-    ``what`` is wrong, and what to ``do``."""
-
-    def __init__(self, what: str, do: str) -> None:
-        super().__init__(what)
-        self.what = what
-        self.do = do
-
-
-def read_reference_file(path: Path, *, limit: int = KEY_FILE_LIMIT) -> bytes:
-    """The bytes of the regular file ``path``, at most ``limit`` of them.
-
-    Never blocks on the file: it is looked at, then opened non-blocking and looked
-    at again, so a FIFO or a device is refused before a byte is read. Raises
-    FileNotFoundError, OSError, or ValueError saying why the file is not read.
-    """
-    # A small stand-in for the config file reader (load.read_config_file, same
-    # rules): point this at it once both live in one leaf module.
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise ValueError("not a regular file")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    if size > limit:
-        raise ValueError(f"over {limit} bytes")
-    return b"".join(chunks)
-
-
-def _referenced(kind: str, spec: str, refs: References) -> str:
-    """The value one reference stands for. Raises Invalid for a reference that can
-    never work, _Missing for one whose variable or file is not there (yet)."""
-    if kind == "env":
-        if not ENV_NAME.fullmatch(spec):
-            raise Invalid("{env:...} must name an environment variable, like OPENAI_API_KEY")
-        value = refs.environ.get(spec, "")
-        if not value:
-            raise _Missing(f"{spec} is not set", f"set {spec}")
-        return value
-    if refs.base_dir is None:
-        raise Invalid("{file:...} is read only from a config file, not from an inline config")
-    path = Path(spec.strip()).expanduser()
-    path = path if path.is_absolute() else refs.base_dir / path
-    try:
-        data = read_reference_file(path)
-    except FileNotFoundError:
-        raise _Missing(f"{path} does not exist", "create it") from None
-    except ValueError as exc:
-        raise Invalid(f"{{file:...}}: {path}: {exc}") from None
-    except OSError as exc:
-        raise Invalid(f"{{file:...}}: cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8-sig").strip()  # OpenCode trims a file's text
-    except UnicodeDecodeError:
-        raise Invalid(f"{{file:...}}: {path}: not UTF-8 text") from None
-    if not text:
-        raise _Missing(f"{path} is empty", "write the key into it")
-    return text
-
-
-def _substitute(text: str, refs: References) -> str:
-    """``text`` with every reference replaced by its value. Raises Invalid or _Missing."""
-    parts: list[str] = []
-    end = 0
-    for ref in _REFERENCE.finditer(text):
-        parts += [text[end : ref.start()], _referenced(ref[1], ref[2], refs)]
-        end = ref.end()
-    return "".join([*parts, text[end:]])
-
-
-# ---------------------------------------------------------------------------
-# One provider entry
+# KEY_FILE_LIMIT and References live in oswitch.config.references; importable here too.
+__all__ = ["KEY_FILE_LIMIT", "ProviderEntries", "References", "resolve_target"]
 
 
 @attrs.frozen(kw_only=True)
@@ -177,7 +71,7 @@ def _option(
 
 def _is_url_like(value: str) -> bool:
     # models.dev (and so OpenCode's own schema) spells the API's root URL as `api`.
-    return value.startswith(("http://", "https://")) or _REFERENCE.search(value) is not None
+    return value.startswith(("http://", "https://")) or REFERENCE.search(value) is not None
 
 
 class _EntryReader:
@@ -198,11 +92,11 @@ class _EntryReader:
             self.bad(f"expected a string (got {show(value)})", *where)
             return None
         try:
-            url = _substitute(value, self.refs)
+            url = substitute(value, self.refs)
         except Invalid as exc:
             self.bad(exc.reason, *where)
             return None
-        except _Missing as exc:
+        except MissingReference as exc:
             self.bad(f"missing: {exc.what}", *where)
             return None
         if (reason := url_problem(url)) is not None:
@@ -216,7 +110,7 @@ class _EntryReader:
         if not isinstance(value, str):
             self.bad(f"expected a string (got {kind_of(value)})", *where)
             return None, None, False
-        ref = _REFERENCE.fullmatch(value.strip())
+        ref = REFERENCE.fullmatch(value.strip())
         if ref is not None and ref[1] == "env":
             if ENV_NAME.fullmatch(ref[2]):
                 # Read by the runtime, not now: a key set later is picked up (the
@@ -225,10 +119,10 @@ class _EntryReader:
             self.bad("{env:...} must name an environment variable, like OPENAI_API_KEY", *where)
         elif ref is not None:
             try:
-                return _referenced("file", ref[2], self.refs), None, False
+                return referenced("file", ref[2], self.refs), None, False
             except Invalid as exc:
                 self.bad(exc.reason, *where)
-            except _Missing as exc:
+            except MissingReference as exc:
                 self.warnings.append(
                     Invalid(
                         f"key missing: {exc.what}; {show(self.name)} starts disabled "
@@ -238,7 +132,7 @@ class _EntryReader:
                     )
                 )
                 return None, None, True
-        elif _REFERENCE.search(value):
+        elif REFERENCE.search(value):
             self.bad("a reference must be the whole value: {env:VAR} or {file:path}", *where)
         elif not value:
             self.bad("must not be empty", *where)
@@ -351,8 +245,8 @@ def _read_provider(
     resource = options.get("resourceName")
     if base_url is None and isinstance(resource, str) and resource:
         try:
-            resource = _substitute(resource, refs)
-        except (Invalid, _Missing) as exc:
+            resource = substitute(resource, refs)
+        except (Invalid, MissingReference) as exc:
             reader.bad(f"cannot build the Azure URL: {exc}", "options", "resourceName")
         else:
             base_url = f"https://{resource}.openai.azure.com/openai/v1"

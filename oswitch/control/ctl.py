@@ -255,6 +255,9 @@ _RUNNERS: dict[str, Runner] = {
 
 
 async def _run(args: argparse.Namespace, url: str, token: str, timeout_s: float) -> int:
+    # A refusal to connect (a malformed URL) can come before any checkpoint: take one
+    # first, so every way out of an async function is one.
+    await trio.lowlevel.checkpoint()
     try:
         async with open_control(url, token=token, connect_timeout_s=timeout_s) as client:
             runner = _RUNNERS[args.ctl_command]

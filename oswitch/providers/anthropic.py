@@ -14,7 +14,7 @@ from typing import Any
 
 from oswitch.core.classify import classify_stream_error
 from oswitch.core.secret import Secret
-from oswitch.providers.base import MalformedReply, StreamFault, UpstreamCall
+from oswitch.providers.adapter import MalformedReply, StreamFault, UpstreamCall
 from oswitch.providers.openai import OSWITCH_REQUEST_KEYS, excerpt, loads, malformed_chunk
 from oswitch.providers.shape import get_count, get_object, get_str, wrong
 

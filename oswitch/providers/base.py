@@ -1,122 +1,29 @@
-"""The adapter interface every wire protocol implements."""
+"""The names shared by every provider adapter, importable from here as before: the
+interface is defined in oswitch.providers.adapter, the adapters' registry in
+oswitch.providers.registry."""
 
-from __future__ import annotations
+from oswitch.providers.adapter import (
+    MalformedReply,
+    ProviderAdapter,
+    StreamDecoder,
+    StreamFault,
+    UpstreamCall,
+    chunk_facts,
+    chunk_finish_reason,
+    chunk_has_tool_call,
+    chunk_text,
+)
+from oswitch.providers.registry import adapter_for
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
-
-import attrs
-
-from oswitch.core.classify import Classification
-from oswitch.core.secret import Secret
-
-
-class MalformedReply(ValueError):
-    """A provider answered 2xx with a body that is not a usable reply.
-
-    The message names what is wrong and where (``choices[0].message: missing``).
-    """
-
-
-class StreamFault(Exception):
-    """A stream went wrong in-band: an ``error`` event, or a chunk that is not valid.
-
-    ``classification`` is what the fault means for the target (an Anthropic
-    ``overloaded_error`` is ModelUnavailable, a malformed chunk a
-    TransientServerFailure); whether it becomes InterruptedExecution is the
-    engine's call, by whether content had begun.
-    """
-
-    def __init__(self, classification: Classification) -> None:
-        super().__init__(classification.message or str(classification.error_class))
-        self.classification = classification
-
-
-@attrs.frozen(kw_only=True)
-class UpstreamCall:
-    """What to send upstream: the adapter's translation of one request."""
-
-    url: str
-    headers: Mapping[str, str]
-    body: Mapping[str, Any]
-
-
-class StreamDecoder(Protocol):
-    """Turns one provider's SSE events into OpenAI ``chat.completion.chunk`` dicts."""
-
-    finished: bool
-    """True once the provider's terminator (``[DONE]``, ``message_stop``) arrived."""
-
-    def feed(self, event: str, data: str) -> list[dict[str, Any]]:
-        """Decode one SSE event (its ``event:`` name, possibly empty, and ``data``).
-
-        Returns the chunks it yields (often none: pings, bookkeeping events).
-        Raises StreamFault for an error event or a chunk that cannot be decoded,
-        including one whose fields have the wrong types.
-        """
-        ...
-
-
-class ProviderAdapter(Protocol):
-    """Translates between OpenAI chat-completions dicts and one provider protocol."""
-
-    api: str
-
-    def build_call(
-        self,
-        request: Mapping[str, Any],
-        *,
-        base_url: str,
-        model: str,
-        api_key: str | None,
-        stream: bool,
-    ) -> UpstreamCall:
-        """Return the upstream call for ``request`` sent to ``model``."""
-        ...
-
-    def parse_reply(self, payload: object, *, model: str) -> dict[str, Any]:
-        """Turn a 2xx JSON payload into an OpenAI chat.completion dict.
-
-        Raises MalformedReply when the payload is not a reply, or a field oswitch or
-        its callers read has the wrong type (the message names the field, never
-        quoting the provider's text).
-        """
-        ...
-
-    def stream_decoder(self, *, model: str, secrets: Iterable[Secret] = ()) -> StreamDecoder:
-        """A fresh decoder for one streamed reply from ``model``; ``secrets`` (the
-        configured keys) are scrubbed from its faults' messages."""
-        ...
-
-
-def chunk_facts(chunk: Mapping[str, Any]) -> tuple[str, bool, str | None]:
-    """A chunk's text, whether it carries a tool call, and its finish reason, in one look
-    at its first choice (what :func:`chunk_text`, :func:`chunk_has_tool_call` and
-    :func:`chunk_finish_reason` say one by one)."""
-    choices = chunk.get("choices")
-    if not choices:
-        return "", False, None
-    choice = choices[0]
-    delta = choice.get("delta") or {}
-    content = delta.get("content")
-    reason = choice.get("finish_reason")
-    return (
-        content if isinstance(content, str) else "",
-        bool(delta.get("tool_calls") or delta.get("function_call")),
-        reason if isinstance(reason, str) else None,
-    )
-
-
-def chunk_text(chunk: Mapping[str, Any]) -> str:
-    """The assistant text a chunk carries (its first choice's ``delta.content``)."""
-    return chunk_facts(chunk)[0]
-
-
-def chunk_has_tool_call(chunk: Mapping[str, Any]) -> bool:
-    """Whether a chunk's first choice carries a tool (or function) call."""
-    return chunk_facts(chunk)[1]
-
-
-def chunk_finish_reason(chunk: Mapping[str, Any]) -> str | None:
-    """A chunk's first choice's finish reason, or None."""
-    return chunk_facts(chunk)[2]
+__all__ = [
+    "MalformedReply",
+    "ProviderAdapter",
+    "StreamDecoder",
+    "StreamFault",
+    "UpstreamCall",
+    "adapter_for",
+    "chunk_facts",
+    "chunk_finish_reason",
+    "chunk_has_tool_call",
+    "chunk_text",
+]

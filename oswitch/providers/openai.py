@@ -9,7 +9,7 @@ from typing import Any
 from oswitch.core.classify import Classification, classify_stream_error
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.secret import Secret, scrub_and_cut
-from oswitch.providers.base import MalformedReply, StreamFault, UpstreamCall
+from oswitch.providers.adapter import MalformedReply, StreamFault, UpstreamCall
 from oswitch.providers.shape import (
     check_content,
     check_tool_calls,

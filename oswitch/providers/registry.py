@@ -1,22 +1,20 @@
-"""The adapter of every wire protocol oswitch speaks, built once.
-
-Adapters hold no state (a stream's state lives in its decoder), so every target
-of one ``api`` shares the same adapter.
-"""
+"""The provider adapters by the wire protocol they speak, each built once."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from oswitch.providers.adapter import ProviderAdapter
 from oswitch.providers.anthropic import AnthropicAdapter
-from oswitch.providers.base import ProviderAdapter
 from oswitch.providers.openai import OpenAIAdapter
 
+# Adapters hold no state (each stream gets a fresh decoder), so one of each serves
+# every target.
 ADAPTERS: Mapping[str, ProviderAdapter] = MappingProxyType(
-    {adapter.api: adapter for adapter in (OpenAIAdapter(), AnthropicAdapter())}
+    {"openai": OpenAIAdapter(), "anthropic": AnthropicAdapter()}
 )
-"""Each ``api`` value a target may name, mapped to its adapter."""
+"""Every adapter, by the ``api`` a target names ("openai", "anthropic")."""
 
 
 def adapter_for(api: str) -> ProviderAdapter:

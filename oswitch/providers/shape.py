@@ -14,24 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from oswitch.providers.base import MalformedReply
+from oswitch.core.kinds import kind_of
+from oswitch.providers.adapter import MalformedReply
 
 
 def kind(value: object) -> str:
-    """The JSON-ish name of ``value``'s type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    """The JSON name of ``value``'s type, for messages: "a number", "an array", …"""
+    return kind_of(value, mapping="an object", sequence="an array", integer="a number")
 
 
 def wrong(at: str, expected: str, value: object) -> MalformedReply:

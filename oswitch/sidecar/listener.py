@@ -122,7 +122,9 @@ class _PromptCloseTCPServer(TCPServer):
 
     async def protocol_send(self, event: Event) -> None:
         if self._client_gone and isinstance(event, Updated) and event.idle:
-            return  # an answer finished after the client left: nothing to keep alive for
+            # An answer finished after the client left: nothing to keep alive for.
+            await trio.lowlevel.checkpoint()
+            return
         await super().protocol_send(event)
 
 
@@ -195,6 +197,8 @@ class ConnectionGate:
             refused = (trio.BrokenResourceError, trio.ClosedResourceError)
             with trio.move_on_after(REFUSAL_WRITE_S), contextlib.suppress(*refused):
                 await stream.send_all(_refusal())
+            # send_all may have failed at once on a socket the peer already reset.
+            await trio.lowlevel.checkpoint()
             return
         self._open += 1
         try:

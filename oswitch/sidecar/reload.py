@@ -50,6 +50,8 @@ async def reload_from_file(
                 "problems": [f"{reason} @ {where}" for where, reason in error.problems],
             },
         )
+        # reload_config may refuse the config before it awaits anything.
+        await trio.lowlevel.checkpoint()
         return False
     for line in preflight(config, report=report).warnings:
         log.warning("config_warning", extra={"note": line})

@@ -31,6 +31,7 @@ class FakeProviderApp:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
+            await trio.lowlevel.checkpoint()  # a scope type no server sends us
             return
         body = b""
         while True:

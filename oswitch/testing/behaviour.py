@@ -8,7 +8,8 @@ from typing import Any
 import attrs
 import httpx
 
-# Called with the request and its parsed JSON body ({} when it has none).
+# Called with the request and its parsed JSON body ({} when it has none). It need not
+# checkpoint: FakeProvider.handle has (waiting out the latency, or at once).
 Responder = Callable[[httpx.Request, Mapping[str, Any]], Awaitable[httpx.Response]]
 
 

@@ -15,7 +15,7 @@ def malformed(latency: float = 0.0) -> Behaviour:
     """200 with a body that is not JSON."""
 
     async def respond(request: httpx.Request, _: Mapping[str, Any]) -> httpx.Response:
-        return httpx.Response(200, text="<html>upstream proxy error</html>")
+        return httpx.Response(200, text="<html>upstream proxy error</html>")  # noqa: ASYNC910 (a Responder: handle checkpoints)
 
     return Behaviour(name="malformed", respond=respond, latency=latency)
 

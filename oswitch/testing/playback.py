@@ -3,9 +3,10 @@ and telling the fake provider how the body ended."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Final, Literal, Protocol, TypeAlias
 
+import attrs
 import httpx
 import trio
 
@@ -13,13 +14,21 @@ from oswitch.testing.script import StreamScript
 from oswitch.testing.sse import error_event, ping, terminator
 
 
-async def play(script: StreamScript, events: list[bytes], content: range) -> AsyncIterator[bytes]:
-    """Yield the stream's bytes, split every ``split_bytes``, acting out the faults.
+@attrs.frozen
+class _Pause:
+    """Wait this long before going on (the script's ``chunk_latency``)."""
 
-    ``content`` says which of ``events`` are content chunks (counted from 1 by the
-    script's ``*_after`` and ``malformed_at`` options). A stall sleeps until cancelled;
-    a reset raises ``httpx.ReadError``.
-    """
+    seconds: float
+
+
+_STALL: Final = "stall"  # go silent until cancelled
+_RESET: Final = "reset"  # the connection is reset by the peer
+_Act: TypeAlias = bytes | _Pause | Literal["stall", "reset"]
+
+
+def _acts(script: StreamScript, events: list[bytes], content: range) -> Iterator[_Act]:
+    """What the stream does, in order: pieces of bytes, split every ``split_bytes``,
+    and the pauses and faults between them. Pure: :func:`play` acts them out."""
     pending = b""
     content_index = 0
     for position, raw in enumerate(events):
@@ -29,14 +38,14 @@ async def play(script: StreamScript, events: list[bytes], content: range) -> Asy
             if pending:
                 yield pending
             if script.stall_after == 0:
-                await trio.sleep_forever()
+                yield _STALL
             return
         if is_content:
             content_index += 1
             if script.malformed_at == content_index:
                 raw = b'data: {"choices": [{"delta": {"content": "bro\n\n'
             if script.chunk_latency:
-                await trio.sleep(script.chunk_latency)
+                yield _Pause(script.chunk_latency)
         pending += raw
         if script.ping_every and is_content and content_index % script.ping_every == 0:
             pending += ping(script.api)
@@ -55,15 +64,44 @@ async def play(script: StreamScript, events: list[bytes], content: range) -> Asy
         if script.reset_after == content_index:
             if pending:
                 yield pending
-            raise httpx.ReadError("connection reset by peer")
+            yield _RESET
+            return
         if script.stall_after == content_index:
             if pending:
                 yield pending
-            await trio.sleep_forever()
+            yield _STALL
+            return
     if not script.no_terminator:
         pending += terminator(script.api)
     if pending:
         yield pending
+
+
+# No checkpoint after the last piece: a reader that asks for more after the
+# terminator and then ends its attempt would be cancelled at that checkpoint, and
+# a finished stream would count as cancelled (FakeProvider.cancelled, which tests
+# assert); a real body read to its end is not cancelled either.
+async def play(  # noqa: ASYNC911 (ends right after its last piece, see above)
+    script: StreamScript, events: list[bytes], content: range
+) -> AsyncIterator[bytes]:
+    """Yield the stream's bytes, split every ``split_bytes``, acting out the faults.
+
+    ``content`` says which of ``events`` are content chunks (counted from 1 by the
+    script's ``*_after`` and ``malformed_at`` options). A stall sleeps until cancelled;
+    a reset raises ``httpx.ReadError``. Every piece is a checkpoint, as a read from a
+    socket is: a consumer that never waits still lets other tasks run between pieces
+    (and with ``chunk_latency`` 0, virtual time does not move).
+    """
+    for act in _acts(script, events, content):
+        if isinstance(act, bytes):
+            await trio.lowlevel.checkpoint()
+            yield act
+        elif isinstance(act, _Pause):
+            await trio.sleep(act.seconds)
+        elif act == _STALL:
+            await trio.sleep_forever()
+        else:
+            raise httpx.ReadError("connection reset by peer")
 
 
 class StreamWatcher(Protocol):

@@ -110,6 +110,7 @@ class FakeProvider:
         if not isinstance(body, dict):
             body = {}
         if script is None:
+            await trio.lowlevel.checkpoint()
             return httpx.Response(
                 404, json={"error": {"message": f"no fake route for {route!r}", "type": "fake"}}
             )
@@ -129,6 +130,10 @@ class FakeProvider:
         try:
             if behaviour.latency > 0 and not math.isinf(behaviour.latency):
                 await trio.sleep(behaviour.latency)
+            else:
+                # A real provider's answer is never at hand without a wait: a request
+                # is a schedule point, whatever the behaviour does.
+                await trio.lowlevel.checkpoint()
             response = await behaviour.respond(request, body)
             if isinstance(response.stream, PlayedBody):
                 response.stream.watcher = self

@@ -37,7 +37,7 @@ def reply(text: str = "ok", *, latency: float = 0.0, model: str | None = None) -
 
     async def respond(request: httpx.Request, body: Mapping[str, Any]) -> httpx.Response:
         served = model or str(body.get("model") or "fake-model")
-        return httpx.Response(200, json=completion(text, model=served))
+        return httpx.Response(200, json=completion(text, model=served))  # noqa: ASYNC910 (a Responder: handle checkpoints)
 
     return Behaviour(name="reply", respond=respond, latency=latency)
 
@@ -54,8 +54,10 @@ def error(
 
     async def respond(request: httpx.Request, _: Mapping[str, Any]) -> httpx.Response:
         if isinstance(body, Mapping):
-            return httpx.Response(status, json=dict(body), headers=dict(headers or {}))
-        return httpx.Response(status, text=body or "", headers=dict(headers or {}))
+            content: dict[str, Any] = {"json": dict(body)}
+        else:
+            content = {"text": body or ""}
+        return httpx.Response(status, **content, headers=dict(headers or {}))  # noqa: ASYNC910 (a Responder: handle checkpoints)
 
     return Behaviour(name=name or f"error {status}", respond=respond, latency=latency)
 

@@ -70,7 +70,7 @@ def stream(
         answer = answer_for(script, body)
         chunks = pieces(answer, script.words_per_chunk) if answer else []
         events, content = build(chunks, model=served, tool_call=tool_call)
-        return httpx.Response(
+        return httpx.Response(  # noqa: ASYNC910 (a Responder: handle checkpoints)
             200,
             headers={"content-type": "text/event-stream"},
             stream=PlayedBody(play(script, events, content)),

@@ -198,6 +198,8 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
                 sent = True
             except httpx.WriteError as exc:
                 write_error = exc
+                # The write may have failed at once (a reset socket): checkpoint anyway.
+                await trio.lowlevel.checkpoint()
 
         answer = None
         read_error: httpx.HTTPError | None = None
@@ -233,7 +235,9 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
 
     # ---- connections ---------------------------------------------------------------
 
-    async def _acquire(self) -> None:
+    # The fast path takes a free slot without a checkpoint (once per request): the
+    # request is sent next, which does checkpoint.
+    async def _acquire(self) -> None:  # noqa: ASYNC910 (the send after it checkpoints)
         try:
             self._slots.acquire_nowait()
         except trio.WouldBlock:
@@ -338,7 +342,11 @@ class _Connection:
         return data if type(data) is bytes else bytes(data)  # TLS reads give a bytearray
 
     async def read_head(self, method: bytes) -> wire.Head:
-        """Read the final response head (interim 1xx heads skipped)."""
+        """Read the final response head (interim 1xx heads skipped).
+
+        A head already buffered is returned without a read, and so without a
+        checkpoint: read_head is only called right after the request was sent,
+        which checkpointed."""
         parser = wire.HeadParser(method)
         buffer = self.buffer
         try:
@@ -346,7 +354,7 @@ class _Connection:
                 head, buffer = parser.parse(buffer)
                 if head is not None:
                     self.buffer = buffer
-                    return head
+                    return head  # noqa: ASYNC910 (the send before it checkpointed)
                 data = await self.receive()
                 if not data:
                     parser.end_of_stream(buffer)
@@ -378,6 +386,10 @@ class _Body(httpx.AsyncByteStream):
     def __aiter__(self) -> _Body:
         return self
 
+    # A hot per-piece path: a piece decoded from bytes already read is returned
+    # without another read, so without a checkpoint. The read that brought those
+    # bytes checkpointed, and one read holds at most READ_SIZE bytes: a consumer
+    # cannot go on long without waiting on the next read, which checkpoints.
     async def __anext__(self) -> bytes:
         connection = self._connection
         if connection is None:
@@ -393,7 +405,7 @@ class _Body(httpx.AsyncByteStream):
                         break
                     if data:
                         connection.buffer = buffer
-                        return data
+                        return data  # noqa: ASYNC910 (bytes already read; see above)
                 received = await connection.receive()
                 if not received:
                     self._decoder.end_of_stream()
@@ -409,7 +421,7 @@ class _Body(httpx.AsyncByteStream):
             raise
         if not data:
             raise StopAsyncIteration
-        return data
+        return data  # noqa: ASYNC910 (bytes already read; see above)
 
     async def aclose(self) -> None:
         """Stop reading: a body not read to its end closes its connection."""

@@ -1,0 +1,300 @@
+"""``POST /v1/chat/completions``: the sidecar's one endpoint that routes.
+
+The caller's gateway key is checked, the body read within its size and time bounds,
+parsed and validated, then handed to the switcher: a JSON reply, or an SSE stream
+whose status goes out only once the first content chunk is in hand (so a failure
+before content still gets an honest status code; one after it ends in-band, never
+with ``[DONE]``). A client that disconnects before its answer is complete cancels
+the request, which cancels the upstream attempt. Each request is counted once in
+the metrics, as finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, describe
+from oswitch.core.clip import shorten
+from oswitch.core.secret import Secret
+from oswitch.errors import SwitcherError
+from oswitch.metrics import SwitcherMetrics
+from oswitch.runtime.switcher import Switcher
+from oswitch.sidecar.errors import HttpError, bad_request, http_error_for
+from oswitch.sidecar.responses import CLOSE, Receive, Scope, Send, send_error, send_json, sse
+
+log = logging.getLogger("oswitch.sidecar")
+
+
+@attrs.define
+class _RequestState:
+    """One chat request as the HTTP layer sees it. ``answered``: the answer is complete
+    (or its error decided), so a disconnect after that is just the client leaving."""
+
+    stream: bool
+    started: float
+    answered: bool = False
+    first_token_at: float | None = None
+
+
+class BodyTooLarge(Exception):
+    """The request body grew past ``max_body_bytes`` (answered 413)."""
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive within ``body_timeout_s`` (answered 408)."""
+
+
+class ClientGone(Exception):
+    """The client disconnected while its body was being read (nothing to answer)."""
+
+
+def _non_finite(literal: str) -> float:
+    # NaN, Infinity and -Infinity are not JSON. They are read as the floats they name so
+    # that the request check refuses them naming their path ($.temperature), exactly as
+    # it refuses 1e999, which the decoder reads as infinity.
+    return float(literal)
+
+
+class ChatCompletions:
+    """The chat completions endpoint of one sidecar; see :class:`SidecarApp` for
+    ``api_keys``, ``max_body_bytes`` and ``body_timeout_s``."""
+
+    def __init__(
+        self,
+        switcher: Switcher,
+        *,
+        api_keys: tuple[Secret, ...],
+        max_body_bytes: int,
+        body_timeout_s: float,
+        metrics: SwitcherMetrics,
+    ) -> None:
+        self.switcher = switcher
+        self.api_keys = api_keys
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.metrics = metrics
+
+    def _authorized(self, scope: Scope) -> bool:
+        if not self.api_keys:
+            return True
+        header = b""
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"authorization":
+                header = value
+        text = header.decode("latin-1")
+        if not text.lower().startswith("bearer "):
+            return False
+        offered = text[7:].strip()
+        # Check every key, so timing does not tell which one almost matched.
+        matches = [key.matches(offered) for key in self.api_keys]
+        return any(matches)
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body, within ``max_body_bytes`` and ``body_timeout_s`` (counted
+        from the app's start, which is when the request's headers were in)."""
+        chunks: list[bytes] = []
+        size = 0
+        with trio.move_on_after(self.body_timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        raise BodyTimeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """Answer one chat request. Blocks until the answer is sent or the client
+        left; raises only what the connection itself raises (and Cancelled)."""
+        if not self._authorized(scope):
+            await send_error(
+                send,
+                request_id,
+                HttpError(
+                    status=401,
+                    message="missing or invalid API key for this gateway",
+                    type="invalid_request_error",
+                    code="invalid_api_key",
+                ),
+            )
+            return
+        try:
+            raw = await self._read_body(receive)
+        except ClientGone:
+            # The disconnect may have been waiting already: receive returned at once.
+            await trio.lowlevel.checkpoint()
+            return
+        except BodyTooLarge:
+            await send_error(
+                send,
+                request_id,
+                HttpError(
+                    status=413,
+                    message=f"request body over {self.max_body_bytes} bytes",
+                    type="invalid_request_error",
+                    code="body_too_large",
+                ),
+            )
+            return
+        except BodyTimeout:
+            log.info("request_body_timeout", extra={"request_id": request_id})
+            await send_error(
+                send,
+                request_id,
+                HttpError(
+                    status=408,
+                    message=f"request body not received within {self.body_timeout_s:g} s",
+                    type="invalid_request_error",
+                    code="body_timeout",
+                ),
+                [CLOSE],
+            )
+            return
+        try:
+            body = json.loads(raw, parse_constant=_non_finite)
+        except ValueError as exc:
+            await send_error(
+                send,
+                request_id,
+                bad_request(
+                    f"request body is not valid JSON: {shorten(str(exc), 200)}", code="invalid_json"
+                ),
+            )
+            return
+        except RecursionError:
+            # The decoder recursed past the interpreter's limit: far beyond MAX_DEPTH.
+            await send_error(
+                send,
+                request_id,
+                bad_request(
+                    f"not a chat completion request: nested deeper than {MAX_DEPTH} levels @ $",
+                    param="$",
+                ),
+            )
+            return
+        problems = chat_request_problems(body)
+        if problems:
+            await send_error(
+                send, request_id, bad_request(describe(problems), param=problems[0][0])
+            )
+            return
+        state = _RequestState(stream=body.get("stream") is True, started=trio.current_time())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope, state)
+            if state.stream:
+                await self._stream(send, request_id, body, state)
+            else:
+                await self._complete(send, request_id, body, state)
+            nursery.cancel_scope.cancel()
+
+    async def _watch_disconnect(
+        self, receive: Receive, scope: trio.CancelScope, state: _RequestState
+    ) -> None:
+        """Cancel the request when the client goes away before its answer is complete
+        (it closed the connection, or stopped reading past ``write_timeout_ms``), and
+        count it as ``client_cancelled``."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not state.answered:
+                    log.info("client_disconnected")
+                    self._observe(None, state, outcome="client_cancelled")
+                    scope.cancel()
+                return
+
+    async def _complete(
+        self, send: Send, request_id: str, body: dict[str, Any], state: _RequestState
+    ) -> None:
+        try:
+            reply = await self.switcher.complete(body, request_id=request_id)
+        except SwitcherError as error:
+            self._observe(error, state)
+            await send_error(send, request_id, http_error_for(error))
+            return
+        self._observe(None, state)
+        await send_json(send, request_id, 200, reply)
+
+    async def _stream(
+        self, send: Send, request_id: str, body: dict[str, Any], state: _RequestState
+    ) -> None:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        try:
+            async with self.switcher.stream(body, request_id=request_id) as chunks:
+                state.first_token_at = trio.current_time()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", b"text/event-stream"),
+                            (b"cache-control", b"no-cache"),
+                            (b"x-oswitch-request-id", request_id.encode()),
+                        ],
+                    }
+                )
+                usage: Any = None
+                usage_sent = False
+                try:
+                    async for chunk in chunks:
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                            usage_sent = usage_sent or not chunk.get("choices")
+                        await send(
+                            {"type": "http.response.body", "body": sse(chunk), "more_body": True}
+                        )
+                except SwitcherError as error:
+                    # Content already went out (or the request's deadline passed while it
+                    # was being delivered): say so in-band, and never send [DONE].
+                    self._observe(error, state)
+                    failure = http_error_for(error)
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": sse(failure.body()),
+                            "more_body": False,
+                        }
+                    )
+                    return
+                tail = b""
+                if include_usage and usage is not None and not usage_sent:
+                    tail += sse(
+                        {
+                            "id": f"chatcmpl-{request_id}",
+                            "object": "chat.completion.chunk",
+                            "model": body["model"],
+                            "choices": [],
+                            "usage": usage,
+                        }
+                    )
+                tail += b"data: [DONE]\n\n"
+                self._observe(None, state)
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
+        except SwitcherError as error:
+            # Nothing went out yet: an honest status code is still possible.
+            self._observe(error, state)
+            await send_error(send, request_id, http_error_for(error))
+
+    def _observe(
+        self, error: SwitcherError | None, state: _RequestState, *, outcome: str | None = None
+    ) -> None:
+        """Count the request once, as finished: ``ok``, the error raised, or
+        ``client_cancelled``; after this a disconnect is just the client leaving."""
+        state.answered = True
+        error_class = getattr(error, "error_class", None)
+        self.metrics.observe_request(
+            outcome=outcome or ("ok" if error is None else type(error).__name__),
+            error_class="" if error_class is None else str(error_class),
+            stream=state.stream,
+            started=state.started,
+            first_token_at=state.first_token_at,
+        )

@@ -1,0 +1,91 @@
+"""How the sidecar answers over ASGI: a JSON body, an OpenAI-shaped error, an SSE
+event, and a ``send`` that remembers how far its response got.
+
+Every response carries ``x-oswitch-request-id``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from oswitch.sidecar.errors import HttpError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CLOSE = (b"connection", b"close")
+"""The header that closes the connection once the response is sent."""
+
+
+class Responder:
+    """``send`` that remembers how far the response got, so a handler's unexpected
+    failure can still be answered in the right shape (a 500, or an in-band event)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.finished = False
+        self.event_stream = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.event_stream = (b"content-type", b"text/event-stream") in message["headers"]
+        elif not message.get("more_body", False):
+            self.finished = True
+        await self._send(message)
+
+
+def sse(payload: object) -> bytes:
+    """``payload`` as one server-sent event: ``data: <compact JSON>`` and a blank line."""
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def error_type(exc: BaseException) -> str:
+    """The exception's type, and for a group the types inside it (never its message,
+    which may quote a caller's input)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return f"{type(exc).__name__}({', '.join(error_type(e) for e in exc.exceptions)})"
+    return type(exc).__name__
+
+
+async def send_json(
+    send: Send,
+    request_id: str,
+    status: int,
+    payload: object,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Send a whole JSON response: ``status``, ``payload`` and any extra ``headers``.
+    Blocks until the server took both messages."""
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-oswitch-request-id", request_id.encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(
+    send: Send,
+    request_id: str,
+    error: HttpError,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Send ``error`` as its status and OpenAI error JSON, with its own headers
+    (Retry-After) and any extra ``headers``. Blocks as :func:`send_json` does."""
+    await send_json(
+        send, request_id, error.status, error.body(), [*error.headers(), *(headers or [])]
+    )
