@@ -88,6 +88,9 @@ def test_core_modules_import_no_io_libraries() -> None:
         "error_class",
         "ledger",
         "target_health",
+        "ratelimit_headers",
+        "tokens",
+        "headroom",
     }
     assert {f"oswitch.core.{name}" for name in expected} <= set(probe["modules"])
     loaded = probe["loaded"]
