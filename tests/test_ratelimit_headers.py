@@ -257,3 +257,25 @@ def test_durations_parse_monotonically(
         assert reset(first) <= reset(second)
     else:
         assert reset(first) >= reset(second)
+
+
+def test_plain_policy_lists_read_their_leading_count() -> None:
+    """A plain X-RateLimit-Limit carrying a policy list ("100, 100;window=60, ...")
+    gives its leading count (https://developer.whoop.com/docs/developing/rate-limiting)."""
+    headers = {
+        "X-RateLimit-Limit": "100, 100;window=60, 10000;window=86400",
+        "X-RateLimit-Remaining": "98",
+        "X-RateLimit-Reset": "3",
+    }
+    limits = parse_limits(headers, now=NOW)
+    assert limits.requests == LimitWindow(limit=100, remaining=98, reset_at=NOW + 3.0)
+    assert limits.problems == ()
+
+
+def test_ietf_draft_headers() -> None:
+    """The IETF draft's RateLimit-* headers give the requests window, the reset in
+    seconds from now (https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/)."""
+    headers = {"RateLimit-Limit": "10", "RateLimit-Remaining": "0", "RateLimit-Reset": "50"}
+    limits = parse_limits(headers, now=NOW)
+    assert limits.requests == LimitWindow(limit=10, remaining=0, reset_at=NOW + 50.0)
+    assert limits.dialect == "ietf"

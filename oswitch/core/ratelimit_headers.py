@@ -1,7 +1,7 @@
 """Reading the limits a provider reports on every reply: how many requests and tokens a
 key may still send, out of how many, and when the window resets.
 
-Providers say it in three dialects, each a table below (docs/rate-limits.md lists what
+Providers say it in four dialects, each a table below (docs/rate-limits.md lists what
 each provider sends and cites its documentation):
 
 - **OpenAI style** — OpenAI, Azure OpenAI, Groq, and most OpenAI-compatible servers:
@@ -13,6 +13,7 @@ each provider sends and cites its documentation):
 - **Plain** — OpenRouter and many gateways: ``X-RateLimit-Limit``, ``-Remaining``,
   ``-Reset`` for requests; OpenRouter's reset is epoch milliseconds, others send epoch
   seconds, a delay in seconds, a Go duration, or a date — all are read.
+- **IETF draft** — ``RateLimit-Limit``, ``-Remaining``, ``-Reset`` (seconds from now).
 
 Pure: no I/O, no clock of its own (``now`` is the wall clock, epoch seconds, and every
 ``reset_at`` is on that clock). A malformed value is ignored and named in ``problems``;
@@ -81,7 +82,7 @@ class ProviderLimits:
     """The provider's view of one key after one reply.
 
     ``observed_at`` is the ``now`` it was read at; ``dialect`` names the table that
-    matched ("openai", "anthropic", "plain", or None when no header was recognised);
+    matched ("anthropic", "openai", "plain", "ietf", or None when no header was recognised);
     ``problems`` lists each malformed header (its name and why), already clipped.
     """
 
@@ -114,6 +115,13 @@ def _count(text: str, _now: float) -> float | None:
     if not _COUNT.fullmatch(value):
         return None
     return float(int(value))
+
+
+def _first_count(text: str, now: float) -> float | None:
+    """A count, or the first of a policy list as the IETF draft and some gateways send
+    it ("100, 100;window=60, 10000;window=86400" or "100;w=60"): its leading number."""
+    head = text.split(",", 1)[0].split(";", 1)[0]
+    return _count(head, now)
 
 
 def _finite(seconds: float) -> float | None:
@@ -246,9 +254,18 @@ _ANTHROPIC = _family(
 # https://openrouter.ai/docs/api-reference/limits: X-RateLimit-Limit/-Remaining/-Reset
 # (the reset in epoch milliseconds); the same three names are common elsewhere.
 _PLAIN = (
-    _Rule(header="x-ratelimit-limit", dimension="requests", field="limit", read=_count),
-    _Rule(header="x-ratelimit-remaining", dimension="requests", field="remaining", read=_count),
+    _Rule(header="x-ratelimit-limit", dimension="requests", field="limit", read=_first_count),
+    _Rule(
+        header="x-ratelimit-remaining", dimension="requests", field="remaining", read=_first_count
+    ),
     _Rule(header="x-ratelimit-reset", dimension="requests", field="reset", read=_reset_any),
+)
+# https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/ (draft 07):
+# RateLimit-Limit / -Remaining / -Reset, the reset in seconds from now.
+_IETF = (
+    _Rule(header="ratelimit-limit", dimension="requests", field="limit", read=_first_count),
+    _Rule(header="ratelimit-remaining", dimension="requests", field="remaining", read=_first_count),
+    _Rule(header="ratelimit-reset", dimension="requests", field="reset", read=_reset_after),
 )
 
 # First dialect with any header present wins: a reply speaks one dialect, and a proxy
@@ -257,6 +274,7 @@ _DIALECTS: tuple[tuple[str, tuple[_Rule, ...]], ...] = (
     ("anthropic", _ANTHROPIC),
     ("openai", _OPENAI),
     ("plain", _PLAIN),
+    ("ietf", _IETF),
 )
 
 
@@ -276,7 +294,7 @@ def parse_limits(headers: Mapping[str, str], *, now: float) -> ProviderLimits:
     """Read a reply's rate-limit headers (names matched case-insensitively) at ``now``,
     the wall clock in epoch seconds.
 
-    Only the first dialect present is read (Anthropic, then OpenAI style, then plain).
+    Only the first dialect present is read (Anthropic, OpenAI style, plain, IETF).
     Counts must be whole non-negative numbers; a reset is read by its dialect's format
     and returned as an absolute time on ``now``'s clock. A value that does not parse is
     left None and named in ``problems``. Never raises.
