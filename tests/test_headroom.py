@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from oswitch.core.bucket import TokenBucket
 from oswitch.core.headroom import (
+    MAX_LEARNED_HOLD_S,
     STALE_AFTER_S,
     ConfiguredBudget,
     ConfiguredLimits,
@@ -68,6 +69,15 @@ def test_learned_remaining_without_reset_is_trusted_for_a_minute() -> None:
     learned = _learned(requests=LimitWindow(remaining=0))
     verdict = headroom(estimate=SMALL, now=NOW + 10.0, learned=learned)
     assert verdict.ready_at == NOW + STALE_AFTER_S
+
+
+def test_a_far_reset_holds_a_key_back_at_most_an_hour() -> None:
+    """A reported reset days ahead (a daily window, or a reset read wrongly) holds the key
+    back only MAX_LEARNED_HOLD_S after it was observed, so it is probed again."""
+    learned = _learned(requests=LimitWindow(remaining=0, reset_at=NOW + 7 * 86_400.0))
+    verdict = headroom(estimate=SMALL, now=NOW + 1.0, learned=learned)
+    assert (verdict.can_take, verdict.ready_at) == (False, NOW + MAX_LEARNED_HOLD_S)
+    assert headroom(estimate=SMALL, now=NOW + MAX_LEARNED_HOLD_S, learned=learned).can_take
 
 
 def test_sent_since_the_view_is_taken_off_remaining() -> None:

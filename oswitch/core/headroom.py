@@ -16,7 +16,8 @@ need can never take it (``too_large``: route to a key that can, or refuse as
 RequestTooLarge — never send it to be refused). A learned window short of the need is
 not ready until its reset (providers report the time the window is full again); one
 whose reset has passed counts as refilled; one with no reset time is trusted for
-STALE_AFTER_S after it was observed. A configured bucket short of the need is ready
+STALE_AFTER_S after it was observed, and none holds a key back longer than
+MAX_LEARNED_HOLD_S after it was observed. A configured bucket short of the need is ready
 when it has refilled enough.
 
 Pure: time is passed in; one clock (the wall clock of the learned view) for all of it.
@@ -33,6 +34,7 @@ from oswitch.core.ratelimit_headers import DIMENSIONS, Dimension, LimitWindow, P
 from oswitch.core.tokens import TokenEstimate
 
 __all__ = [
+    "MAX_LEARNED_HOLD_S",
     "STALE_AFTER_S",
     "ConfiguredBudget",
     "ConfiguredLimits",
@@ -44,6 +46,11 @@ __all__ = [
 # A provider's "remaining" with no reset time is believed for one minute (the window
 # every provider here limits by), then the key is tried again.
 STALE_AFTER_S = 60.0
+# However far ahead a reported reset is, it holds a key back at most this long after it
+# was observed; then the key is tried again and its reply refreshes the view. A day's
+# exhaustion costs one probe an hour (classified as the provider answers it), and a
+# reset read wrongly cannot strand a key.
+MAX_LEARNED_HOLD_S = 3600.0
 
 
 @attrs.frozen(kw_only=True)
@@ -139,7 +146,7 @@ def _learned(
     if left >= need:
         return _Check(source, now, _fraction(left - need, limit if limit else remaining))
     until = reset_at if reset_at is not None else observed_at + STALE_AFTER_S
-    return _Check(source, max(now, until), 0.0)
+    return _Check(source, max(now, min(until, observed_at + MAX_LEARNED_HOLD_S)), 0.0)
 
 
 def headroom(
