@@ -89,6 +89,9 @@ def test_core_modules_import_no_io_libraries() -> None:
         "ledger",
         "target_health",
         "deadline_learning",
+        "ratelimit_headers",
+        "tokens",
+        "headroom",
     }
     assert {f"oswitch.core.{name}" for name in expected} <= set(probe["modules"])
     loaded = probe["loaded"]

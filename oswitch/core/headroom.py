@@ -1,0 +1,213 @@
+"""Can this key take this request now, and if not, from when? The stricter of what the
+operator configured and what the provider reported decides.
+
+Two sources, each per dimension:
+
+- **configured**: the target's own buckets (``rate_limit.requests_per_minute`` and,
+  with the issue's runtime work, ``tokens_per_minute``), given as their state at
+  ``now``: capacity, tokens available, refill rate.
+- **learned**: the provider's latest :class:`ProviderLimits` for the key, less what
+  was sent since it was observed (the provider's ``remaining`` does not count those
+  yet).
+
+A request needs 1 request, ``estimate.total_tokens`` tokens, ``prompt_tokens`` input
+tokens and ``completion_tokens`` output tokens. A dimension whose limit is below the
+need can never take it (``too_large``: route to a key that can, or refuse as
+RequestTooLarge — never send it to be refused). A learned window short of the need is
+not ready until its reset (providers report the time the window is full again); one
+whose reset has passed counts as refilled; one with no reset time is trusted for
+STALE_AFTER_S after it was observed, and none holds a key back longer than
+MAX_LEARNED_HOLD_S after it was observed. A configured bucket short of the need is ready
+when it has refilled enough.
+
+Pure: time is passed in; one clock (the wall clock of the learned view) for all of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from oswitch.core.bucket import TokenBucket
+from oswitch.core.ratelimit_headers import DIMENSIONS, Dimension, LimitWindow, ProviderLimits
+from oswitch.core.tokens import TokenEstimate
+
+__all__ = [
+    "MAX_LEARNED_HOLD_S",
+    "STALE_AFTER_S",
+    "ConfiguredBudget",
+    "ConfiguredLimits",
+    "Headroom",
+    "budget_of",
+    "headroom",
+]
+
+# A provider's "remaining" with no reset time is believed for one minute (the window
+# every provider here limits by), then the key is tried again.
+STALE_AFTER_S = 60.0
+# However far ahead a reported reset is, it holds a key back at most this long after it
+# was observed; then the key is tried again and its reply refreshes the view. A day's
+# exhaustion costs one probe an hour (classified as the provider answers it), and a
+# reset read wrongly cannot strand a key.
+MAX_LEARNED_HOLD_S = 3600.0
+
+
+@attrs.frozen(kw_only=True)
+class ConfiguredBudget:
+    """One configured bucket's state at ``now``: at most ``capacity`` at once,
+    ``available`` now, refilled at ``refill_per_s``."""
+
+    capacity: float
+    available: float
+    refill_per_s: float
+
+
+@attrs.frozen(kw_only=True)
+class ConfiguredLimits:
+    """The operator's buckets for a key; None where none is configured."""
+
+    requests: ConfiguredBudget | None = None
+    tokens: ConfiguredBudget | None = None
+
+
+def budget_of(bucket: TokenBucket, now: float) -> ConfiguredBudget:
+    """The state of ``bucket`` at ``now`` (its own clock), for :func:`headroom`."""
+    return ConfiguredBudget(
+        capacity=bucket.burst, available=bucket.available(now), refill_per_s=bucket.rate_per_s
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Headroom:
+    """The verdict for one key and one request at ``now``.
+
+    ``can_take``: send it now. ``ready_at``: the moment it could be sent (``now`` when
+    it can; None when ``too_large``: some limit is below the request's need, so this
+    key never can). ``binding``: the limit that decided, e.g. ``"learned.tokens"`` or
+    ``"configured.requests"`` — the one furthest from ready, else the one with least
+    to spare; None when nothing limits the key. ``spare``: the smallest fraction of any
+    known limit left after this request (0.0 to 1.0; 1.0 when nothing is known), for
+    preferring keys with more headroom before any runs out.
+    """
+
+    can_take: bool
+    ready_at: float | None
+    too_large: bool
+    binding: str | None
+    spare: float
+
+
+@attrs.frozen
+class _Check:
+    source: str
+    ready_at: float | None  # None: too large
+    spare: float
+
+
+def _needs(estimate: TokenEstimate) -> dict[Dimension, int]:
+    return {
+        "requests": 1,
+        "tokens": estimate.total_tokens,
+        "input_tokens": estimate.prompt_tokens,
+        "output_tokens": estimate.completion_tokens,
+    }
+
+
+def _fraction(left: float, whole: float) -> float:
+    if not (whole > 0.0 and math.isfinite(whole)):
+        return 1.0 if left >= 0.0 else 0.0
+    return min(1.0, max(0.0, left / whole))
+
+
+def _configured(source: str, budget: ConfiguredBudget, need: float, now: float) -> _Check:
+    if need > budget.capacity:
+        return _Check(source, None, 0.0)
+    short = need - budget.available
+    if short <= 0.0:
+        return _Check(source, now, _fraction(-short, budget.capacity))
+    if not (budget.refill_per_s > 0.0 and math.isfinite(budget.refill_per_s)):
+        return _Check(source, None, 0.0)
+    return _Check(source, now + short / budget.refill_per_s, 0.0)
+
+
+def _learned(
+    source: str, window: LimitWindow, need: int, sent: int, observed_at: float, now: float
+) -> _Check | None:
+    limit, remaining, reset_at = window.limit, window.remaining, window.reset_at
+    if limit is not None and need > limit:
+        return _Check(source, None, 0.0)
+    if remaining is None:
+        return None
+    if reset_at is not None and reset_at <= now:
+        # The window has refilled since the provider spoke.
+        return None if limit is None else _Check(source, now, _fraction(limit - need, limit))
+    left = remaining - sent
+    if left >= need:
+        return _Check(source, now, _fraction(left - need, limit if limit else remaining))
+    until = reset_at if reset_at is not None else observed_at + STALE_AFTER_S
+    return _Check(source, max(now, min(until, observed_at + MAX_LEARNED_HOLD_S)), 0.0)
+
+
+def headroom(
+    *,
+    estimate: TokenEstimate,
+    now: float,
+    learned: ProviderLimits | None = None,
+    configured: ConfiguredLimits | None = None,
+    sent_requests: int = 0,
+    sent_tokens: TokenEstimate | None = None,
+) -> Headroom:
+    """Say whether a key can take a request of ``estimate`` at ``now``, and if not, when.
+
+    ``learned`` is the provider's latest view of the key; ``sent_requests`` and
+    ``sent_tokens`` are what was sent on the key since that view was observed (taken
+    off its ``remaining``). ``configured`` holds the key's configured buckets, their
+    state taken at ``now``. Every limit must allow the request: it can be taken when
+    all allow it now, it is ready when the last of them allows it, and it is too large
+    when any limit is below its need. Never raises.
+    """
+    needs = _needs(estimate)
+    sent_needs = _needs(sent_tokens) if sent_tokens is not None else dict.fromkeys(needs, 0)
+    sent_needs["requests"] = sent_requests
+    checks: list[_Check] = []
+    if configured is not None:
+        if configured.requests is not None:
+            checks.append(_configured("configured.requests", configured.requests, 1, now))
+        if configured.tokens is not None:
+            checks.append(_configured("configured.tokens", configured.tokens, needs["tokens"], now))
+    if learned is not None:
+        for dimension in DIMENSIONS:
+            check = _learned(
+                f"learned.{dimension}",
+                learned.window(dimension),
+                needs[dimension],
+                sent_needs[dimension],
+                learned.observed_at,
+                now,
+            )
+            if check is not None:
+                checks.append(check)
+    return _verdict(checks, now)
+
+
+def _verdict(checks: list[_Check], now: float) -> Headroom:
+    if not checks:
+        return Headroom(can_take=True, ready_at=now, too_large=False, binding=None, spare=1.0)
+    spare = min(check.spare for check in checks)
+    ready: list[tuple[float, _Check]] = []
+    for check in checks:
+        if check.ready_at is None:
+            return Headroom(
+                can_take=False, ready_at=None, too_large=True, binding=check.source, spare=0.0
+            )
+        ready.append((check.ready_at, check))
+    ready_at, latest = max(ready, key=lambda pair: pair[0])
+    if ready_at > now:
+        return Headroom(
+            can_take=False, ready_at=ready_at, too_large=False, binding=latest.source, spare=spare
+        )
+    tightest = min(checks, key=lambda check: check.spare)
+    return Headroom(
+        can_take=True, ready_at=now, too_large=False, binding=tightest.source, spare=spare
+    )
