@@ -60,6 +60,8 @@ FLOOR = "aiohttp"
 VARIANTS = ("httpx", "embedded", "sidecar", FLOOR)
 ALL_VARIANTS = ("httpx", "embedded", "embedded-httpx", "sidecar")
 AIOHTTP_SKIPPED = "aiohttp not installed: skipped"
+# Far above a full round's few seconds; only a hung child reaches it.
+AIOHTTP_ROUND_TIMEOUT_S = 300.0
 
 
 def aiohttp_available() -> bool:
@@ -398,7 +400,8 @@ async def _run_aiohttp(
 ) -> _Round:
     """One round of the aiohttp baseline in a fresh process (``bench.aiohttp_baseline``).
 
-    Blocks until that process exits; raises RuntimeError if it fails.
+    Blocks until that process exits; raises RuntimeError if it fails, and
+    trio.TooSlowError (the child killed) if it runs past ``AIOHTTP_ROUND_TIMEOUT_S``.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
@@ -414,9 +417,11 @@ async def _run_aiohttp(
         str(requests),
         *(["--stream"] if streamed else []),
     ]
-    done = await trio.run_process(
-        command, cwd=ROOT, env=env, capture_stdout=True, capture_stderr=True, check=False
-    )
+    # A hung child must not hang the bench: run_process kills it when cancelled.
+    with trio.fail_after(AIOHTTP_ROUND_TIMEOUT_S):
+        done = await trio.run_process(
+            command, cwd=ROOT, env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"the aiohttp baseline failed ({done.returncode}): {tail[0]}")
