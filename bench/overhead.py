@@ -11,7 +11,13 @@ client side only:
   (``transport=httpx.AsyncHTTPTransport(...)``): oswitch's engine on the baseline's
   HTTP stack, so what the engine costs stays visible apart from what its pool saves;
 * ``sidecar`` — a bare httpx client calling the sidecar in this process, which
-  calls the upstream: its CPU is the caller's plus the whole sidecar's.
+  calls the upstream: its CPU is the caller's plus the whole sidecar's, so the
+  sidecar's own CPU is estimated as this cell less the bare httpx cell's;
+* ``aiohttp`` (when installed: ``pip install -e '.[bench]'``) — aiohttp's own client
+  on asyncio, the fastest Python client and so the floor, run by
+  ``python -m bench.aiohttp_baseline`` in a fresh process per round (its CPU is that
+  process's, measured around the same closed loop). Without aiohttp the run goes on
+  and says "aiohttp not installed: skipped".
 
 Each runs closed-loop at each concurrency, non-streamed and streamed, after a
 warm-up, in interleaved rounds; a cell's figure is the median over rounds. Then
@@ -25,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import importlib.util
 import json
 import os
 import statistics
@@ -47,8 +54,21 @@ from oswitch import SwitcherConfig, open_switcher, parse_config
 from oswitch.testing import completion, serve_fake_provider
 
 MODEL = "gpt-4o-mini"
-VARIANTS = ("httpx", "embedded", "sidecar")
+# The floor runs out of process and only when installed, so it stands apart from the
+# variants this process measures.
+FLOOR = "aiohttp"
+VARIANTS = ("httpx", "embedded", "sidecar", FLOOR)
 ALL_VARIANTS = ("httpx", "embedded", "embedded-httpx", "sidecar")
+AIOHTTP_SKIPPED = "aiohttp not installed: skipped"
+# Far above a full round's few seconds; only a hung child reaches it.
+AIOHTTP_ROUND_TIMEOUT_S = 300.0
+
+
+def aiohttp_available() -> bool:
+    """Whether the aiohttp baseline can run (the optional ``bench`` extra)."""
+    return importlib.util.find_spec("aiohttp") is not None
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,7 +106,7 @@ class OverheadSettings:
             routing_targets=(3, 100, 1000),
             routing_requests=3000,
             judge_targets=True,
-            variants=ALL_VARIANTS,
+            variants=(*ALL_VARIANTS, FLOOR),
         )
 
 
@@ -126,12 +146,17 @@ class RoutingCell:
 
 @attrs.frozen(kw_only=True)
 class OverheadResult:
-    """The overhead benchmark's figures, with how the upstream ran."""
+    """The overhead benchmark's figures, with how the upstream ran.
+
+    ``notes`` says what was asked for and not measured (the aiohttp baseline when
+    aiohttp is not installed).
+    """
 
     upstream: str
     settings: OverheadSettings
     cells: tuple[Cell, ...]
     routing: tuple[RoutingCell, ...]
+    notes: tuple[str, ...] = ()
 
     def cell(self, variant: str, streamed: bool, concurrency: int) -> Cell | None:
         for cell in self.cells:
@@ -143,13 +168,26 @@ class OverheadResult:
                 return cell
         return None
 
-    def ratio(self, variant: str, streamed: bool, concurrency: int) -> float | None:
-        """CPU per request of ``variant`` over bare httpx's, same streaming and concurrency."""
+    def ratio(
+        self, variant: str, streamed: bool, concurrency: int, base: str = "httpx"
+    ) -> float | None:
+        """CPU per request of ``variant`` over ``base``'s (bare httpx unless told),
+        same streaming and concurrency; None when either was not measured."""
         cell = self.cell(variant, streamed, concurrency)
-        base = self.cell("httpx", streamed, concurrency)
-        if cell is None or base is None or base.cpu_ms_per_request <= 0:
+        floor = self.cell(base, streamed, concurrency)
+        if cell is None or floor is None or floor.cpu_ms_per_request <= 0:
             return None
-        return cell.cpu_ms_per_request / base.cpu_ms_per_request
+        return cell.cpu_ms_per_request / floor.cpu_ms_per_request
+
+    def sidecar_own_ms(self, streamed: bool, concurrency: int) -> float | None:
+        """The sidecar's own CPU per request (per stream, when streamed), estimated as
+        the sidecar cell's less the bare httpx cell's: the sidecar variant's process
+        also runs its calling client, which is that same bare httpx client."""
+        sidecar = self.cell("sidecar", streamed, concurrency)
+        caller = self.cell("httpx", streamed, concurrency)
+        if sidecar is None or caller is None:
+            return None
+        return max(0.0, sidecar.cpu_ms_per_request - caller.cpu_ms_per_request)
 
 
 # ---- the upstream ---------------------------------------------------------------------
@@ -357,11 +395,54 @@ async def _measure(call: Call, concurrency: int, requests: int) -> _Round:
     )
 
 
+async def _run_aiohttp(
+    upstream_url: str, streamed: bool, concurrency: int, requests: int
+) -> _Round:
+    """One round of the aiohttp baseline in a fresh process (``bench.aiohttp_baseline``).
+
+    Blocks until that process exits; raises RuntimeError if it fails, and
+    trio.TooSlowError (the child killed) if it runs past ``AIOHTTP_ROUND_TIMEOUT_S``.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    command = [
+        sys.executable,
+        "-m",
+        "bench.aiohttp_baseline",
+        "--url",
+        f"{upstream_url}/chat/completions",
+        "--concurrency",
+        str(concurrency),
+        "--requests",
+        str(requests),
+        *(["--stream"] if streamed else []),
+    ]
+    # A hung child must not hang the bench: run_process kills it when cancelled.
+    with trio.fail_after(AIOHTTP_ROUND_TIMEOUT_S):
+        done = await trio.run_process(
+            command, cwd=ROOT, env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"the aiohttp baseline failed ({done.returncode}): {tail[0]}")
+    figures = json.loads(done.stdout)
+    return _Round(
+        cpu_s=figures["cpu_s"],
+        wall_s=figures["wall_s"],
+        latencies=tuple(figures["latencies"]),
+        ttfts=tuple(figures["ttfts"]),
+        errors=figures["errors"],
+        peak_rss_mb=figures["peak_rss_mb"],
+    )
+
+
 async def _run_variant(
     variant: str, upstream_url: str, streamed: bool, concurrency: int, requests: int
 ) -> _Round:
     from oswitch.sidecar.serve import serve_sidecar
 
+    if variant == "aiohttp":
+        return await _run_aiohttp(upstream_url, streamed, concurrency, requests)
     if variant == "httpx":
         async with http_client() as client:
             url = f"{upstream_url}/chat/completions"
@@ -467,7 +548,13 @@ async def _overhead(
             for streamed in (False, True)
             for concurrency in settings.concurrencies
         ]
+        notes: list[str] = []
         variants = settings.variants
+        if "aiohttp" in variants and not aiohttp_available():
+            variants = tuple(v for v in variants if v != "aiohttp")
+            notes.append(AIOHTTP_SKIPPED)
+            if progress is not None:
+                progress.say(AIOHTTP_SKIPPED)
         total = len(plan) * settings.rounds * len(variants) + len(settings.routing_targets) + 1
         done = 0
         cells: list[Cell] = []
@@ -501,7 +588,11 @@ async def _overhead(
             progress.update("overhead", done=total, total=total, note="done")
         nursery.cancel_scope.cancel()
     return OverheadResult(
-        upstream=upstream, settings=settings, cells=tuple(cells), routing=tuple(routing)
+        upstream=upstream,
+        settings=settings,
+        cells=tuple(cells),
+        routing=tuple(routing),
+        notes=tuple(notes),
     )
 
 

@@ -1,12 +1,16 @@
 """oswitch: routing and execution resilience for LLM API calls, on trio.
 
 Embed it with ``open_switcher(load_config(path))``; see docs/embedding.md.
+
+``import oswitch`` loads the engine only. ``serve_control`` (the websocket control
+channel: trio-websocket and wsproto) is imported on first use, so embedders who never
+open it do not pay for it; the sidecar (hypercorn) is never imported from here.
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from oswitch.config import SwitcherConfig, TargetConfig, load_config, parse_config
-from oswitch.control.server import serve_control
 from oswitch.core.classify import Classification, classify
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.secret import Secret
@@ -23,10 +27,36 @@ from oswitch.errors import (
 from oswitch.runtime.switcher import Switcher, SwitcherStatistics, open_switcher
 from oswitch.runtime.target import TargetView
 
+if TYPE_CHECKING:
+    from oswitch.control.server import serve_control
+
 try:
     __version__ = version("oswitch")
 except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
+
+# Public names whose modules load on first use: name -> module.
+_LAZY = {"serve_control": "oswitch.control.server"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily loaded public name (``serve_control``) on first access.
+
+    Raises AttributeError for any other unknown name, as a module would.
+    """
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AllTargetsFailed",

@@ -43,6 +43,19 @@ def to_json(report: RunReport) -> dict[str, Any]:
                 )
                 for c in report.overhead.cells
             },
+            "ratios_aiohttp": {
+                f"{c.variant}/{'stream' if c.streamed else 'plain'}/{c.concurrency}": (
+                    report.overhead.ratio(c.variant, c.streamed, c.concurrency, base="aiohttp")
+                )
+                for c in report.overhead.cells
+            },
+            "sidecar_own_cpu_ms": {
+                f"{'stream' if streamed else 'plain'}/{concurrency}": (
+                    report.overhead.sidecar_own_ms(streamed, concurrency)
+                )
+                for streamed in (False, True)
+                for concurrency in report.overhead.settings.concurrencies
+            },
             "targets": _plain(list(report.target_checks)),
             "targets_count": report.targets_count,
         }

@@ -20,6 +20,7 @@ VARIANT_COLOURS = {
     "embedded": "#4e79a7",
     "embedded-httpx": "#a0cbe8",
     "sidecar": "#f28e2b",
+    "aiohttp": "#59a14f",
 }
 BASELINE_COLOUR = "#333333"
 ROW_LABEL_W = 64

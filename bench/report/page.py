@@ -14,12 +14,14 @@ from bench.report.text import (
     INDICATIVE,
     OVERHEAD_HEADERS,
     ROUTING_HEADERS,
+    SIDECAR_HEADERS,
     TARGETS_HEADING,
     errors_seen,
     fmt,
     overhead_rows,
     overhead_settings_line,
     routing_rows,
+    sidecar_rows,
 )
 from bench.soak import SoakResult
 
@@ -145,6 +147,13 @@ def _overhead_html(report: RunReport, result: OverheadResult) -> str:
     if checks:
         note = "" if report.targets_count else f" <span class=detail>({escaped(INDICATIVE)})</span>"
         targets = f"<h3>{escaped(TARGETS_HEADING.capitalize())}{note}</h3>{_checks_html(checks)}"
+    sidecar_cells = sidecar_rows(result)
+    sidecar = (
+        "<h3>The sidecar process's own CPU (sidecar cell less its bare httpx caller's)</h3>"
+        + _html_table(SIDECAR_HEADERS, sidecar_cells)
+        if sidecar_cells
+        else ""
+    )
     return (
         '<section id="overhead"><h2>Overhead: oswitch vs a bare httpx call</h2>'
         f"<p>Real clock, loopback upstream ({escaped(result.upstream)}). CPU is this process's "
@@ -154,7 +163,9 @@ def _overhead_html(report: RunReport, result: OverheadResult) -> str:
         f"{targets}{charts}"
         f"<h3>Every cell</h3>"
         f"{_html_table(OVERHEAD_HEADERS, overhead_rows(result), css_class='figures')}"
+        f"{''.join(f'<p class=detail>{escaped(note)}</p>' for note in result.notes)}"
         f"<p class=detail>{escaped(overhead_settings_line(result))}</p>"
+        f"{sidecar}"
         "<h3>Routing cost, null transport (concurrency 1)</h3>"
         f"{_html_table(ROUTING_HEADERS, routing_rows(result))}"
         "</section>"

@@ -62,25 +62,29 @@ def _figures_row(
     )
 
 
-def _embedded_range(result: OverheadResult) -> str:
+def _embedded_range(result: OverheadResult, base: str = "httpx") -> str:
     ratios = [
         ratio
         for cell in result.cells
         if cell.variant == "embedded"
-        and (ratio := result.ratio(cell.variant, cell.streamed, cell.concurrency)) is not None
+        and (ratio := result.ratio(cell.variant, cell.streamed, cell.concurrency, base)) is not None
     ]
     if not ratios:
         return ""
     low, high = min(ratios), max(ratios)
     span = f"{low:.2f}×" if round(low, 2) == round(high, 2) else f"{low:.2f}–{high:.2f}×"
-    return f"embedded CPU/request {span} bare httpx's"
+    return f"embedded CPU/request {span} {'bare httpx' if base == 'httpx' else base}'s"
 
 
 def _overhead_row(report: RunReport, result: OverheadResult) -> SummaryRow:
     checks = report.target_checks
     total = sum(cell.requests * cell.rounds for cell in result.cells)
     errors = sum(cell.errors for cell in result.cells)
-    notes = [note for note in (_embedded_range(result),) if note]
+    notes = [
+        note
+        for note in (_embedded_range(result), _embedded_range(result, "aiohttp"), *result.notes)
+        if note
+    ]
     notes += _failed(checks)
     if errors:
         notes.append(f"{errors:,} requests failed")

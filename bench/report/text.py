@@ -86,6 +86,7 @@ OVERHEAD_HEADERS = (
     "variant",
     "cpu ms/req",
     "vs httpx",
+    "vs aiohttp",
     "latency p50/p99 ms",
     "added p50/p99 ms",
     "ttft p50",
@@ -98,11 +99,13 @@ ROUTING_HEADERS = ("client", "cpu ms/req", "vs 3 targets", "startup ms", "rss MB
 
 def overhead_rows(result: OverheadResult) -> list[list[str]]:
     """One row per measured cell under ``OVERHEAD_HEADERS``: CPU per request and
-    latency, with the ratio to and latency added over bare httpx."""
+    latency, with the ratios to bare httpx and to aiohttp (the floor; "-" when it
+    was not measured) and the latency added over bare httpx."""
     rows = []
     for cell in result.cells:
         base = result.cell("httpx", cell.streamed, cell.concurrency)
         ratio = result.ratio(cell.variant, cell.streamed, cell.concurrency)
+        floor = result.ratio(cell.variant, cell.streamed, cell.concurrency, base="aiohttp")
         added50: float | None = None
         added99: float | None = None
         if base is not None and cell.variant != "httpx":
@@ -117,6 +120,7 @@ def overhead_rows(result: OverheadResult) -> list[list[str]]:
                 cell.variant,
                 f"{cell.cpu_ms_per_request:.3f}",
                 "-" if ratio is None else f"{ratio:.2f}x",
+                "-" if floor is None else f"{floor:.2f}x",
                 f"{fmt(cell.latency.p50, 2)}/{fmt(cell.latency.p99, 2)}",
                 "-" if added50 is None or added99 is None else f"{added50:+.2f}/{added99:+.2f}",
                 fmt(cell.ttft.p50, 2) if cell.streamed else "-",
@@ -159,9 +163,41 @@ def overhead_settings_line(result: OverheadResult) -> str:
     )
 
 
+SIDECAR_HEADERS = ("mode", "conc", "sidecar's own cpu ms", "vs embedded")
+
+
+def sidecar_rows(result: OverheadResult) -> list[list[str]]:
+    """The sidecar's own CPU per request (per stream, streamed) at each concurrency
+    measured, estimated as the sidecar cell less its bare httpx caller's, and its
+    ratio to embedded oswitch's."""
+    rows = []
+    for streamed in (False, True):
+        for concurrency in result.settings.concurrencies:
+            own = result.sidecar_own_ms(streamed, concurrency)
+            embedded = result.cell("embedded", streamed, concurrency)
+            if own is None:
+                continue
+            ratio = (
+                f"{own / embedded.cpu_ms_per_request:.2f}x"
+                if embedded is not None and embedded.cpu_ms_per_request > 0
+                else "-"
+            )
+            rows.append(["stream" if streamed else "plain", str(concurrency), f"{own:.3f}", ratio])
+    return rows
+
+
 def overhead_table(result: OverheadResult) -> str:
-    """CPU per request and latency per variant, with ratios and added latency vs httpx."""
+    """CPU per request and latency per variant, with ratios and added latency vs httpx,
+    ratios vs aiohttp, and the sidecar's own CPU."""
     text = _table(OVERHEAD_HEADERS, overhead_rows(result))
+    for note in result.notes:
+        text += f"\n{note}"
+    sidecar = sidecar_rows(result)
+    if sidecar:
+        text += (
+            "\n\nthe sidecar process's own CPU (sidecar cell less its bare httpx caller's; "
+            "per stream when streamed):\n" + _table(SIDECAR_HEADERS, sidecar)
+        )
     text += (
         f"\n\n{overhead_settings_line(result)}\n\nrouting cost, null transport (concurrency 1):\n"
     )
