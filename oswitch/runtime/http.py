@@ -73,15 +73,13 @@ class TargetTransport:
         self._requests = 0
         self._urls: dict[str, httpx.URL] = {}  # a target posts to one or two URLs
 
-    async def post(
-        self, url: str, headers: Mapping[str, str], body: Mapping[str, Any]
-    ) -> httpx.Response:
-        """POST ``body`` as JSON; returns once the response headers are in.
+    async def post(self, url: str, headers: Mapping[str, str], content: bytes) -> httpx.Response:
+        """POST ``content`` (a JSON body, :func:`encode_json`); returns once the
+        response headers are in.
 
         The body is not read: the caller reads it (or streams it) and must
         ``aclose()`` the response. Raises httpx's transport errors.
         """
-        content = encode_json(body)
         parsed = self._urls.get(url)
         if parsed is None:
             if len(self._urls) > 64:

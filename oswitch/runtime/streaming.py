@@ -26,6 +26,7 @@ from oswitch.core.resume import SeamReconciler
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.dispatcher import RequestRun
+from oswitch.runtime.exchange import Answer
 from oswitch.runtime.messages import AttemptOutcome, CancelReason, OutcomeKind
 from oswitch.runtime.upstream import StreamedChunk, StreamInterrupted, UpstreamStream
 
@@ -66,7 +67,7 @@ class ChatStream:
         self,
         *,
         run: RequestRun,
-        first: AttemptOutcome,
+        first: Answer,
         trace: TraceBuilder,
         resume_strategy: str,
         on_finish: Callable[[ChatStream, BaseException | None], None],
@@ -90,11 +91,12 @@ class ChatStream:
 
     # ---- segments ----------------------------------------------------------------
 
-    def _begin_segment(self, outcome: AttemptOutcome) -> None:
-        assert outcome.stream is not None
+    def _begin_segment(self, answer: Answer) -> None:
+        outcome = answer.outcome
+        assert answer.stream is not None
         self._segment_ended = False
         self._outcome = outcome
-        self._upstream: UpstreamStream = outcome.stream
+        self._upstream: UpstreamStream = answer.stream
         self._actor = self._run.router.actors[outcome.target_id]
         self._segment_start = self._chars
         self._segment_started_at = outcome.started_at
@@ -246,7 +248,6 @@ class ChatStream:
         self._end_segment(
             attrs.evolve(
                 self._outcome,
-                stream=None,
                 duration_s=trio.current_time() - self._segment_started_at,
             ),
             decision=Decision.RETURN,
@@ -283,7 +284,6 @@ class ChatStream:
             result = attrs.evolve(
                 self._outcome,
                 kind=OutcomeKind.CANCELLED,
-                stream=None,
                 cancel_reason=interrupted.cancel_reason,
             )
             note = f"cancelled: {interrupted.cancel_reason}"
@@ -291,7 +291,6 @@ class ChatStream:
             result = attrs.evolve(
                 self._outcome,
                 kind=OutcomeKind.FAILED,
-                stream=None,
                 classification=interrupted.classification,
                 silent=interrupted.silent,
             )
@@ -315,17 +314,17 @@ class ChatStream:
                 f"the stream was interrupted after content and stream_resume is {self._strategy!r}"
             )
         try:
-            outcome = await self._run.resume(self._text())
+            answer = await self._run.resume(self._text())
         except BaseException as exc:  # AllTargetsFailed, or the caller went away
             self._finish(exc)
             raise
         self._reconciler = SeamReconciler(self._text())
-        self._begin_segment(outcome)
+        self._begin_segment(answer)
 
     def _deadline_passed(self) -> NoReturn:
         """End the segment at the request deadline and raise AllTargetsFailed."""
         self._pending.clear()
-        result = attrs.evolve(self._outcome, kind=OutcomeKind.CANCELLED, stream=None)
+        result = attrs.evolve(self._outcome, kind=OutcomeKind.CANCELLED)
         self._end_segment(result, decision=Decision.GIVE_UP, note="request deadline")
         error = AllTargetsFailed(
             "deadline exceeded while streaming",
@@ -397,7 +396,6 @@ class ChatStream:
         result = attrs.evolve(
             self._outcome,
             kind=OutcomeKind.CANCELLED,
-            stream=None,
             cancel_reason=CancelReason.CALLER,
         )
         self._end_segment(result, decision=Decision.CANCELLED, note=note)

@@ -207,7 +207,7 @@ class Switcher:
         run = self._new_run(request, request_id, stream=False)
         try:
             async with self._slot(run):
-                outcome = await run.run()
+                outcome = (await run.run()).outcome
         except BaseException as exc:
             error = _as_model_not_found(run, exc)
             self._request_ended(run.trace, run.model, error)
