@@ -3,12 +3,16 @@ that cannot be decoded, on the streamed and non-streamed paths alike."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+import trio
 
 from oswitch import AllTargetsFailed, RequestFailed
 from oswitch.core.error_class import ErrorClass
 from oswitch.runtime.switcher import open_switcher
+from oswitch.testing import completion
 from support import breaker, chat, config, target
 
 # A JSON document nested past what ``json.loads`` can decode without a RecursionError.
@@ -68,3 +72,32 @@ async def test_a_deeply_nested_2xx_reply_is_malformed_not_a_transport_fault(
     assert len(sent) == 1
     assert caught.value.error_class is ErrorClass.TRANSIENT_SERVER_FAILURE
     assert view.failures_by_class == {ErrorClass.TRANSIENT_SERVER_FAILURE.value: 1}
+
+
+async def test_typod_models_on_a_passthrough_target_do_not_open_its_breaker(
+    autojump_clock: object,
+) -> None:
+    """On a passthrough target an upstream 404 model_not_found cools down that model only:
+    five typo'd model names cost the key no breaker failure, and a valid model is served
+    at once afterwards (the typos used to open the breaker for every model)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        model = json.loads(request.content)["model"]
+        if model == "gpt-4o":
+            return httpx.Response(200, json=completion("fine", model=model))
+        not_found = {"message": "The model does not exist", "code": "model_not_found"}
+        return httpx.Response(404, json={"error": not_found})
+
+    cfg = config(target("a", model=None), circuit_breaker=breaker(failure_threshold=5))
+    async with open_switcher(cfg, transport=httpx.MockTransport(handle)) as switcher:
+        for n in range(5):
+            with pytest.raises(RequestFailed):
+                await switcher.complete(chat(model=f"gpt-4o-typo{n}"))
+        view = switcher.list_targets()[0]
+        started = trio.current_time()
+        reply = await switcher.complete(chat(model="gpt-4o"))
+        waited = trio.current_time() - started
+    assert view.breaker_state == "Closed"
+    assert sorted(view.model_cooldowns) == [f"gpt-4o-typo{n}" for n in range(5)]
+    assert reply["choices"][0]["message"]["content"] == "fine"
+    assert waited == 0
