@@ -95,7 +95,7 @@ class TargetActor:
         )
         # The attempts holding one of the target's slots (running, or a stream granted).
         self._running: set[AttemptOrder] = set()
-        # The streamed attempts among them whose headers are in: their open streams.
+        # The streamed ones among them whose headers are in, with their open streams.
         self._streams: dict[AttemptOrder, UpstreamStream] = {}
         self._idle = trio.lowlevel.ParkingLot()
         self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](INBOX_SIZE)
@@ -146,9 +146,9 @@ class TargetActor:
     @property
     def in_flight(self) -> int:
         """The target's one count of work: attempts holding a slot (running, or a stream
-        granted) plus orders sent but not yet picked up from the inbox, so requests
-        dispatched in the same tick see each other's load. An order being started
-        counts only the attempts ahead of it (the inbox is first in, first out)."""
+        granted) plus orders not yet taken from the inbox, so requests dispatched in
+        the same tick see each other's load (an order being started counts only the
+        attempts ahead of it: the inbox is first in, first out)."""
         return len(self._running) + self._send_inbox.statistics().current_buffer_used
 
     def eligibility(self, model: str | None, now: float) -> Eligibility:
@@ -284,11 +284,10 @@ class TargetActor:
         self._nursery.start_soon(self._run_attempt, order)
 
     async def _run_attempt(self, order: AttemptOrder) -> None:
-        started = trio.current_time()
+        started, served = trio.current_time(), self.upstream_model(order.model)
         outcome: AttemptOutcome | None = None
         try:
-            answer = await self._exchange.exchange(order, self.upstream_model(order.model), started)
-            outcome = answer.outcome
+            outcome = (await self._exchange.exchange(order, served, started)).outcome
         finally:
             order.reply.set(self.end_attempt(order, outcome, started=started))
 
@@ -356,11 +355,9 @@ class TargetActor:
     async def open_stream(self, order: AttemptOrder) -> Answer:
         """Open a granted streamed attempt and read it up to its first content.
 
-        Runs in the caller's task. Returns OK beside the open
-        :class:`~oswitch.runtime.upstream.UpstreamStream` (whose reader must end the
-        attempt with :meth:`end_attempt`), or a FAILED / CANCELLED outcome already
-        settled here. Cancelling the caller settles the attempt and closes the
-        connection.
+        Runs in the caller's task. Returns OK beside the open stream (whose reader
+        must end the attempt with :meth:`end_attempt`), or a FAILED / CANCELLED
+        outcome settled here. Cancelling the caller settles it and closes the stream.
         """
         started = trio.current_time()
         answer: Answer | None = None

@@ -25,7 +25,8 @@ from oswitch.core.clip import shorten
 from oswitch.core.secret import Secret
 from oswitch.errors import SwitcherError
 from oswitch.metrics import CONTENT_TYPE, SwitcherMetrics
-from oswitch.runtime.switcher import Switcher, new_request_id
+from oswitch.runtime.entry import new_request_id
+from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.errors import HttpError, bad_request, http_error_for, internal_error
 
 Scope = MutableMapping[str, Any]
