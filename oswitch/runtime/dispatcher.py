@@ -145,6 +145,7 @@ class RequestRun:
             if actor is None:
                 live = [a for a in pool.actors if self.picker.usable(a, model)]
                 if not live:
+                    await trio.lowlevel.checkpoint()  # rare: the model's targets are spent
                     return None
                 if waiting_since is None:
                     waiting_since = now
@@ -152,6 +153,7 @@ class RequestRun:
                 wait_until = min(waiting_since + self.settings.max_wait_s, self.deadline)
                 busy = any(a.busy(model, now) for a in live)
                 if now >= wait_until or (earliest > wait_until and not busy):
+                    await trio.lowlevel.checkpoint()
                     return None  # nothing frees up in time: the fallbacks, or give up
                 if earliest <= now:
                     await trio.lowlevel.checkpoint()
@@ -164,7 +166,7 @@ class RequestRun:
                 results = [(actor, await self._attempt(actor, model))]
             else:
                 results = await self._race(actor, model)
-            winner = await self._settle_all(model, results)
+            winner = self._settle_all(model, results)
             if winner is not None:
                 return winner
             if all(a.outcome.kind is OutcomeKind.REFUSED for _, a in results):
@@ -173,12 +175,9 @@ class RequestRun:
             else:
                 waiting_since = None
 
-    async def _settle_all(
-        self, model: str, results: list[tuple[TargetActor, Answer]]
-    ) -> Answer | None:
+    def _settle_all(self, model: str, results: list[tuple[TargetActor, Answer]]) -> Answer | None:
         """Record and settle one step's attempts (two when hedged); the winner's
-        answer, or None. Checkpoints only to close a lost stream: the attempts were
-        the step's checkpoint."""
+        answer, or None (a lost hedge's stream was closed by :meth:`_race`)."""
         winner = None
         for attempt_actor, answer in results:
             if answer.outcome.kind is OutcomeKind.OK and winner is None:
@@ -190,8 +189,6 @@ class RequestRun:
                 if not self.stream:
                     self.log.outcome(attempt_actor.target_id, outcome, Decision.RETURN)
             elif stream is not None:
-                # Both hedged streams began at once: the later one lost the race.
-                await stream.aclose()
                 lost = attempt_actor.end_attempt(
                     stream.order,
                     attrs.evolve(
@@ -241,6 +238,10 @@ class RequestRun:
             for order in orders:
                 if not order.reply.is_set:
                     order.cancel(CancelReason.HEDGE_LOST)
+        opened = [answer.stream for _, answer in results if answer.stream is not None]
+        for stream in opened[1:]:
+            # Both hedged streams began at once: the later one lost the race.
+            await stream.aclose()
         return results
 
     # ---- stream resume -----------------------------------------------------------

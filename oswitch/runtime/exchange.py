@@ -184,7 +184,9 @@ class TargetExchange:
                     log.exception("attempt_crashed", extra={"target_id": self.target_id})
                     message = f"internal error: {exc!r}"
                     sent = self.failed(served_model, started, transient(message))
+                    await trio.lowlevel.checkpoint()
             if sent is None:  # the guard fired
+                await trio.lowlevel.checkpoint()  # (it fired at one: this path is rare)
                 answer = Answer(self.cancelled(order, served_model, started))
             elif isinstance(sent, AttemptOutcome):
                 answer = Answer(sent)
@@ -206,6 +208,7 @@ class TargetExchange:
         the reply read whole. Transport faults are classified, never raised."""
         prepared = self._prepare(order, served_model, started)
         if isinstance(prepared, AttemptOutcome):
+            await trio.lowlevel.checkpoint()  # refused before anything was sent
             return prepared
         call, content = prepared
         response: httpx.Response | None = None
@@ -229,10 +232,12 @@ class TargetExchange:
             body = await _read_limited(response, MAX_REPLY_BYTES)
             headers = response.headers
         except MalformedReply as exc:
+            await trio.lowlevel.checkpoint()
             return self.failed(
                 served_model, started, transient(str(exc), status=status), note="malformed"
             )
         except Exception as exc:  # every transport fault is classified, never raised
+            await trio.lowlevel.checkpoint()  # it may have been raised before any wait
             classification = classify(
                 status,
                 None,
@@ -345,6 +350,7 @@ class TargetExchange:
                 if any(chunk.progress for chunk in chunks):
                     break
         except StreamInterrupted as interrupted:
+            await trio.lowlevel.checkpoint()  # raised, perhaps before any wait
             if interrupted.cancel_reason is not None:
                 return Answer(
                     self.outcome(

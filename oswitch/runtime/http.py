@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 import httpx
+import trio
 
 from oswitch.transport import HTTP1Pool
 
@@ -112,3 +113,5 @@ class TargetTransport:
         """Close the pool if it is ours; a borrowed transport is left alone."""
         if self.owned:
             await self._transport.aclose()
+        else:
+            await trio.lowlevel.checkpoint()

@@ -224,7 +224,9 @@ class ChatStream:
                 continue
             for chunk in chunks:
                 self._accept(chunk)
-        return self._pending.pop(0)
+        # The chunks one read decoded are handed out one per call: the read checkpointed,
+        # and a checkpoint per chunk would cost ~5.5 us, ~9% of a 16-chunk stream's CPU.
+        return self._pending.pop(0)  # noqa: ASYNC910
 
     def _summary(self, *, finishing: bool) -> dict[str, Any]:
         """The reply's ``"oswitch"`` key; the segment still running counts as one attempt."""
@@ -358,7 +360,10 @@ class ChatStream:
         A caller that stops right after the finish chunk got the whole answer: that
         counts as a success, only the terminator is left unread.
         """
+        # Close paths yield with cancel_shielded_checkpoint, which never raises: the
+        # segment must be settled whatever the caller's cancel scope says.
         if self._finished_reported:
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         if self._saw_finish:
             await self._complete()
@@ -367,6 +372,7 @@ class ChatStream:
             # Leaving after the deadline ended it: the request failed at its deadline.
             with contextlib.suppress(AllTargetsFailed):
                 self._deadline_passed()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         await self._abandon(note="caller left early")
         self._finish(None)
@@ -390,6 +396,7 @@ class ChatStream:
     async def _abandon(self, *, note: str) -> None:
         """End the running segment as cancelled by the caller (no cost to the target)."""
         if self._segment_ended:
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         self._upstream.order.cancel(CancelReason.CALLER)
         await self._upstream.aclose()

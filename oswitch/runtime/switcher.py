@@ -93,10 +93,7 @@ class Switcher:
         )
         self._router = Router(())
         self._retiring: list[TargetActor] = []  # removed by a reload, still draining
-        self._requests = 0
-        self._succeeded = 0
-        self._failed = 0
-        self._cancelled = 0
+        self._requests = self._succeeded = self._failed = self._cancelled = 0
 
     @property
     def config(self) -> SwitcherConfig:
@@ -119,6 +116,7 @@ class Switcher:
     async def _start(self) -> None:
         actors = [await self._start_actor(t, self._config) for t in self._config.targets]
         self._router = Router(actors)
+        await trio.lowlevel.checkpoint()  # with no targets nothing above waited
 
     # ---- requests ----------------------------------------------------------------
 
@@ -436,6 +434,7 @@ class Switcher:
         self._router = Router(actors)
         self._changed.notify()
         self.events.emit("config_reloaded", note=f"{len(actors)} targets")
+        await trio.lowlevel.checkpoint()  # an unchanged config sends no command
 
     def models(self) -> list[str]:
         """The model names served now, for ``GET /v1/models``: each name a target

@@ -103,10 +103,9 @@ class TargetActor:
         self._stream_deadlines = StreamDeadlines()
         self.stopped = False  # the actor has ended (retired, or its switcher closed)
 
-    # ---- credentials -------------------------------------------------------------
-
     async def _watch_credentials(self) -> None:
         """While ReauthRequired, re-read the key's variable until a new key shows up."""
+        await trio.lowlevel.checkpoint()  # unblocked before it started: nothing to watch
         while self._health.blocked is TargetCondition.REAUTH_REQUIRED:
             await trio.sleep(CREDENTIAL_POLL_S)
             if self._health.blocked is TargetCondition.REAUTH_REQUIRED and self._key.refresh():
@@ -158,8 +157,7 @@ class TargetActor:
 
     def ready_at(self, model: str, now: float) -> float:
         """When this target can take an attempt for ``model``: ``<= now`` means now,
-        ``math.inf`` means not by the clock alone (an operator, a free slot or a
-        finished probe must change something first)."""
+        ``math.inf`` not by the clock alone (an operator, a slot or a probe must act)."""
         return self.eligibility(model, now).until
 
     def busy(self, model: str, now: float) -> bool:
@@ -200,13 +198,12 @@ class TargetActor:
             await command.done.wait()
 
     async def send(self, message: AttemptOrder | Command) -> bool:
-        """Put ``message`` in the inbox; False if the actor has stopped taking any.
-
-        Blocks only while the inbox is full.
-        """
+        """Put ``message`` in the inbox (blocks only while it is full); False if the
+        actor has stopped taking any."""
         try:
             await self._send_inbox.send(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await trio.lowlevel.checkpoint()  # refused without waiting: still a checkpoint
             return False
         return True
 
@@ -402,6 +399,7 @@ class TargetActor:
             retire = True
         command.done.set(None)
         self._notify()
+        await trio.lowlevel.checkpoint()  # most commands apply without waiting
         return retire
 
     def _drain(self, *, reason: str) -> None:
@@ -441,6 +439,7 @@ class TargetActor:
             self._set_state(state, reason="reload")
 
     async def _wait_idle(self) -> None:
+        await trio.lowlevel.checkpoint()
         while self._running:
             await self._idle.park()
 
