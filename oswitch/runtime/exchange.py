@@ -186,7 +186,6 @@ class TargetExchange:
                     sent = self.failed(served_model, started, transient(message))
                     await trio.lowlevel.checkpoint()
             if sent is None:  # the guard fired
-                await trio.lowlevel.checkpoint()  # (it fired at one: this path is rare)
                 answer = Answer(self.cancelled(order, served_model, started))
             elif isinstance(sent, AttemptOutcome):
                 answer = Answer(sent)
@@ -199,7 +198,9 @@ class TargetExchange:
             if upstream is not None and (answer is None or answer.stream is None):
                 await upstream.aclose()
         assert answer is not None
-        return answer
+        # A guard fires only at a checkpoint, and every other path above awaits one; a
+        # further checkpoint after a cancel would delay settling the attempt a round.
+        return answer  # noqa: ASYNC910
 
     async def _send(
         self, order: AttemptOrder, served_model: str, started: float, deadline: float
@@ -350,9 +351,10 @@ class TargetExchange:
                 if any(chunk.progress for chunk in chunks):
                     break
         except StreamInterrupted as interrupted:
-            await trio.lowlevel.checkpoint()  # raised, perhaps before any wait
+            # Raised by a read that awaited the provider, or by its guard firing (at a
+            # checkpoint); a further one would delay settling a cancelled attempt.
             if interrupted.cancel_reason is not None:
-                return Answer(
+                return Answer(  # noqa: ASYNC910
                     self.outcome(
                         OutcomeKind.CANCELLED,
                         served_model,
@@ -361,7 +363,7 @@ class TargetExchange:
                     )
                 )
             failed = self.failed(served_model, started, interrupted.classification)
-            return Answer(
+            return Answer(  # noqa: ASYNC910
                 attrs.evolve(failed, silent=interrupted.silent, note="before first content")
             )
         upstream.first_chunks = buffered
