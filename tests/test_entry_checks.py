@@ -299,6 +299,19 @@ async def test_key_missing_log_names_the_target_and_the_variable(
     )
 
 
+async def test_a_missing_key_is_logged_once_at_start(
+    autojump_clock: object, no_keys: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A target whose key variable is unset gives one key_missing record at start (the
+    named one), not a second bare one from the target's own key reader."""
+    no_keys.setenv("PERSONAL_KEY", "sk-personal")
+    caplog.set_level(logging.WARNING)
+    async with open_switcher(osw_user(), transport=FakeProvider().transport()):
+        pass
+    events = [r for r in caplog.records if "key_missing" in (r.msg, getattr(r, "event", None))]
+    assert [r.name for r in events] == ["oswitch.keys"]
+
+
 # ---- models() --------------------------------------------------------------------------
 
 

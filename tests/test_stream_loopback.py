@@ -27,6 +27,6 @@ async def test_finished_streams_give_their_connection_back() -> None:
                     assert text == "one two three four five"
                 # The rest of the last body is read after the caller has its end.
                 await trio.testing.wait_all_tasks_blocked()
-                pool = switcher._router.actors["a"]._calls.client.statistics()
+                pool = switcher._router.actors["a"]._exchange.client.statistics()
             nursery.cancel_scope.cancel()
     assert (pool.requests, pool.connections, pool.idle) == (5, 1, 1)

@@ -373,7 +373,10 @@ class TargetHealth:
         self.failures[str(error_class)] += 1
         recovery = recovery_for(error_class)
         effects: list[Effect] = []
-        if recovery.breaker_failure:
+        # On a passthrough target the caller names the model: a model the provider does
+        # not have (a typo) says nothing of the key, and cools down that model alone.
+        model_only = self.settings.passthrough and error_class is ErrorClass.MODEL_UNAVAILABLE
+        if recovery.breaker_failure and not model_only:
             self.health.record_failure(now)
             effects = self._transition(breaker.record_failure(now, epoch=end.epoch))
         else:

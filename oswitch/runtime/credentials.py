@@ -9,13 +9,10 @@ scrubbed from whatever travels.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from oswitch.config import TargetConfig
 from oswitch.core.secret import Secret
-
-log = logging.getLogger("oswitch.target")
 
 
 class TargetKey:
@@ -25,11 +22,9 @@ class TargetKey:
         self.target = target
         self._secrets = secrets
         self.value: str | None = None
+        # A missing key is logged once, by name, by the switcher (runtime/keys.py);
+        # the target starts ReauthRequired.
         self.use(self.read())
-        if self.missing:  # a warning, not an error: the target starts ReauthRequired
-            log.warning(
-                "key_missing", extra={"target_id": target.target_id, "note": target.api_key_env}
-            )
 
     @property
     def source(self) -> str:

@@ -33,6 +33,7 @@ from oswitch.core.resume import continuation_request
 from oswitch.core.trace import TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.events import EventHub
+from oswitch.runtime.exchange import Answer
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, CancelReason, OutcomeKind
 from oswitch.runtime.picking import Picker
 from oswitch.runtime.recording import AttemptLog
@@ -110,8 +111,9 @@ class RequestRun:
 
     # ---- the request loop --------------------------------------------------------
 
-    async def run(self) -> AttemptOutcome:
-        """Return the successful outcome, or raise AllTargetsFailed / RequestFailed."""
+    async def run(self) -> Answer:
+        """Return the successful answer (a streamed one beside its open stream), or
+        raise AllTargetsFailed / RequestFailed."""
         chain = model_chain(self.model, self.settings.fallbacks)
         for hop, model in enumerate(chain):
             if hop > 0:
@@ -131,7 +133,7 @@ class RequestRun:
                 return outcome
         raise self._give_up(chain)
 
-    async def _run_model(self, model: str) -> AttemptOutcome | None:
+    async def _run_model(self, model: str) -> Answer | None:
         """Try ``model``'s targets; None when they are exhausted (walk the fallbacks)."""
         waiting_since: float | None = None
         while True:
@@ -143,6 +145,7 @@ class RequestRun:
             if actor is None:
                 live = [a for a in pool.actors if self.picker.usable(a, model)]
                 if not live:
+                    await trio.lowlevel.checkpoint()  # rare: the model's targets are spent
                     return None
                 if waiting_since is None:
                     waiting_since = now
@@ -150,6 +153,7 @@ class RequestRun:
                 wait_until = min(waiting_since + self.settings.max_wait_s, self.deadline)
                 busy = any(a.busy(model, now) for a in live)
                 if now >= wait_until or (earliest > wait_until and not busy):
+                    await trio.lowlevel.checkpoint()
                     return None  # nothing frees up in time: the fallbacks, or give up
                 if earliest <= now:
                     await trio.lowlevel.checkpoint()
@@ -162,41 +166,33 @@ class RequestRun:
                 results = [(actor, await self._attempt(actor, model))]
             else:
                 results = await self._race(actor, model)
-            winner = await self._settle_all(model, results)
+            winner = self._settle_all(model, results)
             if winner is not None:
                 return winner
-            if all(o.kind is OutcomeKind.REFUSED for _, o in results):
+            if all(a.outcome.kind is OutcomeKind.REFUSED for _, a in results):
                 # Taken by another request in the meantime: keep waiting, same max_wait.
                 await trio.lowlevel.checkpoint()
             else:
                 waiting_since = None
 
-    async def _settle_all(
-        self, model: str, results: list[tuple[TargetActor, AttemptOutcome]]
-    ) -> AttemptOutcome | None:
+    def _settle_all(self, model: str, results: list[tuple[TargetActor, Answer]]) -> Answer | None:
         """Record and settle one step's attempts (two when hedged); the winner's
-        outcome, or None. Checkpoints only to close a lost stream: the attempts were
-        the step's checkpoint."""
+        answer, or None (a lost hedge's stream was closed by :meth:`_race`)."""
         winner = None
-        for attempt_actor, outcome in results:
-            if outcome.kind is OutcomeKind.OK and winner is None:
-                winner = (attempt_actor, outcome)
-        for attempt_actor, outcome in results:
+        for attempt_actor, answer in results:
+            if answer.outcome.kind is OutcomeKind.OK and winner is None:
+                winner = (attempt_actor, answer)
+        for attempt_actor, (outcome, stream) in results:
             if outcome.kind is OutcomeKind.REFUSED:
                 continue
             if winner is not None and attempt_actor is winner[0]:
                 if not self.stream:
                     self.log.outcome(attempt_actor.target_id, outcome, Decision.RETURN)
-            elif outcome.kind is OutcomeKind.OK and outcome.stream is not None:
-                # Both hedged streams began at once: the later one lost the race.
-                await outcome.stream.aclose()
+            elif stream is not None:
                 lost = attempt_actor.end_attempt(
-                    outcome.stream.order,
+                    stream.order,
                     attrs.evolve(
-                        outcome,
-                        kind=OutcomeKind.CANCELLED,
-                        stream=None,
-                        cancel_reason=CancelReason.HEDGE_LOST,
+                        outcome, kind=OutcomeKind.CANCELLED, cancel_reason=CancelReason.HEDGE_LOST
                     ),
                     started=outcome.started_at,
                 )
@@ -207,20 +203,18 @@ class RequestRun:
                 self._settle(attempt_actor, model, outcome, final=winner is None)
         return None if winner is None else winner[1]
 
-    async def _race(
-        self, first: TargetActor, model: str
-    ) -> list[tuple[TargetActor, AttemptOutcome]]:
+    async def _race(self, first: TargetActor, model: str) -> list[tuple[TargetActor, Answer]]:
         """Happy-eyeballs hedging: start ``first``; if it has not answered after
         ``hedge_after_ms``, start the next-best untried target too. The first answer
         wins and the other attempt is cancelled (a lost hedge is not a failure)."""
-        results: list[tuple[TargetActor, AttemptOutcome]] = []
+        results: list[tuple[TargetActor, Answer]] = []
         orders: list[AttemptOrder] = []
         settled = trio.Event()
 
         async def attempt(actor: TargetActor, hedge: bool) -> None:
-            outcome = await self._attempt(actor, model, hedge=hedge, orders=orders)
-            results.append((actor, outcome))
-            if outcome.kind is OutcomeKind.OK or len(results) == len(orders):
+            answer = await self._attempt(actor, model, hedge=hedge, orders=orders)
+            results.append((actor, answer))
+            if answer.outcome.kind is OutcomeKind.OK or len(results) == len(orders):
                 settled.set()
 
         async with trio.open_nursery() as nursery:
@@ -244,6 +238,10 @@ class RequestRun:
             for order in orders:
                 if not order.reply.is_set:
                     order.cancel(CancelReason.HEDGE_LOST)
+        opened = [answer.stream for _, answer in results if answer.stream is not None]
+        for stream in opened[1:]:
+            # Both hedged streams began at once: the later one lost the race.
+            await stream.aclose()
         return results
 
     # ---- stream resume -----------------------------------------------------------
@@ -256,7 +254,7 @@ class RequestRun:
         prefill = self.ledger.prefills(actor.target_id, _can_prefill(actor))
         return continuation_request(self.request, text, prefill=prefill)
 
-    async def resume(self, confirmed_text: str) -> AttemptOutcome:
+    async def resume(self, confirmed_text: str) -> Answer:
         """Find another stream to continue ``confirmed_text``; counts as a failover.
 
         Raises AllTargetsFailed when no target can take it within the budgets.
@@ -275,7 +273,7 @@ class RequestRun:
         *,
         hedge: bool = False,
         orders: list[AttemptOrder] | None = None,
-    ) -> AttemptOutcome:
+    ) -> Answer:
         """Send one attempt to ``actor`` and await its outcome, spending the budget
         it costs. If the caller is cancelled meanwhile, the attempt is cancelled too."""
         # Spent as it is sent, so a hedge started meanwhile sees this attempt's cost.
@@ -316,10 +314,13 @@ class RequestRun:
         finally:
             if not order.reply.is_set:
                 order.cancel(CancelReason.CALLER)
+        answer = Answer(outcome)
         if outcome.kind is OutcomeKind.GRANTED:
-            outcome = await actor.open_stream(order)
+            answer = await actor.open_stream(order)
+            outcome = answer.outcome
         if hedge:
             outcome = attrs.evolve(outcome, hedge=True)
+            answer = Answer(outcome, answer.stream)
         self.ledger.attempted(
             actor.target_id,
             cost,
@@ -328,7 +329,7 @@ class RequestRun:
             forgiven=outcome.cancel_reason is CancelReason.OPERATOR
             and outcome.kind is OutcomeKind.CANCELLED,
         )
-        return outcome
+        return answer
 
     def _settle(
         self, actor: TargetActor, model: str, outcome: AttemptOutcome, *, final: bool = True

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 import httpx
+import trio
 
 from oswitch.transport import HTTP1Pool
 
@@ -73,15 +74,13 @@ class TargetTransport:
         self._requests = 0
         self._urls: dict[str, httpx.URL] = {}  # a target posts to one or two URLs
 
-    async def post(
-        self, url: str, headers: Mapping[str, str], body: Mapping[str, Any]
-    ) -> httpx.Response:
-        """POST ``body`` as JSON; returns once the response headers are in.
+    async def post(self, url: str, headers: Mapping[str, str], content: bytes) -> httpx.Response:
+        """POST ``content`` (a JSON body, :func:`encode_json`); returns once the
+        response headers are in.
 
         The body is not read: the caller reads it (or streams it) and must
         ``aclose()`` the response. Raises httpx's transport errors.
         """
-        content = encode_json(body)
         parsed = self._urls.get(url)
         if parsed is None:
             if len(self._urls) > 64:
@@ -114,3 +113,5 @@ class TargetTransport:
         """Close the pool if it is ours; a borrowed transport is left alone."""
         if self.owned:
             await self._transport.aclose()
+        else:
+            await trio.lowlevel.checkpoint()

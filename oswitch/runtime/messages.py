@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
@@ -13,9 +13,6 @@ import trio
 from oswitch.core.classify import Classification
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.target_health import AttemptEnd
-
-if TYPE_CHECKING:
-    from oswitch.runtime.upstream import UpstreamStream
 
 T = TypeVar("T")
 
@@ -67,7 +64,8 @@ class OutcomeKind(enum.StrEnum):
 
 @attrs.frozen(kw_only=True)
 class AttemptOutcome:
-    """How one attempt ended, as the target actor reports it to the dispatcher.
+    """How one attempt ended, as the target actor reports it to the dispatcher: plain
+    data (a streamed attempt's open stream travels beside it, in an ``Answer``).
 
     ``FAILED`` carries the classification; ``silent`` marks an attempt abandoned
     at its time limit (never retried on that target). ``REFUSED`` means the target
@@ -86,7 +84,6 @@ class AttemptOutcome:
     cancel_reason: CancelReason | None = None
     retry_same: bool = False
     note: str = ""
-    stream: UpstreamStream | None = None
     hedge: bool = False  # the attempt was a hedge (started while another still ran)
 
     @property
@@ -120,8 +117,7 @@ class AttemptOrder:
     task, between the caller's own waits), a non-streamed one a single guard.
 
     ``expires_at`` is when the target ends a streamed attempt whose caller is not
-    reading (the request's own deadline, ``request_timeout_ms``); ``upstream`` is a
-    streamed attempt's open stream once its headers are in; ``settled`` is the
+    reading (the request's own deadline, ``request_timeout_ms``); ``settled`` is the
     outcome the target settled the attempt with, once it has ended.
     """
 
@@ -136,7 +132,6 @@ class AttemptOrder:
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     cancel_reason: CancelReason | None = None
     epoch: int = 0  # the target's breaker epoch when the attempt began
-    upstream: UpstreamStream | None = None
     settled: AttemptOutcome | None = None
 
     def cancel(self, reason: CancelReason) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from oswitch.runtime.target import TargetActor
+from oswitch.runtime.target import TargetActor, TargetState
 
 
 @attrs.frozen(kw_only=True)
@@ -141,6 +141,22 @@ class Router:
     def models(self) -> list[str]:
         """The model names served by name (passthrough targets serve any)."""
         return sorted(self._by_model)
+
+    def listed_models(self, fallbacks: Mapping[str, Sequence[str]]) -> list[str]:
+        """The names to list as served now: each name a target serves by name while
+        one of its targets is neither Disabled nor Draining, and each ``fallbacks``
+        source (not ``"*"``) whose chain reaches such a name."""
+        gone = (TargetState.DISABLED, TargetState.DRAINING)
+        served = {
+            name
+            for name in self._by_model
+            if any(actor.state not in gone for actor in self.candidates(name))
+        }
+        names = set(served)
+        for source, chain in fallbacks.items():
+            if source != "*" and any(name in served for name in chain):
+                names.add(source)
+        return sorted(names)
 
 
 _EMPTY_POOL = make_pool(())

@@ -26,6 +26,7 @@ from oswitch.core.resume import SeamReconciler
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.dispatcher import RequestRun
+from oswitch.runtime.exchange import Answer
 from oswitch.runtime.messages import AttemptOutcome, CancelReason, OutcomeKind
 from oswitch.runtime.upstream import StreamedChunk, StreamInterrupted, UpstreamStream
 
@@ -66,7 +67,7 @@ class ChatStream:
         self,
         *,
         run: RequestRun,
-        first: AttemptOutcome,
+        first: Answer,
         trace: TraceBuilder,
         resume_strategy: str,
         on_finish: Callable[[ChatStream, BaseException | None], None],
@@ -90,11 +91,12 @@ class ChatStream:
 
     # ---- segments ----------------------------------------------------------------
 
-    def _begin_segment(self, outcome: AttemptOutcome) -> None:
-        assert outcome.stream is not None
+    def _begin_segment(self, answer: Answer) -> None:
+        outcome = answer.outcome
+        assert answer.stream is not None
         self._segment_ended = False
         self._outcome = outcome
-        self._upstream: UpstreamStream = outcome.stream
+        self._upstream: UpstreamStream = answer.stream
         self._actor = self._run.router.actors[outcome.target_id]
         self._segment_start = self._chars
         self._segment_started_at = outcome.started_at
@@ -222,7 +224,9 @@ class ChatStream:
                 continue
             for chunk in chunks:
                 self._accept(chunk)
-        return self._pending.pop(0)
+        # The chunks one read decoded are handed out one per call: the read checkpointed,
+        # and a checkpoint per chunk would cost ~5.5 us, ~9% of a 16-chunk stream's CPU.
+        return self._pending.pop(0)  # noqa: ASYNC910
 
     def _summary(self, *, finishing: bool) -> dict[str, Any]:
         """The reply's ``"oswitch"`` key; the segment still running counts as one attempt."""
@@ -246,7 +250,6 @@ class ChatStream:
         self._end_segment(
             attrs.evolve(
                 self._outcome,
-                stream=None,
                 duration_s=trio.current_time() - self._segment_started_at,
             ),
             decision=Decision.RETURN,
@@ -283,7 +286,6 @@ class ChatStream:
             result = attrs.evolve(
                 self._outcome,
                 kind=OutcomeKind.CANCELLED,
-                stream=None,
                 cancel_reason=interrupted.cancel_reason,
             )
             note = f"cancelled: {interrupted.cancel_reason}"
@@ -291,7 +293,6 @@ class ChatStream:
             result = attrs.evolve(
                 self._outcome,
                 kind=OutcomeKind.FAILED,
-                stream=None,
                 classification=interrupted.classification,
                 silent=interrupted.silent,
             )
@@ -315,17 +316,17 @@ class ChatStream:
                 f"the stream was interrupted after content and stream_resume is {self._strategy!r}"
             )
         try:
-            outcome = await self._run.resume(self._text())
+            answer = await self._run.resume(self._text())
         except BaseException as exc:  # AllTargetsFailed, or the caller went away
             self._finish(exc)
             raise
         self._reconciler = SeamReconciler(self._text())
-        self._begin_segment(outcome)
+        self._begin_segment(answer)
 
     def _deadline_passed(self) -> NoReturn:
         """End the segment at the request deadline and raise AllTargetsFailed."""
         self._pending.clear()
-        result = attrs.evolve(self._outcome, kind=OutcomeKind.CANCELLED, stream=None)
+        result = attrs.evolve(self._outcome, kind=OutcomeKind.CANCELLED)
         self._end_segment(result, decision=Decision.GIVE_UP, note="request deadline")
         error = AllTargetsFailed(
             "deadline exceeded while streaming",
@@ -359,7 +360,10 @@ class ChatStream:
         A caller that stops right after the finish chunk got the whole answer: that
         counts as a success, only the terminator is left unread.
         """
+        # Close paths yield with cancel_shielded_checkpoint, which never raises: the
+        # segment must be settled whatever the caller's cancel scope says.
         if self._finished_reported:
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         if self._saw_finish:
             await self._complete()
@@ -368,6 +372,7 @@ class ChatStream:
             # Leaving after the deadline ended it: the request failed at its deadline.
             with contextlib.suppress(AllTargetsFailed):
                 self._deadline_passed()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         await self._abandon(note="caller left early")
         self._finish(None)
@@ -391,13 +396,13 @@ class ChatStream:
     async def _abandon(self, *, note: str) -> None:
         """End the running segment as cancelled by the caller (no cost to the target)."""
         if self._segment_ended:
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         self._upstream.order.cancel(CancelReason.CALLER)
         await self._upstream.aclose()
         result = attrs.evolve(
             self._outcome,
             kind=OutcomeKind.CANCELLED,
-            stream=None,
             cancel_reason=CancelReason.CALLER,
         )
         self._end_segment(result, decision=Decision.CANCELLED, note=note)

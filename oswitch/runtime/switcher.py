@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -13,11 +12,8 @@ import attrs
 import httpx
 import trio
 
-from oswitch.config import SwitcherConfig
-from oswitch.core.chat_request import chat_request_problems, describe, request_id_problem
+from oswitch.config import SwitcherConfig, validate_config
 from oswitch.core.clip import clip
-from oswitch.core.error_class import ErrorClass
-from oswitch.core.ledger import model_chain
 from oswitch.core.secret import Secret
 from oswitch.core.trace import RequestTrace, TraceBuilder, TraceStore
 from oswitch.errors import (
@@ -30,8 +26,16 @@ from oswitch.errors import (
 )
 from oswitch.runtime.admission import Admission, AdmissionStatistics, QueueTimeout
 from oswitch.runtime.dispatcher import ChangeSignal, RequestRun
+from oswitch.runtime.entry import (
+    as_model_not_found,
+    check_request_id,
+    new_request_id,
+    prompt_chars,
+    route_refusal,
+    validate_request,
+)
 from oswitch.runtime.events import EventHub
-from oswitch.runtime.keys import keyless_candidates, no_api_key_message, warn_missing_key
+from oswitch.runtime.keys import warn_missing_key
 from oswitch.runtime.messages import CommandKind
 from oswitch.runtime.router import RequestNeeds, Router, request_needs
 from oswitch.runtime.settings import Settings
@@ -51,72 +55,6 @@ class SwitcherStatistics:
     traces_kept: int
     trace_bytes: int
     admission: AdmissionStatistics
-
-
-def _validate_request(request: object, request_id: str) -> str:
-    """Return the request's model, or raise RequestFailed(InvalidRequest, status 400)
-    naming every fault by path (the check the sidecar makes too: one validator)."""
-    problems = chat_request_problems(request)
-    if problems:
-        raise RequestFailed(
-            describe(problems),
-            request_id=request_id,
-            error_class=ErrorClass.INVALID_REQUEST,
-            status=400,
-        )
-    assert isinstance(request, Mapping)
-    return str(request["model"])
-
-
-def _prompt_chars(request: Mapping[str, Any]) -> int:
-    total = 0
-    for message in request.get("messages", ()):
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            total += len(content)
-        elif isinstance(content, list):
-            total += sum(
-                len(part.get("text", ""))
-                for part in content
-                if isinstance(part, dict) and isinstance(part.get("text"), str)
-            )
-    return total
-
-
-def new_request_id() -> str:
-    return "req_" + secrets.token_hex(10)
-
-
-# The HTTP status of a request for a model no target serves: OpenAI's own for an
-# unknown model (SDKs do not retry a 404, so a typo is not turned into retries).
-MODEL_NOT_FOUND_STATUS = 404
-
-
-def model_not_found(model: str, *, request_id: str | None = None) -> RequestFailed:
-    """RequestFailed(InvalidRequest, status 404) for a model no target serves, worded
-    as OpenAI words it (the name clipped: it is the caller's)."""
-    return RequestFailed(
-        f"The model `{clip(model)}` does not exist or no target serves it.",
-        request_id=request_id,
-        error_class=ErrorClass.INVALID_REQUEST,
-        status=MODEL_NOT_FOUND_STATUS,
-    )
-
-
-def _as_model_not_found(run: RequestRun, error: BaseException) -> BaseException:
-    """``error``, or the unknown-model RequestFailed (404) when it is AllTargetsFailed
-    and every attempt was answered 404 as ModelUnavailable: passthrough targets take
-    any name, so only their providers can say a model does not exist, and a typo must
-    reach the caller as OpenAI's 404 (never retried), not as a 502 it would retry."""
-    if not isinstance(error, AllTargetsFailed) or error.deadline_exceeded:
-        return error
-    attempts = run.trace.attempts
-    if attempts and all(
-        a.error_class is ErrorClass.MODEL_UNAVAILABLE and a.status == MODEL_NOT_FOUND_STATUS
-        for a in attempts
-    ):
-        return model_not_found(run.model, request_id=run.request_id)
-    return error
 
 
 class Switcher:
@@ -155,10 +93,7 @@ class Switcher:
         )
         self._router = Router(())
         self._retiring: list[TargetActor] = []  # removed by a reload, still draining
-        self._requests = 0
-        self._succeeded = 0
-        self._failed = 0
-        self._cancelled = 0
+        self._requests = self._succeeded = self._failed = self._cancelled = 0
 
     @property
     def config(self) -> SwitcherConfig:
@@ -175,17 +110,13 @@ class Switcher:
             notify=self._changed.notify,
             rng=self._rng,
         )
-        await self._nursery.start(self._run_actor, actor)
+        await self._nursery.start(actor.run)
         return actor
-
-    async def _run_actor(
-        self, actor: TargetActor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        await actor.run(task_status=task_status)
 
     async def _start(self) -> None:
         actors = [await self._start_actor(t, self._config) for t in self._config.targets]
         self._router = Router(actors)
+        await trio.lowlevel.checkpoint()  # with no targets nothing above waited
 
     # ---- requests ----------------------------------------------------------------
 
@@ -207,9 +138,9 @@ class Switcher:
         run = self._new_run(request, request_id, stream=False)
         try:
             async with self._slot(run):
-                outcome = await run.run()
+                outcome = (await run.run()).outcome
         except BaseException as exc:
-            error = _as_model_not_found(run, exc)
+            error = as_model_not_found(run.trace, run.model, run.request_id, exc)
             self._request_ended(run.trace, run.model, error)
             if error is not exc:
                 raise error from None
@@ -252,7 +183,7 @@ class Switcher:
             await stack.enter_async_context(self._slot(run))
             first = await run.run()
         except BaseException as exc:
-            error = _as_model_not_found(run, exc)
+            error = as_model_not_found(run.trace, run.model, run.request_id, exc)
             self._request_ended(run.trace, run.model, error)
             if error is not exc:
                 raise error from None
@@ -285,7 +216,7 @@ class Switcher:
             model=model,
             stream=stream,
             started_at=now,
-            prompt_chars=_prompt_chars(request),
+            prompt_chars=prompt_chars(request),
         )
         self._traces.add(trace)
         self._requests += 1
@@ -378,55 +309,38 @@ class Switcher:
         traced and refused (RequestFailed, InvalidRequest, status 400) before any attempt,
         so no target is charged for it. A ``request_id`` that is not 1-128 printable
         ASCII characters is refused the same way, untraced (ids key the trace store)."""
-        id_problem = request_id_problem(request_id)
-        if id_problem is not None:
-            raise RequestFailed(id_problem, error_class=ErrorClass.INVALID_REQUEST, status=400)
+        check_request_id(request_id)
         try:
-            return _validate_request(request, request_id)
+            return validate_request(request, request_id)
         except RequestFailed as error:
-            now = trio.current_time()
-            trace = TraceBuilder(request_id=request_id, model="", stream=False, started_at=now)
-            self._traces.add(trace)
-            self._requests += 1
-            self._request_ended(trace, "", error)
+            self._refused(request_id, "", error, stream=False)
             raise
 
     def _admit_route(
         self, model: str, needs: RequestNeeds, request_id: str, *, stream: bool
     ) -> None:
         """Refuse, before any waiting and with no target charged, a request that no
-        target can ever take as things stand:
+        target can ever take as things stand (:func:`route_refusal`). The refusal is
+        traced and counted as a failed request."""
+        error = route_refusal(
+            model,
+            needs,
+            request_id,
+            router=self._router,
+            fallbacks=self._config.fallbacks,
+            now=trio.current_time(),
+        )
+        if error is not None:
+            self._refused(request_id, model, error, stream=stream)
+            raise error
 
-        - no target serves ``model`` and no ``fallbacks`` chain (nor ``"*"``) leads to
-          a served one: RequestFailed(InvalidRequest, status 404, OpenAI's wording);
-        - every target that could take it lacks its key (ReauthRequired, its key
-          variable unset): AllTargetsFailed naming the variables, ``missing_keys`` set.
-
-        The refusal is traced and counted as a failed request.
-        """
-        chain = model_chain(model, self._config.fallbacks)
-        router = self._router
-        error: SwitcherError | None = None
-        if not any(router.serves(name) for name in chain):
-            error = model_not_found(model, request_id=request_id)
-        else:
-            candidates = (actor for name in chain for actor in router.pool(name, needs).actors)
-            missing = keyless_candidates(candidates, trio.current_time(), os.environ)
-            if missing is not None:
-                error = AllTargetsFailed(
-                    no_api_key_message(model, missing),
-                    request_id=request_id,
-                    missing_keys=missing,
-                )
-        if error is None:
-            return
+    def _refused(self, request_id: str, model: str, error: SwitcherError, *, stream: bool) -> None:
         trace = TraceBuilder(
             request_id=request_id, model=model, stream=stream, started_at=trio.current_time()
         )
         self._traces.add(trace)
         self._requests += 1
         self._request_ended(trace, model, error)
-        raise error
 
     # ---- operator surface --------------------------------------------------------
 
@@ -491,8 +405,6 @@ class Switcher:
         Raises ConfigError (and changes nothing) when ``config`` is not valid.
         Requests in flight finish under the settings they started with.
         """
-        from oswitch.config import validate_config
-
         if not isinstance(config, SwitcherConfig):
             raise ConfigError([("$", f"expected a SwitcherConfig (got {type(config).__name__})")])
         validate_config(config)
@@ -522,6 +434,7 @@ class Switcher:
         self._router = Router(actors)
         self._changed.notify()
         self.events.emit("config_reloaded", note=f"{len(actors)} targets")
+        await trio.lowlevel.checkpoint()  # an unchanged config sends no command
 
     def models(self) -> list[str]:
         """The model names served now, for ``GET /v1/models``: each name a target
@@ -530,18 +443,7 @@ class Switcher:
         ``fallbacks`` source whose chain reaches such a name. A passthrough target
         (serving ``"*"``) adds no name of its own. Calls no upstream; does not block.
         """
-        router = self._router
-        gone = (TargetState.DISABLED, TargetState.DRAINING)
-        served = {
-            name
-            for name in router.models()
-            if any(actor.state not in gone for actor in router.candidates(name))
-        }
-        names = set(served)
-        for source, chain in self._config.fallbacks.items():
-            if source != "*" and any(name in served for name in chain):
-                names.add(source)
-        return sorted(names)
+        return self._router.listed_models(self._config.fallbacks)
 
     def ready(self) -> bool:
         """True while at least one target could take a request now (for ``/readyz``)."""

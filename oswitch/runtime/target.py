@@ -7,7 +7,7 @@ transport and its attempts. The dispatcher reads the actor (``ready_at``,
 ``candidate``, ``view``) and talks to it through its inbox: attempt orders and
 operator commands. Attempts run in the actor's own nursery, each in a cancel scope
 the actor owns, so failover anywhere is just ``order.cancel(reason)``; the upstream
-exchange itself is :class:`~oswitch.runtime.calls.TargetCalls`.
+exchange itself is :class:`~oswitch.runtime.exchange.TargetExchange`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from oswitch.core.target_health import (
     TargetHealth,
     TargetState,
 )
-from oswitch.runtime.calls import TargetCalls
 from oswitch.runtime.credentials import TargetKey
 from oswitch.runtime.deadlines import StreamDeadlines
 from oswitch.runtime.events import EventHub
+from oswitch.runtime.exchange import Answer, TargetExchange
 from oswitch.runtime.http import TargetTransport
 from oswitch.runtime.messages import (
     AttemptOrder,
@@ -45,6 +45,7 @@ from oswitch.runtime.messages import (
     OutcomeKind,
 )
 from oswitch.runtime.settings import target_settings
+from oswitch.runtime.upstream import UpstreamStream
 from oswitch.runtime.view import TargetView, target_candidate, target_view
 
 __all__ = ["TargetActor", "TargetCondition", "TargetState", "TargetView"]
@@ -83,7 +84,7 @@ class TargetActor:
         self._rng = rng or random.Random()
         settings = target_settings(config, target)
         self._key = TargetKey(target, secrets)
-        self._calls = TargetCalls(
+        self._exchange = TargetExchange(
             target=target, settings=settings, transport=transport, key=self._key, secrets=secrets
         )
         self._health = TargetHealth(
@@ -94,16 +95,17 @@ class TargetActor:
         )
         # The attempts holding one of the target's slots (running, or a stream granted).
         self._running: set[AttemptOrder] = set()
+        # The streamed ones among them whose headers are in, with their open streams.
+        self._streams: dict[AttemptOrder, UpstreamStream] = {}
         self._idle = trio.lowlevel.ParkingLot()
         self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](INBOX_SIZE)
         self._nursery: trio.Nursery | None = None
         self._stream_deadlines = StreamDeadlines()
         self.stopped = False  # the actor has ended (retired, or its switcher closed)
 
-    # ---- credentials -------------------------------------------------------------
-
     async def _watch_credentials(self) -> None:
         """While ReauthRequired, re-read the key's variable until a new key shows up."""
+        await trio.lowlevel.checkpoint()  # unblocked before it started: nothing to watch
         while self._health.blocked is TargetCondition.REAUTH_REQUIRED:
             await trio.sleep(CREDENTIAL_POLL_S)
             if self._health.blocked is TargetCondition.REAUTH_REQUIRED and self._key.refresh():
@@ -143,9 +145,9 @@ class TargetActor:
     @property
     def in_flight(self) -> int:
         """The target's one count of work: attempts holding a slot (running, or a stream
-        granted) plus orders sent but not yet picked up from the inbox, so requests
-        dispatched in the same tick see each other's load. An order being started
-        counts only the attempts ahead of it (the inbox is first in, first out)."""
+        granted) plus orders not yet taken from the inbox, so requests dispatched in
+        the same tick see each other's load (an order being started counts only the
+        attempts ahead of it: the inbox is first in, first out)."""
         return len(self._running) + self._send_inbox.statistics().current_buffer_used
 
     def eligibility(self, model: str | None, now: float) -> Eligibility:
@@ -155,8 +157,7 @@ class TargetActor:
 
     def ready_at(self, model: str, now: float) -> float:
         """When this target can take an attempt for ``model``: ``<= now`` means now,
-        ``math.inf`` means not by the clock alone (an operator, a free slot or a
-        finished probe must change something first)."""
+        ``math.inf`` not by the clock alone (an operator, a slot or a probe must act)."""
         return self.eligibility(model, now).until
 
     def busy(self, model: str, now: float) -> bool:
@@ -197,13 +198,12 @@ class TargetActor:
             await command.done.wait()
 
     async def send(self, message: AttemptOrder | Command) -> bool:
-        """Put ``message`` in the inbox; False if the actor has stopped taking any.
-
-        Blocks only while the inbox is full.
-        """
+        """Put ``message`` in the inbox (blocks only while it is full); False if the
+        actor has stopped taking any."""
         try:
             await self._send_inbox.send(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await trio.lowlevel.checkpoint()  # refused without waiting: still a checkpoint
             return False
         return True
 
@@ -218,7 +218,7 @@ class TargetActor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self._calls.background = nursery
+                self._exchange.background = nursery
                 if self._health.blocked is TargetCondition.REAUTH_REQUIRED:
                     nursery.start_soon(self._watch_credentials)
                 task_status.started()
@@ -240,7 +240,7 @@ class TargetActor:
             for order in list(self._running):
                 order.cancel(CancelReason.OPERATOR)
             with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self._calls.client.aclose()
+                await self._exchange.client.aclose()
 
     def _refuse_queued(self) -> None:
         while True:
@@ -260,7 +260,7 @@ class TargetActor:
         begun = None if order.cancelled else self._health.begin(order.model, now, load=load)
         if begun is None:
             order.reply.set(
-                self._calls.outcome(OutcomeKind.REFUSED, served, now, note="not eligible")
+                self._exchange.outcome(OutcomeKind.REFUSED, served, now, note="not eligible")
             )
             return
         order.epoch, effects = begun
@@ -275,16 +275,16 @@ class TargetActor:
                 deadlines.served = True
                 assert self._nursery is not None
                 self._nursery.start_soon(deadlines.serve, self._expire_stream)
-            order.reply.set(self._calls.outcome(OutcomeKind.GRANTED, served, now))
+            order.reply.set(self._exchange.outcome(OutcomeKind.GRANTED, served, now))
             return
         assert self._nursery is not None
         self._nursery.start_soon(self._run_attempt, order)
 
     async def _run_attempt(self, order: AttemptOrder) -> None:
-        started = trio.current_time()
+        started, served = trio.current_time(), self.upstream_model(order.model)
         outcome: AttemptOutcome | None = None
         try:
-            outcome = await self._calls.attempt(order, self.upstream_model(order.model), started)
+            outcome = (await self._exchange.exchange(order, served, started)).outcome
         finally:
             order.reply.set(self.end_attempt(order, outcome, started=started))
 
@@ -303,7 +303,7 @@ class TargetActor:
         if outcome is None:
             reason = order.cancel_reason or CancelReason.OPERATOR
             served = self.upstream_model(order.model)
-            outcome = self._calls.outcome(
+            outcome = self._exchange.outcome(
                 OutcomeKind.CANCELLED, served, started, cancel_reason=reason
             )
         outcome = self._settle(outcome, order.epoch)
@@ -314,7 +314,7 @@ class TargetActor:
                 self._set_state(TargetState.DISABLED, reason="drained")
         self._notify()
         order.settled = outcome
-        order.upstream = None  # the stream refers to its order: no cycle left behind
+        self._streams.pop(order, None)
         return outcome
 
     def _settle(self, outcome: AttemptOutcome, epoch: int) -> AttemptOutcome:
@@ -337,39 +337,38 @@ class TargetActor:
         ends here (no cost to the target), its slot is freed, its connection closed,
         and the caller's next read raises.
         """
-        upstream = order.upstream
+        upstream = self._streams.get(order)
         if upstream is None or upstream.reading or upstream.closed:
             return
         upstream.expire()
         started, served = upstream.started_at, self.upstream_model(order.model)
-        expired = self._calls.outcome(
+        expired = self._exchange.outcome(
             OutcomeKind.CANCELLED, served, started, note="request deadline"
         )
         self.end_attempt(order, expired, started=started)
         assert self._nursery is not None
         self._nursery.start_soon(upstream.close_expired)
 
-    async def open_stream(self, order: AttemptOrder) -> AttemptOutcome:
+    async def open_stream(self, order: AttemptOrder) -> Answer:
         """Open a granted streamed attempt and read it up to its first content.
 
-        Runs in the caller's task. Returns OK with ``outcome.stream`` (the open
-        :class:`~oswitch.runtime.upstream.UpstreamStream`, whose reader must end the
-        attempt with :meth:`end_attempt`), or a FAILED / CANCELLED outcome already
-        settled here. Cancelling the caller settles the attempt and closes the
-        connection.
+        Runs in the caller's task. Returns OK beside the open stream (whose reader
+        must end the attempt with :meth:`end_attempt`), or a FAILED / CANCELLED
+        outcome settled here. Cancelling the caller settles it and closes the stream.
         """
         started = trio.current_time()
-        outcome: AttemptOutcome | None = None
+        answer: Answer | None = None
         try:
-            outcome = await self._calls.open_stream(
-                order, self.upstream_model(order.model), started
+            answer = await self._exchange.exchange(
+                order, self.upstream_model(order.model), started, opened=self._streams.__setitem__
             )
         finally:
-            if outcome is None or outcome.kind is not OutcomeKind.OK:
-                if outcome is None and order.cancel_reason is None:
+            if answer is None or answer.stream is None:
+                if answer is None and order.cancel_reason is None:
                     order.cancel_reason = CancelReason.CALLER  # torn down from outside
-                outcome = self.end_attempt(order, outcome, started=started)
-        return outcome
+                outcome = None if answer is None else answer.outcome
+                answer = Answer(self.end_attempt(order, outcome, started=started))
+        return answer
 
     # ---- operator commands -------------------------------------------------------
 
@@ -400,6 +399,7 @@ class TargetActor:
             retire = True
         command.done.set(None)
         self._notify()
+        await trio.lowlevel.checkpoint()  # most commands apply without waiting
         return retire
 
     def _drain(self, *, reason: str) -> None:
@@ -424,7 +424,7 @@ class TargetActor:
         settings = target_settings(config, target)
         self._health.reconfigure(settings.health, trio.current_time())
         self._key.target = target
-        retired = self._calls.reconfigure(target, settings)
+        retired = self._exchange.reconfigure(target, settings)
         if retired is not None:
             assert self._nursery is not None
             self._nursery.start_soon(self._close_when_idle, retired)
@@ -439,6 +439,7 @@ class TargetActor:
             self._set_state(state, reason="reload")
 
     async def _wait_idle(self) -> None:
+        await trio.lowlevel.checkpoint()
         while self._running:
             await self._idle.park()
 

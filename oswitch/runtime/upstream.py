@@ -156,6 +156,10 @@ class UpstreamStream:
         """
         while True:
             if self._decoder.finished:
+                # Once per stream, after its last read. Stream paths yield with
+                # cancel_shielded_checkpoint: a schedule point that never raises, so an
+                # ending stream is settled whatever the caller's cancel scope says.
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return None
             if self.expired:
                 raise StreamInterrupted(_fault("request deadline exceeded"), deadline_exceeded=True)
@@ -177,6 +181,7 @@ class UpstreamStream:
                     data = await self._bytes.__anext__()
                 except StopAsyncIteration:
                     self._ended = True
+                    await trio.lowlevel.cancel_shielded_checkpoint()  # the body's end
                 except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
                     raise StreamInterrupted(_fault(f"stream broken: {type(exc).__name__}")) from exc
                 finally:
@@ -257,12 +262,14 @@ class UpstreamStream:
             await self.aclose()
             return
         self.closed = True
-        # No checkpoint: this also runs while the caller is being cancelled, and the
-        # attempt must be settled right after it.
+        # No cancellation point: this also runs while the caller is being cancelled,
+        # and the attempt must be settled right after it.
         try:
             self._background.start_soon(self._drain_then_close)
         except RuntimeError:  # the target's nursery has closed (its switcher is gone)
             await self._close_response()
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _drain_then_close(self) -> None:
         try:
@@ -291,6 +298,7 @@ class UpstreamStream:
     async def aclose(self) -> None:
         """Close the upstream connection (shielded, bounded). Idempotent."""
         if self.closed:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # never raises: a close path
             return
         self.closed = True
         await self._close_response()

@@ -24,7 +24,8 @@ import trio
 from oswitch.core.clip import shorten
 from oswitch.core.secret import Secret
 from oswitch.metrics import CONTENT_TYPE, SwitcherMetrics
-from oswitch.runtime.switcher import Switcher, new_request_id
+from oswitch.runtime.entry import new_request_id
+from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.chat import BodyTimeout, BodyTooLarge, ChatCompletions, ClientGone
 from oswitch.sidecar.errors import HttpError, bad_request, internal_error
 from oswitch.sidecar.responses import (
