@@ -457,7 +457,10 @@ class TargetHealthHistory(RuleBasedStateMachine):
                 after = self.health.eligibility(model, self.now + wait, load=load)
                 assert set(after.reasons) <= set(before.reasons)
                 assert after.ok or not before.ok
-                assert after.until <= before.until or before.until <= self.now + wait
+                # A token bucket's refill time is now + deficit / rate, so reading it a
+                # moment later may round one ulp later; anything more is a real regression.
+                slack = 1e-9 * max(1.0, abs(before.until)) if math.isfinite(before.until) else 0
+                assert after.until <= before.until + slack or before.until <= self.now + wait
 
     @invariant()
     def a_probe_slot_is_never_granted_twice(self) -> None:
