@@ -27,26 +27,15 @@ from typing import Any
 import aiohttp
 
 from bench.record import current_rss_mb
-from bench.upstream import MODEL, OVERHEAD_KEY
+from bench.upstream import OVERHEAD_KEY, overhead_request
 
 Call = Callable[[], Awaitable[float | None]]
-
-
-def _body(streamed: bool) -> dict[str, Any]:
-    # The same request as bench.overhead._request.
-    body: dict[str, Any] = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Say something of moderate length."}],
-    }
-    if streamed:
-        body["stream"] = True
-    return body
 
 
 def aiohttp_call(session: aiohttp.ClientSession, url: str, streamed: bool) -> Call:
     """One call the way ``bench.overhead.http_call`` makes it, with aiohttp."""
     headers = {"authorization": f"Bearer {OVERHEAD_KEY}"}
-    body = _body(streamed)
+    body = overhead_request(streamed)
 
     async def plain() -> float | None:
         async with session.post(url, json=body, headers=headers) as response:

@@ -49,7 +49,7 @@ import trio
 
 from bench.progress import Progress
 from bench.record import Percentiles, current_rss_mb
-from bench.upstream import OVERHEAD_KEY, overhead_fake, serve_raw_upstream
+from bench.upstream import OVERHEAD_KEY, overhead_fake, overhead_request, serve_raw_upstream
 from oswitch import SwitcherConfig, open_switcher, parse_config
 from oswitch.testing import completion, serve_fake_provider
 
@@ -233,20 +233,10 @@ def upstream_process(server: str = "raw", timeout_s: float = 30.0) -> Iterator[i
 Call = Callable[[], Awaitable[float | None]]
 
 
-def _request(streamed: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Say something of moderate length."}],
-    }
-    if streamed:
-        body["stream"] = True
-    return body
-
-
 def http_call(client: httpx.AsyncClient, url: str, streamed: bool) -> Call:
     """A bare httpx call that parses the reply (every SSE event, when streamed)."""
     headers = {"authorization": f"Bearer {OVERHEAD_KEY}"}
-    body = _request(streamed)
+    body = overhead_request(streamed)
 
     async def plain() -> float | None:
         response = await client.post(url, json=body, headers=headers)
@@ -275,7 +265,7 @@ def http_call(client: httpx.AsyncClient, url: str, streamed: bool) -> Call:
 
 def switcher_call(switcher: Any, streamed: bool) -> Call:
     """A call through an embedded switcher (``complete`` or ``stream``)."""
-    body = _request(False)
+    body = overhead_request(False)
 
     async def plain() -> float | None:
         reply = await switcher.complete(body)

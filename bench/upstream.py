@@ -20,6 +20,7 @@ import functools
 import json
 import sys
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import httpx
 import trio
@@ -29,6 +30,19 @@ from oswitch.testing import Call, FakeProvider, completion, reply, serve_fake_pr
 
 MODEL = "gpt-4o-mini"
 OVERHEAD_KEY = "sk-bench-overhead"
+
+
+def overhead_request(streamed: bool) -> dict[str, Any]:
+    """The one chat request every overhead variant sends (oswitch, httpx, aiohttp)."""
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Say something of moderate length."}],
+    }
+    if streamed:
+        body["stream"] = True
+    return body
+
+
 OVERHEAD_TEXT = (
     "A bench answer of about the size of a short chat reply: a few sentences, a few "
     "hundred bytes, streamed in sixteen pieces when a stream is asked for. "
