@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from oswitch.core.clip import ECHO_CHARS, shorten
+from oswitch.core.inbound import ORIGINAL_KEY, OriginalRequest
 
 # Limits (docs/limits.md lists them; each is a fixed constant).
 MAX_DEPTH = 64  # containers nested in the request, the request object counting as 1
@@ -100,6 +101,12 @@ def chat_request_problems(request: object) -> list[Problem]:
     if not isinstance(request, Mapping):
         return [("$", f"must be a JSON object (got {type(request).__name__})")]
     problems = _shape_problems(request)
+    if ORIGINAL_KEY in request:
+        # Set by the sidecar for a request that arrived in another shape; a Python
+        # object, so no JSON body can carry one (the original was checked on arrival).
+        if not isinstance(request[ORIGINAL_KEY], OriginalRequest):
+            problems.append((f"$.{ORIGINAL_KEY}", "reserved for oswitch's own use"))
+        request = {k: v for k, v in request.items() if k != ORIGINAL_KEY}
     unencodable = _first_unencodable(request)
     if unencodable is not None:
         problems.append(unencodable)

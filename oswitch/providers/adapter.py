@@ -22,6 +22,11 @@ class MalformedReply(ValueError):
     """
 
 
+class Untranslatable(ValueError):
+    """The request needs what this adapter's protocol cannot carry (the message says
+    what, by path): the caller's request is refused, never sent with it missing."""
+
+
 class StreamFault(Exception):
     """A stream went wrong in-band: an ``error`` event, or a chunk that is not valid.
 
@@ -78,8 +83,10 @@ class ProviderAdapter(Protocol):
         """Return the upstream call for ``request`` sent to ``model``."""
         ...
 
-    def parse_reply(self, payload: object, *, model: str) -> dict[str, Any]:
-        """Turn a 2xx JSON payload into an OpenAI chat.completion dict.
+    def parse_reply(self, payload: object, *, model: str, native: bool = False) -> dict[str, Any]:
+        """Turn a 2xx JSON payload into an OpenAI chat.completion dict. ``native``: the
+        request arrived in this adapter's own protocol, so the reply keeps what the
+        OpenAI shape drops under ``oswitch_native`` (oswitch.core.inbound.NATIVE_KEY).
 
         Raises MalformedReply when the payload is not a reply, or a field oswitch or
         its callers read has the wrong type (the message names the field, never
@@ -87,9 +94,12 @@ class ProviderAdapter(Protocol):
         """
         ...
 
-    def stream_decoder(self, *, model: str, secrets: Iterable[Secret] = ()) -> StreamDecoder:
+    def stream_decoder(
+        self, *, model: str, secrets: Iterable[Secret] = (), native: bool = False
+    ) -> StreamDecoder:
         """A fresh decoder for one streamed reply from ``model``; ``secrets`` (the
-        configured keys) are scrubbed from its faults' messages."""
+        configured keys) are scrubbed from its faults' messages; ``native`` as for
+        :meth:`parse_reply` (chunks keep what the OpenAI shape drops)."""
         ...
 
 

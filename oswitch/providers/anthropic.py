@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from oswitch.core.classify import classify_stream_error
+from oswitch.core.inbound import NATIVE_KEY, OriginalRequest, original_of
 from oswitch.core.secret import Secret
 from oswitch.providers.adapter import MalformedReply, StreamFault, UpstreamCall
 from oswitch.providers.openai import OSWITCH_REQUEST_KEYS, excerpt, loads, malformed_chunk
@@ -180,9 +181,14 @@ class AnthropicStreamDecoder:
     ``secrets`` are scrubbed from every fault's message before it is cut.
     """
 
-    def __init__(self, *, model: str, secrets: Iterable[Secret] = ()) -> None:
+    def __init__(self, *, model: str, secrets: Iterable[Secret] = (), native: bool = False) -> None:
         self.model = model
         self._secrets = secrets
+        # For a request that arrived as Anthropic: thinking deltas, the message's own
+        # id and usage and the exact stop reason are kept (oswitch.core.inbound).
+        self._native = native
+        self._native_usage: dict[str, Any] = {}
+        self._stop_sequence: str | None = None
         self.finished = False
         self._id = "msg"
         self._created = int(time.time())
@@ -222,7 +228,11 @@ class AnthropicStreamDecoder:
             self.model = get_str(message, "model", "message") or self.model
             usage = get_object(message, "usage", "message") or {}
             self._input_tokens = _prompt_tokens(usage, "message.usage")
-            return [self._chunk({"role": "assistant", "content": ""})]
+            first = self._chunk({"role": "assistant", "content": ""})
+            if self._native:
+                self._native_usage = dict(usage)
+                first[NATIVE_KEY] = {"message": message}
+            return [first]
         if kind == "content_block_start":
             block = get_object(payload, "content_block", "") or {}
             if get_str(block, "type", "content_block") == "tool_use":
@@ -238,6 +248,9 @@ class AnthropicStreamDecoder:
                     "function": {"name": name, "arguments": ""},
                 }
                 return [self._chunk({"tool_calls": [call]})]
+            if self._native and get_str(block, "type", "content_block") == "redacted_thinking":
+                data = get_str(block, "data", "content_block") or ""
+                return [self._chunk({"redacted_thinking": data})]
             text = get_str(block, "text", "content_block")
             return [self._chunk({"content": text})] if text else []
         if kind == "content_block_delta":
@@ -251,7 +264,11 @@ class AnthropicStreamDecoder:
                 arguments = get_str(delta, "partial_json", "delta") or ""
                 call = {"index": tool_index, "function": {"arguments": arguments}}
                 return [self._chunk({"tool_calls": [call]})]
-            return []  # thinking and signature deltas are not part of the answer
+            if self._native and delta_type == "thinking_delta":
+                return [self._chunk({"thinking": get_str(delta, "thinking", "delta") or ""})]
+            if self._native and delta_type == "signature_delta":
+                return [self._chunk({"signature": get_str(delta, "signature", "delta") or ""})]
+            return []  # thinking and signature deltas are not part of an OpenAI answer
         if kind == "message_delta":
             delta = get_object(payload, "delta", "") or {}
             stop_reason = get_str(delta, "stop_reason", "delta")
@@ -259,11 +276,20 @@ class AnthropicStreamDecoder:
                 self._stop_reason = stop_reason
             usage = get_object(payload, "usage", "") or {}
             self._output_tokens = get_count(usage, "output_tokens", "usage") or self._output_tokens
+            if self._native:
+                self._stop_sequence = get_str(delta, "stop_sequence", "delta")
+                self._native_usage.update(usage)
             return []
         if kind == "message_stop":
             self.finished = True
             final = self._chunk({}, FINISH_REASONS.get(self._stop_reason or "", "stop"))
             final["usage"] = _usage(self._input_tokens, self._output_tokens)
+            if self._native:
+                final[NATIVE_KEY] = {
+                    "stop_reason": self._stop_reason or "end_turn",
+                    "stop_sequence": self._stop_sequence,
+                    "usage": self._native_usage,
+                }
             return [final]
         return []  # ping, content_block_stop, and event types added later
 
@@ -282,6 +308,11 @@ class AnthropicAdapter:
         api_key: str | None,
         stream: bool,
     ) -> UpstreamCall:
+        original = original_of(request, "anthropic")
+        if original is not None:
+            return self._original_call(
+                original, request, base_url=base_url, model=model, api_key=api_key, stream=stream
+            )
         request = {k: v for k, v in request.items() if k not in OSWITCH_REQUEST_KEYS}
         system, messages = translate_messages(list(request.get("messages") or ()))
         body: dict[str, Any] = {
@@ -329,9 +360,45 @@ class AnthropicAdapter:
             headers["x-api-key"] = api_key
         return UpstreamCall(url=base_url.rstrip("/") + "/messages", headers=headers, body=body)
 
-    def parse_reply(self, payload: object, *, model: str) -> dict[str, Any]:
+    def _original_call(
+        self,
+        original: OriginalRequest,
+        request: Mapping[str, Any],
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        stream: bool,
+    ) -> UpstreamCall:
+        """The caller's own Messages request, changed only where it must be: the model
+        that serves, ``stream``, and a resume's turns (the internal form's messages past
+        ``base_messages``, translated) appended to its messages."""
+        body = dict(original.body)
+        body["model"] = model
+        if stream:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+        added = list(request.get("messages") or ())[original.base_messages :]
+        if added:
+            _, turns = translate_messages(added)
+            body["messages"] = _joined(list(original.body["messages"]), turns)
+        headers = {
+            "content-type": "application/json",
+            "anthropic-version": ANTHROPIC_VERSION,
+            "accept": "text/event-stream" if stream else "application/json",
+            **original.headers,
+        }
+        if api_key:
+            headers["x-api-key"] = api_key
+        return UpstreamCall(url=base_url.rstrip("/") + "/messages", headers=headers, body=body)
+
+    def parse_reply(self, payload: object, *, model: str, native: bool = False) -> dict[str, Any]:
         try:
-            return self._parse_reply(payload, model=model)
+            reply = self._parse_reply(payload, model=model)
+            if native:
+                reply[NATIVE_KEY] = payload
+            return reply
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
             if isinstance(exc, MalformedReply):
                 raise
@@ -391,6 +458,21 @@ class AnthropicAdapter:
         }
 
     def stream_decoder(
-        self, *, model: str, secrets: Iterable[Secret] = ()
+        self, *, model: str, secrets: Iterable[Secret] = (), native: bool = False
     ) -> AnthropicStreamDecoder:
-        return AnthropicStreamDecoder(model=model, secrets=secrets)
+        return AnthropicStreamDecoder(model=model, secrets=secrets, native=native)
+
+
+def _joined(messages: list[Any], turns: list[dict[str, Any]]) -> list[Any]:
+    """``messages`` followed by ``turns``, a turn of the same role as the last message
+    merged into it (Anthropic wants the roles to alternate)."""
+    messages = list(messages)
+    for turn in turns:
+        last = messages[-1] if messages else None
+        if isinstance(last, Mapping) and last.get("role") == turn["role"]:
+            content = last.get("content")
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            messages[-1] = {**last, "content": [*(blocks or []), *turn["content"]]}
+        else:
+            messages.append(turn)
+    return messages

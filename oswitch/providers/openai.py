@@ -8,8 +8,9 @@ from typing import Any
 
 from oswitch.core.classify import Classification, classify_stream_error
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.inbound import ORIGINAL_KEY, original_of
 from oswitch.core.secret import Secret, scrub_and_cut
-from oswitch.providers.adapter import MalformedReply, StreamFault, UpstreamCall
+from oswitch.providers.adapter import MalformedReply, StreamFault, Untranslatable, UpstreamCall
 from oswitch.providers.shape import (
     check_content,
     check_tool_calls,
@@ -19,7 +20,7 @@ from oswitch.providers.shape import (
 )
 
 # Keys oswitch reads from a request for itself; they never travel upstream.
-OSWITCH_REQUEST_KEYS = frozenset({"oswitch"})
+OSWITCH_REQUEST_KEYS = frozenset({"oswitch", ORIGINAL_KEY})
 
 
 def malformed_chunk(reason: str) -> StreamFault:
@@ -143,6 +144,9 @@ class OpenAIAdapter:
         api_key: str | None,
         stream: bool,
     ) -> UpstreamCall:
+        original = original_of(request)
+        if original is not None and original.untranslatable:
+            raise Untranslatable("; ".join(original.untranslatable))
         body = {k: v for k, v in request.items() if k not in OSWITCH_REQUEST_KEYS}
         body["model"] = model
         headers = {"content-type": "application/json"}
@@ -159,7 +163,8 @@ class OpenAIAdapter:
             url=base_url.rstrip("/") + "/chat/completions", headers=headers, body=body
         )
 
-    def parse_reply(self, payload: object, *, model: str) -> dict[str, Any]:
+    def parse_reply(self, payload: object, *, model: str, native: bool = False) -> dict[str, Any]:
+        # ``native`` changes nothing: an OpenAI reply is already the internal shape.
         if not isinstance(payload, dict):
             raise MalformedReply(f"reply is not a JSON object (got {type(payload).__name__})")
         choices = payload.get("choices")
@@ -180,5 +185,7 @@ class OpenAIAdapter:
         reply.setdefault("object", "chat.completion")
         return reply
 
-    def stream_decoder(self, *, model: str, secrets: Iterable[Secret] = ()) -> OpenAIStreamDecoder:
+    def stream_decoder(
+        self, *, model: str, secrets: Iterable[Secret] = (), native: bool = False
+    ) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(model=model, secrets=secrets)

@@ -27,6 +27,7 @@ from oswitch.config import TargetConfig
 from oswitch.core.classify import Classification, classify, classify_stream_error
 from oswitch.core.clip import MAX_TEXT_CHARS, clip
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.inbound import original_of
 from oswitch.core.secret import Secret, scrub
 from oswitch.providers.base import MalformedReply, ProviderAdapter, UpstreamCall
 from oswitch.providers.registry import adapter_for
@@ -221,7 +222,9 @@ class TargetExchange:
                 upstream = UpstreamStream(
                     order=order,
                     response=response,
-                    decoder=self.adapter.stream_decoder(model=served_model, secrets=self.secrets),
+                    decoder=self.adapter.stream_decoder(
+                        model=served_model, secrets=self.secrets, native=self._native(order)
+                    ),
                     started_at=started,
                     first_token_deadline=deadline,
                     idle_timeout_s=self.settings.idle_s,
@@ -252,7 +255,20 @@ class TargetExchange:
             if response is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await response.aclose()
-        return self._judge(status, headers, body, served_model, started, streamed=order.stream)
+        return self._judge(
+            status,
+            headers,
+            body,
+            served_model,
+            started,
+            streamed=order.stream,
+            native=self._native(order),
+        )
+
+    def _native(self, order: AttemptOrder) -> bool:
+        """Whether the request arrived in this target's own protocol (its reply then
+        keeps what the OpenAI shape drops, for the caller's own shape)."""
+        return original_of(order.request, self.adapter.api) is not None
 
     def _prepare(
         self, order: AttemptOrder, served_model: str, started: float
@@ -295,6 +311,7 @@ class TargetExchange:
         started: float,
         *,
         streamed: bool,
+        native: bool = False,
     ) -> AttemptOutcome:
         """The outcome of a reply read whole: a classified failure, an error object in
         a 2xx, a whole reply where a stream was asked for, a malformed one, or OK."""
@@ -323,7 +340,7 @@ class TargetExchange:
                 served_model, started, transient("asked for a stream, got a whole reply")
             )
         try:
-            reply = self.adapter.parse_reply(payload, model=served_model)
+            reply = self.adapter.parse_reply(payload, model=served_model, native=native)
         except Exception as exc:  # a reply no adapter check foresaw must not kill the actor
             return self.failed(
                 served_model,

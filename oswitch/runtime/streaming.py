@@ -82,6 +82,7 @@ class ChatStream:
         self._chars = 0  # its length
         self._segment_start = 0  # where the current segment's text starts
         self._tool_call_started = False
+        self._thinking_open = False  # a thinking block began and has no signature yet
         self._reconciler: SeamReconciler | None = None
         self._chunk_id: str | None = None
         self._done = False
@@ -163,6 +164,14 @@ class ChatStream:
         finish_reason = streamed.finish_reason
         if streamed.tool_call:
             self._tool_call_started = True
+        elif streamed.progress and not text and finish_reason is None:
+            # Thinking (see upstream.streamed_chunk): a block cut before its signature
+            # cannot be sent back to Anthropic, so such a cut is not resumed.
+            delta = chunk["choices"][0].get("delta") or {}
+            if delta.get("thinking"):
+                self._thinking_open = True
+            if delta.get("signature"):
+                self._thinking_open = False
         if finish_reason is not None:
             self._saw_finish = True
             chunk["oswitch"] = self._summary(finishing=True)
@@ -297,7 +306,9 @@ class ChatStream:
                 silent=interrupted.silent,
             )
             note = f"{underlying}: {interrupted.classification.message}"
-        resumable = not self._tool_call_started and self._strategy == "continue"
+        resumable = (
+            not self._tool_call_started and not self._thinking_open and self._strategy == "continue"
+        )
         self._end_segment(
             result,
             decision=Decision.RESUME if resumable else Decision.GIVE_UP,
@@ -310,6 +321,11 @@ class ChatStream:
             self._fail(
                 "the stream was cut in the middle of a tool call, which cannot be resumed "
                 "safely; no result was invented"
+            )
+        if self._thinking_open:
+            self._fail(
+                "the stream was cut in the middle of a thinking block, which cannot be "
+                "resumed: a thinking block without its signature cannot be sent back"
             )
         if self._strategy != "continue":
             self._fail(

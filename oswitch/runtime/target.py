@@ -138,6 +138,12 @@ class TargetActor:
     def serves(self, model: str) -> bool:
         return "*" in self.target.serves or model in self.target.serves
 
+    @property
+    def exchange(self) -> TargetExchange:
+        """The target's upstream side (its adapter, transport and key), for calls that
+        are not attempts (the Messages endpoint's count_tokens)."""
+        return self._exchange
+
     def upstream_model(self, model: str) -> str:
         """The model name sent upstream: the target's own, or the requested one."""
         return self.target.model or model

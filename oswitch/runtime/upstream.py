@@ -77,6 +77,12 @@ def streamed_chunk(chunk: dict[str, Any]) -> StreamedChunk:
     text, tool_call, finish_reason = chunk_facts(chunk)
     finish_reason = finish_reason or None
     progress = bool(text) or finish_reason is not None or (tool_call and _tool_call_bytes(chunk))
+    if not progress and chunk.get("choices"):
+        # Thinking (decoded only for a request that arrived as Anthropic) moves the
+        # answer on too: a model thinking for a minute is not silent.
+        delta = chunk["choices"][0].get("delta") or {}
+        progress = bool(delta.get("thinking") or delta.get("signature"))
+        progress = progress or bool(delta.get("redacted_thinking"))
     return StreamedChunk(chunk, text, tool_call, finish_reason, progress)
 
 

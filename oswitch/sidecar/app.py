@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP gateway, as a plain ASGI application on trio.
 
-Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``,
-``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (HEAD too, for each GET).
+Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/messages`` and
+``POST /v1/messages/count_tokens`` (Anthropic's shapes, oswitch.sidecar.messages),
+``GET /v1/models``, ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (HEAD too, for each GET).
 Every response carries ``x-oswitch-request-id``, and every failure is an OpenAI-shaped
 error: 4xx for the caller's faults, 500 ``internal_error`` for ours. A websocket
 handshake (``oswitch ctl`` pointed at this port) gets a 404 saying where the control
@@ -28,6 +29,7 @@ from oswitch.runtime.entry import new_request_id
 from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.chat import BodyTimeout, BodyTooLarge, ChatCompletions, ClientGone
 from oswitch.sidecar.errors import HttpError, bad_request, internal_error
+from oswitch.sidecar.messages import Messages
 from oswitch.sidecar.responses import (
     CLOSE,
     Receive,
@@ -56,9 +58,10 @@ def _ambiguous_framing(scope: Scope) -> bool:
 class SidecarApp:
     """The ASGI app; one per switcher.
 
-    ``api_keys``: when given, clients must send one as ``Authorization: Bearer``
-    (compared in constant time). ``max_body_bytes`` bounds request bodies (413);
-    ``body_timeout_s`` the time to receive one once its headers are in (408).
+    ``api_keys``: when given, clients must send one as ``Authorization: Bearer`` or
+    ``x-api-key`` (compared in constant time), on every routing endpoint.
+    ``max_body_bytes`` bounds request bodies (413); ``body_timeout_s`` the time to
+    receive one once its headers are in (408).
     """
 
     def __init__(
@@ -79,9 +82,12 @@ class SidecarApp:
             body_timeout_s=body_timeout_s,
             metrics=self.metrics,
         )
+        self._messages = Messages(switcher, self._chat)
         self._routes: dict[str, tuple[str, Callable[..., Awaitable[None]]]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/chat/completions": ("POST", self._chat),
+            "/v1/messages": ("POST", self._messages),
+            "/v1/messages/count_tokens": ("POST", self._messages.count_tokens),
             "/v1/models": ("GET", self._models),
             "/healthz": ("GET", self._healthz),
             "/readyz": ("GET", self._readyz),

@@ -83,13 +83,20 @@ class ChatCompletions:
         if not self.api_keys:
             return True
         header = b""
+        api_key: bytes | None = None
         for name, value in scope.get("headers", ()):
-            if name.lower() == b"authorization":
+            lowered = name.lower()
+            if lowered == b"authorization":
                 header = value
+            elif lowered == b"x-api-key":  # Anthropic's SDKs send the key so
+                api_key = value
         text = header.decode("latin-1")
-        if not text.lower().startswith("bearer "):
+        if text.lower().startswith("bearer "):
+            offered = text[7:].strip()
+        elif api_key is not None:
+            offered = api_key.decode("latin-1").strip()
+        else:
             return False
-        offered = text[7:].strip()
         # Check every key, so timing does not tell which one almost matched.
         matches = [key.matches(offered) for key in self.api_keys]
         return any(matches)

@@ -1,4 +1,5 @@
-"""OpenAI-shaped error bodies with honest HTTP status codes for oswitch's errors."""
+"""Error bodies with honest HTTP status codes for oswitch's errors: OpenAI-shaped, and
+Anthropic-shaped for the Messages endpoint (same statuses and Retry-After)."""
 
 from __future__ import annotations
 
@@ -133,3 +134,37 @@ def internal_error(request_id: str) -> HttpError:
         type="server_error",
         code="internal_error",
     )
+
+
+# Anthropic's error types by the status the sidecar answers (its SDKs pick the
+# exception class by status; the type is for the reader).
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's error type for an answer of ``status`` (any other 4xx is an
+    invalid request, any other 5xx an api_error)."""
+    return ANTHROPIC_ERROR_TYPES.get(
+        status, "invalid_request_error" if status < 500 else "api_error"
+    )
+
+
+def anthropic_body(error: HttpError) -> dict[str, Any]:
+    """``error`` as Anthropic's error object (the chat endpoint's status and headers;
+    oswitch's own code is the chat endpoint's only: Anthropic's object has no place)."""
+    return {
+        "type": "error",
+        "error": {"type": anthropic_error_type(error.status), "message": error.message},
+    }
