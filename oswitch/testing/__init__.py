@@ -16,7 +16,8 @@ Import everything from here; the modules below are the layout, not the API:
 ``behaviour`` (the Behaviour type), ``replies`` (completions and provider errors),
 ``faults`` (broken bodies, silence, refused connections), ``script``, ``sse``,
 ``playback`` and ``streams`` (streamed answers: what to say, the wire events, the
-bytes played with their faults, the ``stream`` behaviour), ``provider`` (the
+bytes played with their faults, the ``stream`` behaviour), ``messages`` (a fake
+Anthropic upstream's replies, errors and token counts), ``provider`` (the
 FakeProvider router and recorder), ``asgi`` and ``serve`` (the same scripts over
 a real loopback socket).
 """
@@ -25,6 +26,14 @@ from __future__ import annotations
 
 from oswitch.testing.behaviour import Behaviour, Responder
 from oswitch.testing.faults import connect_error, hang, malformed
+from oswitch.testing.messages import (
+    anthropic_error,
+    anthropic_rate_limited,
+    anthropic_stream,
+    message,
+    message_reply,
+    token_count,
+)
 from oswitch.testing.provider import Call, FakeProvider
 from oswitch.testing.replies import (
     bad_request,
@@ -47,6 +56,9 @@ __all__ = [
     "Call",
     "FakeProvider",
     "Responder",
+    "anthropic_error",
+    "anthropic_rate_limited",
+    "anthropic_stream",
     "bad_request",
     "completion",
     "connect_error",
@@ -56,6 +68,8 @@ __all__ = [
     "hang",
     "invalid_key",
     "malformed",
+    "message",
+    "message_reply",
     "model_overloaded",
     "quota_exhausted",
     "rate_limited",
@@ -63,4 +77,5 @@ __all__ = [
     "serve_fake_provider",
     "server_error",
     "stream",
+    "token_count",
 ]

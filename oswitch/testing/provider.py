@@ -25,6 +25,8 @@ class Call:
     body: Mapping[str, Any]
     at: float
     behaviour: str
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    """The request's headers but for its key (authorization, x-api-key)."""
 
 
 @attrs.define
@@ -123,6 +125,11 @@ class FakeProvider:
                 body=body,
                 at=trio.current_time(),
                 behaviour=behaviour.name,
+                headers={
+                    name: value
+                    for name, value in request.headers.items()
+                    if name not in ("authorization", "x-api-key")
+                },
             )
         )
         self.in_flight += 1
