@@ -48,8 +48,8 @@ def untranslatable(body: dict[str, Any]) -> tuple[str, ...]:
         (request(max_tokens=0), ("$.max_tokens", "must be an integer from 1 to 2147483647")),
         (request(messages=[]), ("$.messages", "required: a non-empty array of messages")),
         (
-            request(messages=[{"role": "system", "content": "x"}]),
-            ("$.messages[0].role", "must be user or assistant (got 'system')"),
+            request(messages=[{"role": "robot", "content": "x"}]),
+            ("$.messages[0].role", "must be user, assistant or system (got 'robot')"),
         ),
         (
             request(messages=[{"role": "user", "content": [{"text": "x"}]}]),
@@ -464,3 +464,34 @@ def test_native_decoding_keeps_thinking_and_the_exact_stop() -> None:
     final = native.feed("message_stop", "{}")[0]
     assert final["oswitch_native"]["stop_reason"] == "pause_turn"
     assert final["choices"][0]["finish_reason"] == "stop"
+
+
+def test_claude_codes_own_request_shape_translates() -> None:
+    """What Claude Code 2.1 sends (mid-conversation system turns, adaptive thinking,
+    output_config.effort, context_management) is checked as valid and has an OpenAI form,
+    the hints dropped; a JSON-schema output format becomes response_format."""
+    body = request(
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "system", "content": "agent types: ..."},
+        ],
+        thinking={"type": "adaptive"},
+        output_config={
+            "effort": "high",
+            "format": {"type": "json_schema", "schema": {"type": "object"}},
+        },
+        context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        metadata={"user_id": '{"session_id": "s"}'},
+    )
+    assert messages_request_problems(body) == []
+    translated = to_chat_request(body)
+    assert translated.pop(ORIGINAL_KEY).untranslatable == ()
+    assert translated["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        {"role": "system", "content": "agent types: ..."},
+    ]
+    assert translated["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": {"type": "object"}, "strict": True},
+    }
+    assert "thinking" not in translated and "context_management" not in translated

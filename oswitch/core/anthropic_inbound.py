@@ -8,9 +8,13 @@ dropped where dropping changes nothing the model sees (docs/sidecar.md has the t
 
 - dropped: ``cache_control`` (a caching hint), ``citations`` on text blocks of earlier
   turns, ``thinking`` / ``redacted_thinking`` blocks of earlier assistant turns
-  (Anthropic itself does not show a model its earlier turns' thinking);
+  (Anthropic itself does not show a model its earlier turns' thinking),
+  ``output_config.effort`` (a hint), ``context_management`` (edits that only shorten
+  Anthropic's server-side context: the OpenAI model sees it unedited), ``thinking``
+  ``adaptive`` (the model may choose not to think);
 - untranslatable: ``thinking`` enabled, server tools (a tool with a ``type``), PDF and
-  file documents, file images, any other block type, any other top-level field.
+  file documents, file images, any other block type, any other ``output_config`` key
+  than ``effort`` and a JSON-schema ``format``, any other top-level field.
 
 Pure: no trio, no I/O.
 """
@@ -37,7 +41,8 @@ ANTHROPIC = "anthropic"
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 MAX_HEADER_CHARS = 1024
 
-ROLES = ("user", "assistant")
+# "system" in messages: Anthropic's mid-conversation system turns (Claude Code sends them).
+ROLES = ("user", "assistant", "system")
 
 # Top-level fields the translation reads (any other is untranslatable).
 _TRANSLATED_FIELDS = frozenset(
@@ -55,6 +60,8 @@ _TRANSLATED_FIELDS = frozenset(
         "tools",
         "tool_choice",
         "thinking",
+        "output_config",
+        "context_management",
     }
 )
 
@@ -114,7 +121,10 @@ def messages_request_problems(body: object, *, count_only: bool = False) -> list
                 problems.append((at, "must be an object"))
             elif message.get("role") not in ROLES:
                 problems.append(
-                    (f"{at}.role", f"must be user or assistant (got {shown(message.get('role'))})")
+                    (
+                        f"{at}.role",
+                        f"must be user, assistant or system (got {shown(message.get('role'))})",
+                    )
                 )
             elif (found := _blocks_problem(message.get("content"), f"{at}.content")) is not None:
                 problems.append(found)
@@ -340,6 +350,27 @@ def _tool_choice(choice: Mapping[str, Any]) -> tuple[object, bool | None]:
     return "auto", parallel
 
 
+def _output_config(config: object, request: dict[str, Any], out: _Translation) -> None:
+    """``output_config``: ``effort`` is a hint (dropped); ``format`` a JSON schema the
+    answer must follow (OpenAI's ``response_format``); anything else untranslatable."""
+    if config is None:
+        return
+    if not isinstance(config, Mapping):
+        out.cannot("$.output_config", "must be an object")
+        return
+    for name, value in config.items():
+        if name == "effort":
+            continue
+        if name == "format" and isinstance(value, Mapping) and value.get("type") == "json_schema":
+            schema = value.get("schema")
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema, "strict": True},
+            }
+            continue
+        out.cannot(f"$.output_config.{name}", "no OpenAI form")
+
+
 def to_chat_request(
     body: Mapping[str, Any], headers: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -355,7 +386,9 @@ def to_chat_request(
     for index, message in enumerate(body["messages"]):
         at = f"$.messages[{index}].content"
         content = message["content"]
-        if message["role"] == "user":
+        if message["role"] == "system":
+            out.messages.append({"role": "system", "content": _system_text(content)})
+        elif message["role"] == "user":
             if isinstance(content, str):
                 out.messages.append({"role": "user", "content": content})
                 continue
@@ -400,8 +433,10 @@ def to_chat_request(
         if parallel is not None:
             request["parallel_tool_calls"] = parallel
     thinking = body.get("thinking")
-    if isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled"):
+    if isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled", "adaptive"):
+        # "adaptive" lets the model decide whether to think: one that does not is within it.
         out.cannot("$.thinking", "extended thinking has no OpenAI form")
+    _output_config(body.get("output_config"), request, out)
     for name in body:
         if name not in _TRANSLATED_FIELDS:
             out.cannot(f"$.{name}", "no OpenAI form")
