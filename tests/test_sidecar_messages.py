@@ -708,3 +708,79 @@ async def test_a_cut_inside_a_thinking_block_ends_in_an_error_event() -> None:
                     lambda: streamed_text(client, model="claude-test", max_tokens=64, messages=USER)
                 )
     assert fake.calls_to("key-good") == 0
+
+
+async def test_server_tool_blocks_and_citations_come_through_as_sent() -> None:
+    """Blocks the OpenAI shape has no form for (a server tool's use and result) and
+    citation deltas reach the SDK from an Anthropic target as it sent them."""
+    search = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
+    result = {
+        "type": "web_search_tool_result",
+        "tool_use_id": "srvtoolu_1",
+        "content": [
+            {
+                "type": "web_search_result",
+                "url": "https://example.com",
+                "title": "Example",
+                "encrypted_content": "enc",
+                "page_age": None,
+            }
+        ],
+    }
+    citation = {
+        "type": "web_search_result_location",
+        "url": "https://example.com",
+        "title": "Example",
+        "encrypted_index": "ix",
+        "cited_text": "an example",
+    }
+    events = [
+        _START,
+        ("content_block_start", {"index": 0, "content_block": search}),
+        (
+            "content_block_delta",
+            {"index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"query": '}},
+        ),
+        (
+            "content_block_delta",
+            {"index": 0, "delta": {"type": "input_json_delta", "partial_json": '"oswitch"}'}},
+        ),
+        ("content_block_stop", {"index": 0}),
+        ("content_block_start", {"index": 1, "content_block": result}),
+        ("content_block_stop", {"index": 1}),
+        ("content_block_start", {"index": 2, "content_block": {"type": "text", "text": ""}}),
+        (
+            "content_block_delta",
+            {"index": 2, "delta": {"type": "citations_delta", "citation": citation}},
+        ),
+        ("content_block_delta", {"index": 2, "delta": {"type": "text_delta", "text": "Found."}}),
+        ("content_block_stop", {"index": 2}),
+        (
+            "message_delta",
+            {
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 3},
+            },
+        ),
+        ("message_stop", {}),
+    ]
+    fake = FakeProvider().on("key-a", anthropic_stream(events))
+    request = {
+        "model": "claude-test",
+        "max_tokens": 256,
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+        "messages": USER,
+    }
+    with trio.fail_after(20):
+        async with gateway(fake, config(claude("a"))) as (client, _, _):
+            _, final = await run(lambda: streamed_text(client, **request))
+    used, found, text = final.content
+    assert (used.type, used.name, used.input) == (
+        "server_tool_use",
+        "web_search",
+        {"query": "oswitch"},
+    )
+    assert found.type == "web_search_tool_result" and found.content[0].url == "https://example.com"
+    assert text.type == "text" and text.text == "Found."
+    assert text.citations[0].cited_text == "an example"
+    assert fake.calls[0].body["tools"] == request["tools"]

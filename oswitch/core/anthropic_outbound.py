@@ -6,7 +6,9 @@ A reply or chunk decoded from an Anthropic target for a request that arrived as
 Anthropic carries what the OpenAI shape drops under :data:`NATIVE_KEY` (the message's
 id and usage, the exact stop reason, the whole reply), and that is used as given.
 Thinking travels in chunk deltas as ``thinking``, ``signature`` and
-``redacted_thinking``.
+``redacted_thinking``; a block or delta the OpenAI shape has no form for (a server tool's
+use and result, a ``citations_delta``) as the Anthropic target sent it, under
+:data:`RAW_BLOCK_KEY` / :data:`RAW_DELTA_KEY`.
 
 A tool call is never presented whole unless it is: arguments that are not a JSON
 object raise :class:`CorruptToolCall` (the sidecar answers an error, in-band for a
@@ -21,7 +23,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from oswitch.core.inbound import NATIVE_KEY
+from oswitch.core.inbound import NATIVE_KEY, RAW_BLOCK_KEY, RAW_DELTA_KEY, RAW_STOP_KEY
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -230,6 +232,15 @@ class MessagesStreamEncoder:
         if isinstance(redacted, str) and redacted:
             out += self._begin("redacted_thinking", {"type": "redacted_thinking", "data": redacted})
             out += self._close()
+        raw_block = delta.get(RAW_BLOCK_KEY)
+        if isinstance(raw_block, Mapping):
+            out += self._begin("raw", dict(raw_block))
+        raw_delta = delta.get(RAW_DELTA_KEY)
+        if isinstance(raw_delta, Mapping):
+            if self._open is None and raw_delta.get("type") == "citations_delta":
+                out += self._begin("text", {"type": "text", "text": ""})
+            if self._open is not None:
+                out += self._delta(dict(raw_delta))
         text = delta.get("content")
         if isinstance(text, str) and text:
             if self._open != "text":
@@ -237,6 +248,8 @@ class MessagesStreamEncoder:
             out += self._delta({"type": "text_delta", "text": text})
         for call in delta.get("tool_calls") or ():
             out += self._tool_delta(call)
+        if delta.get(RAW_STOP_KEY):
+            out += self._close()
         finish_reason = choice.get("finish_reason")
         if finish_reason:
             out += self._close()

@@ -54,3 +54,16 @@ NATIVE_KEY = "oswitch_native"
 """Where a reply or chunk decoded for a request whose original is in the target's own
 protocol keeps what the OpenAI form has no place for (an Anthropic reply's own
 payload, a message's id and usage, the exact stop reason); only such requests get it."""
+
+RAW_BLOCK_KEY = "anthropic_block"
+"""A chunk delta's key for a content block the OpenAI shape has no form for (a server
+tool's use and result, and any block type added later), as the Anthropic target sent
+its ``content_block_start`` (native decoding only)."""
+
+RAW_DELTA_KEY = "anthropic_delta"
+"""A chunk delta's key for a delta of such a block, or one of a type the OpenAI shape has
+no form for (``citations_delta``), as sent (native decoding only)."""
+
+RAW_STOP_KEY = "anthropic_block_stop"
+"""A chunk delta's key marking the end of the Anthropic target's current content block
+(its ``content_block_stop``; native decoding only), so blocks end where it ended them."""

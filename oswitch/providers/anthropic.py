@@ -13,7 +13,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from oswitch.core.classify import classify_stream_error
-from oswitch.core.inbound import NATIVE_KEY, OriginalRequest, original_of
+from oswitch.core.inbound import (
+    NATIVE_KEY,
+    RAW_BLOCK_KEY,
+    RAW_DELTA_KEY,
+    RAW_STOP_KEY,
+    OriginalRequest,
+    original_of,
+)
 from oswitch.core.secret import Secret
 from oswitch.providers.adapter import MalformedReply, StreamFault, UpstreamCall
 from oswitch.providers.openai import OSWITCH_REQUEST_KEYS, excerpt, loads, malformed_chunk
@@ -189,6 +196,7 @@ class AnthropicStreamDecoder:
         self._native = native
         self._native_usage: dict[str, Any] = {}
         self._stop_sequence: str | None = None
+        self._raw_blocks: set[int] = set()  # indices of blocks carried as sent
         self.finished = False
         self._id = "msg"
         self._created = int(time.time())
@@ -248,14 +256,21 @@ class AnthropicStreamDecoder:
                     "function": {"name": name, "arguments": ""},
                 }
                 return [self._chunk({"tool_calls": [call]})]
-            if self._native and get_str(block, "type", "content_block") == "redacted_thinking":
+            block_type = get_str(block, "type", "content_block")
+            if self._native and block_type == "redacted_thinking":
                 data = get_str(block, "data", "content_block") or ""
                 return [self._chunk({"redacted_thinking": data})]
+            if self._native and block_type not in ("text", "thinking"):
+                # server_tool_use, web_search_tool_result, …: carried as sent.
+                self._raw_blocks.add(get_count(payload, "index", "") or 0)
+                return [self._chunk({RAW_BLOCK_KEY: block})]
             text = get_str(block, "text", "content_block")
             return [self._chunk({"content": text})] if text else []
         if kind == "content_block_delta":
             delta = get_object(payload, "delta", "") or {}
             delta_type = get_str(delta, "type", "delta")
+            if self._native and (get_count(payload, "index", "") or 0) in self._raw_blocks:
+                return [self._chunk({RAW_DELTA_KEY: delta})]
             if delta_type == "text_delta":
                 return [self._chunk({"content": get_str(delta, "text", "delta") or ""})]
             if delta_type == "input_json_delta":
@@ -268,6 +283,8 @@ class AnthropicStreamDecoder:
                 return [self._chunk({"thinking": get_str(delta, "thinking", "delta") or ""})]
             if self._native and delta_type == "signature_delta":
                 return [self._chunk({"signature": get_str(delta, "signature", "delta") or ""})]
+            if self._native:
+                return [self._chunk({RAW_DELTA_KEY: delta})]  # citations_delta, …
             return []  # thinking and signature deltas are not part of an OpenAI answer
         if kind == "message_delta":
             delta = get_object(payload, "delta", "") or {}
@@ -291,6 +308,8 @@ class AnthropicStreamDecoder:
                     "usage": self._native_usage,
                 }
             return [final]
+        if kind == "content_block_stop" and self._native:
+            return [self._chunk({RAW_STOP_KEY: True})]
         return []  # ping, content_block_stop, and event types added later
 
 

@@ -162,9 +162,11 @@ class ChatStream:
         chunk["id"] = self._chunk_id
         text = streamed.text
         finish_reason = streamed.finish_reason
+        beyond_openai = False  # thinking or a block carried as sent
         if streamed.tool_call:
             self._tool_call_started = True
         elif streamed.progress and not text and finish_reason is None:
+            beyond_openai = True
             # Thinking (see upstream.streamed_chunk): a block cut before its signature
             # cannot be sent back to Anthropic, so such a cut is not resumed.
             delta = chunk["choices"][0].get("delta") or {}
@@ -172,6 +174,9 @@ class ChatStream:
                 self._thinking_open = True
             if delta.get("signature"):
                 self._thinking_open = False
+            if delta.get("anthropic_block"):
+                # A server tool's use or result: a tool call for resume's purposes.
+                self._tool_call_started = True
         if finish_reason is not None:
             self._saw_finish = True
             chunk["oswitch"] = self._summary(finishing=True)
@@ -187,6 +192,7 @@ class ChatStream:
                 and not streamed.tool_call
                 and finish_reason is None
                 and not chunk.get("usage")
+                and not beyond_openai
             ):
                 return  # a role chunk or a held-back repeat: nothing new for the caller
             choices = chunk.get("choices") or []

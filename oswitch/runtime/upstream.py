@@ -78,11 +78,12 @@ def streamed_chunk(chunk: dict[str, Any]) -> StreamedChunk:
     finish_reason = finish_reason or None
     progress = bool(text) or finish_reason is not None or (tool_call and _tool_call_bytes(chunk))
     if not progress and chunk.get("choices"):
-        # Thinking (decoded only for a request that arrived as Anthropic) moves the
-        # answer on too: a model thinking for a minute is not silent.
+        # Thinking and blocks carried as sent (decoded only for a request that arrived
+        # as Anthropic) move the answer on too: a model thinking for a minute is not silent.
         delta = chunk["choices"][0].get("delta") or {}
         progress = bool(delta.get("thinking") or delta.get("signature"))
         progress = progress or bool(delta.get("redacted_thinking"))
+        progress = progress or bool(delta.get("anthropic_block") or delta.get("anthropic_delta"))
     return StreamedChunk(chunk, text, tool_call, finish_reason, progress)
 
 
