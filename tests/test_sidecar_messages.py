@@ -784,3 +784,18 @@ async def test_server_tool_blocks_and_citations_come_through_as_sent() -> None:
     assert text.type == "text" and text.text == "Found."
     assert text.citations[0].cited_text == "an example"
     assert fake.calls[0].body["tools"] == request["tools"]
+
+
+async def test_count_tokens_falls_back_to_the_estimate_when_the_target_fails() -> None:
+    """An Anthropic target answering count_tokens with a 5xx leaves the estimate."""
+    fake = FakeProvider().on("key-a", server_error(500))
+    with trio.fail_after(20):
+        async with gateway(fake, config(claude("a"))) as (_, _, base):
+            async with httpx.AsyncClient() as http:
+                response = await http.post(
+                    f"{base}/v1/messages/count_tokens",
+                    json={"model": "claude-test", "messages": USER},
+                )
+    assert fake.calls[0].path == "/v1/messages/count_tokens"
+    assert response.headers["x-oswitch-token-count"] == "estimate"
+    assert response.json() == {"input_tokens": 11}

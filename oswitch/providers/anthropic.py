@@ -2,7 +2,9 @@
 
 Requests are translated from OpenAI's shape (system messages, user/assistant
 turns, tool calls and tool results, images, sampling options) and replies and
-every SSE event type back into OpenAI chat.completion / chunk dicts.
+every SSE event type back into OpenAI chat.completion / chunk dicts. A request that
+arrived as Anthropic (oswitch.core.inbound) is sent as its caller sent it instead, and
+its reply decoded ``native``: keeping what the OpenAI shape drops.
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ from oswitch.core.inbound import (
     RAW_BLOCK_KEY,
     RAW_DELTA_KEY,
     RAW_STOP_KEY,
-    OriginalRequest,
     original_of,
 )
 from oswitch.core.secret import Secret
 from oswitch.providers.adapter import MalformedReply, StreamFault, UpstreamCall
+from oswitch.providers.anthropic_original import ANTHROPIC_VERSION, original_call
 from oswitch.providers.openai import OSWITCH_REQUEST_KEYS, excerpt, loads, malformed_chunk
 from oswitch.providers.shape import get_count, get_object, get_str, wrong
 
-ANTHROPIC_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; OpenAI callers often leave it out.
 DEFAULT_MAX_TOKENS = 4096
 
@@ -329,8 +330,11 @@ class AnthropicAdapter:
     ) -> UpstreamCall:
         original = original_of(request, "anthropic")
         if original is not None:
-            return self._original_call(
-                original, request, base_url=base_url, model=model, api_key=api_key, stream=stream
+            # A resume's turns: the internal form's messages past the original's own.
+            added = list(request.get("messages") or ())[original.base_messages :]
+            turns = translate_messages(added)[1] if added else []
+            return original_call(
+                original, turns, base_url=base_url, model=model, api_key=api_key, stream=stream
             )
         request = {k: v for k, v in request.items() if k not in OSWITCH_REQUEST_KEYS}
         system, messages = translate_messages(list(request.get("messages") or ()))
@@ -375,39 +379,6 @@ class AnthropicAdapter:
         }
         if stream:
             body["stream"] = True
-        if api_key:
-            headers["x-api-key"] = api_key
-        return UpstreamCall(url=base_url.rstrip("/") + "/messages", headers=headers, body=body)
-
-    def _original_call(
-        self,
-        original: OriginalRequest,
-        request: Mapping[str, Any],
-        *,
-        base_url: str,
-        model: str,
-        api_key: str | None,
-        stream: bool,
-    ) -> UpstreamCall:
-        """The caller's own Messages request, changed only where it must be: the model
-        that serves, ``stream``, and a resume's turns (the internal form's messages past
-        ``base_messages``, translated) appended to its messages."""
-        body = dict(original.body)
-        body["model"] = model
-        if stream:
-            body["stream"] = True
-        else:
-            body.pop("stream", None)
-        added = list(request.get("messages") or ())[original.base_messages :]
-        if added:
-            _, turns = translate_messages(added)
-            body["messages"] = _joined(list(original.body["messages"]), turns)
-        headers = {
-            "content-type": "application/json",
-            "anthropic-version": ANTHROPIC_VERSION,
-            "accept": "text/event-stream" if stream else "application/json",
-            **original.headers,
-        }
         if api_key:
             headers["x-api-key"] = api_key
         return UpstreamCall(url=base_url.rstrip("/") + "/messages", headers=headers, body=body)
@@ -480,18 +451,3 @@ class AnthropicAdapter:
         self, *, model: str, secrets: Iterable[Secret] = (), native: bool = False
     ) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder(model=model, secrets=secrets, native=native)
-
-
-def _joined(messages: list[Any], turns: list[dict[str, Any]]) -> list[Any]:
-    """``messages`` followed by ``turns``, a turn of the same role as the last message
-    merged into it (Anthropic wants the roles to alternate)."""
-    messages = list(messages)
-    for turn in turns:
-        last = messages[-1] if messages else None
-        if isinstance(last, Mapping) and last.get("role") == turn["role"]:
-            content = last.get("content")
-            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
-            messages[-1] = {**last, "content": [*(blocks or []), *turn["content"]]}
-        else:
-            messages.append(turn)
-    return messages

@@ -36,8 +36,10 @@ from oswitch.core.anthropic_outbound import (
 from oswitch.core.chat_request import MAX_DEPTH, describe
 from oswitch.core.clip import shorten
 from oswitch.core.inbound import ORIGINAL_KEY
+from oswitch.core.secret import scrub
 from oswitch.core.tokens import estimate_request
 from oswitch.errors import SwitcherError
+from oswitch.providers.anthropic_original import ANTHROPIC_VERSION
 from oswitch.runtime.http import encode_json
 from oswitch.runtime.switcher import Switcher
 from oswitch.runtime.target import TargetActor
@@ -283,42 +285,53 @@ class Messages:
     async def _forward_count(
         self, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> tuple[int, Any] | None:
-        """The first usable answer of an Anthropic target serving the body's model:
-        its status and JSON for a 2xx or a 400 (the request's own fault), else None."""
+        """The first usable answer of an Anthropic target serving the body's model, all
+        tries within COUNT_TOKENS_TIMEOUT_S: its status and JSON for a 2xx or a 400 (the
+        request's own fault), else None."""
         model = str(body["model"])
-        for actor in _ready_targets(self.switcher, model, ANTHROPIC):
-            exchange = actor.exchange
-            sent = dict(body, model=actor.upstream_model(model))
-            call_headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
-            call_headers.update(headers)
-            if exchange.key.value:
-                call_headers["x-api-key"] = exchange.key.value
-            url = actor.target.base_url.rstrip("/") + "/messages/count_tokens"
-            with trio.move_on_after(COUNT_TOKENS_TIMEOUT_S):
+        with trio.move_on_after(COUNT_TOKENS_TIMEOUT_S):
+            for actor in _ready_targets(self.switcher, model, ANTHROPIC):
                 try:
-                    response = await exchange.client.post(url, call_headers, encode_json(sent))
-                    try:
-                        raw = b""
-                        async for piece in response.aiter_bytes():
-                            raw += piece
-                            if len(raw) > MAX_COUNT_REPLY_BYTES:
-                                break
-                    finally:
-                        with trio.CancelScope(shield=True), trio.move_on_after(2):
-                            await response.aclose()
+                    answer = await _count_on(actor, body, headers, model)
                 except Exception as exc:  # a transport fault: try the next, or estimate
                     log.info(
                         "count_tokens_forward_failed",
                         extra={"target_id": actor.target_id, "note": type(exc).__name__},
                     )
                     continue
-                if len(raw) > MAX_COUNT_REPLY_BYTES or response.status_code not in (200, 400):
-                    continue
-                try:
-                    payload = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(payload, dict):
-                    return response.status_code, payload  # noqa: ASYNC910 (the post awaited)
+                if answer is not None:
+                    return answer  # noqa: ASYNC910 (the post awaited)
         await trio.lowlevel.checkpoint()
         return None
+
+
+async def _count_on(
+    actor: TargetActor, body: Mapping[str, Any], headers: Mapping[str, str], model: str
+) -> tuple[int, Any] | None:
+    """POST ``body`` to ``actor``'s count_tokens; its status and JSON object for a 200
+    or 400 within MAX_COUNT_REPLY_BYTES (scrubbed of every configured key), else None.
+    Raises httpx's transport errors."""
+    exchange = actor.exchange
+    sent = dict(body, model=actor.upstream_model(model))
+    call_headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+    call_headers.update(headers)
+    if exchange.key.value:
+        call_headers["x-api-key"] = exchange.key.value
+    url = actor.target.base_url.rstrip("/") + "/messages/count_tokens"
+    response = await exchange.client.post(url, call_headers, encode_json(sent))
+    raw = b""
+    try:
+        async for piece in response.aiter_bytes():
+            raw += piece
+            if len(raw) > MAX_COUNT_REPLY_BYTES:
+                return None
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await response.aclose()
+    if response.status_code not in (200, 400):
+        return None
+    try:
+        payload = json.loads(scrub(raw.decode("utf-8", "replace"), exchange.secrets))
+    except ValueError:
+        return None
+    return (response.status_code, payload) if isinstance(payload, dict) else None
