@@ -799,3 +799,24 @@ async def test_count_tokens_falls_back_to_the_estimate_when_the_target_fails() -
     assert fake.calls[0].path == "/v1/messages/count_tokens"
     assert response.headers["x-oswitch-token-count"] == "estimate"
     assert response.json() == {"input_tokens": 11}
+
+
+async def test_refusals_on_messages_paths_are_anthropic_shaped() -> None:
+    """A wrong method or an unknown path under /v1/messages is refused in Anthropic's
+    error shape (405 with Allow, 404), as the SDKs expect there."""
+    fake = FakeProvider()
+    with trio.fail_after(20):
+        async with gateway(fake, config(claude("a"))) as (_, _, base):
+            async with httpx.AsyncClient(base_url=base) as http:
+                wrong_method = await http.get("/v1/messages")
+                unknown = await http.post("/v1/messages/batches", json={})
+                chat_unknown = await http.post("/v1/nothing", json={})
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["type"] == "invalid_request_error"
+    assert wrong_method.json()["type"] == "error"
+    assert unknown.status_code == 404
+    assert unknown.json() == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "no such endpoint: /v1/messages/batches"},
+    }
+    assert "type" not in chat_unknown.json()  # elsewhere: OpenAI's shape, as before

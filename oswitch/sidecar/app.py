@@ -2,11 +2,11 @@
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/messages`` and
 ``POST /v1/messages/count_tokens`` (Anthropic's shapes, oswitch.sidecar.messages),
-``GET /v1/models``, ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (HEAD too, for each GET).
-Every response carries ``x-oswitch-request-id``, and every failure is an OpenAI-shaped
-error: 4xx for the caller's faults, 500 ``internal_error`` for ours. A websocket
-handshake (``oswitch ctl`` pointed at this port) gets a 404 saying where the control
-channel is. A client that
+``GET /v1/models``, ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (HEAD too,
+for each GET). Every response carries ``x-oswitch-request-id``, and every failure is
+an OpenAI-shaped error (Anthropic-shaped under ``/v1/messages``): 4xx for the caller's
+faults, 500 ``internal_error`` for ours. A websocket handshake (``oswitch ctl`` pointed
+at this port) gets a 404 saying where the control channel is. A client that
 disconnects (or stops reading, see :mod:`oswitch.sidecar.listener`) cancels its
 request, which cancels the upstream attempt and closes its connection.
 
@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from oswitch.core.anthropic_outbound import MessagesStreamEncoder
 from oswitch.core.clip import shorten
 from oswitch.core.secret import Secret
 from oswitch.metrics import CONTENT_TYPE, SwitcherMetrics
@@ -29,7 +30,7 @@ from oswitch.runtime.entry import new_request_id
 from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.chat import BodyTimeout, BodyTooLarge, ChatCompletions, ClientGone
 from oswitch.sidecar.errors import HttpError, bad_request, internal_error
-from oswitch.sidecar.messages import Messages
+from oswitch.sidecar.messages import Messages, send_anthropic_error
 from oswitch.sidecar.responses import (
     CLOSE,
     Receive,
@@ -37,10 +38,10 @@ from oswitch.sidecar.responses import (
     Scope,
     Send,
     error_type,
-    send_error,
     send_json,
     sse,
 )
+from oswitch.sidecar.responses import send_error as send_openai_error
 
 # The chat endpoint's refusals, importable from here as before.
 __all__ = ["BodyTimeout", "BodyTooLarge", "ClientGone", "SidecarApp"]
@@ -53,6 +54,12 @@ def _ambiguous_framing(scope: Scope) -> bool:
     be an attempt at request smuggling; it is refused and its connection closed."""
     names = {name.lower() for name, _ in scope.get("headers", ())}
     return b"content-length" in names and b"transfer-encoding" in names
+
+
+def _is_messages(scope: Scope) -> bool:
+    """Whether the request is for one of the Messages endpoints (Anthropic's shapes)."""
+    path = str(scope.get("path", ""))
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
 
 
 class SidecarApp:
@@ -112,10 +119,12 @@ class SidecarApp:
             # Ours, not the caller's: answered in the documented shape, logged once
             # (the type only: a message may quote the caller), and the server goes on.
             log.error("handler_failed", extra={"request_id": request_id, "note": error_type(exc)})
-            await self._internal_error(responder, request_id)
+            await self._internal_error(responder, request_id, messages=_is_messages(scope))
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         method, path = scope["method"], scope["path"]
+        # A refusal on a Messages path is in Anthropic's shape, elsewhere in OpenAI's.
+        send_error = send_anthropic_error if _is_messages(scope) else send_openai_error
         if _ambiguous_framing(scope):
             await send_error(
                 send,
@@ -158,18 +167,24 @@ class SidecarApp:
             return
         await handler(scope, receive, send, request_id)
 
-    async def _internal_error(self, responder: Responder, request_id: str) -> None:
+    async def _internal_error(
+        self, responder: Responder, request_id: str, *, messages: bool = False
+    ) -> None:
         # Rare (a handler's bug), and it may end without sending anything: checkpoint
         # first, so every way out is one.
         await trio.lowlevel.checkpoint()
         failure = internal_error(request_id)
         try:
             if not responder.started:
+                send_error = send_anthropic_error if messages else send_openai_error
                 await send_error(responder, request_id, failure, [CLOSE])
             elif responder.event_stream and not responder.finished:
-                await responder(
-                    {"type": "http.response.body", "body": sse(failure.body()), "more_body": False}
+                event = (
+                    MessagesStreamEncoder.error("api_error", failure.message)
+                    if messages
+                    else sse(failure.body())
                 )
+                await responder({"type": "http.response.body", "body": event, "more_body": False})
             # Otherwise a plain reply broke half-way: hypercorn closes the connection.
         except Exception as exc:
             # The connection itself is what failed: nothing more can be said on it.
