@@ -495,3 +495,20 @@ def test_claude_codes_own_request_shape_translates() -> None:
         "json_schema": {"name": "output", "schema": {"type": "object"}, "strict": True},
     }
     assert "thinking" not in translated and "context_management" not in translated
+
+
+def test_a_turn_with_nothing_openai_can_carry_still_routes_to_anthropic() -> None:
+    """A request whose only turn is a PDF is a valid internal request (so the engine
+    routes it); an Anthropic target sends the original, an OpenAI one refuses it."""
+    pdf = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "x"},
+    }
+    body = request(messages=[{"role": "user", "content": [pdf]}])
+    translated = to_chat_request(body)
+    assert chat_request_problems(translated) == []
+    assert translated["messages"] == [{"role": "user", "content": ""}]
+    call = AnthropicAdapter().build_call(
+        translated, base_url="http://x", model="claude-x", api_key=None, stream=False
+    )
+    assert call.body == body

@@ -394,8 +394,10 @@ def to_chat_request(
                 continue
             tools, parts = _user_parts(content, at, out)
             out.messages.extend(tools)
-            if parts:
-                out.messages.append({"role": "user", "content": parts})
+            if parts or not tools:
+                # A turn of blocks without an OpenAI form (listed as untranslatable) still
+                # holds its place, so the internal form routes it to an Anthropic target.
+                out.messages.append({"role": "user", "content": parts or ""})
         else:
             if isinstance(content, str):
                 out.messages.append({"role": "assistant", "content": content})
