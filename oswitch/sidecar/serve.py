@@ -21,6 +21,7 @@ import trio
 from oswitch.config import ServerConfig, SwitcherConfig
 from oswitch.control.server import control_token, serve_control
 from oswitch.errors import ConfigError
+from oswitch.logs import reopen_log_files
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
 from oswitch.sidecar.listener import ConnectionLimits, serve_connections
@@ -215,10 +216,13 @@ async def _watch_signals(
     shutdown: trio.Event, reload: Callable[[], Awaitable[None]] | None = None
 ) -> None:
     """Set ``shutdown`` on SIGTERM/SIGINT; on SIGHUP await ``reload`` (one at a time:
-    a SIGHUP arriving meanwhile is handled after it), when one is given."""
+    a SIGHUP arriving meanwhile is handled after it), when one is given; on SIGUSR1
+    reopen the audit file (after an outside logrotate moved it)."""
     wanted = [signal.SIGTERM, signal.SIGINT]
     if reload is not None and hasattr(signal, "SIGHUP"):
         wanted.append(signal.SIGHUP)
+    if hasattr(signal, "SIGUSR1"):
+        wanted.append(signal.SIGUSR1)
     with contextlib.ExitStack() as stack:
         try:
             signals = stack.enter_context(trio.open_signal_receiver(*wanted))
@@ -228,6 +232,9 @@ async def _watch_signals(
         async for signum in signals:
             if reload is not None and signum == getattr(signal, "SIGHUP", None):
                 await reload()
+                continue
+            if signum == getattr(signal, "SIGUSR1", None):
+                log.info("log_files_reopened", extra={"note": f"{reopen_log_files()} files"})
                 continue
             log.info("shutdown_requested", extra={"note": signal.Signals(signum).name})
             shutdown.set()
