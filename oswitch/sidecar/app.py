@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP gateway, as a plain ASGI application on trio.
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``,
-``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (HEAD too, for each GET).
+``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (HEAD too, for each GET), and
+``/dashboard`` (oswitch.sidecar.dashboard) when the app is given one.
 Every response carries ``x-oswitch-request-id``, and every failure is an OpenAI-shaped
 error: 4xx for the caller's faults, 500 ``internal_error`` for ours. A websocket
 handshake (``oswitch ctl`` pointed at this port) gets a 404 saying where the control
@@ -27,6 +28,7 @@ from oswitch.metrics import CONTENT_TYPE, SwitcherMetrics
 from oswitch.runtime.entry import new_request_id
 from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.chat import BodyTimeout, BodyTooLarge, ChatCompletions, ClientGone
+from oswitch.sidecar.dashboard import Dashboard
 from oswitch.sidecar.errors import HttpError, bad_request, internal_error
 from oswitch.sidecar.responses import (
     CLOSE,
@@ -59,6 +61,8 @@ class SidecarApp:
     ``api_keys``: when given, clients must send one as ``Authorization: Bearer``
     (compared in constant time). ``max_body_bytes`` bounds request bodies (413);
     ``body_timeout_s`` the time to receive one once its headers are in (408).
+    ``dashboard``: served under ``/dashboard`` (its own guard; ``api_keys`` do not
+    open it); without one, ``/dashboard`` is a 404 like any unknown path.
     """
 
     def __init__(
@@ -69,8 +73,10 @@ class SidecarApp:
         max_body_bytes: int = 4 * 1024 * 1024,
         body_timeout_s: float = 30.0,
         metrics: SwitcherMetrics | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         self.switcher = switcher
+        self.dashboard = dashboard
         self.metrics = metrics or SwitcherMetrics(switcher)
         self._chat = ChatCompletions(
             switcher,
@@ -120,6 +126,9 @@ class SidecarApp:
                 ),
                 [CLOSE],
             )
+            return
+        if self.dashboard is not None and (path == "/dashboard" or path.startswith("/dashboard/")):
+            await self.dashboard(scope, receive, send, request_id)
             return
         route = self._routes.get(path)
         if route is None:

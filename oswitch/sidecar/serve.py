@@ -20,10 +20,12 @@ import trio
 
 from oswitch.config import ServerConfig, SwitcherConfig
 from oswitch.control.server import control_token, serve_control
+from oswitch.core.secret import Secret
 from oswitch.errors import ConfigError
 from oswitch.logs import reopen_log_files
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
+from oswitch.sidecar.dashboard import Dashboard
 from oswitch.sidecar.listener import ConnectionLimits, serve_connections
 from oswitch.sidecar.reload import reload_from_file
 
@@ -58,9 +60,13 @@ async def serve_sidecar(
     port: int = 8787,
     server: ServerConfig | None = None,
     shutdown_trigger: trio.Event | None = None,
+    dashboard_token: Secret | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the OpenAI-compatible API for ``switcher`` until ``shutdown_trigger`` is set.
+
+    With ``dashboard_token`` (the control token: ``oswitch serve`` passes it whenever
+    the control channel is on) ``/dashboard`` is served too, behind that token.
 
     Reports the bound port through ``task_status`` (pass ``port=0`` to pick a free
     one). Every connection is bounded: ``header_timeout_ms`` to send a request head,
@@ -75,17 +81,21 @@ async def serve_sidecar(
     if host not in LOOPBACK and not server.api_keys:
         log.warning("unauthenticated_public_bind", extra={"note": f"{host} without api_keys"})
     _ensure_descriptors(server, switcher)
+    trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
+    dashboard = None
+    if dashboard_token is not None:
+        dashboard = Dashboard(switcher, token=dashboard_token, shutdown=trigger)
     app = SidecarApp(
         switcher,
         api_keys=server.api_keys,
         max_body_bytes=server.max_body_bytes,
         body_timeout_s=server.body_timeout_ms / 1000.0,
+        dashboard=dashboard,
     )
     limits = ConnectionLimits(
         write_timeout_s=server.write_timeout_ms / 1000.0,
         max_connections=server.max_connections,
     )
-    trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     async with trio.open_nursery() as nursery:
         bound_port, _ = await nursery.start(
             partial(
@@ -198,6 +208,7 @@ async def run_gateway(
                     port=port,
                     server=server,
                     shutdown_trigger=shutdown,
+                    dashboard_token=token if control_port is not None else None,
                 )
             )
             task_status.started((bound, bound_control))
