@@ -317,3 +317,14 @@ async def test_no_dashboard_without_the_control_channel() -> None:
                 page = await http.get(f"http://127.0.0.1:{port}/dashboard")
                 assert page.status_code == 404
                 nursery.cancel_scope.cancel()
+
+
+def test_the_pages_files_ship_inside_the_package() -> None:
+    """The page's files load from the installed package (static/, package data that
+    hatchling ships with the wheel): nothing from a CDN, no build step."""
+    assets = routes.load_assets()
+    assert set(assets) == {"app.js", "app.css", "index.html", "login.html"}
+    for name in ("index.html", "login.html"):
+        page = assets[name].decode()
+        assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+    assert b"https://" not in assets["app.js"] and b'fetch("http' not in assets["app.js"]

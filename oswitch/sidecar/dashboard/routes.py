@@ -70,7 +70,8 @@ _COMMON_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # Not no-referrer: Chromium then sends "Origin: null" with the page's own POSTs.
+    (b"referrer-policy", b"same-origin"),
 ]
 _ASSET_TYPES = {
     "app.js": b"text/javascript; charset=utf-8",

@@ -31,7 +31,7 @@ MAX_MODELS = 32
 OTHER_MODEL = "(other models)"
 
 # What is worth an operator's eye in the recent list: failures, moves, breaker trips.
-_QUIET_DECISIONS = frozenset({"return", "cancelled"})
+_QUIET_DECISIONS = frozenset({"return", "cancelled", "hedge_lost"})
 _RECENT_NAMES = frozenset({"request_failed", "fallback", "hedge", "breaker", "target_state"})
 _RECENT_FIELDS = (
     "request_id",

@@ -222,7 +222,8 @@ function renderRecent(recent) {
   const rows = recent.map((e) => {
     const row = el("tr", { "data-event": e.event });
     row.append(el("td", {}, ago(e.ago_s)));
-    row.append(el("td", {}, e.event === "target_state" ? `state → ${e.state || ""}` : e.event));
+    const what = { attempt: "attempt failed", target_state: `state → ${e.state || ""}` }[e.event];
+    row.append(el("td", {}, what || e.event.replace("_", " ")));
     row.append(el("td", {}, e.target_id || ""));
     row.append(el("td", {}, e.model || ""));
     row.append(el("td", { class: e.error_class ? "error-class" : "" }, e.error_class || ""));
