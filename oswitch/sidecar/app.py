@@ -25,6 +25,7 @@ import trio
 from oswitch.core.clip import shorten
 from oswitch.core.secret import Secret
 from oswitch.metrics import CONTENT_TYPE, SwitcherMetrics
+from oswitch.otel import Tracing
 from oswitch.runtime.entry import new_request_id
 from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.chat import BodyTimeout, BodyTooLarge, ChatCompletions, ClientGone
@@ -63,6 +64,7 @@ class SidecarApp:
     ``body_timeout_s`` the time to receive one once its headers are in (408).
     ``dashboard``: served under ``/dashboard`` (its own guard; ``api_keys`` do not
     open it); without one, ``/dashboard`` is a 404 like any unknown path.
+    ``tracing``: each chat request becomes spans (oswitch.otel) when it ends.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class SidecarApp:
         body_timeout_s: float = 30.0,
         metrics: SwitcherMetrics | None = None,
         dashboard: Dashboard | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.switcher = switcher
         self.dashboard = dashboard
@@ -84,6 +87,7 @@ class SidecarApp:
             max_body_bytes=max_body_bytes,
             body_timeout_s=body_timeout_s,
             metrics=self.metrics,
+            tracing=tracing,
         )
         self._routes: dict[str, tuple[str, Callable[..., Awaitable[None]]]] = {
             "/v1/chat/completions": ("POST", self._chat),

@@ -23,6 +23,7 @@ from oswitch.control.server import control_token, serve_control
 from oswitch.core.secret import Secret
 from oswitch.errors import ConfigError
 from oswitch.logs import reopen_log_files
+from oswitch.otel import SHUTDOWN_TIMEOUT_S, Tracing, open_tracing
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
 from oswitch.sidecar.dashboard import Dashboard
@@ -61,12 +62,14 @@ async def serve_sidecar(
     server: ServerConfig | None = None,
     shutdown_trigger: trio.Event | None = None,
     dashboard_token: Secret | None = None,
+    tracing: Tracing | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the OpenAI-compatible API for ``switcher`` until ``shutdown_trigger`` is set.
 
     With ``dashboard_token`` (the control token: ``oswitch serve`` passes it whenever
     the control channel is on) ``/dashboard`` is served too, behind that token.
+    With ``tracing`` each chat request becomes OpenTelemetry spans (oswitch.otel).
 
     Reports the bound port through ``task_status`` (pass ``port=0`` to pick a free
     one). Every connection is bounded: ``header_timeout_ms`` to send a request head,
@@ -91,6 +94,7 @@ async def serve_sidecar(
         max_body_bytes=server.max_body_bytes,
         body_timeout_s=server.body_timeout_ms / 1000.0,
         dashboard=dashboard,
+        tracing=tracing,
     )
     limits = ConnectionLimits(
         write_timeout_s=server.write_timeout_ms / 1000.0,
@@ -162,8 +166,10 @@ async def run_gateway(
     ``shutdown`` (or SIGTERM/SIGINT, when run from the main thread) triggers.
     With ``config_path`` (the file ``config`` was read from), SIGHUP reads it again
     and applies it in place; a bad file changes nothing and is logged (without it,
-    SIGHUP keeps its default action). Raises ConfigError when a control port is
-    asked for without a token.
+    SIGHUP keeps its default action). With ``otel.endpoint`` set, requests are
+    traced (oswitch.otel) and the spans still queued are sent before it returns.
+    Raises ConfigError when a control port is asked for without a token, or tracing
+    without the otel extra installed.
     """
     server = config.server
     host = host or server.host
@@ -181,6 +187,28 @@ async def run_gateway(
             ]
         )
     shutdown = shutdown if shutdown is not None else trio.Event()
+    tracing = open_tracing(config.otel, config=config)
+    try:
+        await _run(
+            config, host, port, control_port, token, shutdown, config_path, tracing, task_status
+        )
+    finally:
+        if tracing is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT_S + 1):
+                await trio.to_thread.run_sync(tracing.close, abandon_on_cancel=True)
+
+
+async def _run(
+    config: SwitcherConfig,
+    host: str,
+    port: int,
+    control_port: int | None,
+    token: Secret | None,
+    shutdown: trio.Event,
+    config_path: str | os.PathLike[str] | None,
+    tracing: Tracing | None,
+    task_status: trio.TaskStatus[tuple[int, int | None]],
+) -> None:
     async with open_switcher(config) as switcher, trio.open_nursery() as lifespan:
         reload = None
         if config_path is not None:
@@ -206,9 +234,10 @@ async def run_gateway(
                     switcher,
                     host=host,
                     port=port,
-                    server=server,
+                    server=config.server,
                     shutdown_trigger=shutdown,
                     dashboard_token=token if control_port is not None else None,
+                    tracing=tracing,
                 )
             )
             task_status.started((bound, bound_control))
