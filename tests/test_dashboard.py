@@ -5,6 +5,7 @@ the live event stream, and the trace and operation endpoints."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -115,14 +116,20 @@ async def test_a_session_behind_an_https_proxy_gets_a_secure_cookie() -> None:
             assert "Secure" in [p.strip() for p in login.headers["set-cookie"].split(";")]
 
 
-async def test_a_wrong_token_gets_nothing() -> None:
-    """A wrong token is answered 401 with the login form saying so, and no cookie."""
+async def test_a_wrong_token_gets_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong token is answered 401 with the login form saying so, and no cookie;
+    neither it nor the right one reaches a log line."""
+    caplog.set_level(logging.DEBUG)
     with trio.fail_after(GUARD_S):
         async with running_dashboard(FakeProvider(), "alpha") as live, client() as http:
             login = await sign_in(http, live, token="not-the-token")
             assert login.status_code == 401
             assert "set-cookie" not in login.headers
             assert "Wrong token." in login.text and "alpha" not in login.text
+            assert (await sign_in(http, live)).status_code == 303
+    logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert "dashboard_login_refused" in logged and "dashboard_login" in logged
+    assert "not-the-token" not in logged and TOKEN not in logged
 
 
 async def test_the_sidecars_client_keys_open_nothing() -> None:
