@@ -58,6 +58,8 @@ async def test_without_a_session_only_the_login_form_is_served() -> None:
     dashboard endpoint answers 401 with no data; a POST changes nothing."""
     with trio.fail_after(GUARD_S):
         async with running_dashboard(FakeProvider(), "alpha", "beta") as live, client() as http:
+            slash = await http.get(f"{live.base}/dashboard/")
+            assert (slash.status_code, slash.headers["location"]) == (308, "../dashboard")
             page = await http.get(f"{live.base}/dashboard")
             assert page.status_code == 200
             assert 'name="token"' in page.text and 'action="dashboard/login"' in page.text

@@ -142,6 +142,10 @@ class Dashboard:
             return
         if method not in ("GET", "HEAD"):
             await self._json(send, request_id, 405, {"error": "GET or POST only"})
+        elif rest == "" and path != PREFIX:
+            # /dashboard/: the page's relative URLs need /dashboard itself.
+            headers = [(b"location", b"../dashboard")]
+            await self._send(send, request_id, 308, b"", b"text/plain", headers)
         elif rest == "":
             if signed_in:
                 await self._asset(send, request_id, "index.html")
