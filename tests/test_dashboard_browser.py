@@ -8,6 +8,7 @@ Set OSWITCH_DASHBOARD_SHOTS=DIR to also save the screenshots docs/dashboard.md s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import trio
 from dashboard_support import TOKEN, Live, running_dashboard
 
 from oswitch.cli import main
+from oswitch.errors import SwitcherError
 from oswitch.testing import FakeProvider, rate_limited, reply, server_error
 from support import chat
 
@@ -110,12 +112,30 @@ def row_cell(page: Any, target_id: str, column: int) -> Any:
 
 
 async def some_traffic(live: Live) -> str:
-    """A few requests, the first failing over from alpha to beta; its request id."""
+    """A few requests, the first failing over from alpha to beta; its request id. For
+    the docs' screenshots (OSWITCH_DASHBOARD_SHOTS set) a minute of traffic first, with
+    gamma paused for part of it, so the share chart has a history to show."""
+    if os.environ.get("OSWITCH_DASHBOARD_SHOTS"):
+        await _a_minute_of_traffic(live)
     first = await live.switcher.complete(chat())
     for _ in range(5):
         await live.switcher.complete(chat())
     await live.switcher.complete(chat("claude-3-5-sonnet"))
     return str(first["oswitch"]["request_id"])
+
+
+async def _a_minute_of_traffic(live: Live) -> None:
+    for tick in range(300):
+        if tick == 100:
+            await live.switcher.pause_target("gamma")
+        if tick == 200:
+            await live.switcher.resume_target("gamma")
+        with contextlib.suppress(SwitcherError):
+            await live.switcher.complete(chat())
+            if tick % 3 == 0:
+                await live.switcher.complete(chat("claude-3-5-sonnet"))
+        await trio.sleep(0.2)
+    await live.switcher.resume_target("alpha")
 
 
 def busy_provider() -> FakeProvider:
@@ -128,7 +148,8 @@ async def test_the_page_loads_and_shows_every_target(tmp_path: Path) -> None:
     """Signed in with the token, the page lists every target with its state and
     condition, charts the traffic share per model, and lists the failover, whose
     request link opens that request's timeline."""
-    with trio.fail_after(GUARD_S):
+    shots = bool(os.environ.get("OSWITCH_DASHBOARD_SHOTS"))
+    with trio.fail_after(GUARD_S + (120 if shots else 0)):
         models = ("gpt-4o", "gpt-4o", "gpt-4o", "claude-3-5-sonnet")
         async with running_dashboard(
             busy_provider(), "alpha", "beta", "gamma", "delta", models=models
