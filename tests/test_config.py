@@ -13,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oswitch.config import (
+    AuditConfig,
     BackoffConfig,
     CircuitBreakerConfig,
     ControlConfig,
+    OtelConfig,
     RateLimitConfig,
     RoutingWeights,
     ServerConfig,
@@ -1005,6 +1007,8 @@ def test_every_key_is_documented() -> None:
         RateLimitConfig,
         ServerConfig,
         ControlConfig,
+        AuditConfig,
+        OtelConfig,
     )
     undocumented = [
         f"{cls.__name__}.{field.name}"

@@ -83,7 +83,8 @@ async def ctl(url: str | None, *argv: str, token: str | None = TOKEN) -> int:
 
 async def test_list_targets_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     """list-targets prints one row per target: state, condition, breaker, health,
-    in-flight over the limit, and the cooldown left."""
+    in-flight over the limit, the cooldown left, then attempts, successes, latency
+    and the latest error class."""
     fake = FakeProvider().on("key-a", rate_limited(retry_after=300.0))
     fake.on("key-b", reply()).on("key-c", reply())
     with trio.fail_after(GUARD_S):
@@ -94,14 +95,20 @@ async def test_list_targets_prints_a_table(capsys: pytest.CaptureFixture[str]) -
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert err == ""
-    assert lines[0] == "TARGET  STATE   CONDITION    BREAKER  HEALTH  IN-FLIGHT  COOLDOWN"
-    assert re.fullmatch(
+    assert lines[0].startswith("TARGET  STATE   CONDITION    BREAKER  HEALTH  IN-FLIGHT  COOLDOWN")
+    assert lines[0].split()[7:] == ["ATTEMPTS", "OK", "LATENCY", "LAST-ERROR"]
+    assert re.match(
         r"a       Active  CoolingDown  Closed   1\.00    0/10       (29\d\.\d|300\.0)s", lines[1]
     )
-    assert lines[2:] == [
-        "b       Active  Healthy      Closed   1.00    0/10       -",
-        "c       Paused  Healthy      Closed   1.00    0/10       -",
-    ]
+    assert lines[1].split()[7:] == ["1", "0", "-", "RateLimited", "0s", "ago"]
+    assert lines[2].startswith("b       Active  Healthy      Closed   1.00    0/10       -")
+    assert lines[3].startswith("c       Paused  Healthy      Closed   1.00    0/10       -")
+    # The one success went to b or c, with its latency; the other made no attempt.
+    served = sorted(line.split()[7:] for line in lines[2:4])
+    assert served[0] == ["0", "0", "-", "-"]
+    assert served[1][:2] == ["1", "1"] and re.fullmatch(r"\d+ms", served[1][2])
+    assert served[1][3] == "-"
+    assert len(lines) == 4
 
 
 async def test_json_prints_the_raw_result_and_no_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -462,6 +469,10 @@ def test_format_targets_and_events_handle_missing_values() -> None:
         "None",
         "-",
         "None/None",
+        "-",
+        "-",
+        "-",
+        "-",
         "-",
     ]
     line = format_event(

@@ -32,9 +32,11 @@ from oswitch.config.load import (
     validate_config,
 )
 from oswitch.config.model import (
+    AuditConfig,
     BackoffConfig,
     CircuitBreakerConfig,
     ControlConfig,
+    OtelConfig,
     RateLimitConfig,
     RoutingWeights,
     ServerConfig,
@@ -43,9 +45,11 @@ from oswitch.config.model import (
 )
 
 __all__ = [
+    "AuditConfig",
     "BackoffConfig",
     "CircuitBreakerConfig",
     "ControlConfig",
+    "OtelConfig",
     "RateLimitConfig",
     "RoutingWeights",
     "ServerConfig",

@@ -133,6 +133,29 @@ class ControlConfig:
 
 
 @attrs.frozen(kw_only=True)
+class AuditConfig:
+    """Where ``oswitch serve`` writes the audit log (NDJSON); ``path`` None = stdout.
+
+    A file is rotated when a write would take it past ``max_bytes`` (``FILE.1`` …
+    ``FILE.<backups>`` kept, the oldest deleted) and reopened on SIGUSR1, for an
+    outside logrotate that moved it away.
+    """
+
+    path: str | None = None
+    max_bytes: int = 100 * 1024 * 1024
+    backups: int = 5
+
+
+@attrs.frozen(kw_only=True)
+class OtelConfig:
+    """OpenTelemetry traces (``pip install 'oswitch[otel]'``): off while ``endpoint`` is
+    None; else spans go by OTLP/HTTP to that URL (a collector's ``/v1/traces``)."""
+
+    endpoint: str | None = None
+    service_name: str = "oswitch"
+
+
+@attrs.frozen(kw_only=True)
 class SwitcherConfig:
     """The whole configuration. Build it with :func:`parse_config` or
     :func:`load_config`, which validate and resolve defaults."""
@@ -163,6 +186,8 @@ class SwitcherConfig:
     trace_store_bytes: int = 16 * 1024 * 1024
     server: ServerConfig = ServerConfig()
     control: ControlConfig = ControlConfig()
+    audit: AuditConfig = AuditConfig()
+    otel: OtelConfig = OtelConfig()
 
 
 # Every class of the schema, for the converter's hooks and for unstructuring.
@@ -174,6 +199,8 @@ MODEL_CLASSES: tuple[type, ...] = (
     TargetConfig,
     ServerConfig,
     ControlConfig,
+    AuditConfig,
+    OtelConfig,
     SwitcherConfig,
 )
 

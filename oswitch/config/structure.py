@@ -29,9 +29,11 @@ from cattrs.gen import make_dict_structure_fn, override
 from oswitch.config.model import (
     MODEL_CLASSES,
     SHORTHANDS,
+    AuditConfig,
     BackoffConfig,
     CircuitBreakerConfig,
     ControlConfig,
+    OtelConfig,
     RateLimitConfig,
     RoutingWeights,
     ServerConfig,
@@ -252,6 +254,8 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "max_message_bytes": _ge(1),
         "max_connections": _ge(1),
     },
+    AuditConfig: {"path": _nonempty, "max_bytes": _ge(1024), "backups": _ge(0)},
+    OtelConfig: {"endpoint": url_problem, "service_name": _nonempty},
     SwitcherConfig: {
         "retry_budget": _ge(0),
         "failover_budget": _ge(0),

@@ -232,7 +232,7 @@ class Connection:
         if not good:
             await self._refuse_auth(command.id, ErrorCode.AUTH_FAILED, "wrong token")
         await self._send_now(ok_reply(command.id, {"protocol": PROTOCOL_VERSION}))
-        log.info("control_authenticated", extra={"remote": str(self.ws.remote)})
+        log.debug("control_authenticated", extra={"remote": str(self.ws.remote)})
 
     async def _refuse_auth(self, id: RequestId, code: ErrorCode, message: str) -> NoReturn:
         self.counters.auth_failures += 1

@@ -74,12 +74,25 @@ def _seconds(value: object) -> str:
     return f"{value:.3f}s" if isinstance(value, int | float) else "-"
 
 
+def _count(value: object) -> str:
+    return str(value) if isinstance(value, int) else "-"
+
+
+def _last_error(view: Mapping[str, Any]) -> str:
+    error, ago = view.get("last_error"), view.get("last_error_ago_s")
+    if not error:
+        return "-"
+    return f"{error} {ago:.0f}s ago" if isinstance(ago, int | float) else str(error)
+
+
 def format_targets(views: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The ``list-targets`` table: one row per target. Raises nothing."""
+    """The ``list-targets`` table: one row per target, with its attempts, successes,
+    latency (moving average) and latest error class beside its state. Raises nothing."""
     rows = []
     for view in views:
         cooldown = view.get("cooldown_remaining_s")
         health = view.get("health")
+        latency = view.get("latency_ms")
         rows.append(
             [
                 str(view.get("target_id")),
@@ -89,9 +102,25 @@ def format_targets(views: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"{health:.2f}" if isinstance(health, int | float) else "-",
                 f"{view.get('in_flight')}/{view.get('concurrency_limit')}",
                 f"{cooldown:.1f}s" if isinstance(cooldown, int | float) else "-",
+                _count(view.get("attempts")),
+                _count(view.get("successes")),
+                f"{latency:.0f}ms" if isinstance(latency, int | float) else "-",
+                _last_error(view),
             ]
         )
-    header = ["TARGET", "STATE", "CONDITION", "BREAKER", "HEALTH", "IN-FLIGHT", "COOLDOWN"]
+    header = [
+        "TARGET",
+        "STATE",
+        "CONDITION",
+        "BREAKER",
+        "HEALTH",
+        "IN-FLIGHT",
+        "COOLDOWN",
+        "ATTEMPTS",
+        "OK",
+        "LATENCY",
+        "LAST-ERROR",
+    ]
     return _table(header, rows)
 
 

@@ -242,6 +242,10 @@ class TargetHealth:
         self.attempts = 0
         self.successes = 0
         self.failures: Counter[str] = Counter()
+        # The class of the latest failed attempt and when it ended, for operators
+        # (``ctl list-targets``, the dashboard); None until one fails.
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
 
     @property
     def state(self) -> TargetState:
@@ -365,6 +369,8 @@ class TargetHealth:
             self.health.record_success(end.duration_s, now)
             return self._transition(breaker.record_success(now, epoch=end.epoch))
         error_class = end.error_class
+        if error_class is not None:
+            self.last_error, self.last_error_at = str(error_class), now
         if error_class is None or end.local_fault:
             breaker.release(now, epoch=end.epoch)
             if error_class is not None:

@@ -51,6 +51,10 @@ class TargetView:
     failures_by_class: Mapping[str, int]
     breaker_trips: int
     key_source: str
+    # The class of the latest failed attempt and how long ago it ended (seconds
+    # before the view was taken); None while none has failed.
+    last_error: str | None = None
+    last_error_ago_s: float | None = None
 
 
 def target_view(
@@ -95,6 +99,8 @@ def target_view(
         failures_by_class=dict(health.failures),
         breaker_trips=health.breaker.statistics(now).trips,
         key_source=key_source,
+        last_error=health.last_error,
+        last_error_ago_s=None if health.last_error_at is None else now - health.last_error_at,
     )
 
 

@@ -3,10 +3,11 @@
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/messages`` and
 ``POST /v1/messages/count_tokens`` (Anthropic's shapes, oswitch.sidecar.messages),
 ``GET /v1/models``, ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (HEAD too,
-for each GET). Every response carries ``x-oswitch-request-id``, and every failure is
-an OpenAI-shaped error (Anthropic-shaped under ``/v1/messages``): 4xx for the caller's
-faults, 500 ``internal_error`` for ours. A websocket handshake (``oswitch ctl`` pointed
-at this port) gets a 404 saying where the control channel is. A client that
+for each GET), and ``/dashboard`` (oswitch.sidecar.dashboard) when the app is given one.
+Every response carries ``x-oswitch-request-id``, and every failure is an OpenAI-shaped
+error (Anthropic-shaped under ``/v1/messages``): 4xx for the caller's faults, 500
+``internal_error`` for ours. A websocket handshake (``oswitch ctl`` pointed at this
+port) gets a 404 saying where the control channel is. A client that
 disconnects (or stops reading, see :mod:`oswitch.sidecar.listener`) cancels its
 request, which cancels the upstream attempt and closes its connection.
 
@@ -26,9 +27,11 @@ from oswitch.core.anthropic_outbound import MessagesStreamEncoder
 from oswitch.core.clip import shorten
 from oswitch.core.secret import Secret
 from oswitch.metrics import CONTENT_TYPE, SwitcherMetrics
+from oswitch.otel import Tracing
 from oswitch.runtime.entry import new_request_id
 from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.chat import BodyTimeout, BodyTooLarge, ChatCompletions, ClientGone
+from oswitch.sidecar.dashboard import Dashboard
 from oswitch.sidecar.errors import HttpError, bad_request, internal_error
 from oswitch.sidecar.messages import Messages, send_anthropic_error
 from oswitch.sidecar.responses import (
@@ -69,6 +72,9 @@ class SidecarApp:
     ``x-api-key`` (compared in constant time), on every routing endpoint.
     ``max_body_bytes`` bounds request bodies (413); ``body_timeout_s`` the time to
     receive one once its headers are in (408).
+    ``dashboard``: served under ``/dashboard`` (its own guard; ``api_keys`` do not
+    open it); without one, ``/dashboard`` is a 404 like any unknown path.
+    ``tracing``: each chat request becomes spans (oswitch.otel) when it ends.
     """
 
     def __init__(
@@ -79,8 +85,11 @@ class SidecarApp:
         max_body_bytes: int = 4 * 1024 * 1024,
         body_timeout_s: float = 30.0,
         metrics: SwitcherMetrics | None = None,
+        dashboard: Dashboard | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.switcher = switcher
+        self.dashboard = dashboard
         self.metrics = metrics or SwitcherMetrics(switcher)
         self._chat = ChatCompletions(
             switcher,
@@ -88,6 +97,7 @@ class SidecarApp:
             max_body_bytes=max_body_bytes,
             body_timeout_s=body_timeout_s,
             metrics=self.metrics,
+            tracing=tracing,
         )
         self._messages = Messages(switcher, self._chat)
         self._routes: dict[str, tuple[str, Callable[..., Awaitable[None]]]] = {
@@ -135,6 +145,9 @@ class SidecarApp:
                 ),
                 [CLOSE],
             )
+            return
+        if self.dashboard is not None and (path == "/dashboard" or path.startswith("/dashboard/")):
+            await self.dashboard(scope, receive, send, request_id)
             return
         route = self._routes.get(path)
         if route is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -21,11 +21,14 @@ import trio
 from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, describe
 from oswitch.core.clip import shorten
 from oswitch.core.secret import Secret
-from oswitch.errors import SwitcherError
+from oswitch.errors import SwitcherError, UnknownRequest
 from oswitch.metrics import SwitcherMetrics
 from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.errors import HttpError, bad_request, http_error_for
 from oswitch.sidecar.responses import CLOSE, Receive, Scope, Send, send_error, send_json, sse
+
+if TYPE_CHECKING:
+    from oswitch.otel import Tracing
 
 log = logging.getLogger("oswitch.sidecar")
 
@@ -39,6 +42,13 @@ class _RequestState:
     started: float
     answered: bool = False
     first_token_at: float | None = None
+    # For its span (oswitch.otel), when tracing is on: the caller's trace context and
+    # what the answer said of itself.
+    request_id: str = ""
+    parent: Any = None
+    reply: dict[str, Any] | None = None
+    usage: Any = None
+    finish_reason: str | None = None
 
 
 class BodyTooLarge(Exception):
@@ -72,12 +82,14 @@ class ChatCompletions:
         max_body_bytes: int,
         body_timeout_s: float,
         metrics: SwitcherMetrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self.switcher = switcher
         self.api_keys = api_keys
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.metrics = metrics
+        self.tracing = tracing
 
     def _authorized(self, scope: Scope) -> bool:
         if not self.api_keys:
@@ -195,7 +207,11 @@ class ChatCompletions:
                 send, request_id, bad_request(describe(problems), param=problems[0][0])
             )
             return
-        state = _RequestState(stream=body.get("stream") is True, started=trio.current_time())
+        state = _RequestState(
+            stream=body.get("stream") is True, started=trio.current_time(), request_id=request_id
+        )
+        if self.tracing is not None:
+            state.parent = self.tracing.parent_from(scope.get("headers", ()))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope, state)
             if state.stream:
@@ -228,6 +244,7 @@ class ChatCompletions:
             self._observe(error, state)
             await send_error(send, request_id, http_error_for(error))
             return
+        state.reply = reply
         self._observe(None, state)
         await send_json(send, request_id, 200, reply)
 
@@ -254,8 +271,10 @@ class ChatCompletions:
                 try:
                     async for chunk in chunks:
                         if chunk.get("usage"):
-                            usage = chunk["usage"]
+                            usage = state.usage = chunk["usage"]
                             usage_sent = usage_sent or not chunk.get("choices")
+                        if self.tracing is not None:
+                            _note_finish(chunk, state)
                         await send(
                             {"type": "http.response.body", "body": sse(chunk), "more_body": True}
                         )
@@ -305,3 +324,31 @@ class ChatCompletions:
             started=state.started,
             first_token_at=state.first_token_at,
         )
+        if self.tracing is not None:
+            self._trace(error, state)
+
+    def _trace(self, error: SwitcherError | None, state: _RequestState) -> None:
+        """Hand the request's trace, as it is now, to tracing (one span and a child per
+        attempt); a trace already evicted is skipped."""
+        assert self.tracing is not None
+        try:
+            trace = self.switcher.inspect_request(state.request_id)
+        except UnknownRequest:
+            return
+        self.tracing.record(
+            trace,
+            config=self.switcher.config,
+            parent=state.parent,
+            reply=state.reply,
+            usage=state.usage,
+            finish_reason=state.finish_reason,
+            deadline_exceeded=bool(getattr(error, "deadline_exceeded", False)),
+        )
+
+
+def _note_finish(chunk: dict[str, Any], state: _RequestState) -> None:
+    choices = chunk.get("choices")
+    if isinstance(choices, list):
+        for choice in choices:
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                state.finish_reason = str(choice["finish_reason"])

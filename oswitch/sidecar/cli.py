@@ -12,7 +12,7 @@ import trio
 from oswitch.config import load_config
 from oswitch.config.report import ConfigReport
 from oswitch.errors import ConfigError
-from oswitch.logs import configure_logging
+from oswitch.logs import LOG_LEVELS, configure_logging
 from oswitch.preflight import preflight
 from oswitch.sidecar.serve import run_gateway
 
@@ -45,7 +45,18 @@ def _serve(args: argparse.Namespace) -> int:
             "warning: no target can serve a request yet: each is disabled or missing its key",
             file=sys.stderr,
         )
-    configure_logging(args.log_format)
+    audit_path = args.audit if args.audit is not None else config.audit.path
+    try:
+        configure_logging(
+            args.log_format,
+            level=args.log_level,
+            audit_path=audit_path,
+            audit_max_bytes=config.audit.max_bytes,
+            audit_backups=config.audit.backups,
+        )
+    except OSError as exc:
+        print(f"oswitch serve: cannot open the audit file: {exc}", file=sys.stderr)
+        return 2
     try:
         trio.run(
             partial(
@@ -88,11 +99,12 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="run the OpenAI-compatible gateway (sidecar)",
         description=(
             "Serve POST /v1/chat/completions, /v1/models, /healthz, /readyz and /metrics "
-            "for the targets in the config. Warnings (a key missing, …) are printed at "
-            "start, as check-config prints them. Audit events go to stdout as NDJSON, "
-            "logs to stderr. SIGHUP reads the config file again and applies it (the "
-            "server and control sections need a restart); SIGTERM/SIGINT shut down "
-            "gracefully."
+            "for the targets in the config (and /dashboard when the control channel is "
+            "on). Warnings (a key missing, …) are printed at start, as check-config "
+            "prints them. Audit events go to stdout as NDJSON (or to --audit FILE, "
+            "rotated by size and reopened on SIGUSR1), logs to stderr. SIGHUP reads "
+            "the config file again and applies it (the server and control sections "
+            "need a restart); SIGTERM/SIGINT shut down gracefully."
         ),
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="config file")
@@ -105,4 +117,16 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="also serve the websocket control channel on this port (needs a token)",
     )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="least severe log line written to stderr (default: info)",
+    )
+    parser.add_argument(
+        "--audit",
+        default=None,
+        metavar="FILE",
+        help="append the audit log to FILE instead of stdout (default: audit.path)",
+    )
     parser.set_defaults(handler=_serve)

@@ -18,7 +18,9 @@ log = logging.getLogger("oswitch.sidecar")
 
 # What a reload cannot change: the listeners and the gateway's own keys are set up
 # once, when serve starts.
-READ_AT_START = "the server and control sections are read at start: restart to apply them"
+READ_AT_START = (
+    "the server, control, audit and otel sections are read at start: restart to apply them"
+)
 
 
 async def reload_from_file(
@@ -31,9 +33,10 @@ async def reload_from_file(
     changes nothing: ``config_reload_failed`` is logged at error level with the file
     (``note``) and every problem (``problems``, ``reason @ path`` each). An applied
     file logs each preflight warning (a key missing, …) as ``config_warning``, and
-    ``config_reload_partial`` when its ``server`` or ``control`` section differs from
-    the one serve ``started`` with; the switcher's own ``config_reloaded`` audit event
-    says how many targets it now has. Raises nothing else; cancellation propagates.
+    ``config_reload_partial`` when its ``server``, ``control``, ``audit`` or ``otel``
+    section differs from the one serve ``started`` with; the switcher's own
+    ``config_reloaded`` audit event says how many targets it now has. Raises nothing
+    else; cancellation propagates.
     """
     report = ConfigReport()
     name = os.fspath(path)
@@ -55,6 +58,7 @@ async def reload_from_file(
         return False
     for line in preflight(config, report=report).warnings:
         log.warning("config_warning", extra={"note": line})
-    if (config.server, config.control) != (started.server, started.control):
+    read_at_start = (config.server, config.control, config.audit, config.otel)
+    if read_at_start != (started.server, started.control, started.audit, started.otel):
         log.warning("config_reload_partial", extra={"note": READ_AT_START})
     return True

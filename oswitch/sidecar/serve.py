@@ -20,9 +20,13 @@ import trio
 
 from oswitch.config import ServerConfig, SwitcherConfig
 from oswitch.control.server import control_token, serve_control
+from oswitch.core.secret import Secret
 from oswitch.errors import ConfigError
+from oswitch.logs import reopen_log_files
+from oswitch.otel import SHUTDOWN_TIMEOUT_S, Tracing, open_tracing
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
+from oswitch.sidecar.dashboard import Dashboard
 from oswitch.sidecar.listener import ConnectionLimits, serve_connections
 from oswitch.sidecar.reload import reload_from_file
 
@@ -57,9 +61,15 @@ async def serve_sidecar(
     port: int = 8787,
     server: ServerConfig | None = None,
     shutdown_trigger: trio.Event | None = None,
+    dashboard_token: Secret | None = None,
+    tracing: Tracing | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the OpenAI-compatible API for ``switcher`` until ``shutdown_trigger`` is set.
+
+    With ``dashboard_token`` (the control token: ``oswitch serve`` passes it whenever
+    the control channel is on) ``/dashboard`` is served too, behind that token.
+    With ``tracing`` each chat request becomes OpenTelemetry spans (oswitch.otel).
 
     Reports the bound port through ``task_status`` (pass ``port=0`` to pick a free
     one). Every connection is bounded: ``header_timeout_ms`` to send a request head,
@@ -74,17 +84,22 @@ async def serve_sidecar(
     if host not in LOOPBACK and not server.api_keys:
         log.warning("unauthenticated_public_bind", extra={"note": f"{host} without api_keys"})
     _ensure_descriptors(server, switcher)
+    trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
+    dashboard = None
+    if dashboard_token is not None:
+        dashboard = Dashboard(switcher, token=dashboard_token, shutdown=trigger)
     app = SidecarApp(
         switcher,
         api_keys=server.api_keys,
         max_body_bytes=server.max_body_bytes,
         body_timeout_s=server.body_timeout_ms / 1000.0,
+        dashboard=dashboard,
+        tracing=tracing,
     )
     limits = ConnectionLimits(
         write_timeout_s=server.write_timeout_ms / 1000.0,
         max_connections=server.max_connections,
     )
-    trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     async with trio.open_nursery() as nursery:
         bound_port, _ = await nursery.start(
             partial(
@@ -151,8 +166,10 @@ async def run_gateway(
     ``shutdown`` (or SIGTERM/SIGINT, when run from the main thread) triggers.
     With ``config_path`` (the file ``config`` was read from), SIGHUP reads it again
     and applies it in place; a bad file changes nothing and is logged (without it,
-    SIGHUP keeps its default action). Raises ConfigError when a control port is
-    asked for without a token.
+    SIGHUP keeps its default action). With ``otel.endpoint`` set, requests are
+    traced (oswitch.otel) and the spans still queued are sent before it returns.
+    Raises ConfigError when a control port is asked for without a token, or tracing
+    without the otel extra installed.
     """
     server = config.server
     host = host or server.host
@@ -170,6 +187,28 @@ async def run_gateway(
             ]
         )
     shutdown = shutdown if shutdown is not None else trio.Event()
+    tracing = open_tracing(config.otel, config=config)
+    try:
+        await _run(
+            config, host, port, control_port, token, shutdown, config_path, tracing, task_status
+        )
+    finally:
+        if tracing is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT_S + 1):
+                await trio.to_thread.run_sync(tracing.close, abandon_on_cancel=True)
+
+
+async def _run(
+    config: SwitcherConfig,
+    host: str,
+    port: int,
+    control_port: int | None,
+    token: Secret | None,
+    shutdown: trio.Event,
+    config_path: str | os.PathLike[str] | None,
+    tracing: Tracing | None,
+    task_status: trio.TaskStatus[tuple[int, int | None]],
+) -> None:
     async with open_switcher(config) as switcher, trio.open_nursery() as lifespan:
         reload = None
         if config_path is not None:
@@ -195,8 +234,10 @@ async def run_gateway(
                     switcher,
                     host=host,
                     port=port,
-                    server=server,
+                    server=config.server,
                     shutdown_trigger=shutdown,
+                    dashboard_token=token if control_port is not None else None,
+                    tracing=tracing,
                 )
             )
             task_status.started((bound, bound_control))
@@ -215,10 +256,13 @@ async def _watch_signals(
     shutdown: trio.Event, reload: Callable[[], Awaitable[None]] | None = None
 ) -> None:
     """Set ``shutdown`` on SIGTERM/SIGINT; on SIGHUP await ``reload`` (one at a time:
-    a SIGHUP arriving meanwhile is handled after it), when one is given."""
+    a SIGHUP arriving meanwhile is handled after it), when one is given; on SIGUSR1
+    reopen the audit file (after an outside logrotate moved it)."""
     wanted = [signal.SIGTERM, signal.SIGINT]
     if reload is not None and hasattr(signal, "SIGHUP"):
         wanted.append(signal.SIGHUP)
+    if hasattr(signal, "SIGUSR1"):
+        wanted.append(signal.SIGUSR1)
     with contextlib.ExitStack() as stack:
         try:
             signals = stack.enter_context(trio.open_signal_receiver(*wanted))
@@ -228,6 +272,9 @@ async def _watch_signals(
         async for signum in signals:
             if reload is not None and signum == getattr(signal, "SIGHUP", None):
                 await reload()
+                continue
+            if signum == getattr(signal, "SIGUSR1", None):
+                log.info("log_files_reopened", extra={"note": f"{reopen_log_files()} files"})
                 continue
             log.info("shutdown_requested", extra={"note": signal.Signals(signum).name})
             shutdown.set()
