@@ -141,6 +141,7 @@ class RequestRun:
             outcome = await self._run_model(model)
             if outcome is not None:
                 return outcome
+        await trio.lowlevel.checkpoint()  # rare: the chain is spent
         return None
 
     async def _run_model(self, model: str) -> Answer | None:
@@ -225,9 +226,7 @@ class RequestRun:
         point = actor.timings.hedge_point(actor.upstream_model(model))
         return None if point is None else (point.seconds, f"first_token {point.describe()}")
 
-    async def _race(
-        self, first: TargetActor, model: str
-    ) -> list[tuple[TargetActor, str, Answer]]:
+    async def _race(self, first: TargetActor, model: str) -> list[tuple[TargetActor, str, Answer]]:
         """Hedge before abandoning, in the happy-eyeballs shape: start ``first``; once
         it has not answered (a stream: no first content) within its hedge delay, start
         the best untried target — a sibling serving ``model`` first, else one of a
@@ -290,9 +289,7 @@ class RequestRun:
                     await settled.wait()  # the attempts end at the deadline themselves
                 else:
                     await self.changed.wait_until(self.deadline)
-            won = next(
-                (a.stream.order for _, _, a in results if a.stream is not None), None
-            )
+            won = next((a.stream.order for _, _, a in results if a.stream is not None), None)
             for order in orders:
                 if order.settled is None and order is not won:
                     order.cancel(CancelReason.HEDGE_LOST)

@@ -378,7 +378,9 @@ class TargetExchange:
             # Raised by a read that awaited the provider, or by its guard firing (at a
             # checkpoint); a further one would delay settling a cancelled attempt.
             timings = upstream.order.timings
-            if timings is not None and (interrupted.cancel_reason is not None or interrupted.silent):
+            if timings is not None and (
+                interrupted.cancel_reason is not None or interrupted.silent
+            ):
                 # Headers in, no content yet: the first token takes longer than this.
                 now = trio.current_time()
                 timings.first_token.observe_longer_than(now - started, now=now)

@@ -19,7 +19,6 @@ from oswitch.core.deadline_learning import DeadlinePolicies, DeadlinePolicy, wit
 from oswitch.core.scoring import Weights
 from oswitch.core.target_health import HealthSettings, RateLimit
 
-
 # The learned deadlines' policies when the embedder gives none (docs/deadlines.md).
 DEFAULT_POLICIES = DeadlinePolicies()
 

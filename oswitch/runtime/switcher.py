@@ -14,6 +14,7 @@ import trio
 
 from oswitch.config import SwitcherConfig, validate_config
 from oswitch.core.clip import clip
+from oswitch.core.deadline_learning import DeadlinePolicies
 from oswitch.core.secret import Secret
 from oswitch.core.trace import RequestTrace, TraceBuilder, TraceStore
 from oswitch.errors import (
@@ -38,7 +39,7 @@ from oswitch.runtime.events import EventHub
 from oswitch.runtime.keys import warn_missing_key
 from oswitch.runtime.messages import CommandKind
 from oswitch.runtime.router import RequestNeeds, Router, request_needs
-from oswitch.runtime.settings import Settings
+from oswitch.runtime.settings import DEFAULT_POLICIES, Settings
 from oswitch.runtime.streaming import ChatStream, StreamContext, is_cancellation
 from oswitch.runtime.target import TargetActor, TargetState, TargetView
 
@@ -72,8 +73,10 @@ class Switcher:
         *,
         transport: httpx.AsyncBaseTransport | None,
         rng: random.Random,
+        deadline_policies: DeadlinePolicies = DEFAULT_POLICIES,
     ) -> None:
         self._config = config
+        self._deadline_policies = deadline_policies
         self._nursery = nursery
         self._transport = transport
         self._rng = rng
@@ -109,6 +112,7 @@ class Switcher:
             events=self.events,
             notify=self._changed.notify,
             rng=self._rng,
+            policies=self._deadline_policies,
         )
         await self._nursery.start(actor.run)
         return actor
@@ -472,6 +476,7 @@ async def open_switcher(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
+    deadline_policies: DeadlinePolicies | None = None,
 ) -> AsyncIterator[Switcher]:
     """Start a switcher: one supervisor nursery running one actor per target.
 
@@ -479,11 +484,19 @@ async def open_switcher(
     (tests pass ``httpx.MockTransport``) and oswitch never closes it; without it each
     target owns a real connection pool. On exit every attempt still running is
     cancelled and every client oswitch created is closed. ``rng`` seeds jitter and
-    load spreading (tests pass a seeded ``random.Random``).
+    load spreading (tests pass a seeded ``random.Random``). ``deadline_policies``
+    replaces the learned deadlines' defaults (docs/deadlines.md; the bench's
+    compressed runs and loopback tests pass ``DeadlinePolicies().scaled(f)``).
     """
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        switcher = Switcher(config, nursery, transport=transport, rng=rng or random.Random())
+        switcher = Switcher(
+            config,
+            nursery,
+            transport=transport,
+            rng=rng or random.Random(),
+            deadline_policies=deadline_policies or DEFAULT_POLICIES,
+        )
         await switcher._start()
         try:
             yield switcher

@@ -20,6 +20,7 @@ import httpx
 import trio
 
 from oswitch.config import SwitcherConfig, TargetConfig
+from oswitch.core.deadline_learning import DeadlinePolicies
 from oswitch.core.scoring import Candidate
 from oswitch.core.secret import Secret
 from oswitch.core.target_health import (
@@ -44,7 +45,6 @@ from oswitch.runtime.messages import (
     CommandKind,
     OutcomeKind,
 )
-from oswitch.core.deadline_learning import DeadlinePolicies
 from oswitch.runtime.settings import DEFAULT_POLICIES, target_settings
 from oswitch.runtime.timings import TargetTimings
 from oswitch.runtime.upstream import UpstreamStream
