@@ -252,3 +252,39 @@ async def test_scaled_policies_scale_every_learned_duration(autojump_clock: obje
         text, last, _ = await collect(switcher)
         assert trio.current_time() == pytest.approx(0.105)
     assert (text, last["oswitch"]["target_id"]) == (ANSWER, "fb")
+
+
+async def test_learned_deadlines_are_listed_formatted_and_exported(
+    autojump_clock: object,
+) -> None:
+    """list_targets() shows each target's deadlines per model with their source; `ctl
+    list-targets --deadlines` formats them and Prometheus exports them as gauges."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from oswitch.control.ctl import format_deadlines, format_trace
+    from oswitch.control.protocol import to_json, trace_json
+    from oswitch.metrics import SwitcherMetrics
+
+    fake = FakeProvider().on("key-a", hang()).on("key-fb", fast())
+    async with open_switcher(with_fallback("a"), transport=fake.transport()) as switcher:
+        metrics = SwitcherMetrics(switcher)
+        _, _, request_id = await collect(switcher)
+        views = switcher.list_targets()
+        trace = switcher.inspect_request(request_id)
+        rendered = metrics.render().decode()
+    lines = format_deadlines(to_json(views))
+    assert lines == [
+        "TARGET  MODEL        FIRST-TOKEN         CHUNK-GAP           RESPONSE            SEEN",
+        "a       gpt-4o       10.000s cold_start  10.000s cold_start  30.000s cold_start  0",
+        "fb      gpt-4o-mini  10.000s cold_start  10.000s cold_start  30.000s cold_start  1",
+    ]
+    gauges = {
+        (s.labels["target_id"], s.labels["deadline"], s.labels["source"]): s.value
+        for family in text_string_to_metric_families(rendered)
+        for s in family.samples
+        if s.name == "oswitch_target_deadline_seconds"
+    }
+    assert gauges[("a", "first_token", "cold_start")] == 10.0
+    assert gauges[("fb", "response_headers", "cold_start")] == 30.0
+    timeline = "\n".join(format_trace(trace_json(trace)))
+    assert "deadline first_token 10.000s cold_start (0 observations)" in timeline
