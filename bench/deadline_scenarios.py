@@ -207,7 +207,7 @@ def _rows() -> list[Scenario]:
                 Scenario(
                     name=name + variant,
                     title=f"{title} ({where})",
-                    proves=f"Issue 13's row, {where}: {why}. Every caller gets the whole "
+                    proves=f"With {where} — {why}. Every caller gets the whole "
                     "answer, the faulty target is tried once per request (never twice), "
                     "and no answer is later than that, with cold deadlines (10 s).",
                     targets=targets,

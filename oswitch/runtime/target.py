@@ -77,7 +77,7 @@ class TargetActor:
         events: EventHub | None = None,
         notify: Callable[[], None] | None = None,
         rng: random.Random | None = None,
-        policies: DeadlinePolicies = DEFAULT_POLICIES,
+        policies: DeadlinePolicies | None = None,
     ) -> None:
         self.target = target
         self.config = config
@@ -85,8 +85,8 @@ class TargetActor:
         self._events = events or EventHub()
         self._notify = notify or (lambda: None)
         self._rng = rng or random.Random()
-        self._policies = policies
-        settings = target_settings(config, target, policies)
+        self._policies = policies or DEFAULT_POLICIES
+        settings = target_settings(config, target, self._policies)
         # The learned deadlines per model (the dispatcher reads them; attempts feed them).
         self.timings = TargetTimings(settings)
         self._key = TargetKey(target, secrets)
