@@ -68,7 +68,7 @@ def healthy(env: Env) -> Behaviour:
 
 # Room for a faulty target's attempts: a silent one holds a slot for 10 s each, and
 # at the default of 10 slots new requests would queue for it (this is not about capacity).
-SLOTS: Mapping[str, Any] = {"concurrency_limit": 32}
+SLOTS: Mapping[str, Any] = {"concurrency_limit": 64}
 
 
 def _spec(target_id: str, key: str, model: str = MODEL) -> TargetSpec:
@@ -228,7 +228,9 @@ def _rows() -> list[Scenario]:
 # ---- reasoning: slow but healthy ------------------------------------------------------
 
 REASONING_MODEL = MODEL
-WARM_AFTER_S = 200.0  # requests sent from here on find the model warm (see below)
+# Requests sent from here on find the model warm, in virtual time and over the wire
+# (where a quarter of the load arrives, so its observations come in more slowly).
+WARM_AFTER_S = 250.0
 PAUSE_S = 8.0  # every fourth chunk comes after this pause
 
 
@@ -331,7 +333,7 @@ REASONING = Scenario(
         _spec("fallback", "sk-bench-fallback", FALLBACK_MODEL),
     ),
     settings={**SETTINGS, "request_timeout_ms": 180_000},
-    load=((400.0, 0.2),),
+    load=((400.0, 0.5),),
     stream_share=1.0,
     answer=ANSWER,
     script=_reasoning_script,

@@ -311,14 +311,12 @@ class DeadlinePolicies:
         )
 
 
-def with_cold_start(policy: DeadlinePolicy, cold_start_s: float) -> DeadlinePolicy:
-    """``policy`` with another cold-start value, its floor and cap widened to hold it
-    (the response-headers policy starts at ``max_expected_latency_ms``)."""
+def bounded_by(policy: DeadlinePolicy, limit_s: float) -> DeadlinePolicy:
+    """``policy`` with ``limit_s`` as both its cold start and its cap (its floor lowered
+    to it when above): learning can then only shorten the limit. The response
+    deadline of non-streamed calls is bounded so by ``max_expected_latency_ms``."""
     return attrs.evolve(
-        policy,
-        cold_start_s=cold_start_s,
-        floor_s=min(policy.floor_s, cold_start_s),
-        cap_s=max(policy.cap_s, cold_start_s),
+        policy, cold_start_s=limit_s, cap_s=limit_s, floor_s=min(policy.floor_s, limit_s)
     )
 
 

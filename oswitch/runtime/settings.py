@@ -15,7 +15,7 @@ import attrs
 from oswitch.config import CircuitBreakerConfig, SwitcherConfig, TargetConfig
 from oswitch.core.backoff import BackoffSettings
 from oswitch.core.breaker import BreakerSettings
-from oswitch.core.deadline_learning import DeadlinePolicies, DeadlinePolicy, with_cold_start
+from oswitch.core.deadline_learning import DeadlinePolicies, DeadlinePolicy, bounded_by
 from oswitch.core.scoring import Weights
 from oswitch.core.target_health import HealthSettings, RateLimit
 
@@ -90,7 +90,8 @@ class TargetSettings:
     learned; ``idle_override_s`` likewise for the stall limit
     (``stream_idle_timeout_ms``). ``policies``: how the learned deadlines are
     derived; ``response_policy``: the non-streamed response deadline's, whose cold
-    start is ``max_expected_latency_ms``. ``quota_after_s``: a provider delay at or
+    start and cap are ``max_expected_latency_ms`` (the attempt limit of a non-streamed
+    call: learning only shortens it). ``quota_after_s``: a provider delay at or
     past this is a quota (``quota_delay_cap_ms``); ``health``: the pure core's rules.
     """
 
@@ -136,7 +137,7 @@ def target_settings(
         first_token_override_s=None if first_token_ms is None else seconds(first_token_ms),
         idle_override_s=None if idle_ms is None else seconds(idle_ms),
         policies=policies,
-        response_policy=with_cold_start(
+        response_policy=bounded_by(
             policies.response_headers, seconds(config.max_expected_latency_ms)
         ),
         quota_after_s=seconds(config.quota_delay_cap_ms),
