@@ -26,7 +26,9 @@ from __future__ import annotations
 import attrs
 
 from oswitch.core.deadline_learning import (
+    MAX_MODELS,
     Deadline,
+    DeadlinePolicy,
     DeadlineSource,
     LatencyHistogram,
     ModelTimings,
@@ -37,6 +39,11 @@ from oswitch.runtime.settings import TargetSettings
 
 # Read for a model never seen: nothing is ever observed into it.
 _NOTHING_SEEN = LatencyHistogram(half_life_s=1.0)
+# A deadline is re-read from its histogram (a scan of its buckets) once its
+# observations have grown by this fraction since the last reading, and on every new
+# observation while they are few (below twice the policy's minimum): every attempt
+# reads its deadlines, and the chunk gaps of a busy target grow by thousands a minute.
+_REREAD_GROWTH = 1.0 / 32.0
 
 
 @attrs.frozen(kw_only=True)
@@ -58,6 +65,32 @@ class TargetTimings:
     def __init__(self, settings: TargetSettings) -> None:
         self.settings = settings
         self._book = TimingBook(half_life_s=settings.policies.half_life_s)
+        # id(histogram) -> (histogram, policy, override, observations, deadline)
+        self._read: dict[
+            int, tuple[LatencyHistogram, DeadlinePolicy, float | None, int, Deadline]
+        ] = {}
+
+    def _deadline(
+        self, histogram: LatencyHistogram, policy: DeadlinePolicy, override_s: float | None
+    ) -> Deadline:
+        """``learned_deadline`` of ``histogram``, re-read only as often as it can change
+        enough to matter (``_REREAD_GROWTH``)."""
+        count = histogram.observations
+        cached = self._read.get(id(histogram))
+        if cached is not None:
+            seen, was_policy, was_override, was_count, deadline = cached
+            if seen is histogram and was_policy is policy and was_override == override_s:
+                fresh = count == was_count or (
+                    was_count >= 2 * policy.min_observations
+                    and count - was_count < was_count * _REREAD_GROWTH
+                )
+                if fresh:
+                    return deadline
+        deadline = learned_deadline(histogram, policy, override_s=override_s)
+        if len(self._read) > 8 * MAX_MODELS:  # forgotten models' histograms linger
+            self._read.clear()
+        self._read[id(histogram)] = (histogram, policy, override_s, count, deadline)
+        return deadline
 
     def for_model(self, model: str) -> ModelTimings:
         """The histograms ``model``'s attempts feed (created cold when new)."""
@@ -73,7 +106,7 @@ class TargetTimings:
         """The first-token deadline of a stream: the explicit setting, else learned."""
         first, _, _ = self._histograms(model)
         s = self.settings
-        return learned_deadline(first, s.policies.first_token, override_s=s.first_token_override_s)
+        return self._deadline(first, s.policies.first_token, s.first_token_override_s)
 
     def hedge_point(self, model: str) -> Deadline | None:
         """Where a stream is hedged when ``hedge_after_ms`` is not set: the learned
@@ -88,24 +121,24 @@ class TargetTimings:
         s = self.settings
         if s.first_token_override_s is not None:
             return self.first_token(model)
-        first, _, _ = self._histograms(model)
+        learned = self.first_token(model)
         return Deadline(
             seconds=s.policies.first_token.cap_s,
             source=DeadlineSource.CAP,
-            quantile_s=first.quantile(s.policies.first_token.fraction),
-            observations=first.observations,
+            quantile_s=learned.quantile_s,
+            observations=learned.observations,
         )
 
     def chunk_gap(self, model: str) -> Deadline:
         """The longest gap between content chunks before a stream counts as stalled."""
         _, gap, _ = self._histograms(model)
         s = self.settings
-        return learned_deadline(gap, s.policies.chunk_gap, override_s=s.idle_override_s)
+        return self._deadline(gap, s.policies.chunk_gap, s.idle_override_s)
 
     def response_headers(self, model: str) -> Deadline:
         """How long a non-streamed attempt may wait for its reply."""
         _, _, headers = self._histograms(model)
-        return learned_deadline(headers, self.settings.response_policy)
+        return self._deadline(headers, self.settings.response_policy, None)
 
     def deadlines(self) -> tuple[ModelDeadlines, ...]:
         """The deadlines of every model with timings, least recently used first."""
