@@ -288,3 +288,38 @@ async def test_learned_deadlines_are_listed_formatted_and_exported(
     assert gauges[("fb", "response_headers", "cold_start")] == 30.0
     timeline = "\n".join(format_trace(trace_json(trace)))
     assert "deadline first_token 10.000s cold_start (0 observations)" in timeline
+
+
+async def test_a_cut_stream_is_continued_once_on_its_target_then_elsewhere(
+    autojump_clock: object,
+) -> None:
+    """A stream cut (closed mid-answer) may be resumed once on the same target; cut
+    again, the target is passed over and the fallback finishes the answer."""
+    fake = FakeProvider().on("key-a", stream(ANSWER, cut_after=5)).on("key-fb", fast(0.0))
+    async with open_switcher(with_fallback("a"), transport=fake.transport()) as switcher:
+        text, last, request_id = await collect(switcher)
+        trace = switcher.inspect_request(request_id)
+    assert (text, last["oswitch"]["target_id"]) == (ANSWER, "fb")
+    assert fake.calls_to("key-a") == 2
+    assert [(a.target_id, a.decision) for a in trace.attempts] == [
+        ("a", "resume"),
+        ("a", "resume"),
+        ("fb", "return"),
+    ]
+
+
+async def test_a_reload_keeps_what_a_target_learned(autojump_clock: object) -> None:
+    """Reloading the config (the target unchanged or retuned) keeps its timings."""
+    import attrs
+
+    fake = FakeProvider().on("key-a", fast()).on("key-fb", fast())
+    cfg = with_fallback("a")
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        for _ in range(3):
+            await collect(switcher)
+        retuned = attrs.evolve(
+            cfg, targets=(attrs.evolve(cfg.targets[0], concurrency_limit=5), cfg.targets[1])
+        )
+        await switcher.reload_config(retuned)
+        (learned,) = {v.target_id: v for v in switcher.list_targets()}["a"].deadlines
+    assert learned.first_token.observations == 3
