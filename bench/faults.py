@@ -21,6 +21,7 @@ import httpx
 import trio
 
 from oswitch.testing import Behaviour
+from oswitch.testing.playback import PlayedBody
 
 Pick = Callable[[Mapping[str, Any]], Behaviour]
 
@@ -129,3 +130,31 @@ def sse_reply(text: str, *, chunks: int = 16, model: str | None = None) -> Behav
         )
 
     return Behaviour(name="sse_reply", respond=respond)
+
+
+def first_token_after(behaviour: Behaviour, delay: Callable[[], float]) -> Behaviour:
+    """``behaviour`` with its response headers at once and its body held back a fresh
+    ``delay()`` seconds: a model that is thinking (the first token comes late) rather
+    than a server that is slow to answer at all. Over the wire the headers are sent
+    first, as a real provider does."""
+
+    async def respond(request: httpx.Request, body: Mapping[str, Any]) -> httpx.Response:
+        response = await behaviour.respond(request, body)
+        inner = response.stream
+        if not isinstance(inner, httpx.AsyncByteStream):
+            return response
+        wait = delay()
+
+        async def held() -> AsyncIterator[bytes]:
+            await trio.sleep(wait)
+            pieces = inner.__aiter__()
+            try:
+                async for piece in pieces:
+                    yield piece
+            finally:
+                await inner.aclose()
+
+        response.stream = PlayedBody(held())
+        return response
+
+    return Behaviour(name=f"{behaviour.name} (first token late)", respond=respond)

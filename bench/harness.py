@@ -29,6 +29,7 @@ from bench.progress import Progress
 from bench.record import Figures, Recorder
 from bench.upstream import LoopbackFake
 from oswitch import SwitcherConfig, TargetView, open_switcher, parse_config
+from oswitch.core.deadline_learning import DeadlinePolicies
 from oswitch.testing import FakeProvider, serve_fake_provider
 
 MODEL = "gpt-4o-mini"
@@ -85,6 +86,7 @@ class TargetSpec:
     key: str
     priority: int = 0
     extra: Mapping[str, Any] = attrs.field(factory=dict)
+    model: str = MODEL  # what it serves (a scenario's fallback model differs)
 
 
 @attrs.frozen(kw_only=True)
@@ -206,7 +208,7 @@ def build_config(scenario: Scenario, *, base_urls: Mapping[str, str], mode: Mode
             "provider_id": "openai",
             "base_url": base_urls[spec.target_id],
             "api_key": spec.key,
-            "model": MODEL,
+            "model": spec.model,
             "operator_priority": spec.priority,
             **spec.extra,
         }
@@ -352,8 +354,13 @@ async def run_scenario_async(
                 base_urls[spec.target_id] = f"http://127.0.0.1:{port}/v1"
         config = build_config(scenario, base_urls=base_urls, mode=mode)
         transport = None if mode.wire else fake.transport()
+        # The learned deadlines' floors, caps and cold starts scale with the run too.
+        policies = None if s == 1.0 else DeadlinePolicies().scaled(s)
         async with open_switcher(
-            config, transport=transport, rng=random.Random(scenario.seed + 1)
+            config,
+            transport=transport,
+            rng=random.Random(scenario.seed + 1),
+            deadline_policies=policies,
         ) as switcher:
             caller: Caller = EmbeddedCaller(switcher)
             client: httpx.AsyncClient | None = None

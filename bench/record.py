@@ -171,6 +171,9 @@ class Recorder:
     transitions: list[Transition] = attrs.Factory(list)
     conditions: list[tuple[float, dict[str, str]]] = attrs.Factory(list)
     text_mismatches: int = 0
+    # Attempts on a target that the same request had already tried (never twice).
+    repeated_attempts: Counter[str] = attrs.Factory(Counter)
+    _tried: set[tuple[str, str]] = attrs.Factory(set)
     in_flight: int = 0
     clock: Callable[[], float] | None = None
 
@@ -216,6 +219,10 @@ class Recorder:
         if name == "attempt" and target_id:
             self.attempts[target_id] += 1
             self._bucket(at).attempts[target_id] += 1
+            tried = (str(fields.get("request_id") or ""), target_id)
+            if tried in self._tried:
+                self.repeated_attempts[target_id] += 1
+            self._tried.add(tried)
             error_class = fields.get("error_class")
             if error_class:
                 self.attempt_errors[f"{target_id}:{error_class}"] += 1

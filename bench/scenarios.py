@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from bench.deadline_scenarios import DEADLINE_SCENARIOS
 from bench.faults import by_stream_flag, jittered, lognormal, mixture, timeline
 from bench.harness import Check, Env, Observed, Scenario, TargetSpec
 from oswitch.testing import (
@@ -633,5 +634,15 @@ OVERLOAD = Scenario(
 
 
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in (STEADY, STORM, BROWNOUT, BLACKOUT, STREAM_CUTS, REVOKED, OVERLOAD)
+    s.name: s
+    for s in (
+        STEADY,
+        STORM,
+        BROWNOUT,
+        BLACKOUT,
+        STREAM_CUTS,
+        REVOKED,
+        OVERLOAD,
+        *DEADLINE_SCENARIOS,
+    )
 }

@@ -61,7 +61,28 @@ class _SwitcherCollector(Collector):
         health = GaugeMetricFamily(
             "oswitch_target_health", "Health EWMA of the target (0..1).", labels=["target_id"]
         )
+        deadline = GaugeMetricFamily(
+            "oswitch_target_deadline_seconds",
+            "The deadline a target applies per model it served: first_token (where a "
+            "stream is hedged), chunk_gap (a stall), response_headers (a non-streamed "
+            "call); source says why (learned, floor, cap, cold_start, override).",
+            labels=["target_id", "model", "deadline", "source"],
+        )
+        observations = GaugeMetricFamily(
+            "oswitch_target_deadline_observations",
+            "Observations (censored ones included) behind each learned deadline.",
+            labels=["target_id", "model", "deadline"],
+        )
         for view in views:
+            for entry in view.deadlines:
+                for name in ("first_token", "chunk_gap", "response_headers"):
+                    value = getattr(entry, name)
+                    deadline.add_metric(
+                        [view.target_id, entry.model, name, str(value.source)], value.seconds
+                    )
+                    observations.add_metric(
+                        [view.target_id, entry.model, name], float(value.observations)
+                    )
             for state in BREAKER_STATES:
                 breaker.add_metric(
                     [view.target_id, state], 1.0 if view.breaker_state == state else 0.0
@@ -79,7 +100,7 @@ class _SwitcherCollector(Collector):
             cooldown.add_metric([view.target_id], view.cooldown_remaining_s or 0.0)
             in_flight.add_metric([view.target_id], float(view.in_flight))
             health.add_metric([view.target_id], view.health)
-        yield from (breaker, condition, cooldown, in_flight, health)
+        yield from (breaker, condition, cooldown, in_flight, health, deadline, observations)
         admission = switcher.statistics().admission
         yield GaugeMetricFamily(
             "oswitch_requests_in_flight",

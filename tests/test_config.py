@@ -88,7 +88,7 @@ def test_minimal_config_gets_every_documented_default() -> None:
     assert config.deployment_mode_hint == "auto"
     assert config.request_timeout_ms == 120000.0
     assert config.first_token_timeout_ms is None
-    assert config.stream_idle_timeout_ms == 30000.0
+    assert config.stream_idle_timeout_ms is None  # learned (issue 13)
     assert config.max_wait_ms == 10000.0
     assert config.quota_cooldown_ms == 3_600_000.0
     assert config.quota_delay_cap_ms == 3_600_000.0

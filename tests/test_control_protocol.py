@@ -353,6 +353,7 @@ def test_a_trace_serialises_with_classes_as_strings_and_its_duration() -> None:
         "hedge": False,
         "offset": 0,
         "chars": 0,
+        "deadline": "",
     }
     assert json.loads(encode(data)) == data
 

@@ -331,3 +331,44 @@ def test_timing_book_forgets_the_least_recently_used_model() -> None:
     assert len(book) == MAX_MODELS
     assert "m1" not in book.models()
     assert book.models()[-2:] == ("m0", "new")
+
+
+def test_scaled_policies_scale_every_duration_and_keep_k_and_fractions() -> None:
+    """DeadlinePolicies.scaled(f) multiplies floors, caps, cold starts and the half-life
+    by f (the bench's compressed runs), keeps k and the quantiles, refuses f <= 0."""
+    from oswitch.core.deadline_learning import DeadlinePolicies
+
+    scaled = DeadlinePolicies().scaled(0.01)
+    assert (scaled.first_token.floor_s, scaled.first_token.cold_start_s) == (0.02, 0.1)
+    assert scaled.chunk_gap.cap_s == pytest.approx(0.6)
+    assert scaled.half_life_s == pytest.approx(1.2)
+    assert (scaled.first_token.k, scaled.first_token.fraction) == (2.0, 0.95)
+    with pytest.raises(ValueError):
+        DeadlinePolicies().scaled(0.0)
+
+
+def test_a_bounded_policy_only_ever_shortens_the_limit() -> None:
+    """bounded_by(policy, limit) makes limit the cold start and the cap: learned values
+    lie in [min(floor, limit), limit]."""
+    from oswitch.core.deadline_learning import RESPONSE_HEADERS, bounded_by
+
+    policy = bounded_by(RESPONSE_HEADERS, 2.0)
+    assert (policy.floor_s, policy.cold_start_s, policy.cap_s) == (2.0, 2.0, 2.0)
+    slow = LatencyHistogram(half_life_s=HALF_LIFE_S)
+    for i in range(30):
+        slow.observe(50.0, now=float(i))
+    assert learned_deadline(slow, bounded_by(RESPONSE_HEADERS, 30.0)).seconds == 30.0
+
+
+def test_a_deadline_describes_its_value_and_why() -> None:
+    """Deadline.describe() is what traces and listings print: value, source, and the
+    quantile and observations behind it."""
+    histogram = LatencyHistogram(half_life_s=HALF_LIFE_S)
+    assert first_token_deadline(histogram).describe() == "10.000s cold_start (0 observations)"
+    assert first_token_deadline(histogram, override_s=3.0).describe() == (
+        "3.000s override (explicit setting)"
+    )
+    for i in range(20):
+        histogram.observe(0.5, now=float(i))
+    text = first_token_deadline(histogram).describe()
+    assert text.startswith("2.000s floor (quantile 0.5") and text.endswith("20 observations)")

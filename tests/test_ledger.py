@@ -442,3 +442,20 @@ def test_a_chain_never_revisits_a_model(model: str, fallbacks: dict[str, list[st
     assert chain[0] == model
     assert len(chain) == len(set(chain))
     assert set(chain) == {model, *fallbacks.get(model, fallbacks.get("*", []))}
+
+
+def test_never_twice_a_stall_excludes_a_second_cut_avoids() -> None:
+    """A stalled target is out for the request; a cut one may be continued once, and a
+    second cut passes it over until every other candidate is spent (stop_avoiding)."""
+    book = Ledger(retry_budget=3, failover_budget=3)
+    book.interrupted("stalled", forgiven=False, stalled=True)
+    book.interrupted("cut", forgiven=False)
+    assert not book.usable("stalled", "m", None)
+    assert book.usable("cut", "m", None)  # once: it may continue the answer
+    book.interrupted("cut", forgiven=False)
+    assert not book.usable("cut", "m", None)
+    assert book.stop_avoiding() is True
+    assert book.usable("cut", "m", None) and not book.usable("stalled", "m", None)
+    assert book.stop_avoiding() is False
+    book.interrupted("op", forgiven=True, stalled=True)  # an operator's cut costs nothing
+    assert book.usable("op", "m", None)

@@ -172,8 +172,8 @@ class SwitcherConfig:
     max_expected_latency_ms: float = 30000.0
     deployment_mode_hint: DeploymentModeHint = "auto"
     request_timeout_ms: float = 120000.0
-    first_token_timeout_ms: float | None = None
-    stream_idle_timeout_ms: float = 30000.0
+    first_token_timeout_ms: float | None = None  # None: learned per target and model
+    stream_idle_timeout_ms: float | None = None  # None: learned per target and model
     max_wait_ms: float = 10000.0
     health_half_life_ms: float = 30000.0
     quota_cooldown_ms: float = 3_600_000.0

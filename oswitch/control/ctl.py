@@ -124,6 +124,40 @@ def format_targets(views: Sequence[Mapping[str, Any]]) -> list[str]:
     return _table(header, rows)
 
 
+def _deadline_cell(deadline: object) -> str:
+    if not isinstance(deadline, Mapping):
+        return "-"
+    seconds, source = deadline.get("seconds"), deadline.get("source")
+    text = f"{seconds:.3f}s" if isinstance(seconds, int | float) else "-"
+    return f"{text} {source}" if source else text
+
+
+def format_deadlines(views: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ``list-targets --deadlines`` table: one row per target and model it has
+    served, each deadline with its source (learned, floor, cap, cold_start,
+    override) and the observations it rests on. Raises nothing."""
+    rows = []
+    for view in views:
+        deadlines = view.get("deadlines")
+        for entry in deadlines if isinstance(deadlines, list) else ():
+            if not isinstance(entry, Mapping):
+                continue
+            first = entry.get("first_token")
+            seen = first.get("observations") if isinstance(first, Mapping) else None
+            rows.append(
+                [
+                    str(view.get("target_id")),
+                    str(entry.get("model")),
+                    _deadline_cell(first),
+                    _deadline_cell(entry.get("chunk_gap")),
+                    _deadline_cell(entry.get("response_headers")),
+                    str(seen) if isinstance(seen, int) else "-",
+                ]
+            )
+    header = ["TARGET", "MODEL", "FIRST-TOKEN", "CHUNK-GAP", "RESPONSE", "SEEN"]
+    return _table(header, rows)
+
+
 def format_trace(trace: Mapping[str, Any]) -> list[str]:
     """A request trace as a timeline: one line per attempt, offset from the
     request's start. Raises nothing."""
@@ -154,6 +188,8 @@ def format_trace(trace: Mapping[str, Any]) -> list[str]:
             details.append("hedge")
         if attempt.get("note"):
             details.append(str(attempt["note"]))
+        if attempt.get("deadline"):
+            details.append(f"deadline {attempt['deadline']}")
         rows.append(
             [
                 offset,
@@ -221,6 +257,8 @@ async def _list_targets(client: ControlClient, args: argparse.Namespace) -> int:
     views = await client.list_targets()
     if args.json:
         _print_json(views)
+    elif getattr(args, "deadlines", False):
+        print("\n".join(format_deadlines(views)))
     else:
         print("\n".join(format_targets(views)))
     return EXIT_OK
@@ -413,10 +451,16 @@ def add_ctl_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         ),
     )
     sub = parser.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
-    sub.add_parser(
+    listing = sub.add_parser(
         "list-targets",
         parents=[common],
         help="every target: state, condition, breaker, health, in-flight, cooldown",
+    )
+    listing.add_argument(
+        "--deadlines",
+        action="store_true",
+        help="instead, the deadlines each target applies per model it served "
+        "(first token, chunk gap, non-streamed response) and why",
     )
     for name in _TARGET_COMMANDS:
         command = sub.add_parser(name, parents=[common], help=_TARGET_HELP[name])

@@ -278,6 +278,49 @@ HALF_LIFE_S = 120.0
 
 
 @attrs.frozen(kw_only=True)
+class DeadlinePolicies:
+    """The three policies and the decay a target's timings use (one set per switcher).
+
+    :meth:`scaled` multiplies every duration by a factor (the bench's compressed
+    wire runs and loopback tests scale time down; ``k`` and fractions stay).
+    """
+
+    first_token: DeadlinePolicy = FIRST_TOKEN
+    chunk_gap: DeadlinePolicy = CHUNK_GAP
+    response_headers: DeadlinePolicy = RESPONSE_HEADERS
+    half_life_s: float = HALF_LIFE_S
+
+    def scaled(self, factor: float) -> DeadlinePolicies:
+        """Every duration multiplied by ``factor`` (a positive number, else ValueError)."""
+        if not (math.isfinite(factor) and factor > 0.0):
+            raise ValueError(f"factor must be a positive number (got {factor!r})")
+
+        def scale(policy: DeadlinePolicy) -> DeadlinePolicy:
+            return attrs.evolve(
+                policy,
+                floor_s=policy.floor_s * factor,
+                cap_s=policy.cap_s * factor,
+                cold_start_s=policy.cold_start_s * factor,
+            )
+
+        return DeadlinePolicies(
+            first_token=scale(self.first_token),
+            chunk_gap=scale(self.chunk_gap),
+            response_headers=scale(self.response_headers),
+            half_life_s=self.half_life_s * factor,
+        )
+
+
+def bounded_by(policy: DeadlinePolicy, limit_s: float) -> DeadlinePolicy:
+    """``policy`` with ``limit_s`` as both its cold start and its cap (its floor lowered
+    to it when above): learning can then only shorten the limit. The response
+    deadline of non-streamed calls is bounded so by ``max_expected_latency_ms``."""
+    return attrs.evolve(
+        policy, cold_start_s=limit_s, cap_s=limit_s, floor_s=min(policy.floor_s, limit_s)
+    )
+
+
+@attrs.frozen(kw_only=True)
 class Deadline:
     """A deadline in seconds, why it is that (``source``), the quantile it came from
     (None when none was read) and how many observations were in."""
@@ -286,6 +329,16 @@ class Deadline:
     source: DeadlineSource
     quantile_s: float | None
     observations: int
+
+    def describe(self) -> str:
+        """One line for traces and listings: the value and why it is that."""
+        text = f"{self.seconds:.3f}s {self.source}"
+        if self.source is DeadlineSource.OVERRIDE:
+            return text + " (explicit setting)"
+        if self.source is DeadlineSource.COLD_START:
+            return text + f" ({self.observations} observations)"
+        assert self.quantile_s is not None
+        return text + f" (quantile {self.quantile_s:.3f}s over {self.observations} observations)"
 
 
 def learned_deadline(
@@ -374,6 +427,10 @@ class TimingBook:
         else:
             self._models.move_to_end(model)
         return timings
+
+    def get(self, model: str) -> ModelTimings | None:
+        """The timings of ``model`` if it has any (nothing is created or reordered)."""
+        return self._models.get(model)
 
     def models(self) -> tuple[str, ...]:
         """The models with timings, least recently used first."""

@@ -145,6 +145,12 @@ class Ledger:
     context_limit: int | None = None
     retry_next: str | None = None
     prefill_refused: set[str] = attrs.Factory(set)
+    # Targets whose stream was cut once in this request (a second cut avoids them).
+    cut_once: set[str] = attrs.Factory(set)
+    # Targets passed over while any other candidate remains (cut twice); ``avoiding``
+    # is cleared once the whole chain is spent without them.
+    avoided: set[str] = attrs.Factory(set)
+    avoiding: bool = True
     # The text the caller has, while resuming a stream (never in a repr: no answer text
     # leaves the request in logs).
     resume_text: str | None = attrs.field(default=None, repr=False)
@@ -181,6 +187,7 @@ class Ledger:
         """Not left out of this request for ``model``, and affordable within its budgets."""
         return (
             target_id not in self.excluded
+            and not (self.avoiding and target_id in self.avoided)
             and (target_id, model) not in self.excluded_for_model
             and not (context_window is None and model in self.windowless_refused)
             and self._affords(self.cost_of(target_id))
@@ -248,12 +255,38 @@ class Ledger:
         """From now on every attempt continues ``confirmed_text`` (a stream resume)."""
         self.resume_text = confirmed_text
 
-    def interrupted(self, *, forgiven: bool) -> None:
-        """A stream broke after content (InterruptedExecution); ``forgiven``: an operator
-        cut it, so the attempt continuing it costs nothing."""
+    def interrupted(
+        self, target_id: str | None = None, *, forgiven: bool, stalled: bool = False
+    ) -> None:
+        """A stream on ``target_id`` (None: not known) broke after content
+        (InterruptedExecution).
+
+        ``forgiven``: an operator cut it, so the attempt continuing it costs nothing.
+        Never twice: a ``stalled`` stream (silent past its gap deadline) leaves the
+        target out for the rest of the request, as a silent attempt does; a cut one
+        (closed, reset, malformed) may be continued there once; after a second cut the
+        target is avoided: tried again only once every other candidate is spent
+        (:meth:`stop_avoiding`).
+        """
         self.last_failure = Failure(error_class=ErrorClass.INTERRUPTED_EXECUTION)
         if forgiven:
             self.free_next = True
+            return
+        if target_id is None:
+            return
+        if stalled:
+            self.excluded.add(target_id)
+        elif target_id in self.cut_once:
+            self.avoided.add(target_id)
+        else:
+            self.cut_once.add(target_id)
+
+    def stop_avoiding(self) -> bool:
+        """Every other candidate is spent: let avoided targets be tried again. True
+        when that changes anything (there were avoided targets, and still avoiding)."""
+        changed = self.avoiding and bool(self.avoided - self.excluded)
+        self.avoiding = False
+        return changed
 
     def apply(self, settlement: Settlement) -> None:
         """Carry out the changes :func:`decide` returned."""

@@ -39,7 +39,9 @@ class AttemptRecord:
     ``decision`` says what the dispatcher did next (``"return"``, ``"retry"``,
     ``"failover"``, ``"fallback"``, ``"resume"``, ``"give_up"``, ``"cancelled"``).
     ``chars`` is how many characters of the answer this attempt contributed,
-    ``offset`` where in the caller's text they start (streams only).
+    ``offset`` where in the caller's text they start (streams only). ``deadline``
+    says which deadline ended the attempt (or was the hedge point), its value and
+    why it has it (e.g. ``"first_token 10.000s cold_start (0 observations)"``).
     """
 
     index: int
@@ -55,6 +57,7 @@ class AttemptRecord:
     hedge: bool = False
     offset: int = 0
     chars: int = 0
+    deadline: str = attrs.field(default="", converter=_clip_note)
 
 
 @attrs.frozen(kw_only=True)
@@ -156,6 +159,7 @@ def _record_bytes(record: AttemptRecord) -> int:
         + sys.getsizeof(record.model)
         + sys.getsizeof(record.note)
         + sys.getsizeof(record.target_id)
+        + (sys.getsizeof(record.deadline) if record.deadline else 0)
     )
 
 

@@ -115,6 +115,16 @@ class RequestRun:
         """Return the successful answer (a streamed one beside its open stream), or
         raise AllTargetsFailed / RequestFailed."""
         chain = model_chain(self.model, self.settings.fallbacks)
+        answer = await self._walk(chain)
+        if answer is None and self.ledger.stop_avoiding():
+            # Never twice while another candidate remains: none does any more.
+            answer = await self._walk(chain)
+        if answer is not None:
+            return answer
+        raise self._give_up(chain)
+
+    async def _walk(self, chain: Sequence[str]) -> Answer | None:
+        """Try the models of ``chain`` in turn; None when all are spent."""
         for hop, model in enumerate(chain):
             if hop > 0:
                 # The hop itself is free: the first attempt on the fallback model is
@@ -131,7 +141,8 @@ class RequestRun:
             outcome = await self._run_model(model)
             if outcome is not None:
                 return outcome
-        raise self._give_up(chain)
+        await trio.lowlevel.checkpoint()  # rare: the chain is spent
+        return None
 
     async def _run_model(self, model: str) -> Answer | None:
         """Try ``model``'s targets; None when they are exhausted (walk the fallbacks)."""
@@ -162,27 +173,27 @@ class RequestRun:
                     # busy target's slot frees up), whichever comes first.
                     await self.changed.wait_until(min(earliest, wait_until))
                 continue
-            if self.settings.hedge_after_s is None:
-                results = [(actor, await self._attempt(actor, model))]
+            if self._hedge_delay(actor, model) is None:
+                results = [(actor, model, await self._attempt(actor, model))]
             else:
                 results = await self._race(actor, model)
-            winner = self._settle_all(model, results)
+            winner = self._settle_all(results)
             if winner is not None:
                 return winner
-            if all(a.outcome.kind is OutcomeKind.REFUSED for _, a in results):
+            if all(a.outcome.kind is OutcomeKind.REFUSED for _, _, a in results):
                 # Taken by another request in the meantime: keep waiting, same max_wait.
                 await trio.lowlevel.checkpoint()
             else:
                 waiting_since = None
 
-    def _settle_all(self, model: str, results: list[tuple[TargetActor, Answer]]) -> Answer | None:
-        """Record and settle one step's attempts (two when hedged); the winner's
+    def _settle_all(self, results: list[tuple[TargetActor, str, Answer]]) -> Answer | None:
+        """Record and settle one step's attempts (several when hedged); the winner's
         answer, or None (a lost hedge's stream was closed by :meth:`_race`)."""
         winner = None
-        for attempt_actor, answer in results:
+        for attempt_actor, _, answer in results:
             if answer.outcome.kind is OutcomeKind.OK and winner is None:
                 winner = (attempt_actor, answer)
-        for attempt_actor, (outcome, stream) in results:
+        for attempt_actor, model, (outcome, stream) in results:
             if outcome.kind is OutcomeKind.REFUSED:
                 continue
             if winner is not None and attempt_actor is winner[0]:
@@ -203,46 +214,93 @@ class RequestRun:
                 self._settle(attempt_actor, model, outcome, final=winner is None)
         return None if winner is None else winner[1]
 
-    async def _race(self, first: TargetActor, model: str) -> list[tuple[TargetActor, Answer]]:
-        """Happy-eyeballs hedging: start ``first``; if it has not answered after
-        ``hedge_after_ms``, start the next-best untried target too. The first answer
-        wins and the other attempt is cancelled (a lost hedge is not a failure)."""
-        results: list[tuple[TargetActor, Answer]] = []
+    def _hedge_delay(self, actor: TargetActor, model: str) -> tuple[float, str] | None:
+        """How long an attempt on ``actor`` runs alone before it is hedged, and why;
+        None when it is never hedged. ``hedge_after_ms`` when set; else, for a stream,
+        the target's learned first-token deadline for the model (an explicit
+        ``first_token_timeout_ms`` is a hard limit instead: no hedge)."""
+        if self.settings.hedge_after_s is not None:
+            return self.settings.hedge_after_s, f"hedge_after_ms {self.settings.hedge_after_s:.3f}s"
+        if not self.stream:
+            return None
+        point = actor.timings.hedge_point(actor.upstream_model(model))
+        return None if point is None else (point.seconds, f"first_token {point.describe()}")
+
+    async def _race(self, first: TargetActor, model: str) -> list[tuple[TargetActor, str, Answer]]:
+        """Hedge before abandoning, in the happy-eyeballs shape: start ``first``; once
+        it has not answered (a stream: no first content) within its hedge delay, start
+        the best untried target — a sibling serving ``model`` first, else one of a
+        fallback model — and keep ``first`` running. The first answer wins and the
+        others are cancelled (a lost hedge is not a failure). While ``first`` runs and
+        no hedge does (none was eligible, or the hedge failed), a hedge is sought again
+        at every change of the targets. Every attempt is bounded by its own limits."""
+        results: list[tuple[TargetActor, str, Answer]] = []
         orders: list[AttemptOrder] = []
         settled = trio.Event()
+        running = 0
+        hedges_running = 0
+        first_running = True
 
-        async def attempt(actor: TargetActor, hedge: bool) -> None:
-            answer = await self._attempt(actor, model, hedge=hedge, orders=orders)
-            results.append((actor, answer))
-            if answer.outcome.kind is OutcomeKind.OK or len(results) == len(orders):
+        async def attempt(actor: TargetActor, attempt_model: str, hedge: bool) -> None:
+            nonlocal running, hedges_running, first_running
+            try:
+                answer = await self._attempt(actor, attempt_model, hedge=hedge, orders=orders)
+            finally:
+                running -= 1
+                if hedge:
+                    hedges_running -= 1
+                else:
+                    first_running = False
+            results.append((actor, attempt_model, answer))
+            if answer.outcome.kind is OutcomeKind.OK or running == 0:
                 settled.set()
+            self.changed.notify()  # wakes the loop below (and any waiting request)
 
+        delay = self._hedge_delay(first, model)
+        assert delay is not None
+        hedge_after, why = delay
+        chain = model_chain(self.model, self.settings.fallbacks)
+        later = chain[chain.index(model) + 1 :] if model in chain else []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(attempt, first, False)
-            assert self.settings.hedge_after_s is not None
-            with trio.move_on_after(self.settings.hedge_after_s):
+            running += 1
+            nursery.start_soon(attempt, first, model, False)
+            with trio.move_on_after(hedge_after):
                 await settled.wait()
-            now = trio.current_time()
-            second = None if settled.is_set() else self.picker.hedge_target(first, model, now)
-            if second is not None:
-                self.events.emit(
-                    "hedge",
-                    request_id=self.request_id,
-                    target_id=second.target_id,
-                    model=model,
-                    decision=Decision.HEDGE.value,
-                    note=f"{first.target_id} slow",
-                )
-                nursery.start_soon(attempt, second, True)
-            await settled.wait()
+            while not settled.is_set():
+                picked = None
+                if first_running and hedges_running == 0:
+                    picked = self.picker.hedge_target(first, model, later, trio.current_time())
+                if picked is not None:
+                    second, second_model = picked
+                    self.events.emit(
+                        "hedge",
+                        request_id=self.request_id,
+                        target_id=second.target_id,
+                        model=second_model,
+                        decision=Decision.HEDGE.value,
+                        note=f"{first.target_id} slow: {why}",
+                    )
+                    running += 1
+                    hedges_running += 1
+                    nursery.start_soon(attempt, second, second_model, True)
+                    await trio.lowlevel.checkpoint()
+                    continue
+                if trio.current_time() >= self.deadline:
+                    await settled.wait()  # the attempts end at the deadline themselves
+                else:
+                    await self.changed.wait_until(self.deadline)
+            won = next((a.stream.order for _, _, a in results if a.stream is not None), None)
             for order in orders:
-                if not order.reply.is_set:
+                if order.settled is None and order is not won:
                     order.cancel(CancelReason.HEDGE_LOST)
-        opened = [answer.stream for _, answer in results if answer.stream is not None]
+        opened = [answer.stream for _, _, answer in results if answer.stream is not None]
         for stream in opened[1:]:
             # Both hedged streams began at once: the later one lost the race.
             await stream.aclose()
-        return results
+        return [
+            (actor, m, _lost_at(answer, why) if actor is first else answer)
+            for actor, m, answer in results
+        ]
 
     # ---- stream resume -----------------------------------------------------------
 
@@ -262,9 +320,11 @@ class RequestRun:
         self.ledger.begin_resume(confirmed_text)
         return await self.run()
 
-    def stream_interrupted(self, *, forgiven: bool) -> None:
-        """The current stream broke after content; ``forgiven``: an operator cut it."""
-        self.ledger.interrupted(forgiven=forgiven)
+    def stream_interrupted(self, target_id: str, *, forgiven: bool, stalled: bool) -> None:
+        """The current stream on ``target_id`` broke after content; ``forgiven``: an
+        operator cut it; ``stalled``: it went silent past its gap deadline (never
+        tried again in this request; a cut stream may be resumed there once)."""
+        self.ledger.interrupted(target_id, forgiven=forgiven, stalled=stalled)
 
     async def _attempt(
         self,
@@ -279,7 +339,12 @@ class RequestRun:
         # Spent as it is sent, so a hedge started meanwhile sees this attempt's cost.
         cost = self.ledger.charge(actor.target_id, hedge=hedge)
         now = trio.current_time()
-        attempt_limit = math.inf if self.stream else now + self.settings.max_expected_latency_s
+        limit = None
+        attempt_limit = math.inf
+        if not self.stream:
+            # The learned response deadline (cold: max_expected_latency_ms).
+            limit = actor.timings.response_headers(actor.upstream_model(model))
+            attempt_limit = now + limit.seconds
         order = AttemptOrder(
             request=self.request_for(actor),
             model=model,
@@ -288,6 +353,7 @@ class RequestRun:
             expires_at=self.own_deadline,
             request_id=self.request_id,
             hedge=hedge,
+            limit=limit,
         )
         if orders is not None:
             orders.append(order)
@@ -414,3 +480,11 @@ def _can_prefill(actor: TargetActor) -> bool:
     """Whether the target may be resumed with a prefilled assistant turn."""
     capabilities = actor.target.capabilities
     return capabilities is not None and "prefill" in capabilities
+
+
+def _lost_at(answer: Answer, why: str) -> Answer:
+    """The first attempt of a race, its trace saying the hedge point when it lost."""
+    outcome = answer.outcome
+    if outcome.cancel_reason is CancelReason.HEDGE_LOST and not outcome.deadline:
+        return Answer(attrs.evolve(outcome, deadline=why), answer.stream)
+    return answer

@@ -35,6 +35,7 @@ from oswitch.runtime.credentials import TargetKey
 from oswitch.runtime.http import TargetTransport, encode_json
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, OutcomeKind
 from oswitch.runtime.settings import TargetSettings
+from oswitch.runtime.timings import TargetTimings
 from oswitch.runtime.upstream import StreamedChunk, StreamInterrupted, UpstreamStream
 
 log = logging.getLogger("oswitch.target")
@@ -65,8 +66,11 @@ class TargetExchange:
         transport: httpx.AsyncBaseTransport | None,
         key: TargetKey,
         secrets: Set[Secret],
+        timings: TargetTimings | None = None,
     ) -> None:
         self.target_id = target.target_id
+        # The target's learned deadlines, which its attempts feed.
+        self.timings = timings if timings is not None else TargetTimings(settings)
         self.target = target
         self.settings = settings
         self.adapter: ProviderAdapter = adapter_for(target.api)
@@ -130,6 +134,9 @@ class TargetExchange:
         """The outcome of an attempt whose guard fired: cancelled from outside (with the
         order's reason), else abandoned at its deadline (silent, TransportFailure)."""
         now = trio.current_time()
+        if not order.stream and order.timings is not None:
+            # The reply takes longer than this (a censored sample; see runtime/timings).
+            order.timings.response_headers.observe_longer_than(now - started, now=now)
         if order.cancel_reason is not None:
             return self.outcome(
                 OutcomeKind.CANCELLED,
@@ -138,6 +145,12 @@ class TargetExchange:
                 cancel_reason=order.cancel_reason,
             )
         waited = "headers" if order.stream else "answer"
+        if order.stream:
+            which = f"first_token {self.timings.silence_cap(served_model).describe()}"
+        elif order.limit is not None and started + order.limit.seconds <= order.deadline:
+            which = f"response_headers {order.limit.describe()}"
+        else:
+            which = "request deadline"
         return self.outcome(
             OutcomeKind.FAILED,
             served_model,
@@ -149,6 +162,7 @@ class TargetExchange:
             ),
             silent=True,
             note=f"abandoned: no {waited} in time",
+            deadline=which,
         )
 
     # ---- the exchange ------------------------------------------------------------
@@ -173,7 +187,9 @@ class TargetExchange:
         """
         deadline = order.deadline
         if order.stream:
-            deadline = min(started + self.settings.first_token_s, deadline)
+            # The hard limit on silence; the dispatcher hedges long before (learned).
+            cap = self.timings.silence_cap(served_model)
+            deadline = min(started + cap.seconds, deadline)
         answer: Answer | None = None
         upstream: UpstreamStream | None = None
         try:
@@ -218,7 +234,12 @@ class TargetExchange:
         try:
             response = await self.client.post(call.url, call.headers, content)
             status = response.status_code
+            timings = order.timings
+            if timings is not None and not order.stream and 200 <= status < 300:
+                now = trio.current_time()
+                timings.response_headers.observe(now - started, now=now)
             if order.stream and _is_event_stream(status, response.headers):
+                gap = self.timings.chunk_gap(served_model)
                 upstream = UpstreamStream(
                     order=order,
                     response=response,
@@ -227,9 +248,12 @@ class TargetExchange:
                     ),
                     started_at=started,
                     first_token_deadline=deadline,
-                    idle_timeout_s=self.settings.idle_s,
+                    idle_timeout_s=gap.seconds,
                     request_deadline=order.deadline,
                     background=self.background,
+                    timings=timings,
+                    gap_deadline=gap,
+                    silence_deadline=self.timings.silence_cap(served_model),
                 )
                 response = None  # the stream closes the response from here on
                 return upstream
@@ -370,6 +394,13 @@ class TargetExchange:
         except StreamInterrupted as interrupted:
             # Raised by a read that awaited the provider, or by its guard firing (at a
             # checkpoint); a further one would delay settling a cancelled attempt.
+            timings = upstream.order.timings
+            if timings is not None and (
+                interrupted.cancel_reason is not None or interrupted.silent
+            ):
+                # Headers in, no content yet: the first token takes longer than this.
+                now = trio.current_time()
+                timings.first_token.observe_longer_than(now - started, now=now)
             if interrupted.cancel_reason is not None:
                 return Answer(  # noqa: ASYNC910
                     self.outcome(
@@ -381,7 +412,12 @@ class TargetExchange:
                 )
             failed = self.failed(served_model, started, interrupted.classification)
             return Answer(  # noqa: ASYNC910
-                attrs.evolve(failed, silent=interrupted.silent, note="before first content")
+                attrs.evolve(
+                    failed,
+                    silent=interrupted.silent,
+                    note="before first content",
+                    deadline=interrupted.deadline,
+                )
             )
         upstream.first_chunks = buffered
         return Answer(self.outcome(OutcomeKind.OK, served_model, started), upstream)

@@ -11,6 +11,7 @@ import attrs
 import trio
 
 from oswitch.core.classify import Classification
+from oswitch.core.deadline_learning import Deadline, ModelTimings
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.target_health import AttemptEnd
 
@@ -85,6 +86,7 @@ class AttemptOutcome:
     retry_same: bool = False
     note: str = ""
     hedge: bool = False  # the attempt was a hedge (started while another still ran)
+    deadline: str = ""  # the deadline that ended the attempt and why (traces)
 
     @property
     def error_class(self) -> ErrorClass | None:
@@ -118,7 +120,9 @@ class AttemptOrder:
 
     ``expires_at`` is when the target ends a streamed attempt whose caller is not
     reading (the request's own deadline, ``request_timeout_ms``); ``settled`` is the
-    outcome the target settled the attempt with, once it has ended.
+    outcome the target settled the attempt with, once it has ended. ``timings`` are
+    the histograms of the served model the attempt feeds (set by the target);
+    ``limit`` the deadline bounding a non-streamed attempt (set by the dispatcher).
     """
 
     request: Mapping[str, Any]
@@ -133,6 +137,8 @@ class AttemptOrder:
     cancel_reason: CancelReason | None = None
     epoch: int = 0  # the target's breaker epoch when the attempt began
     settled: AttemptOutcome | None = None
+    timings: ModelTimings | None = None
+    limit: Deadline | None = None
 
     def cancel(self, reason: CancelReason) -> None:
         """Cancel the attempt; the first reason given is the one reported."""

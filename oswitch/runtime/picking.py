@@ -104,13 +104,23 @@ class Picker:
                     return self._choose(eligible, now)
         return None
 
-    def hedge_target(self, first: TargetActor, model: str, now: float) -> TargetActor | None:
-        """The untried target to race ``first`` with, if the failover budget allows one."""
+    def hedge_target(
+        self, first: TargetActor, model: str, later: Sequence[str], now: float
+    ) -> tuple[TargetActor, str] | None:
+        """The untried target to race ``first`` with, and the model it is asked for: a
+        sibling serving ``model`` first, else one of the ``later`` (fallback) models in
+        their order; None when none is eligible or the failover budget is spent."""
         if not self._ledger.may_fail_over():
             return None
         tried = self._ledger.tried
-        untried = make_pool([a for a in self.pool(model).actors if a.target_id not in tried])
-        return self.pick(untried, model, now, avoid=first)
+        for candidate_model in (model, *later):
+            untried = make_pool(
+                [a for a in self.pool(candidate_model).actors if a.target_id not in tried]
+            )
+            actor = self.pick(untried, candidate_model, now, avoid=first)
+            if actor is not None:
+                return actor, candidate_model
+        return None
 
     def _choose(self, eligible: list[TargetActor], now: float) -> TargetActor:
         """The best of a few eligible targets of one kind (all tried or all untried).

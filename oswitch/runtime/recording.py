@@ -36,6 +36,7 @@ class AttemptLog:
                 note=outcome.note
                 or (f"cancelled: {outcome.cancel_reason}" if outcome.cancel_reason else ""),
                 hedge=outcome.hedge,
+                deadline=outcome.deadline,
             )
         )
 

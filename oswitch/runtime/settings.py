@@ -15,8 +15,12 @@ import attrs
 from oswitch.config import CircuitBreakerConfig, SwitcherConfig, TargetConfig
 from oswitch.core.backoff import BackoffSettings
 from oswitch.core.breaker import BreakerSettings
+from oswitch.core.deadline_learning import DeadlinePolicies, DeadlinePolicy, bounded_by
 from oswitch.core.scoring import Weights
 from oswitch.core.target_health import HealthSettings, RateLimit
+
+# The learned deadlines' policies when the embedder gives none (docs/deadlines.md).
+DEFAULT_POLICIES = DeadlinePolicies()
 
 
 def seconds(ms: float) -> float:
@@ -81,20 +85,38 @@ class Settings:
 class TargetSettings:
     """What one target's actor reads, in seconds.
 
-    ``first_token_s``: a stream's first-token limit (the target's
-    ``first_token_timeout_ms``, else the global one, else ``max_expected_latency_ms``);
-    ``idle_s``: its stall limit (``stream_idle_timeout_ms``, the target's else the
-    global one); ``quota_after_s``: a provider delay at or past this is a quota
-    (``quota_delay_cap_ms``); ``health``: the pure core's rules.
+    ``first_token_override_s``: an explicit first-token limit (the target's
+    ``first_token_timeout_ms``, else the global one), None when the deadline is
+    learned; ``idle_override_s`` likewise for the stall limit
+    (``stream_idle_timeout_ms``). ``policies``: how the learned deadlines are
+    derived; ``response_policy``: the non-streamed response deadline's, whose cold
+    start and cap are ``max_expected_latency_ms`` (the attempt limit of a non-streamed
+    call: learning only shortens it). ``quota_after_s``: a provider delay at or
+    past this is a quota (``quota_delay_cap_ms``); ``health``: the pure core's rules.
     """
 
     health: HealthSettings
-    first_token_s: float
-    idle_s: float
+    first_token_override_s: float | None
+    idle_override_s: float | None
+    policies: DeadlinePolicies
+    response_policy: DeadlinePolicy
     quota_after_s: float
 
+    @property
+    def silence_cap_s(self) -> float:
+        """How long a streamed attempt may go without content before it is abandoned
+        for good: the explicit first-token limit, else the first-token policy's cap
+        (a hedge starts long before, at the learned deadline)."""
+        if self.first_token_override_s is not None:
+            return self.first_token_override_s
+        return self.policies.first_token.cap_s
 
-def target_settings(config: SwitcherConfig, target: TargetConfig) -> TargetSettings:
+
+def target_settings(
+    config: SwitcherConfig,
+    target: TargetConfig,
+    policies: DeadlinePolicies = DEFAULT_POLICIES,
+) -> TargetSettings:
     """Derive ``target``'s settings under ``config`` (see :class:`TargetSettings`)."""
     limit = target.rate_limit
     health = HealthSettings(
@@ -108,15 +130,15 @@ def target_settings(config: SwitcherConfig, target: TargetConfig) -> TargetSetti
         if limit is None
         else RateLimit(rate_per_s=limit.requests_per_minute / 60.0, burst=limit.burst),
     )
-    first_token_ms = (
-        target.first_token_timeout_ms
-        or config.first_token_timeout_ms
-        or config.max_expected_latency_ms
-    )
+    first_token_ms = target.first_token_timeout_ms or config.first_token_timeout_ms
     idle_ms = target.stream_idle_timeout_ms or config.stream_idle_timeout_ms
     return TargetSettings(
         health=health,
-        first_token_s=seconds(first_token_ms),
-        idle_s=seconds(idle_ms),
+        first_token_override_s=None if first_token_ms is None else seconds(first_token_ms),
+        idle_override_s=None if idle_ms is None else seconds(idle_ms),
+        policies=policies,
+        response_policy=bounded_by(
+            policies.response_headers, seconds(config.max_expected_latency_ms)
+        ),
         quota_after_s=seconds(config.quota_delay_cap_ms),
     )

@@ -113,6 +113,7 @@ class ChatStream:
         decision: Decision,
         error_class: ErrorClass | None = None,
         note: str = "",
+        deadline: str = "",
     ) -> None:
         self._segment_ended = True
         settled = self._actor.end_attempt(
@@ -139,6 +140,7 @@ class ChatStream:
                 hedge=self._upstream.order.hedge,
                 offset=self._segment_start,
                 chars=self._chars - self._segment_start,
+                deadline=deadline,
             )
         )
 
@@ -320,9 +322,15 @@ class ChatStream:
             decision=Decision.RESUME if resumable else Decision.GIVE_UP,
             error_class=ErrorClass.INTERRUPTED_EXECUTION,
             note=note,
+            deadline=interrupted.deadline,
         )
         # An operator's cancel costs the request nothing: the continuation is free.
-        self._run.stream_interrupted(forgiven=interrupted.cancel_reason is CancelReason.OPERATOR)
+        # Never twice: a stalled target is left out; a cut one may continue it once.
+        self._run.stream_interrupted(
+            self.target_id,
+            forgiven=interrupted.cancel_reason is CancelReason.OPERATOR,
+            stalled=interrupted.silent,
+        )
         if self._tool_call_started:
             self._fail(
                 "the stream was cut in the middle of a tool call, which cannot be resumed "

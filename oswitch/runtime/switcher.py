@@ -14,6 +14,7 @@ import trio
 
 from oswitch.config import SwitcherConfig, validate_config
 from oswitch.core.clip import clip
+from oswitch.core.deadline_learning import DeadlinePolicies
 from oswitch.core.secret import Secret
 from oswitch.core.trace import RequestTrace, TraceBuilder, TraceStore
 from oswitch.errors import (
@@ -60,9 +61,8 @@ class SwitcherStatistics:
 class Switcher:
     """Routes chat requests over targets. Get one from ``open_switcher``.
 
-    Requests run in the caller's task: cancelling the caller cancels the request and
-    its upstream attempt. Operator methods return once the target's actor applied
-    the change.
+    Requests run in the caller's task: cancelling the caller cancels the request and its
+    upstream attempt. Operator methods return once the target's actor applied the change.
     """
 
     def __init__(
@@ -77,6 +77,7 @@ class Switcher:
         self._nursery = nursery
         self._transport = transport
         self._rng = rng
+        self._policies: DeadlinePolicies | None = None  # None: docs/deadlines.md's
         # Every key value seen, once each (a set: re-reading the same key adds nothing).
         self._secrets: set[Secret] = set()
         self._changed = ChangeSignal()
@@ -109,6 +110,7 @@ class Switcher:
             events=self.events,
             notify=self._changed.notify,
             rng=self._rng,
+            policies=self._policies,
         )
         await self._nursery.start(actor.run)
         return actor
@@ -376,10 +378,8 @@ class Switcher:
             raise UnknownTarget(target_id) from None
 
     async def pause_target(self, target_id: str) -> None:
-        """Stop routing new work to the target; in-flight attempts finish.
-
-        Returns once the actor applied it. Raises UnknownTarget.
-        """
+        """Stop routing new work to the target; in-flight attempts finish. Returns once
+        the actor applied it. Raises UnknownTarget."""
         await self._actor(target_id).command(CommandKind.PAUSE)
 
     async def resume_target(self, target_id: str) -> None:
@@ -472,18 +472,20 @@ async def open_switcher(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
+    deadline_policies: DeadlinePolicies | None = None,
 ) -> AsyncIterator[Switcher]:
     """Start a switcher: one supervisor nursery running one actor per target.
 
-    Opens no listening socket. With ``transport`` every target's client uses it
-    (tests pass ``httpx.MockTransport``) and oswitch never closes it; without it each
-    target owns a real connection pool. On exit every attempt still running is
-    cancelled and every client oswitch created is closed. ``rng`` seeds jitter and
-    load spreading (tests pass a seeded ``random.Random``).
+    Opens no listening socket. With ``transport`` every target's client uses it (tests
+    pass ``httpx.MockTransport``) and oswitch never closes it; without it each target owns
+    a real connection pool. On exit every attempt still running is cancelled and every
+    client oswitch created is closed. ``rng`` seeds jitter and load spreading (tests pass
+    a seeded one); ``deadline_policies`` replaces the learned deadlines' defaults.
     """
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         switcher = Switcher(config, nursery, transport=transport, rng=rng or random.Random())
+        switcher._policies = deadline_policies
         await switcher._start()
         try:
             yield switcher

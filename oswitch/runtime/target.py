@@ -20,6 +20,7 @@ import httpx
 import trio
 
 from oswitch.config import SwitcherConfig, TargetConfig
+from oswitch.core.deadline_learning import DeadlinePolicies
 from oswitch.core.scoring import Candidate
 from oswitch.core.secret import Secret
 from oswitch.core.target_health import (
@@ -44,7 +45,8 @@ from oswitch.runtime.messages import (
     CommandKind,
     OutcomeKind,
 )
-from oswitch.runtime.settings import target_settings
+from oswitch.runtime.settings import DEFAULT_POLICIES, target_settings
+from oswitch.runtime.timings import TargetTimings
 from oswitch.runtime.upstream import UpstreamStream
 from oswitch.runtime.view import TargetView, target_candidate, target_view
 
@@ -75,6 +77,7 @@ class TargetActor:
         events: EventHub | None = None,
         notify: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        policies: DeadlinePolicies | None = None,
     ) -> None:
         self.target = target
         self.config = config
@@ -82,10 +85,18 @@ class TargetActor:
         self._events = events or EventHub()
         self._notify = notify or (lambda: None)
         self._rng = rng or random.Random()
-        settings = target_settings(config, target)
+        self._policies = policies or DEFAULT_POLICIES
+        settings = target_settings(config, target, self._policies)
+        # The learned deadlines per model (the dispatcher reads them; attempts feed them).
+        self.timings = TargetTimings(settings)
         self._key = TargetKey(target, secrets)
         self._exchange = TargetExchange(
-            target=target, settings=settings, transport=transport, key=self._key, secrets=secrets
+            target=target,
+            settings=settings,
+            transport=transport,
+            key=self._key,
+            secrets=secrets,
+            timings=self.timings,
         )
         self._health = TargetHealth(
             settings.health,
@@ -193,6 +204,7 @@ class TargetActor:
             now,
             in_flight=self.in_flight,
             key_source=self._key.source,
+            deadlines=self.timings.deadlines(),
         )
 
     # ---- talking to the actor ----------------------------------------------------
@@ -270,6 +282,7 @@ class TargetActor:
             )
             return
         order.epoch, effects = begun
+        order.timings = self.timings.for_model(served)
         self._carry_out(effects)
         self._running.add(order)
         if order.stream:
@@ -427,7 +440,8 @@ class TargetActor:
         old = self.target
         self.target = target
         self.config = config
-        settings = target_settings(config, target)
+        settings = target_settings(config, target, self._policies)
+        self.timings.settings = settings  # what was learned is kept
         self._health.reconfigure(settings.health, trio.current_time())
         self._key.target = target
         retired = self._exchange.reconfigure(target, settings)

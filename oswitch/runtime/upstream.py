@@ -22,6 +22,7 @@ import httpx
 import trio
 
 from oswitch.core.classify import Classification
+from oswitch.core.deadline_learning import Deadline, ModelTimings
 from oswitch.core.error_class import ErrorClass
 from oswitch.providers.base import StreamDecoder, StreamFault, chunk_facts
 from oswitch.providers.sse import SSEEvent, SSELimitExceeded, SSEParser
@@ -45,12 +46,14 @@ class StreamInterrupted(Exception):
         silent: bool = False,
         cancel_reason: CancelReason | None = None,
         deadline_exceeded: bool = False,
+        deadline: str = "",
     ) -> None:
         super().__init__(classification.message)
         self.classification = classification
         self.silent = silent
         self.cancel_reason = cancel_reason
         self.deadline_exceeded = deadline_exceeded
+        self.deadline = deadline  # which deadline fired, and why (a stall)
 
 
 def _fault(message: str, error_class: ErrorClass = ErrorClass.TRANSPORT_FAILURE) -> Classification:
@@ -119,6 +122,9 @@ class UpstreamStream:
         idle_timeout_s: float,
         request_deadline: float,
         background: trio.Nursery | None = None,
+        timings: ModelTimings | None = None,
+        gap_deadline: Deadline | None = None,
+        silence_deadline: Deadline | None = None,
     ) -> None:
         self.order = order
         self.started_at = started_at
@@ -140,6 +146,10 @@ class UpstreamStream:
         self._idle_timeout_s = idle_timeout_s
         self._request_deadline = request_deadline
         self._progressed = False
+        # What this stream's first token and gaps teach the target (None: nothing).
+        self._timings = timings
+        self._gap_deadline = gap_deadline
+        self._silence_deadline = silence_deadline
         # The provider's silence since the last progress: only time spent waiting on
         # it counts, never the caller's pauses between chunks (bytes buffer meanwhile).
         self._silent_s = 0.0
@@ -206,6 +216,14 @@ class UpstreamStream:
                 )
             chunks = self._decode(events) if events else []
             if chunks and any(chunk.progress for chunk in chunks):
+                timings = self._timings
+                if timings is not None:
+                    now = trio.current_time()
+                    if self._progressed:
+                        gap = self._silent_s + (now - waited_from)
+                        timings.chunk_gap.observe(gap, now=now)
+                    else:
+                        timings.first_token.observe(now - self.started_at, now=now)
                 self._progressed = True
                 self._silent_s = 0.0
             else:
@@ -223,10 +241,16 @@ class UpstreamStream:
         if trio.current_time() >= self._request_deadline:
             raise StreamInterrupted(_fault("request deadline exceeded"), deadline_exceeded=True)
         if self._progressed:
-            waited, limit = "next chunk", self._idle_timeout_s
+            waited, limit, which = "next chunk", self._idle_timeout_s, self._gap_deadline
+            name = "chunk_gap"
         else:
             waited, limit = "first token", self._first_token_deadline - self.started_at
-        raise StreamInterrupted(_fault(f"stalled: no {waited} within {limit:.3f}s"), silent=True)
+            which, name = self._silence_deadline, "first_token"
+        raise StreamInterrupted(
+            _fault(f"stalled: no {waited} within {limit:.3f}s"),
+            silent=True,
+            deadline="" if which is None else f"{name} {which.describe()}",
+        )
 
     def _decode(self, events: list[SSEEvent]) -> list[StreamedChunk]:
         chunks: list[StreamedChunk] = []

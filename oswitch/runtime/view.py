@@ -10,6 +10,7 @@ import attrs
 from oswitch.config import SwitcherConfig, TargetConfig
 from oswitch.core.scoring import Candidate
 from oswitch.core.target_health import TargetHealth
+from oswitch.runtime.timings import ModelDeadlines
 
 
 @attrs.frozen(kw_only=True)
@@ -20,7 +21,8 @@ class TargetView:
     ``cooldown_remaining_s`` is relative to when the view was taken. ``in_flight``
     is the target actor's one count of work: attempts holding one of its slots plus
     orders waiting in its inbox. Never contains a key: ``key_source`` says only where
-    the key comes from.
+    the key comes from. ``deadlines``: the deadlines it applies per model it has
+    served (learned, cold start or explicit; see docs/deadlines.md).
     """
 
     target_id: str
@@ -55,6 +57,7 @@ class TargetView:
     # before the view was taken); None while none has failed.
     last_error: str | None = None
     last_error_ago_s: float | None = None
+    deadlines: tuple[ModelDeadlines, ...] = ()
 
 
 def target_view(
@@ -65,6 +68,7 @@ def target_view(
     *,
     in_flight: int,
     key_source: str,
+    deadlines: tuple[ModelDeadlines, ...] = (),
 ) -> TargetView:
     """The view of ``target`` at ``now``, its state read from ``health``."""
     tracker = health.health
@@ -101,6 +105,7 @@ def target_view(
         key_source=key_source,
         last_error=health.last_error,
         last_error_ago_s=None if health.last_error_at is None else now - health.last_error_at,
+        deadlines=deadlines,
     )
 
 
