@@ -223,7 +223,12 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "half_open_max_probes": _ge(1),
         "success_threshold": _ge(1),
     },
-    RateLimitConfig: {"requests_per_minute": _gt(0), "burst": _ge(1)},
+    RateLimitConfig: {
+        "requests_per_minute": _gt(0),
+        "burst": _ge(1),
+        "tokens_per_minute": _gt(0),
+        "burst_tokens": _ge(1),
+    },
     TargetConfig: {
         "target_id": _nonempty,
         "provider_id": _nonempty,
@@ -234,6 +239,8 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "first_token_timeout_ms": _gt(0),
         "stream_idle_timeout_ms": _gt(0),
         "context_window": _ge(1),
+        "price_per_million_input": _ge(0),
+        "price_per_million_output": _ge(0),
     },
     ServerConfig: {
         "host": _nonempty,
@@ -378,8 +385,18 @@ def _merge_breaker(
     return attrs.evolve(target, circuit_breaker=attrs.evolve(shared, **given))
 
 
+def _check_rate_limit(raw: Mapping[str, Any]) -> Iterator[Invalid]:
+    if "requests_per_minute" not in raw and "tokens_per_minute" not in raw:
+        # One of the two is required (either alone, or both); named as before tokens.
+        yield Invalid("missing required key", ("requests_per_minute",))
+    for size, rate in (("burst", "requests_per_minute"), ("burst_tokens", "tokens_per_minute")):
+        if size in raw and rate not in raw:
+            yield Invalid(f"has no effect without {rate}", (size,))
+
+
 _CHECKS: Mapping[type, Callable[[Mapping[str, Any]], Iterator[Invalid]]] = {
     BackoffConfig: _check_backoff,
+    RateLimitConfig: _check_rate_limit,
     SwitcherConfig: _check_switcher,
 }
 _POSTS: Mapping[type, Callable[[Any, Mapping[str, Any]], Any]] = {

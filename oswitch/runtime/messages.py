@@ -12,7 +12,9 @@ import trio
 
 from oswitch.core.classify import Classification
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.key_budget import Reservation
 from oswitch.core.target_health import AttemptEnd
+from oswitch.core.tokens import TokenEstimate, Usage
 
 T = TypeVar("T")
 
@@ -71,6 +73,8 @@ class AttemptOutcome:
     at its time limit (never retried on that target). ``REFUSED`` means the target
     was not eligible when the order arrived: nothing was sent, nothing is spent.
     ``retry_same`` marks an AuthFailure after which the credential was refreshed.
+    ``usage`` is what the provider reported the attempt used (None: nothing
+    reported), ``cost`` its price at the target's prices (None: no prices).
     """
 
     kind: OutcomeKind
@@ -85,6 +89,8 @@ class AttemptOutcome:
     retry_same: bool = False
     note: str = ""
     hedge: bool = False  # the attempt was a hedge (started while another still ran)
+    usage: Usage | None = None
+    cost: float | None = None
 
     @property
     def error_class(self) -> ErrorClass | None:
@@ -118,7 +124,8 @@ class AttemptOrder:
 
     ``expires_at`` is when the target ends a streamed attempt whose caller is not
     reading (the request's own deadline, ``request_timeout_ms``); ``settled`` is the
-    outcome the target settled the attempt with, once it has ended.
+    outcome the target settled the attempt with, once it has ended. ``estimate`` is
+    the request's token estimate; ``reservation`` what the target reserved for it.
     """
 
     request: Mapping[str, Any]
@@ -133,6 +140,8 @@ class AttemptOrder:
     cancel_reason: CancelReason | None = None
     epoch: int = 0  # the target's breaker epoch when the attempt began
     settled: AttemptOutcome | None = None
+    estimate: TokenEstimate | None = None
+    reservation: Reservation | None = None
 
     def cancel(self, reason: CancelReason) -> None:
         """Cancel the attempt; the first reason given is the one reported."""

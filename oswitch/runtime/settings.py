@@ -8,6 +8,7 @@ config, :func:`target_settings` for what one target's actor reads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -85,13 +86,18 @@ class TargetSettings:
     ``first_token_timeout_ms``, else the global one, else ``max_expected_latency_ms``);
     ``idle_s``: its stall limit (``stream_idle_timeout_ms``, the target's else the
     global one); ``quota_after_s``: a provider delay at or past this is a quota
-    (``quota_delay_cap_ms``); ``health``: the pure core's rules.
+    (``quota_delay_cap_ms``); ``health``: the pure core's rules; ``tokens``: the
+    configured token budget (``rate_limit.tokens_per_minute``), None for none;
+    ``learn_limits``: whether the provider's rate-limit headers are learned
+    (``learn_rate_limits``).
     """
 
     health: HealthSettings
     first_token_s: float
     idle_s: float
     quota_after_s: float
+    tokens: RateLimit | None = None
+    learn_limits: bool = True
 
 
 def target_settings(config: SwitcherConfig, target: TargetConfig) -> TargetSettings:
@@ -105,9 +111,13 @@ def target_settings(config: SwitcherConfig, target: TargetConfig) -> TargetSetti
         quota_cooldown_s=seconds(config.quota_cooldown_ms),
         health_half_life_s=seconds(config.health_half_life_ms),
         rate_limit=None
-        if limit is None
+        if limit is None or limit.requests_per_minute is None
         else RateLimit(rate_per_s=limit.requests_per_minute / 60.0, burst=limit.burst),
     )
+    tokens = None
+    if limit is not None and limit.tokens_per_minute is not None:
+        burst = limit.burst_tokens or max(1, math.ceil(limit.tokens_per_minute))
+        tokens = RateLimit(rate_per_s=limit.tokens_per_minute / 60.0, burst=burst)
     first_token_ms = (
         target.first_token_timeout_ms
         or config.first_token_timeout_ms
@@ -119,4 +129,6 @@ def target_settings(config: SwitcherConfig, target: TargetConfig) -> TargetSetti
         first_token_s=seconds(first_token_ms),
         idle_s=seconds(idle_ms),
         quota_after_s=seconds(config.quota_delay_cap_ms),
+        tokens=tokens,
+        learn_limits=config.learn_rate_limits,
     )

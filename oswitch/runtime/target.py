@@ -13,6 +13,7 @@ exchange itself is :class:`~oswitch.runtime.exchange.TargetExchange`.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterable
 
 import attrs
@@ -20,8 +21,13 @@ import httpx
 import trio
 
 from oswitch.config import SwitcherConfig, TargetConfig
+from oswitch.core.headroom import Headroom
+from oswitch.core.key_budget import KeyBudget
+from oswitch.core.learned_limits import on_engine_clock
+from oswitch.core.ratelimit_headers import parse_limits
 from oswitch.core.scoring import Candidate
 from oswitch.core.secret import Secret
+from oswitch.core.tokens import TokenEstimate, cost_of
 from oswitch.core.target_health import (
     Do,
     Effect,
@@ -75,6 +81,7 @@ class TargetActor:
         events: EventHub | None = None,
         notify: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.target = target
         self.config = config
@@ -87,6 +94,13 @@ class TargetActor:
         self._exchange = TargetExchange(
             target=target, settings=settings, transport=transport, key=self._key, secrets=secrets
         )
+        # Reserve-before, settle-after of every attempt's tokens (core/key_budget.py).
+        self._budget = KeyBudget(
+            tokens=settings.tokens, learn=settings.learn_limits, now=trio.current_time()
+        )
+        self._wall_clock = wall_clock
+        if settings.learn_limits:
+            self._exchange.on_headers = self._learn_limits
         self._health = TargetHealth(
             settings.health,
             now=trio.current_time(),
@@ -110,6 +124,16 @@ class TargetActor:
             await trio.sleep(CREDENTIAL_POLL_S)
             if self._health.blocked is TargetCondition.REAUTH_REQUIRED and self._key.refresh():
                 self._block(None, reason="credential refreshed")
+
+    def _learn_limits(self, headers: httpx.Headers) -> None:
+        """Take the limits a reply's headers report; the provider's wall-clock times are
+        moved onto trio's clock here, once."""
+        limits = parse_limits(headers, now=self._wall_clock())
+        if limits.reported:
+            engine = on_engine_clock(
+                limits, wall_now=limits.observed_at, engine_now=trio.current_time()
+            )
+            self._budget.learn(engine)
 
     # ---- carrying out what the health rules decided ------------------------------
 
@@ -169,6 +193,16 @@ class TargetActor:
         """Whether this target is out for ``model`` only because a rate limit cools it."""
         return self.eligibility(model, now).rate_limited
 
+    def headroom(self, estimate: TokenEstimate, now: float) -> Headroom:
+        """Whether this key's token budgets (configured and learned) let an attempt of
+        ``estimate`` go at ``now``, and if not, from when (see :mod:`oswitch.core.headroom`)."""
+        return self._budget.check(estimate, now)
+
+    @property
+    def token_limited(self) -> bool:
+        """Whether a token budget or a learned view can hold an attempt back here."""
+        return self._budget.limited
+
     def wants_probe(self, now: float) -> bool:
         """Half-open with a probe slot free: the next request should probe it."""
         return self._health.wants_probe(now)
@@ -187,6 +221,7 @@ class TargetActor:
             now,
             in_flight=self.in_flight,
             key_source=self._key.source,
+            budget=self._budget.snapshot(now),
         )
 
     # ---- talking to the actor ----------------------------------------------------
@@ -257,12 +292,23 @@ class TargetActor:
         now = trio.current_time()
         served = self.upstream_model(order.model)
         load = len(self._running)  # the orders ahead of this one
-        begun = None if order.cancelled else self._health.begin(order.model, now, load=load)
+        estimate = order.estimate
+        short = (
+            estimate is not None
+            and self._budget.limited
+            and not self._budget.check(estimate, now).can_take
+        )
+        begun = (
+            None
+            if order.cancelled or short
+            else self._health.begin(order.model, now, load=load)
+        )
         if begun is None:
-            order.reply.set(
-                self._exchange.outcome(OutcomeKind.REFUSED, served, now, note="not eligible")
-            )
+            note = "token budget" if short else "not eligible"
+            order.reply.set(self._exchange.outcome(OutcomeKind.REFUSED, served, now, note=note))
             return
+        if estimate is not None:
+            order.reservation = self._budget.reserve(estimate, now)
         order.epoch, effects = begun
         self._carry_out(effects)
         self._running.add(order)
@@ -306,6 +352,7 @@ class TargetActor:
             outcome = self._exchange.outcome(
                 OutcomeKind.CANCELLED, served, started, cancel_reason=reason
             )
+        outcome = self._settle_tokens(order, outcome)
         outcome = self._settle(outcome, order.epoch)
         self._running.discard(order)
         if not self._running:
@@ -316,6 +363,30 @@ class TargetActor:
         order.settled = outcome
         self._streams.pop(order, None)
         return outcome
+
+    def _settle_tokens(self, order: AttemptOrder, outcome: AttemptOutcome) -> AttemptOutcome:
+        """Settle the attempt's reservation against the usage the reply reported (a
+        refusal the provider answered with a status used nothing), and price it."""
+        reservation, order.reservation = order.reservation, None
+        usage, now = outcome.usage, trio.current_time()
+        cost = None
+        if usage is not None:
+            cost = cost_of(
+                usage,
+                per_million_input=self.target.price_per_million_input,
+                per_million_output=self.target.price_per_million_output,
+            )
+        if reservation is not None:
+            classification = outcome.classification
+            refused = (
+                outcome.kind is OutcomeKind.FAILED
+                and classification is not None
+                and classification.status is not None
+            )
+            self._budget.settle(reservation, usage, now, consumed=not refused, cost=cost)
+        elif usage is not None:
+            self._budget.count(usage, now, cost=cost)
+        return outcome if cost is None else attrs.evolve(outcome, cost=cost)
 
     def _settle(self, outcome: AttemptOutcome, epoch: int) -> AttemptOutcome:
         """Apply an attempt's outcome to the target's health and carry out the effects."""
@@ -423,6 +494,10 @@ class TargetActor:
         self.config = config
         settings = target_settings(config, target)
         self._health.reconfigure(settings.health, trio.current_time())
+        self._budget.reconfigure(
+            tokens=settings.tokens, learn=settings.learn_limits, now=trio.current_time()
+        )
+        self._exchange.on_headers = self._learn_limits if settings.learn_limits else None
         self._key.target = target
         retired = self._exchange.reconfigure(target, settings)
         if retired is not None:

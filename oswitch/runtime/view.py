@@ -4,10 +4,13 @@ scoring ``Candidate`` (routing)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
 from oswitch.config import SwitcherConfig, TargetConfig
+from oswitch.core.key_budget import BudgetSnapshot
+from oswitch.core.ratelimit_headers import DIMENSIONS
 from oswitch.core.scoring import Candidate
 from oswitch.core.target_health import TargetHealth
 
@@ -21,6 +24,14 @@ class TargetView:
     is the target actor's one count of work: attempts holding one of its slots plus
     orders waiting in its inbox. Never contains a key: ``key_source`` says only where
     the key comes from.
+
+    Tokens: ``tokens_per_minute`` the provider counted over the last minute;
+    ``tokens_used`` since start by kind (``prompt``, ``completion``, ``cached``);
+    ``cost`` since start at the target's prices (None without prices);
+    ``token_budget_available`` left in the configured token bucket (None: none);
+    ``provider_limits`` the provider's latest view by dimension (``requests``,
+    ``tokens``, ``input_tokens``, ``output_tokens``: each ``limit``, ``remaining``
+    and ``reset_in_s``, any None when not reported; only reported dimensions).
     """
 
     target_id: str
@@ -51,6 +62,11 @@ class TargetView:
     failures_by_class: Mapping[str, int]
     breaker_trips: int
     key_source: str
+    tokens_per_minute: int = 0
+    tokens_used: Mapping[str, int] = attrs.field(factory=dict)
+    cost: float | None = None
+    token_budget_available: float | None = None
+    provider_limits: Mapping[str, Mapping[str, float | None]] = attrs.field(factory=dict)
 
 
 def target_view(
@@ -61,8 +77,10 @@ def target_view(
     *,
     in_flight: int,
     key_source: str,
+    budget: BudgetSnapshot | None = None,
 ) -> TargetView:
-    """The view of ``target`` at ``now``, its state read from ``health``."""
+    """The view of ``target`` at ``now``, its state read from ``health`` and its tokens
+    from ``budget``."""
     tracker = health.health
     latency = tracker.latency_at(now)
     cooldown = health.cooldown_until(now)
@@ -95,7 +113,35 @@ def target_view(
         failures_by_class=dict(health.failures),
         breaker_trips=health.breaker.statistics(now).trips,
         key_source=key_source,
+        **({} if budget is None else _token_fields(budget, now)),
     )
+
+
+def _token_fields(budget: BudgetSnapshot, now: float) -> dict[str, Any]:
+    totals = budget.totals
+    limits: dict[str, Mapping[str, float | None]] = {}
+    learned = budget.learned
+    if learned is not None:
+        for dimension in DIMENSIONS:
+            window = learned.window(dimension)
+            if window.reported:
+                reset_at = window.reset_at
+                limits[dimension] = {
+                    "limit": window.limit,
+                    "remaining": window.remaining,
+                    "reset_in_s": None if reset_at is None else max(0.0, reset_at - now),
+                }
+    return {
+        "tokens_per_minute": budget.tokens_per_minute,
+        "tokens_used": {
+            "prompt": totals.prompt_tokens,
+            "completion": totals.completion_tokens,
+            "cached": totals.cached_tokens,
+        },
+        "cost": totals.cost,
+        "token_budget_available": budget.configured_available,
+        "provider_limits": limits,
+    }
 
 
 def target_candidate(
