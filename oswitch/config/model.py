@@ -81,9 +81,7 @@ class RateLimitConfig:
     requests_per_minute: float | None = None
     burst: int = attrs.field(default=attrs.Factory(_one_second_of, takes_self=True))
     tokens_per_minute: float | None = None
-    burst_tokens: int | None = attrs.field(
-        default=attrs.Factory(_one_minute_of, takes_self=True)
-    )
+    burst_tokens: int | None = attrs.field(default=attrs.Factory(_one_minute_of, takes_self=True))
 
 
 @attrs.frozen(kw_only=True)

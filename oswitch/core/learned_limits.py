@@ -35,7 +35,9 @@ CONTINUOUS_DIALECTS = frozenset({"openai", "anthropic"})
 _NO_TOKENS = TokenEstimate(prompt_tokens=0, completion_tokens=0)
 
 
-def on_engine_clock(limits: ProviderLimits, *, wall_now: float, engine_now: float) -> ProviderLimits:
+def on_engine_clock(
+    limits: ProviderLimits, *, wall_now: float, engine_now: float
+) -> ProviderLimits:
     """``limits`` parsed at ``wall_now`` (epoch seconds), with every time moved onto
     the engine's clock, whose reading at that moment is ``engine_now``. Never raises."""
     shift = engine_now - wall_now

@@ -39,7 +39,10 @@ class AttemptRecord:
     ``decision`` says what the dispatcher did next (``"return"``, ``"retry"``,
     ``"failover"``, ``"fallback"``, ``"resume"``, ``"give_up"``, ``"cancelled"``).
     ``chars`` is how many characters of the answer this attempt contributed,
-    ``offset`` where in the caller's text they start (streams only).
+    ``offset`` where in the caller's text they start (streams only). The token
+    counts are what the provider reported the attempt used (None: nothing reported;
+    ``cached_tokens`` are among ``prompt_tokens``), ``cost`` their price at the
+    target's prices (None: no prices).
     """
 
     index: int
@@ -55,6 +58,10 @@ class AttemptRecord:
     hedge: bool = False
     offset: int = 0
     chars: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    cost: float | None = None
 
 
 @attrs.frozen(kw_only=True)

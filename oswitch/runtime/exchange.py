@@ -265,6 +265,7 @@ class TargetExchange:
                     request_deadline=order.deadline,
                     background=self.background,
                 )
+                upstream.usage_added = asked_usage
                 response = None  # the stream closes the response from here on
                 return upstream
             body = await _read_limited(response, MAX_REPLY_BYTES)

@@ -22,12 +22,8 @@ import trio
 
 from oswitch.config import SwitcherConfig, TargetConfig
 from oswitch.core.headroom import Headroom
-from oswitch.core.key_budget import KeyBudget
-from oswitch.core.learned_limits import on_engine_clock
-from oswitch.core.ratelimit_headers import parse_limits
 from oswitch.core.scoring import Candidate
 from oswitch.core.secret import Secret
-from oswitch.core.tokens import TokenEstimate, cost_of
 from oswitch.core.target_health import (
     Do,
     Effect,
@@ -37,6 +33,8 @@ from oswitch.core.target_health import (
     TargetHealth,
     TargetState,
 )
+from oswitch.core.tokens import TokenEstimate
+from oswitch.runtime.attempt_tokens import TargetTokens
 from oswitch.runtime.credentials import TargetKey
 from oswitch.runtime.deadlines import StreamDeadlines
 from oswitch.runtime.events import EventHub
@@ -94,13 +92,10 @@ class TargetActor:
         self._exchange = TargetExchange(
             target=target, settings=settings, transport=transport, key=self._key, secrets=secrets
         )
-        # Reserve-before, settle-after of every attempt's tokens (core/key_budget.py).
-        self._budget = KeyBudget(
-            tokens=settings.tokens, learn=settings.learn_limits, now=trio.current_time()
-        )
-        self._wall_clock = wall_clock
+        # Reserve-before, settle-after of every attempt's tokens; limits learned.
+        self._tokens = TargetTokens(target, settings, wall_clock=wall_clock)
         if settings.learn_limits:
-            self._exchange.on_headers = self._learn_limits
+            self._exchange.on_headers = self._tokens.learn
         self._health = TargetHealth(
             settings.health,
             now=trio.current_time(),
@@ -124,16 +119,6 @@ class TargetActor:
             await trio.sleep(CREDENTIAL_POLL_S)
             if self._health.blocked is TargetCondition.REAUTH_REQUIRED and self._key.refresh():
                 self._block(None, reason="credential refreshed")
-
-    def _learn_limits(self, headers: httpx.Headers) -> None:
-        """Take the limits a reply's headers report; the provider's wall-clock times are
-        moved onto trio's clock here, once."""
-        limits = parse_limits(headers, now=self._wall_clock())
-        if limits.reported:
-            engine = on_engine_clock(
-                limits, wall_now=limits.observed_at, engine_now=trio.current_time()
-            )
-            self._budget.learn(engine)
 
     # ---- carrying out what the health rules decided ------------------------------
 
@@ -196,12 +181,12 @@ class TargetActor:
     def headroom(self, estimate: TokenEstimate, now: float) -> Headroom:
         """Whether this key's token budgets (configured and learned) let an attempt of
         ``estimate`` go at ``now``, and if not, from when (see :mod:`oswitch.core.headroom`)."""
-        return self._budget.check(estimate, now)
+        return self._tokens.headroom(estimate, now)
 
     @property
     def token_limited(self) -> bool:
         """Whether a token budget or a learned view can hold an attempt back here."""
-        return self._budget.limited
+        return self._tokens.limited
 
     def wants_probe(self, now: float) -> bool:
         """Half-open with a probe slot free: the next request should probe it."""
@@ -221,7 +206,7 @@ class TargetActor:
             now,
             in_flight=self.in_flight,
             key_source=self._key.source,
-            budget=self._budget.snapshot(now),
+            budget=self._tokens.snapshot(now),
         )
 
     # ---- talking to the actor ----------------------------------------------------
@@ -292,23 +277,18 @@ class TargetActor:
         now = trio.current_time()
         served = self.upstream_model(order.model)
         load = len(self._running)  # the orders ahead of this one
-        estimate = order.estimate
-        short = (
-            estimate is not None
-            and self._budget.limited
-            and not self._budget.check(estimate, now).can_take
-        )
-        begun = (
-            None
-            if order.cancelled or short
-            else self._health.begin(order.model, now, load=load)
-        )
+        note, begun = "not eligible", None
+        if order.cancelled:
+            pass
+        elif not self._tokens.admit(order, now):
+            note = "token budget"
+        else:
+            begun = self._health.begin(order.model, now, load=load)
+            if begun is None:
+                self._tokens.release(order)
         if begun is None:
-            note = "token budget" if short else "not eligible"
             order.reply.set(self._exchange.outcome(OutcomeKind.REFUSED, served, now, note=note))
             return
-        if estimate is not None:
-            order.reservation = self._budget.reserve(estimate, now)
         order.epoch, effects = begun
         self._carry_out(effects)
         self._running.add(order)
@@ -352,7 +332,7 @@ class TargetActor:
             outcome = self._exchange.outcome(
                 OutcomeKind.CANCELLED, served, started, cancel_reason=reason
             )
-        outcome = self._settle_tokens(order, outcome)
+        outcome = self._tokens.settle(order, outcome)
         outcome = self._settle(outcome, order.epoch)
         self._running.discard(order)
         if not self._running:
@@ -363,30 +343,6 @@ class TargetActor:
         order.settled = outcome
         self._streams.pop(order, None)
         return outcome
-
-    def _settle_tokens(self, order: AttemptOrder, outcome: AttemptOutcome) -> AttemptOutcome:
-        """Settle the attempt's reservation against the usage the reply reported (a
-        refusal the provider answered with a status used nothing), and price it."""
-        reservation, order.reservation = order.reservation, None
-        usage, now = outcome.usage, trio.current_time()
-        cost = None
-        if usage is not None:
-            cost = cost_of(
-                usage,
-                per_million_input=self.target.price_per_million_input,
-                per_million_output=self.target.price_per_million_output,
-            )
-        if reservation is not None:
-            classification = outcome.classification
-            refused = (
-                outcome.kind is OutcomeKind.FAILED
-                and classification is not None
-                and classification.status is not None
-            )
-            self._budget.settle(reservation, usage, now, consumed=not refused, cost=cost)
-        elif usage is not None:
-            self._budget.count(usage, now, cost=cost)
-        return outcome if cost is None else attrs.evolve(outcome, cost=cost)
 
     def _settle(self, outcome: AttemptOutcome, epoch: int) -> AttemptOutcome:
         """Apply an attempt's outcome to the target's health and carry out the effects."""
@@ -494,10 +450,8 @@ class TargetActor:
         self.config = config
         settings = target_settings(config, target)
         self._health.reconfigure(settings.health, trio.current_time())
-        self._budget.reconfigure(
-            tokens=settings.tokens, learn=settings.learn_limits, now=trio.current_time()
-        )
-        self._exchange.on_headers = self._learn_limits if settings.learn_limits else None
+        self._tokens.reconfigure(target, settings)
+        self._exchange.on_headers = self._tokens.learn if settings.learn_limits else None
         self._key.target = target
         retired = self._exchange.reconfigure(target, settings)
         if retired is not None:
