@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from oswitch.testing.behaviour import Behaviour, Responder
 from oswitch.testing.faults import connect_error, hang, malformed
+from oswitch.testing.metered import TokenMeter, metered
 from oswitch.testing.provider import Call, FakeProvider
 from oswitch.testing.replies import (
     bad_request,
@@ -47,6 +48,7 @@ __all__ = [
     "Call",
     "FakeProvider",
     "Responder",
+    "TokenMeter",
     "bad_request",
     "completion",
     "connect_error",
@@ -56,6 +58,7 @@ __all__ = [
     "hang",
     "invalid_key",
     "malformed",
+    "metered",
     "model_overloaded",
     "quota_exhausted",
     "rate_limited",
