@@ -208,7 +208,7 @@ def metered(meter: TokenMeter, text: str = "ok", *, latency: float = 0.0) -> Beh
             "completion_tokens": used,
             "total_tokens": prompt + used,
         }
-        return httpx.Response(
+        return httpx.Response(  # noqa: ASYNC910 (a Responder: handle checkpoints)
             200,
             content=json.dumps(answer).encode(),
             headers={
