@@ -1,7 +1,7 @@
 """``token_storm``: three keys of one model with small token budgets, and requests of
 mixed sizes at a rate near the sum of the budgets.
 
-The fake upstream enforces each key's budget (:class:`~oswitch.testing.TokenMeter`:
+The fake upstream enforces each key's budget (:class:`~oswitch.testing.metered.TokenMeter`:
 a continuously refilled bucket of ``KEY_TPM`` tokens a minute, a request admitted
 only when its prompt plus its ``max_tokens`` fit) and reports what is left on every
 reply, in OpenAI-style headers (or Anthropic-style in the ``_anthropic`` variants).
@@ -33,8 +33,8 @@ from bench.harness import (
     ScenarioResult,
     TargetSpec,
 )
-from oswitch.testing import FakeProvider, TokenMeter, metered
-from oswitch.testing.metered import HeaderStyle
+from oswitch.testing import FakeProvider
+from oswitch.testing.metered import HeaderStyle, TokenMeter, metered
 
 KEY_TPM = 6_000  # each key's budget: tokens per minute, as the fake enforces it
 KEYS = ("a", "b", "c")

@@ -17,7 +17,8 @@ from oswitch.config import RateLimitConfig
 from oswitch.core.tokens import estimate_request
 from oswitch.metrics import SwitcherMetrics
 from oswitch.runtime.switcher import open_switcher
-from oswitch.testing import Behaviour, FakeProvider, TokenMeter, completion, metered, reply
+from oswitch.testing import Behaviour, FakeProvider, completion, reply
+from oswitch.testing.metered import TokenMeter, metered
 from support import chat, config, target
 
 

@@ -7,8 +7,8 @@ import httpx
 import trio
 
 from oswitch.core.ratelimit_headers import parse_limits
-from oswitch.testing import FakeProvider, TokenMeter, metered
-from oswitch.testing.metered import go_duration
+from oswitch.testing import FakeProvider
+from oswitch.testing.metered import TokenMeter, go_duration, metered
 
 
 async def post(client: httpx.AsyncClient, max_tokens: int) -> httpx.Response:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from oswitch.testing.behaviour import Behaviour, Responder
 from oswitch.testing.faults import connect_error, hang, malformed
-from oswitch.testing.metered import TokenMeter, metered
 from oswitch.testing.provider import Call, FakeProvider
 from oswitch.testing.replies import (
     bad_request,
@@ -48,7 +47,6 @@ __all__ = [
     "Call",
     "FakeProvider",
     "Responder",
-    "TokenMeter",
     "bad_request",
     "completion",
     "connect_error",
@@ -58,7 +56,6 @@ __all__ = [
     "hang",
     "invalid_key",
     "malformed",
-    "metered",
     "model_overloaded",
     "quota_exhausted",
     "rate_limited",
