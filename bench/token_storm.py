@@ -140,14 +140,17 @@ def token_storm(*, headers: HeaderStyle = "openai", learning: bool = True) -> Sc
     meters: dict[str, TokenMeter] = {}
 
     def script(fake: FakeProvider, env: Env) -> None:
+        # Over the wire the load is scaled down (WIRE.load_scale) and time sped up
+        # (env.s): the budgets keep their size, which requests must fit, and the
+        # meter's minute stretches so that they refill at the scaled load's pace.
         load_scale = WIRE.load_scale if env.wire else 1.0
         meters.clear()
         for name in KEYS:
             meter = TokenMeter(
-                tokens_per_minute=KEY_TPM * load_scale,
+                tokens_per_minute=KEY_TPM,
                 headers=headers,
                 completion_fraction=0.5,
-                time_scale=env.s,
+                time_scale=env.s / load_scale,
             )
             meters[f"key-{name}"] = meter
             fake.on(f"sk-bench-{name}", metered(meter, ANSWER, latency=LATENCY_S * env.s))
