@@ -345,3 +345,33 @@ async def test_a_refused_stream_options_is_dropped_and_remembered(autojump_clock
     assert view.failures_by_class == {}
     assert view.attempts == 2
     assert len(trace.attempts) == 1
+
+
+async def test_too_large_for_a_model_walks_its_fallbacks(autojump_clock: object) -> None:
+    """A request too large for every key of its model goes to a fallback model whose
+    keys can take it, unsent to the small ones."""
+    fake = FakeProvider().on("key-a", reply()).on("key-big", reply())
+    cfg = config(
+        target("a", rate_limit=tokens_per_minute(600)),
+        target("big", model="gpt-4o-large", rate_limit=tokens_per_minute(60_000)),
+        fallbacks={"gpt-4o": ("gpt-4o-large",)},
+    )
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        result = await switcher.complete(chat(max_tokens=1000))
+    assert result["oswitch"]["target_id"] == "big"
+    assert fake.calls_to("key-a") == 0
+
+
+async def test_a_reload_resizes_the_token_budget(autojump_clock: object) -> None:
+    """A reload that changes tokens_per_minute takes effect for the next request."""
+    fake = FakeProvider().on("key-a", reply())
+    small = config(target("a", rate_limit=tokens_per_minute(600)))
+    large = config(target("a", rate_limit=tokens_per_minute(6000)))
+    async with open_switcher(small, transport=fake.transport()) as switcher:
+        with pytest.raises(RequestFailed):
+            await switcher.complete(chat(max_tokens=1000))
+        await switcher.reload_config(large)
+        result = await switcher.complete(chat(max_tokens=1000))
+        (view,) = switcher.list_targets()
+    assert result["oswitch"]["target_id"] == "a"
+    assert view.token_budget_available == 6000 - 2

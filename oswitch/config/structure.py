@@ -386,12 +386,18 @@ def _merge_breaker(
 
 
 def _check_rate_limit(raw: Mapping[str, Any]) -> Iterator[Invalid]:
-    if "requests_per_minute" not in raw and "tokens_per_minute" not in raw:
+    def given(key: str) -> bool:
+        return raw.get(key) is not None
+
+    if not given("requests_per_minute") and not given("tokens_per_minute"):
         # One of the two is required (either alone, or both); named as before tokens.
         yield Invalid("missing required key", ("requests_per_minute",))
-    for size, rate in (("burst", "requests_per_minute"), ("burst_tokens", "tokens_per_minute")):
-        if size in raw and rate not in raw:
-            yield Invalid(f"has no effect without {rate}", (size,))
+    # A config written back out (validate_config, a reload) carries the resolved
+    # defaults: burst 1 and burst_tokens null say nothing of their own.
+    if raw.get("burst", 1) != 1 and not given("requests_per_minute"):
+        yield Invalid("has no effect without requests_per_minute", ("burst",))
+    if given("burst_tokens") and not given("tokens_per_minute"):
+        yield Invalid("has no effect without tokens_per_minute", ("burst_tokens",))
 
 
 _CHECKS: Mapping[type, Callable[[Mapping[str, Any]], Iterator[Invalid]]] = {
