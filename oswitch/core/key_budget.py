@@ -130,6 +130,9 @@ class KeyBudget:
         self._totals = UsageTotals()
         self._slots = [0] * USAGE_WINDOW_S
         self._slot_second = [-1] * USAGE_WINDOW_S
+        # Bumped by every change that can alter a verdict, so a reader may keep a
+        # verdict for one moment until the budget changes (routing reads it often).
+        self.version = 0
 
     @property
     def limited(self) -> bool:
@@ -165,6 +168,7 @@ class KeyBudget:
             taken = min(estimate.total_tokens, math.floor(self._bucket.burst))
             self._bucket.try_take(now, taken)
         self.learned.record_sent(estimate)
+        self.version += 1
         return Reservation(estimate=estimate, tokens=taken)
 
     def settle(
@@ -179,6 +183,7 @@ class KeyBudget:
         """See :class:`AttemptBudget`: the bucket is charged or refunded the
         difference, and the usage (and its ``cost``) counted for the listing. Never
         raises."""
+        self.version += 1
         settlement = settle(reservation.estimate, usage)
         if not consumed and usage is None:
             settlement = Settlement(reserved=settlement.reserved, used=0)
@@ -192,6 +197,7 @@ class KeyBudget:
         """See :class:`AttemptBudget` (``limits`` already on the engine's clock)."""
         if self._learn:
             self.learned.observe(limits)
+            self.version += 1
 
     # ---- accounting ------------------------------------------------------------------
 
@@ -235,6 +241,7 @@ class KeyBudget:
     def reconfigure(self, *, tokens: RateLimit | None, learn: bool, now: float) -> None:
         """Take reloaded settings: a bucket whose rate or size changed starts afresh;
         turning learning off forgets the learned view."""
+        self.version += 1
         if tokens != self._tokens_setting:
             self._tokens_setting = tokens
             self._bucket = _bucket(tokens, now)

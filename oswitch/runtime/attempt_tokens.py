@@ -53,6 +53,11 @@ class TargetTokens:
         """Whether a token budget or a learned view can hold an attempt back."""
         return self.budget.limited
 
+    @property
+    def version(self) -> int:
+        """Changes whenever a verdict of :meth:`headroom` may have changed (but time)."""
+        return self.budget.version
+
     def headroom(self, estimate: TokenEstimate, now: float) -> Headroom:
         """Whether an attempt of ``estimate`` may go at ``now`` (see core/headroom.py)."""
         return self.budget.check(estimate, now)
@@ -75,6 +80,9 @@ class TargetTokens:
     def learn(self, headers: Mapping[str, str]) -> None:
         """Take the limits a reply's headers report; the provider's wall-clock times are
         moved onto trio's clock here, once."""
+        raw = getattr(headers, "raw", None)  # httpx.Headers: names as sent, as bytes
+        if raw is not None and not any(b"atelimit" in name.lower() for name, _ in raw):
+            return  # no rate-limit header at all (the common case of a local server)
         limits = parse_limits(headers, now=self._wall_clock())
         if limits.reported:
             self.budget.learn(

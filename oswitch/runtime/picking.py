@@ -41,7 +41,10 @@ class Picker:
         estimate: TokenEstimate | None = None,
     ) -> None:
         self.router = router
-        self.estimate = estimate  # the request's tokens, for the keys' token budgets
+        self._estimate = estimate  # the request's tokens, for the keys' token budgets
+        # Verdicts by target, kept while the moment, the estimate and the target's
+        # budget are the same: one pick reads each several times.
+        self._rooms: dict[str, tuple[float, int, Headroom]] = {}
         self._needs = needs
         self._ledger = ledger
         self._weights = weights
@@ -63,12 +66,27 @@ class Picker:
             ]
         )
 
+    @property
+    def estimate(self) -> TokenEstimate | None:
+        return self._estimate
+
+    @estimate.setter
+    def estimate(self, estimate: TokenEstimate | None) -> None:
+        self._estimate = estimate
+        self._rooms.clear()
+
     def headroom(self, actor: TargetActor, now: float) -> Headroom | None:
         """What ``actor``'s token budgets say of this request, or None when nothing
         limits its tokens (no estimate, no budget, nothing learned)."""
-        if self.estimate is None or not actor.token_limited:
+        if self._estimate is None or not actor.token_limited:
             return None
-        return actor.headroom(self.estimate, now)
+        version = actor.tokens_version
+        kept = self._rooms.get(actor.target_id)
+        if kept is not None and kept[0] == now and kept[1] == version:
+            return kept[2]
+        room = actor.headroom(self._estimate, now)
+        self._rooms[actor.target_id] = (now, version, room)
+        return room
 
     def too_large(self, actor: TargetActor, now: float) -> bool:
         """Whether this request is larger than one of ``actor``'s whole per-minute

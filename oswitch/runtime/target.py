@@ -184,6 +184,11 @@ class TargetActor:
         return self._tokens.headroom(estimate, now)
 
     @property
+    def tokens_version(self) -> int:
+        """Changes whenever :meth:`headroom` may answer otherwise at the same moment."""
+        return self._tokens.version
+
+    @property
     def token_limited(self) -> bool:
         """Whether a token budget or a learned view can hold an attempt back here."""
         return self._tokens.limited
