@@ -331,3 +331,33 @@ async def test_a_reload_resizes_the_token_budget(autojump_clock: object) -> None
         (view,) = switcher.list_targets()
     assert result["oswitch"]["target_id"] == "a"
     assert view.token_budget_available == 6000 - 2
+
+
+async def test_a_refusal_of_the_callers_own_stream_options_is_not_remembered(
+    autojump_clock: object,
+) -> None:
+    """When the caller sent stream_options of its own, a 400 naming them may be the
+    caller's fault: the request is tried once without oswitch's addition, and the
+    target is still asked for usage next time."""
+    seen: list[Mapping[str, Any]] = []
+    refusal = {"error": {"message": "bad stream_options", "type": "invalid_request_error"}}
+
+    async def refuse(request: httpx.Request, body: Mapping[str, Any]) -> httpx.Response:
+        seen.append(body)
+        return httpx.Response(400, json=refusal)  # noqa: ASYNC910
+
+    refusing = Behaviour(name="refuse", respond=refuse)
+    fake = FakeProvider().on("key-a", refusing, refusing, streaming(seen))
+    own = chat(stream=True, stream_options={"continuous_usage_stats": True})
+    async with open_switcher(config(target("a")), transport=fake.transport()) as switcher:
+        with pytest.raises(RequestFailed) as caught:
+            async with switcher.stream(own) as chunks:
+                [chunk async for chunk in chunks]
+        async with switcher.stream(chat(stream=True)) as chunks:
+            [chunk async for chunk in chunks]
+    assert caught.value.error_class is ErrorClass.INVALID_REQUEST
+    assert [body["stream_options"] for body in seen] == [
+        {"continuous_usage_stats": True, "include_usage": True},
+        {"continuous_usage_stats": True},
+        {"include_usage": True},
+    ]

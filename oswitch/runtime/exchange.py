@@ -238,11 +238,18 @@ class TargetExchange:
         return answer  # noqa: ASYNC910
 
     async def _send(
-        self, order: AttemptOrder, served_model: str, started: float, deadline: float
+        self,
+        order: AttemptOrder,
+        served_model: str,
+        started: float,
+        deadline: float,
+        *,
+        ask_usage: bool = True,
     ) -> AttemptOutcome | UpstreamStream:
         """Post the call; an event stream once its headers are in, else the outcome of
-        the reply read whole. Transport faults are classified, never raised."""
-        prepared = self._prepare(order, served_model, started)
+        the reply read whole. Transport faults are classified, never raised.
+        ``ask_usage`` False: do not add ``stream_options`` (the target refused them)."""
+        prepared = self._prepare(order, served_model, started, ask_usage=ask_usage)
         if isinstance(prepared, AttemptOutcome):
             await trio.lowlevel.checkpoint()  # refused before anything was sent
             return prepared
@@ -291,15 +298,18 @@ class TargetExchange:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await response.aclose()
         if asked_usage and status == 400 and b"stream_options" in body:
-            # The target does not take stream_options: remembered, and the request
-            # sent again at once without it, the refusal charged to nobody.
-            self.stream_usage = False
+            # The target refused the stream_options oswitch added: the request is sent
+            # again at once without them, the refusal charged to nobody, and (unless
+            # the caller sent stream_options of its own, which may be what it refused)
+            # the target is not asked again.
+            if "stream_options" not in order.request:
+                self.stream_usage = False
             log.warning("stream_usage_refused", extra={"target_id": self.target_id})
-            return await self._send(order, served_model, started, deadline)
+            return await self._send(order, served_model, started, deadline, ask_usage=False)
         return self._judge(status, headers, body, served_model, started, streamed=order.stream)
 
     def _prepare(
-        self, order: AttemptOrder, served_model: str, started: float
+        self, order: AttemptOrder, served_model: str, started: float, *, ask_usage: bool = True
     ) -> tuple[UpstreamCall, bytes, bool] | AttemptOutcome:
         """The upstream call for ``order``, its encoded body and whether oswitch added
         ``stream_options.include_usage`` to it, or a failed outcome when the caller's
@@ -313,7 +323,12 @@ class TargetExchange:
                 api_key=self.key.value,
                 stream=order.stream,
             )
-            asked = order.stream and self.stream_usage and not caller_asked_usage(order.request)
+            asked = (
+                ask_usage
+                and order.stream
+                and self.stream_usage
+                and not caller_asked_usage(order.request)
+            )
             if asked:
                 options = call.body.get("stream_options")
                 extra = dict(options) if isinstance(options, Mapping) else {}
