@@ -26,6 +26,8 @@ from bench.progress import Progress
 from bench.report import RunReport, summary, write_outputs
 from bench.scenarios import SCENARIOS
 from bench.soak import SoakResult, run_soak
+from bench.token_storm import VARIANTS as TOKEN_STORMS
+from bench.token_storm import side_by_side
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -50,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the scenarios on the real clock over the wire (client -> sidecar -> "
         "loopback upstream), times scaled by 0.25; all scenarios unless --scenario",
+    )
+    parser.add_argument(
+        "--token-storm",
+        action="store_true",
+        help="run the four token_storm variants (OpenAI- and Anthropic-style headers, "
+        "header learning on and off) and print their 429s side by side; each also runs "
+        f"by name with --scenario: {', '.join(s.name for s in TOKEN_STORMS)}",
     )
     parser.add_argument(
         "--overhead",
@@ -88,15 +97,18 @@ def _environment() -> dict[str, object]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the bench as the command line asks; return the exit status."""
     args = _parser().parse_args(argv)
+    # The token storms run by name or with --token-storm, not in the default suite
+    # (each is 2,100 scenario seconds: 9 minutes over the wire).
+    available = {**SCENARIOS, **{s.name: s for s in TOKEN_STORMS}}
     if args.list:
         width = max(len(name) for name in SCENARIOS)
         for name, scenario in SCENARIOS.items():
             print(f"{name:<{width}}  {scenario.title}")
         return 0
-    unknown = [name for name in args.scenario if name not in SCENARIOS]
+    unknown = [name for name in args.scenario if name not in available]
     if unknown:
         print(
-            f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}",
+            f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(available)}",
             file=sys.stderr,
         )
         return 2
@@ -107,15 +119,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # logs (startup lines, deliberately broken connections) are noise here.
     logging.getLogger("hypercorn.error").disabled = True
 
-    chosen = bool(args.scenario or args.wire or args.overhead or args.soak)
-    names = args.scenario or (list(SCENARIOS) if (args.wire or not chosen) else [])
+    chosen = bool(args.scenario or args.wire or args.overhead or args.soak or args.token_storm)
+    names = args.scenario or (
+        list(SCENARIOS) if (args.wire or not chosen) and not args.token_storm else []
+    )
+    if args.token_storm:
+        names += [s.name for s in TOKEN_STORMS if s.name not in names]
     mode = WIRE if args.wire else VIRTUAL
     progress = Progress()
     started = datetime.datetime.now().astimezone()
 
     results: list[ScenarioResult] = []
     for name in names:
-        result = run_scenario(SCENARIOS[name], mode, progress=progress)
+        result = run_scenario(available[name], mode, progress=progress)
         results.append(result)
         failed = [c for c in result.checks if not c.passed]
         progress.say(
@@ -145,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         soak=soak,
     )
     print(summary(report))
+    storms = {r.name: r for r in results if r.name.startswith("token_storm")}
+    if storms:
+        print("\ntoken_storm, header learning on and off:")
+        print("\n".join(side_by_side(storms)))
     stem = "bench-" + started.strftime("%Y%m%d-%H%M%S")
     json_path, html_path = write_outputs(report, args.out, _free_stem(args.out, stem))
     print(f"\nresults: {json_path}\nchart:   {html_path}")

@@ -30,6 +30,7 @@ from bench.record import Figures, Recorder
 from bench.upstream import LoopbackFake
 from oswitch import SwitcherConfig, TargetView, open_switcher, parse_config
 from oswitch.core.deadline_learning import DeadlinePolicies
+from oswitch.metrics import SwitcherMetrics
 from oswitch.testing import FakeProvider, serve_fake_provider
 
 MODEL = "gpt-4o-mini"
@@ -99,6 +100,7 @@ class Observed:
     views: Mapping[str, TargetView]
     fake: FakeProvider
     config: SwitcherConfig
+    metrics: SwitcherMetrics | None = None  # the switcher's metrics, as scraped at the end
 
     @property
     def s(self) -> float:
@@ -123,6 +125,7 @@ class Scenario:
     refused); the script plays the same windows as ``connect_error`` in virtual time.
     ``scale_capacity`` scales concurrency limits and the queue with the load (for
     the overload scenario, whose point is the ratio of load to capacity).
+    ``request`` builds the ``n``-th request (default: a one-line question).
     """
 
     name: str
@@ -139,6 +142,7 @@ class Scenario:
     seed: int = 7
     outages: Mapping[str, tuple[tuple[float, float], ...]] = attrs.field(factory=dict)
     scale_capacity: bool = False
+    request: Callable[[int], dict[str, Any]] = attrs.field(factory=lambda: _chat)
 
     @property
     def duration_s(self) -> float:
@@ -255,7 +259,7 @@ async def _drive(
         sent = trio.current_time()
         recorder.in_flight += 1
         try:
-            answer = await caller.call(_chat(n), stream=stream)
+            answer = await caller.call(scenario.request(n), stream=stream)
         finally:
             recorder.in_flight -= 1
         recorder.call_ended(
@@ -362,6 +366,7 @@ async def run_scenario_async(
             rng=random.Random(scenario.seed + 1),
             deadline_policies=policies,
         ) as switcher:
+            metrics = SwitcherMetrics(switcher)
             caller: Caller = EmbeddedCaller(switcher)
             client: httpx.AsyncClient | None = None
             if mode.wire:
@@ -401,7 +406,13 @@ async def run_scenario_async(
         target_ids=target_ids,
     )
     observed = Observed(
-        mode=mode, recorder=recorder, figures=figures, views=views, fake=fake, config=config
+        mode=mode,
+        recorder=recorder,
+        figures=figures,
+        views=views,
+        fake=fake,
+        config=config,
+        metrics=metrics,
     )
     checks = scenario.expect(observed)
     return ScenarioResult(

@@ -154,6 +154,20 @@ class SwitcherMetrics:
             ["target_id", "state"],
             registry=self.registry,
         )
+        self.tokens = Counter(
+            "oswitch_tokens",
+            "Tokens the providers reported used, by target, served model and kind "
+            "(prompt, completion, cached: the cached ones are among the prompt ones).",
+            ["target_id", "model", "kind"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "oswitch_cost",
+            "Cost of the tokens used, at the targets' configured prices (targets with "
+            "a price only), by target and served model.",
+            ["target_id", "model"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "oswitch_request_duration_seconds",
             "Time from arrival to the whole reply (streams: to the last chunk).",
@@ -178,6 +192,8 @@ class SwitcherMetrics:
             decision = fields.get("decision")
             if decision in MOVE_DECISIONS:
                 self.failovers.labels(str(decision)).inc()
+            if fields.get("prompt_tokens") is not None:
+                self._count_tokens(fields)
         elif name == "hedge":
             # A hop to a fallback model is not counted again here (its ``fallback``
             # event): the attempt that caused it was counted with its decision.
@@ -186,6 +202,16 @@ class SwitcherMetrics:
             self.breaker_transitions.labels(
                 str(fields.get("target_id", "")), str(fields.get("state", ""))
             ).inc()
+
+    def _count_tokens(self, fields: dict[str, Any]) -> None:
+        target_id, model = str(fields.get("target_id", "")), str(fields.get("model", ""))
+        for kind in ("prompt", "completion", "cached"):
+            count = fields.get(f"{kind}_tokens")
+            if isinstance(count, int) and count > 0:
+                self.tokens.labels(target_id, model, kind).inc(count)
+        cost = fields.get("cost")
+        if isinstance(cost, int | float) and cost > 0:
+            self.cost.labels(target_id, model).inc(cost)
 
     def observe_request(
         self,

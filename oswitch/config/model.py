@@ -59,16 +59,29 @@ class CircuitBreakerConfig:
 
 
 def _one_second_of(limit: RateLimitConfig) -> int:
+    if limit.requests_per_minute is None:
+        return 1
     return max(1, math.ceil(limit.requests_per_minute / 60))
+
+
+def _one_minute_of(limit: RateLimitConfig) -> int | None:
+    if limit.tokens_per_minute is None:
+        return None
+    return max(1, math.ceil(limit.tokens_per_minute))
 
 
 @attrs.frozen(kw_only=True)
 class RateLimitConfig:
-    """A target's own request rate: ``requests_per_minute`` refilled continuously,
-    at most ``burst`` at once (default: one second's worth, at least 1)."""
+    """A target's own rates, each refilled continuously: ``requests_per_minute``, at
+    most ``burst`` at once (default: one second's worth, at least 1), and
+    ``tokens_per_minute`` (prompt and completion tokens), at most ``burst_tokens`` at
+    once (default: the whole minute's budget). Either may be left out (None), not both.
+    """
 
-    requests_per_minute: float
+    requests_per_minute: float | None = None
     burst: int = attrs.field(default=attrs.Factory(_one_second_of, takes_self=True))
+    tokens_per_minute: float | None = None
+    burst_tokens: int | None = attrs.field(default=attrs.Factory(_one_minute_of, takes_self=True))
 
 
 @attrs.frozen(kw_only=True)
@@ -98,6 +111,9 @@ class TargetConfig:
     first_token_timeout_ms: float | None = None
     stream_idle_timeout_ms: float | None = None
     context_window: int | None = None
+    stream_usage: bool | None = None
+    price_per_million_input: float | None = None
+    price_per_million_output: float | None = None
 
     def __attrs_post_init__(self) -> None:
         # The one place the default is resolved (a frozen class sets it this way).
@@ -179,6 +195,7 @@ class SwitcherConfig:
     quota_cooldown_ms: float = 3_600_000.0
     quota_delay_cap_ms: float = 3_600_000.0
     hedge_after_ms: float | None = None
+    learn_rate_limits: bool = True
     # A dict: compared by value, but left out of the hash so the config stays hashable.
     fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict, hash=False)
     stream_resume: StreamResume = "continue"

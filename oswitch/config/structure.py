@@ -225,7 +225,12 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "half_open_max_probes": _ge(1),
         "success_threshold": _ge(1),
     },
-    RateLimitConfig: {"requests_per_minute": _gt(0), "burst": _ge(1)},
+    RateLimitConfig: {
+        "requests_per_minute": _gt(0),
+        "burst": _ge(1),
+        "tokens_per_minute": _gt(0),
+        "burst_tokens": _ge(1),
+    },
     TargetConfig: {
         "target_id": _nonempty,
         "provider_id": _nonempty,
@@ -236,6 +241,8 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "first_token_timeout_ms": _gt(0),
         "stream_idle_timeout_ms": _gt(0),
         "context_window": _ge(1),
+        "price_per_million_input": _ge(0),
+        "price_per_million_output": _ge(0),
     },
     ServerConfig: {
         "host": _nonempty,
@@ -382,8 +389,24 @@ def _merge_breaker(
     return attrs.evolve(target, circuit_breaker=attrs.evolve(shared, **given))
 
 
+def _check_rate_limit(raw: Mapping[str, Any]) -> Iterator[Invalid]:
+    def given(key: str) -> bool:
+        return raw.get(key) is not None
+
+    if not given("requests_per_minute") and not given("tokens_per_minute"):
+        # One of the two is required (either alone, or both); named as before tokens.
+        yield Invalid("missing required key", ("requests_per_minute",))
+    # A config written back out (validate_config, a reload) carries the resolved
+    # defaults: burst 1 and burst_tokens null say nothing of their own.
+    if raw.get("burst", 1) != 1 and not given("requests_per_minute"):
+        yield Invalid("has no effect without requests_per_minute", ("burst",))
+    if given("burst_tokens") and not given("tokens_per_minute"):
+        yield Invalid("has no effect without tokens_per_minute", ("burst_tokens",))
+
+
 _CHECKS: Mapping[type, Callable[[Mapping[str, Any]], Iterator[Invalid]]] = {
     BackoffConfig: _check_backoff,
+    RateLimitConfig: _check_rate_limit,
     SwitcherConfig: _check_switcher,
 }
 _POSTS: Mapping[type, Callable[[Any, Mapping[str, Any]], Any]] = {

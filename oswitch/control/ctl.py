@@ -75,7 +75,11 @@ def _seconds(value: object) -> str:
 
 
 def _count(value: object) -> str:
-    return str(value) if isinstance(value, int) else "-"
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "-"
+
+
+def _known(value: object) -> str:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "?"
 
 
 def _last_error(view: Mapping[str, Any]) -> str:
@@ -85,9 +89,45 @@ def _last_error(view: Mapping[str, Any]) -> str:
     return f"{error} {ago:.0f}s ago" if isinstance(ago, int | float) else str(error)
 
 
-def format_targets(views: Sequence[Mapping[str, Any]]) -> list[str]:
+def format_headroom(view: Mapping[str, Any]) -> str:
+    """A target's headroom as its provider reports it (``tok 900/10000 req 5/100``,
+    remaining over limit), else what is left of its configured token budget."""
+    limits = view.get("provider_limits")
+    parts = []
+    if isinstance(limits, Mapping):
+        for dimension, short in (
+            ("tokens", "tok"),
+            ("input_tokens", "in"),
+            ("output_tokens", "out"),
+            ("requests", "req"),
+        ):
+            window = limits.get(dimension)
+            if isinstance(window, Mapping):
+                parts.append(
+                    f"{short} {_known(window.get('remaining'))}/{_known(window.get('limit'))}"
+                )
+    available = view.get("token_budget_available")
+    if not parts and isinstance(available, int | float):
+        parts.append(f"budget {max(0, int(available))}")
+    return " ".join(parts) or "-"
+
+
+def _shows_tokens(views: Sequence[Mapping[str, Any]]) -> bool:
+    return any(
+        view.get("provider_limits") or view.get("token_budget_available") is not None
+        for view in views
+    )
+
+
+def format_targets(views: Sequence[Mapping[str, Any]], *, tokens: bool | None = None) -> list[str]:
     """The ``list-targets`` table: one row per target, with its attempts, successes,
-    latency (moving average) and latest error class beside its state. Raises nothing."""
+    latency (moving average) and latest error class beside its state. With ``tokens``
+    (by default: when some target has a token budget or reported limits) it adds
+    tokens per minute and headroom, and cost when some target has a price. Raises
+    nothing."""
+    if tokens is None:
+        tokens = _shows_tokens(views)
+    priced = tokens and any(view.get("cost") is not None for view in views)
     rows = []
     for view in views:
         cooldown = view.get("cooldown_remaining_s")
@@ -108,6 +148,11 @@ def format_targets(views: Sequence[Mapping[str, Any]]) -> list[str]:
                 _last_error(view),
             ]
         )
+        if tokens:
+            rows[-1] += [_count(view.get("tokens_per_minute")), format_headroom(view)]
+        if priced:
+            cost = view.get("cost")
+            rows[-1].append(f"{cost:.4f}" if isinstance(cost, int | float) else "-")
     header = [
         "TARGET",
         "STATE",
@@ -121,6 +166,10 @@ def format_targets(views: Sequence[Mapping[str, Any]]) -> list[str]:
         "LATENCY",
         "LAST-ERROR",
     ]
+    if tokens:
+        header += ["TOKENS/MIN", "HEADROOM"]
+    if priced:
+        header.append("COST")
     return _table(header, rows)
 
 
@@ -260,7 +309,7 @@ async def _list_targets(client: ControlClient, args: argparse.Namespace) -> int:
     elif getattr(args, "deadlines", False):
         print("\n".join(format_deadlines(views)))
     else:
-        print("\n".join(format_targets(views)))
+        print("\n".join(format_targets(views, tokens=True if args.tokens else None)))
     return EXIT_OK
 
 
@@ -454,7 +503,14 @@ def add_ctl_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     listing = sub.add_parser(
         "list-targets",
         parents=[common],
-        help="every target: state, condition, breaker, health, in-flight, cooldown",
+        help="every target: state, condition, breaker, health, in-flight, cooldown "
+        "(and tokens per minute, headroom and cost where known)",
+    )
+    listing.add_argument(
+        "--tokens",
+        action="store_true",
+        help="always show tokens per minute and headroom (shown anyway when some "
+        "target has a token budget or reported limits)",
     )
     listing.add_argument(
         "--deadlines",

@@ -358,10 +358,19 @@ def encode(message: Mapping[str, Any]) -> str:
     return json.dumps(to_json(message), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
+# An attempt's token fields, shown only for an attempt whose usage was reported.
+_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cost")
+
+
 def trace_json(trace: RequestTrace) -> dict[str, Any]:
-    """A request trace as JSON data, with its ``duration_s`` (null while running)."""
+    """A request trace as JSON data, with its ``duration_s`` (null while running);
+    an attempt with no reported usage leaves out its token and cost fields."""
     data: dict[str, Any] = to_json(trace)
     data["duration_s"] = to_json(trace.duration_s)
+    for attempt in data.get("attempts", ()):
+        if attempt.get("prompt_tokens") is None:
+            for name in _USAGE_FIELDS:
+                attempt.pop(name, None)
     return data
 
 

@@ -1,8 +1,10 @@
-"""A token bucket: a target's own request rate, refilled continuously.
+"""A token bucket: a target's own request rate (or token rate), refilled continuously.
 
 This is a rate limit, not a concurrency cap (that is the actor's limiter). The
 bucket only answers "may I take now, and if not, how long until I may"; the actor
-does any waiting.
+does any waiting. A token budget takes an estimate before an attempt and is
+corrected after it (:meth:`TokenBucket.adjust`): a charge past what is left leaves
+the bucket in debt, down to ``-burst``, which later takes wait out.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class TokenBucket:
         self._tokens = self.burst
 
     def available(self, now: float) -> float:
-        """Tokens in the bucket at ``now`` (between 0 and ``burst``). Never raises."""
+        """Tokens in the bucket at ``now``: at most ``burst``; below 0 only while a
+        charge made with :meth:`adjust` is being paid back. Never raises."""
         elapsed = max(0.0, now - self._last)
         return min(self.burst, self._tokens + elapsed * self.rate_per_s)
 
@@ -89,6 +92,19 @@ class TokenBucket:
         self._taken += tokens
         self._granted += 1
         return 0.0
+
+    def adjust(self, now: float, tokens: float) -> None:
+        """Correct an earlier take by ``tokens``: charge more (> 0) or refund (< 0).
+
+        A refund never fills the bucket past ``burst``; a charge may leave it in
+        debt, never below ``-burst``. Never raises (a non-finite amount is ignored).
+        """
+        if not math.isfinite(tokens):
+            return
+        level = self.available(now) - tokens
+        self._tokens = min(self.burst, max(-self.burst, level))
+        self._last = max(self._last, now)
+        self._taken = max(0.0, self._taken + tokens)
 
     def reconfigure(self, now: float, *, rate_per_s: float, burst: float) -> None:
         """Change rate and burst (a config reload), keeping the tokens already earned.

@@ -14,7 +14,8 @@ A request needs 1 request, ``estimate.total_tokens`` tokens, ``prompt_tokens`` i
 tokens and ``completion_tokens`` output tokens. A dimension whose limit is below the
 need can never take it (``too_large``: route to a key that can, or refuse as
 RequestTooLarge — never send it to be refused). A learned window short of the need is
-not ready until its reset (providers report the time the window is full again); one
+not ready until its reset (providers report the time the window is full again), or,
+for a provider that refills continuously, until enough has refilled; one
 whose reset has passed counts as refilled; one with no reset time is trusted for
 STALE_AFTER_S after it was observed, and none holds a key back longer than
 MAX_LEARNED_HOLD_S after it was observed. A configured bucket short of the need is ready
@@ -131,8 +132,26 @@ def _configured(source: str, budget: ConfiguredBudget, need: float, now: float) 
     return _Check(source, now + short / budget.refill_per_s, 0.0)
 
 
+def _refill_rate(window: LimitWindow, observed_at: float) -> float | None:
+    """Per second, for a continuously refilled window: from ``remaining`` to ``limit``
+    by ``reset_at``; None when that cannot be told."""
+    limit, remaining, reset_at = window.limit, window.remaining, window.reset_at
+    if limit is None or remaining is None or reset_at is None or reset_at <= observed_at:
+        return None
+    if limit <= remaining:
+        return None
+    return (limit - remaining) / (reset_at - observed_at)
+
+
 def _learned(
-    source: str, window: LimitWindow, need: int, sent: int, observed_at: float, now: float
+    source: str,
+    window: LimitWindow,
+    need: int,
+    sent: int,
+    observed_at: float,
+    now: float,
+    *,
+    continuous: bool = False,
 ) -> _Check | None:
     limit, remaining, reset_at = window.limit, window.remaining, window.reset_at
     if limit is not None and need > limit:
@@ -142,10 +161,17 @@ def _learned(
     if reset_at is not None and reset_at <= now:
         # The window has refilled since the provider spoke.
         return None if limit is None else _Check(source, now, _fraction(limit - need, limit))
-    left = remaining - sent
+    left: float = remaining - sent
+    rate = _refill_rate(window, observed_at) if continuous else None
+    if rate is not None:
+        assert limit is not None
+        left = min(float(limit), left + rate * max(0.0, now - observed_at))
     if left >= need:
         return _Check(source, now, _fraction(left - need, limit if limit else remaining))
     until = reset_at if reset_at is not None else observed_at + STALE_AFTER_S
+    if rate is not None:
+        # Refilling as it goes: ready once enough has come back, not only when full.
+        until = min(until, now + (need - left) / rate)
     return _Check(source, max(now, min(until, observed_at + MAX_LEARNED_HOLD_S)), 0.0)
 
 
@@ -157,6 +183,7 @@ def headroom(
     configured: ConfiguredLimits | None = None,
     sent_requests: int = 0,
     sent_tokens: TokenEstimate | None = None,
+    continuous: bool = False,
 ) -> Headroom:
     """Say whether a key can take a request of ``estimate`` at ``now``, and if not, when.
 
@@ -165,7 +192,10 @@ def headroom(
     off its ``remaining``). ``configured`` holds the key's configured buckets, their
     state taken at ``now``. Every limit must allow the request: it can be taken when
     all allow it now, it is ready when the last of them allows it, and it is too large
-    when any limit is below its need. Never raises.
+    when any limit is below its need. ``continuous``: the provider refills its windows
+    continuously, reaching ``limit`` at the reported reset (OpenAI, Anthropic), so a
+    short learned window is ready once it has refilled enough, at the rate from
+    ``remaining`` to ``limit`` by the reset; otherwise only at the reset. Never raises.
     """
     needs = _needs(estimate)
     sent_needs = _needs(sent_tokens) if sent_tokens is not None else dict.fromkeys(needs, 0)
@@ -185,6 +215,7 @@ def headroom(
                 sent_needs[dimension],
                 learned.observed_at,
                 now,
+                continuous=continuous,
             )
             if check is not None:
                 checks.append(check)

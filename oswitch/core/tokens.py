@@ -32,6 +32,7 @@ __all__ = [
     "Settlement",
     "TokenEstimate",
     "Usage",
+    "cost_of",
     "estimate_request",
     "read_usage",
     "settle",
@@ -264,3 +265,17 @@ def settle(estimate: TokenEstimate, usage: Usage | None) -> Settlement:
     reserved = estimate.total_tokens
     used = reserved if usage is None else usage.counted_tokens
     return Settlement(reserved=reserved, used=used)
+
+
+def cost_of(
+    usage: Usage, *, per_million_input: float | None, per_million_output: float | None
+) -> float | None:
+    """What ``usage`` cost at the target's prices (per million tokens; every prompt
+    token, cached or not, at the input price: no price table is shipped), or None
+    when the target has no price at all. A price left out counts as 0."""
+    if per_million_input is None and per_million_output is None:
+        return None
+    return (
+        usage.prompt_tokens * (per_million_input or 0.0)
+        + usage.completion_tokens * (per_million_output or 0.0)
+    ) / 1_000_000

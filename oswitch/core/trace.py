@@ -41,7 +41,10 @@ class AttemptRecord:
     ``chars`` is how many characters of the answer this attempt contributed,
     ``offset`` where in the caller's text they start (streams only). ``deadline``
     says which deadline ended the attempt (or was the hedge point), its value and
-    why it has it (e.g. ``"first_token 10.000s cold_start (0 observations)"``).
+    why it has it (e.g. ``"first_token 10.000s cold_start (0 observations)"``). The token
+    counts are what the provider reported the attempt used (None: nothing reported;
+    ``cached_tokens`` are among ``prompt_tokens``), ``cost`` their price at the
+    target's prices (None: no prices).
     """
 
     index: int
@@ -58,6 +61,10 @@ class AttemptRecord:
     offset: int = 0
     chars: int = 0
     deadline: str = attrs.field(default="", converter=_clip_note)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    cost: float | None = None
 
 
 @attrs.frozen(kw_only=True)

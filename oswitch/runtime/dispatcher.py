@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from oswitch.core.clip import clip
+from oswitch.core.error_class import ErrorClass
 from oswitch.core.ledger import (
     Decision,
     Ended,
@@ -30,6 +31,7 @@ from oswitch.core.ledger import (
     model_chain,
 )
 from oswitch.core.resume import continuation_request
+from oswitch.core.tokens import TokenEstimate, estimate_request
 from oswitch.core.trace import TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.events import EventHub
@@ -100,6 +102,11 @@ class RequestRun:
             retry_budget=settings.retry_budget, failover_budget=settings.failover_budget
         )
         self.log = AttemptLog(request_id=request_id, trace=trace, events=events, ledger=self.ledger)
+        # The request's tokens, reserved on each target it is sent to (core/tokens.py).
+        self.estimate: TokenEstimate = estimate_request(request)
+        # Set when a model's targets were left out only because the request is larger
+        # than their whole per-minute token limits.
+        self.too_large = False
         self.picker = Picker(
             router=router,
             needs=needs,
@@ -107,6 +114,7 @@ class RequestRun:
             weights=settings.weights,
             max_expected_latency_s=settings.max_expected_latency_s,
             rng=rng,
+            estimate=self.estimate,
         )
 
     # ---- the request loop --------------------------------------------------------
@@ -154,8 +162,10 @@ class RequestRun:
             pool = self.picker.pool(model)
             actor = self.picker.pick(pool, model, now)
             if actor is None:
-                live = [a for a in pool.actors if self.picker.usable(a, model)]
+                live = [a for a in pool.actors if self.picker.usable(a, model, now)]
                 if not live:
+                    if any(self.picker.too_large(a, now) for a in pool.actors):
+                        self.too_large = True  # never sent: no key could take it whole
                     await trio.lowlevel.checkpoint()  # rare: the model's targets are spent
                     return None
                 if waiting_since is None:
@@ -318,6 +328,10 @@ class RequestRun:
         Raises AllTargetsFailed when no target can take it within the budgets.
         """
         self.ledger.begin_resume(confirmed_text)
+        # The continuation carries the text so far: it costs more prompt tokens.
+        continued = continuation_request(self.request, confirmed_text, prefill=False)
+        self.estimate = estimate_request(continued)
+        self.picker.estimate = self.estimate
         return await self.run()
 
     def stream_interrupted(self, target_id: str, *, forgiven: bool, stalled: bool) -> None:
@@ -354,6 +368,7 @@ class RequestRun:
             request_id=self.request_id,
             hedge=hedge,
             limit=limit,
+            estimate=self.estimate,
         )
         if orders is not None:
             orders.append(order)
@@ -453,6 +468,14 @@ class RequestRun:
 
     def _give_up(self, chain: Sequence[str]) -> AllTargetsFailed | RequestFailed:
         now = trio.current_time()
+        if self.too_large and self.ledger.attempts == 0:
+            return RequestFailed(
+                f"request needs about {self.estimate.total_tokens} tokens (estimated), more "
+                f"than the whole per-minute token limit of every target for "
+                f"{clip(self.model)!r}; it was not sent",
+                request_id=self.request_id,
+                error_class=ErrorClass.REQUEST_TOO_LARGE,
+            )
         ending = give_up(
             self.ledger,
             shown=clip(self.model),  # the caller's name, quoted back in bounded form

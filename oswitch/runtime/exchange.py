@@ -29,6 +29,7 @@ from oswitch.core.clip import MAX_TEXT_CHARS, clip
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.inbound import original_of
 from oswitch.core.secret import Secret, scrub
+from oswitch.core.tokens import read_usage
 from oswitch.providers.base import MalformedReply, ProviderAdapter, UpstreamCall
 from oswitch.providers.registry import adapter_for
 from oswitch.runtime.credentials import TargetKey
@@ -42,6 +43,29 @@ log = logging.getLogger("oswitch.target")
 
 # A reply body larger than this is refused as malformed rather than buffered.
 MAX_REPLY_BYTES = 32 * 1024 * 1024
+
+# OpenAI-wire providers documented to take ``stream_options.include_usage`` (and send
+# the usage chunk it asks for): a stream to them asks for usage when the caller did
+# not. Any other target asks only with ``stream_usage = true``.
+STREAM_USAGE_PROVIDERS = frozenset(
+    {"openai", "azure", "groq", "openrouter", "deepseek", "together", "fireworks", "xai", "vllm"}
+)
+
+
+def asks_stream_usage(target: TargetConfig) -> bool:
+    """Whether streams to ``target`` ask for usage (its ``stream_usage``, else whether
+    it is a known OpenAI-wire provider that accepts it)."""
+    if target.api != "openai":
+        return False  # Anthropic's stream always reports usage
+    if target.stream_usage is not None:
+        return target.stream_usage
+    return target.provider_id in STREAM_USAGE_PROVIDERS
+
+
+def caller_asked_usage(request: Mapping[str, Any]) -> bool:
+    """Whether the caller's own request asks for a stream's usage chunk."""
+    options = request.get("stream_options")
+    return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
 class Answer(NamedTuple):
@@ -79,11 +103,22 @@ class TargetExchange:
         self.key = key
         self.secrets = secrets
         self.background: trio.Nursery | None = None  # where a stream's body is drained
+        # Told of every reply's headers as soon as they are in (the actor learns the
+        # provider's limits from them).
+        self.on_headers: Callable[[httpx.Headers], None] | None = None
+        # Streams ask for usage here until the target refuses ``stream_options``.
+        self.stream_usage = asks_stream_usage(target)
 
     def reconfigure(self, target: TargetConfig, settings: TargetSettings) -> TargetTransport | None:
         """Take a reloaded target. Returns the old client when a new concurrency limit
         needed a new pool (attempts in flight finish on the old one: close it after)."""
         old, self.target, self.settings = self.target, target, settings
+        if (target.api, target.provider_id, target.stream_usage) != (
+            old.api,
+            old.provider_id,
+            old.stream_usage,
+        ):
+            self.stream_usage = asks_stream_usage(target)
         if target.api != old.api:
             self.adapter = adapter_for(target.api)
         if target.concurrency_limit == old.concurrency_limit:
@@ -220,15 +255,22 @@ class TargetExchange:
         return answer  # noqa: ASYNC910
 
     async def _send(
-        self, order: AttemptOrder, served_model: str, started: float, deadline: float
+        self,
+        order: AttemptOrder,
+        served_model: str,
+        started: float,
+        deadline: float,
+        *,
+        ask_usage: bool = True,
     ) -> AttemptOutcome | UpstreamStream:
         """Post the call; an event stream once its headers are in, else the outcome of
-        the reply read whole. Transport faults are classified, never raised."""
-        prepared = self._prepare(order, served_model, started)
+        the reply read whole. Transport faults are classified, never raised.
+        ``ask_usage`` False: do not add ``stream_options`` (the target refused them)."""
+        prepared = self._prepare(order, served_model, started, ask_usage=ask_usage)
         if isinstance(prepared, AttemptOutcome):
             await trio.lowlevel.checkpoint()  # refused before anything was sent
             return prepared
-        call, content = prepared
+        call, content, asked_usage = prepared
         response: httpx.Response | None = None
         status: int | None = None
         try:
@@ -238,6 +280,8 @@ class TargetExchange:
             if timings is not None and not order.stream and 200 <= status < 300:
                 now = trio.current_time()
                 timings.response_headers.observe(now - started, now=now)
+            if self.on_headers is not None:
+                self.on_headers(response.headers)
             if order.stream and _is_event_stream(status, response.headers):
                 gap = self.timings.chunk_gap(served_model)
                 upstream = UpstreamStream(
@@ -255,6 +299,7 @@ class TargetExchange:
                     gap_deadline=gap,
                     silence_deadline=self.timings.silence_cap(served_model),
                 )
+                upstream.usage_added = asked_usage
                 response = None  # the stream closes the response from here on
                 return upstream
             body = await _read_limited(response, MAX_REPLY_BYTES)
@@ -279,6 +324,15 @@ class TargetExchange:
             if response is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await response.aclose()
+        if asked_usage and status == 400 and b"stream_options" in body:
+            # The target refused the stream_options oswitch added: the request is sent
+            # again at once without them, the refusal charged to nobody, and (unless
+            # the caller sent stream_options of its own, which may be what it refused)
+            # the target is not asked again.
+            if "stream_options" not in order.request:
+                self.stream_usage = False
+            log.warning("stream_usage_refused", extra={"target_id": self.target_id})
+            return await self._send(order, served_model, started, deadline, ask_usage=False)
         return self._judge(
             status,
             headers,
@@ -295,11 +349,12 @@ class TargetExchange:
         return original_of(order.request, self.adapter.api) is not None
 
     def _prepare(
-        self, order: AttemptOrder, served_model: str, started: float
-    ) -> tuple[UpstreamCall, bytes] | AttemptOutcome:
-        """The upstream call for ``order`` and its encoded body, or a failed outcome
-        when the caller's request cannot be expressed in this target's protocol or
-        encoded (InvalidRequest: the caller's fault, not the target's)."""
+        self, order: AttemptOrder, served_model: str, started: float, *, ask_usage: bool = True
+    ) -> tuple[UpstreamCall, bytes, bool] | AttemptOutcome:
+        """The upstream call for ``order``, its encoded body and whether oswitch added
+        ``stream_options.include_usage`` to it, or a failed outcome when the caller's
+        request cannot be expressed in this target's protocol or encoded
+        (InvalidRequest: the caller's fault, not the target's)."""
         try:
             call = self.adapter.build_call(
                 order.request,
@@ -308,7 +363,18 @@ class TargetExchange:
                 api_key=self.key.value,
                 stream=order.stream,
             )
-            return call, encode_json(call.body)
+            asked = (
+                ask_usage
+                and order.stream
+                and self.stream_usage
+                and not caller_asked_usage(order.request)
+            )
+            if asked:
+                options = call.body.get("stream_options")
+                extra = dict(options) if isinstance(options, Mapping) else {}
+                body = {**call.body, "stream_options": {**extra, "include_usage": True}}
+                call = attrs.evolve(call, body=body)
+            return call, encode_json(call.body), asked
         except Exception as exc:
             # The exception may quote the caller's request: keep a bounded piece of it.
             reason = clip(f"{type(exc).__name__}: {exc}", MAX_TEXT_CHARS)
@@ -373,7 +439,11 @@ class TargetExchange:
                 note="malformed",
             )
         return self.outcome(
-            OutcomeKind.OK, str(reply.get("model") or served_model), started, reply=reply
+            OutcomeKind.OK,
+            str(reply.get("model") or served_model),
+            started,
+            reply=reply,
+            usage=read_usage(payload),
         )
 
     async def _first_content(

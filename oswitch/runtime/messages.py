@@ -13,7 +13,9 @@ import trio
 from oswitch.core.classify import Classification
 from oswitch.core.deadline_learning import Deadline, ModelTimings
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.key_budget import Reservation
 from oswitch.core.target_health import AttemptEnd
+from oswitch.core.tokens import TokenEstimate, Usage
 
 T = TypeVar("T")
 
@@ -72,6 +74,8 @@ class AttemptOutcome:
     at its time limit (never retried on that target). ``REFUSED`` means the target
     was not eligible when the order arrived: nothing was sent, nothing is spent.
     ``retry_same`` marks an AuthFailure after which the credential was refreshed.
+    ``usage`` is what the provider reported the attempt used (None: nothing
+    reported), ``cost`` its price at the target's prices (None: no prices).
     """
 
     kind: OutcomeKind
@@ -87,6 +91,8 @@ class AttemptOutcome:
     note: str = ""
     hedge: bool = False  # the attempt was a hedge (started while another still ran)
     deadline: str = ""  # the deadline that ended the attempt and why (traces)
+    usage: Usage | None = None
+    cost: float | None = None
 
     @property
     def error_class(self) -> ErrorClass | None:
@@ -123,6 +129,8 @@ class AttemptOrder:
     outcome the target settled the attempt with, once it has ended. ``timings`` are
     the histograms of the served model the attempt feeds (set by the target);
     ``limit`` the deadline bounding a non-streamed attempt (set by the dispatcher).
+    ``estimate`` is
+    the request's token estimate; ``reservation`` what the target reserved for it.
     """
 
     request: Mapping[str, Any]
@@ -139,6 +147,8 @@ class AttemptOrder:
     settled: AttemptOutcome | None = None
     timings: ModelTimings | None = None
     limit: Deadline | None = None
+    estimate: TokenEstimate | None = None
+    reservation: Reservation | None = None
 
     def cancel(self, reason: CancelReason) -> None:
         """Cancel the attempt; the first reason given is the one reported."""

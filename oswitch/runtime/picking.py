@@ -11,13 +11,19 @@ import math
 import random
 from collections.abc import Sequence
 
+from oswitch.core.headroom import Headroom
 from oswitch.core.ledger import Ledger
 from oswitch.core.scoring import Weights, choose
+from oswitch.core.tokens import TokenEstimate
 from oswitch.runtime.router import Pool, RequestNeeds, Router, make_pool
 from oswitch.runtime.target import TargetActor
 
 # Members of a tier looked at first when choosing a target (see Picker.pick).
 SAMPLE_SIZE = 8
+# Keys whose token headroom (the smallest fraction of any known limit left after the
+# request) is within this of the roomiest one's count as equally roomy; the others
+# wait until they have refilled, so no key runs dry while another has room.
+SPARE_MARGIN = 0.1
 
 
 class Picker:
@@ -32,8 +38,13 @@ class Picker:
         weights: Weights,
         max_expected_latency_s: float,
         rng: random.Random,
+        estimate: TokenEstimate | None = None,
     ) -> None:
         self.router = router
+        self._estimate = estimate  # the request's tokens, for the keys' token budgets
+        # Verdicts by target, kept while the moment, the estimate and the target's
+        # budget are the same: one pick reads each several times.
+        self._rooms: dict[str, tuple[float, int, Headroom]] = {}
         self._needs = needs
         self._ledger = ledger
         self._weights = weights
@@ -55,13 +66,49 @@ class Picker:
             ]
         )
 
-    def usable(self, actor: TargetActor, model: str) -> bool:
-        """Not excluded for this request, and affordable within its budgets."""
-        return self._ledger.usable(actor.target_id, model, actor.target.context_window)
+    @property
+    def estimate(self) -> TokenEstimate | None:
+        return self._estimate
+
+    @estimate.setter
+    def estimate(self, estimate: TokenEstimate | None) -> None:
+        self._estimate = estimate
+        self._rooms.clear()
+
+    def headroom(self, actor: TargetActor, now: float) -> Headroom | None:
+        """What ``actor``'s token budgets say of this request, or None when nothing
+        limits its tokens (no estimate, no budget, nothing learned)."""
+        if self._estimate is None or not actor.token_limited:
+            return None
+        version = actor.tokens_version
+        kept = self._rooms.get(actor.target_id)
+        if kept is not None and kept[0] == now and kept[1] == version:
+            return kept[2]
+        room = actor.headroom(self._estimate, now)
+        self._rooms[actor.target_id] = (now, version, room)
+        return room
+
+    def too_large(self, actor: TargetActor, now: float) -> bool:
+        """Whether this request is larger than one of ``actor``'s whole per-minute
+        token limits (configured or reported): it must never be sent there."""
+        room = self.headroom(actor, now)
+        return room is not None and room.too_large
+
+    def usable(self, actor: TargetActor, model: str, now: float | None = None) -> bool:
+        """Not excluded for this request, affordable within its budgets, and not too
+        large for the key's token limits (checked when ``now`` is given)."""
+        if not self._ledger.usable(actor.target_id, model, actor.target.context_window):
+            return False
+        return now is None or not self.too_large(actor, now)
 
     def ready_at(self, actor: TargetActor, model: str, now: float) -> float:
-        """When ``actor`` may take this request's next attempt (its backoff included)."""
-        return max(actor.ready_at(model, now), self._ledger.held_until(actor.target_id))
+        """When ``actor`` may take this request's next attempt (its backoff and its
+        token headroom included; ``math.inf`` when the request is too large for it)."""
+        ready = max(actor.ready_at(model, now), self._ledger.held_until(actor.target_id))
+        room = self.headroom(actor, now)
+        if room is not None:
+            ready = max(ready, math.inf if room.ready_at is None else room.ready_at)
+        return ready
 
     def eligible(self, actor: TargetActor, model: str, now: float) -> bool:
         return self.usable(actor, model) and self.ready_at(actor, model, now) <= now
@@ -133,6 +180,9 @@ class Picker:
         for actor in eligible:
             if actor.wants_probe(now):
                 return actor
+        eligible = self._roomiest(eligible, now)
+        if len(eligible) == 1:
+            return eligible[0]
         by_id = {a.target_id: a for a in eligible}
         picked = choose(
             [a.candidate(now) for a in eligible],
@@ -142,7 +192,28 @@ class Picker:
         )
         return by_id[picked.target_id]
 
+    def _roomiest(self, eligible: list[TargetActor], now: float) -> list[TargetActor]:
+        """Those of ``eligible`` with about the most token headroom left (within
+        ``SPARE_MARGIN`` of the best); all of them when none has a token limit."""
+        spares = []
+        for actor in eligible:
+            room = self.headroom(actor, now)
+            spares.append(1.0 if room is None else room.spare)
+        best = max(spares)
+        if min(spares) >= best - SPARE_MARGIN:
+            return eligible
+        return [
+            a for a, spare in zip(eligible, spares, strict=True) if spare >= best - SPARE_MARGIN
+        ]
+
     # ---- when nothing is left ------------------------------------------------------
+
+    def _ready_by_clock(self, actor: TargetActor, model: str, now: float) -> float:
+        ready = actor.ready_at(model, now)
+        room = self.headroom(actor, now)
+        if room is not None and room.ready_at is not None:
+            ready = max(ready, room.ready_at)
+        return ready
 
     def _left(self, chain: Sequence[str]) -> list[tuple[TargetActor, str]]:
         excluded = self._ledger.excluded
@@ -157,13 +228,22 @@ class Picker:
         """Seconds until the earliest target not excluded becomes eligible, for any model
         of ``chain``; None when none will by the clock alone."""
         finite = [
-            t for t in (a.ready_at(m, now) for a, m in self._left(chain)) if not math.isinf(t)
+            t
+            for t in (self._ready_by_clock(a, m, now) for a, m in self._left(chain))
+            if not math.isinf(t)
         ]
         if not finite:
             return None
         return max(0.0, min(finite) - now)
 
     def all_rate_limited(self, chain: Sequence[str], now: float) -> bool:
-        """Whether every target not excluded is out only because a rate limit cools it."""
+        """Whether every target not excluded is out only because a rate limit cools it
+        or its token headroom is short."""
         left = self._left(chain)
-        return bool(left) and all(a.rate_limited(m, now) for a, m in left)
+        return bool(left) and all(
+            a.rate_limited(m, now) or self._short_of_tokens(a, now) for a, m in left
+        )
+
+    def _short_of_tokens(self, actor: TargetActor, now: float) -> bool:
+        room = self.headroom(actor, now)
+        return room is not None and not room.can_take and not room.too_large

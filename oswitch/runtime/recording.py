@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from oswitch.core.ledger import Decision, Ledger
+from oswitch.core.tokens import Usage
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.messages import AttemptOutcome
+
+
+def usage_fields(usage: Usage | None, cost: float | None) -> dict[str, Any]:
+    """An attempt record's token fields for ``usage`` (none when nothing was reported)."""
+    if usage is None:
+        return {}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "cost": cost,
+    }
 
 
 class AttemptLog:
@@ -37,6 +52,7 @@ class AttemptLog:
                 or (f"cancelled: {outcome.cancel_reason}" if outcome.cancel_reason else ""),
                 hedge=outcome.hedge,
                 deadline=outcome.deadline,
+                **usage_fields(outcome.usage, outcome.cost),
             )
         )
 
@@ -55,4 +71,17 @@ class AttemptLog:
             latency_ms=round(attempt.duration_s * 1000.0, 3),
             status=attempt.status,
             note=attempt.note or None,
+            **_token_event_fields(attempt),
         )
+
+
+def _token_event_fields(attempt: AttemptRecord) -> dict[str, Any]:
+    """The ``attempt`` event's token fields: present only when usage was reported."""
+    if attempt.prompt_tokens is None:
+        return {}
+    return {
+        "prompt_tokens": attempt.prompt_tokens,
+        "completion_tokens": attempt.completion_tokens,
+        "cached_tokens": attempt.cached_tokens,
+        "cost": attempt.cost,
+    }

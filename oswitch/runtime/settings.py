@@ -8,6 +8,7 @@ config, :func:`target_settings` for what one target's actor reads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -92,7 +93,10 @@ class TargetSettings:
     derived; ``response_policy``: the non-streamed response deadline's, whose cold
     start and cap are ``max_expected_latency_ms`` (the attempt limit of a non-streamed
     call: learning only shortens it). ``quota_after_s``: a provider delay at or
-    past this is a quota (``quota_delay_cap_ms``); ``health``: the pure core's rules.
+    past this is a quota (``quota_delay_cap_ms``); ``health``: the pure core's rules;
+    ``tokens``: the configured token budget (``rate_limit.tokens_per_minute``), None
+    for none; ``learn_limits``: whether the provider's rate-limit headers are learned
+    (``learn_rate_limits``).
     """
 
     health: HealthSettings
@@ -101,6 +105,8 @@ class TargetSettings:
     policies: DeadlinePolicies
     response_policy: DeadlinePolicy
     quota_after_s: float
+    tokens: RateLimit | None = None
+    learn_limits: bool = True
 
     @property
     def silence_cap_s(self) -> float:
@@ -127,9 +133,13 @@ def target_settings(
         quota_cooldown_s=seconds(config.quota_cooldown_ms),
         health_half_life_s=seconds(config.health_half_life_ms),
         rate_limit=None
-        if limit is None
+        if limit is None or limit.requests_per_minute is None
         else RateLimit(rate_per_s=limit.requests_per_minute / 60.0, burst=limit.burst),
     )
+    tokens = None
+    if limit is not None and limit.tokens_per_minute is not None:
+        burst = limit.burst_tokens or max(1, math.ceil(limit.tokens_per_minute))
+        tokens = RateLimit(rate_per_s=limit.tokens_per_minute / 60.0, burst=burst)
     first_token_ms = target.first_token_timeout_ms or config.first_token_timeout_ms
     idle_ms = target.stream_idle_timeout_ms or config.stream_idle_timeout_ms
     return TargetSettings(
@@ -141,4 +151,6 @@ def target_settings(
             policies.response_headers, seconds(config.max_expected_latency_ms)
         ),
         quota_after_s=seconds(config.quota_delay_cap_ms),
+        tokens=tokens,
+        learn_limits=config.learn_rate_limits,
     )

@@ -23,11 +23,13 @@ import trio
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.ledger import Decision
 from oswitch.core.resume import SeamReconciler
+from oswitch.core.tokens import Usage, read_usage
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.dispatcher import RequestRun
 from oswitch.runtime.exchange import Answer
 from oswitch.runtime.messages import AttemptOutcome, CancelReason, OutcomeKind
+from oswitch.runtime.recording import usage_fields
 from oswitch.runtime.upstream import StreamedChunk, StreamInterrupted, UpstreamStream
 
 
@@ -101,6 +103,7 @@ class ChatStream:
         self._actor = self._run.router.actors[outcome.target_id]
         self._segment_start = self._chars
         self._segment_started_at = outcome.started_at
+        self._segment_usage: Usage | None = None  # what the provider said it used
         self.target_id = outcome.target_id
         self.model = outcome.served_model
         for chunk in self._upstream.first_chunks:
@@ -116,6 +119,8 @@ class ChatStream:
         deadline: str = "",
     ) -> None:
         self._segment_ended = True
+        if self._segment_usage is not None:
+            result = attrs.evolve(result, usage=self._segment_usage)
         settled = self._actor.end_attempt(
             self._upstream.order, result, started=self._segment_started_at
         )
@@ -141,6 +146,7 @@ class ChatStream:
                 offset=self._segment_start,
                 chars=self._chars - self._segment_start,
                 deadline=deadline,
+                **usage_fields(settled.usage, settled.cost),
             )
         )
 
@@ -159,6 +165,16 @@ class ChatStream:
     def _accept(self, streamed: StreamedChunk) -> None:
         """Pass one upstream chunk on to the caller, sewing the seam if resuming."""
         chunk = streamed.chunk  # decoded from the provider's bytes: ours to change
+        if "usage" in chunk:
+            usage = chunk["usage"]
+            if usage is not None:
+                self._segment_usage = read_usage(usage) or self._segment_usage
+            if self._upstream.usage_added:
+                # oswitch asked for usage, the caller did not: the usage chunk (no
+                # choices) and the usage key every chunk then carries are ours alone.
+                if not chunk.get("choices"):
+                    return
+                del chunk["usage"]
         if self._chunk_id is None:
             self._chunk_id = str(chunk.get("id") or f"chatcmpl-{self.request_id}")
         chunk["id"] = self._chunk_id

@@ -13,6 +13,7 @@ exchange itself is :class:`~oswitch.runtime.exchange.TargetExchange`.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterable
 
 import attrs
@@ -21,6 +22,7 @@ import trio
 
 from oswitch.config import SwitcherConfig, TargetConfig
 from oswitch.core.deadline_learning import DeadlinePolicies
+from oswitch.core.headroom import Headroom
 from oswitch.core.scoring import Candidate
 from oswitch.core.secret import Secret
 from oswitch.core.target_health import (
@@ -32,6 +34,8 @@ from oswitch.core.target_health import (
     TargetHealth,
     TargetState,
 )
+from oswitch.core.tokens import TokenEstimate
+from oswitch.runtime.attempt_tokens import TargetTokens
 from oswitch.runtime.credentials import TargetKey
 from oswitch.runtime.deadlines import StreamDeadlines
 from oswitch.runtime.events import EventHub
@@ -78,6 +82,7 @@ class TargetActor:
         notify: Callable[[], None] | None = None,
         rng: random.Random | None = None,
         policies: DeadlinePolicies | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.target = target
         self.config = config
@@ -98,6 +103,10 @@ class TargetActor:
             secrets=secrets,
             timings=self.timings,
         )
+        # Reserve-before, settle-after of every attempt's tokens; limits learned.
+        self._tokens = TargetTokens(target, settings, wall_clock=wall_clock)
+        if settings.learn_limits:
+            self._exchange.on_headers = self._tokens.learn
         self._health = TargetHealth(
             settings.health,
             now=trio.current_time(),
@@ -186,6 +195,21 @@ class TargetActor:
         """Whether this target is out for ``model`` only because a rate limit cools it."""
         return self.eligibility(model, now).rate_limited
 
+    def headroom(self, estimate: TokenEstimate, now: float) -> Headroom:
+        """Whether this key's token budgets (configured and learned) let an attempt of
+        ``estimate`` go at ``now``, and if not, from when (see :mod:`oswitch.core.headroom`)."""
+        return self._tokens.headroom(estimate, now)
+
+    @property
+    def tokens_version(self) -> int:
+        """Changes whenever :meth:`headroom` may answer otherwise at the same moment."""
+        return self._tokens.version
+
+    @property
+    def token_limited(self) -> bool:
+        """Whether a token budget or a learned view can hold an attempt back here."""
+        return self._tokens.limited
+
     def wants_probe(self, now: float) -> bool:
         """Half-open with a probe slot free: the next request should probe it."""
         return self._health.wants_probe(now)
@@ -205,6 +229,7 @@ class TargetActor:
             in_flight=self.in_flight,
             key_source=self._key.source,
             deadlines=self.timings.deadlines(),
+            budget=self._tokens.snapshot(now),
         )
 
     # ---- talking to the actor ----------------------------------------------------
@@ -275,11 +300,17 @@ class TargetActor:
         now = trio.current_time()
         served = self.upstream_model(order.model)
         load = len(self._running)  # the orders ahead of this one
-        begun = None if order.cancelled else self._health.begin(order.model, now, load=load)
+        note, begun = "not eligible", None
+        if order.cancelled:
+            pass
+        elif not self._tokens.admit(order, now):
+            note = "token budget"
+        else:
+            begun = self._health.begin(order.model, now, load=load)
+            if begun is None:
+                self._tokens.release(order)
         if begun is None:
-            order.reply.set(
-                self._exchange.outcome(OutcomeKind.REFUSED, served, now, note="not eligible")
-            )
+            order.reply.set(self._exchange.outcome(OutcomeKind.REFUSED, served, now, note=note))
             return
         order.epoch, effects = begun
         order.timings = self.timings.for_model(served)
@@ -325,6 +356,7 @@ class TargetActor:
             outcome = self._exchange.outcome(
                 OutcomeKind.CANCELLED, served, started, cancel_reason=reason
             )
+        outcome = self._tokens.settle(order, outcome)
         outcome = self._settle(outcome, order.epoch)
         self._running.discard(order)
         if not self._running:
@@ -443,6 +475,8 @@ class TargetActor:
         settings = target_settings(config, target, self._policies)
         self.timings.settings = settings  # what was learned is kept
         self._health.reconfigure(settings.health, trio.current_time())
+        self._tokens.reconfigure(target, settings)
+        self._exchange.on_headers = self._tokens.learn if settings.learn_limits else None
         self._key.target = target
         retired = self._exchange.reconfigure(target, settings)
         if retired is not None:

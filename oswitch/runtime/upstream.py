@@ -158,6 +158,8 @@ class UpstreamStream:
         self.reading = False  # inside a read: the read's own deadline covers the request's
         self.expired = False  # ended at the request deadline while the caller was away
         self.first_chunks: list[StreamedChunk] = []  # read before the caller took over
+        # oswitch added stream_options.include_usage (the caller did not ask for it).
+        self.usage_added = False
 
     @property
     def finished(self) -> bool:

@@ -4,10 +4,13 @@ scoring ``Candidate`` (routing)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
 from oswitch.config import SwitcherConfig, TargetConfig
+from oswitch.core.key_budget import BudgetSnapshot
+from oswitch.core.ratelimit_headers import DIMENSIONS
 from oswitch.core.scoring import Candidate
 from oswitch.core.target_health import TargetHealth
 from oswitch.runtime.timings import ModelDeadlines
@@ -23,6 +26,14 @@ class TargetView:
     orders waiting in its inbox. Never contains a key: ``key_source`` says only where
     the key comes from. ``deadlines``: the deadlines it applies per model it has
     served (learned, cold start or explicit; see docs/deadlines.md).
+
+    Tokens: ``tokens_per_minute`` the provider counted over the last minute;
+    ``tokens_used`` since start by kind (``prompt``, ``completion``, ``cached``);
+    ``cost`` since start at the target's prices (None without prices);
+    ``token_budget_available`` left in the configured token bucket (None: none);
+    ``provider_limits`` the provider's latest view by dimension (``requests``,
+    ``tokens``, ``input_tokens``, ``output_tokens``: each ``limit``, ``remaining``
+    and ``reset_in_s``, any None when not reported; only reported dimensions).
     """
 
     target_id: str
@@ -58,6 +69,11 @@ class TargetView:
     last_error: str | None = None
     last_error_ago_s: float | None = None
     deadlines: tuple[ModelDeadlines, ...] = ()
+    tokens_per_minute: int = 0
+    tokens_used: Mapping[str, int] = attrs.field(factory=dict)
+    cost: float | None = None
+    token_budget_available: float | None = None
+    provider_limits: Mapping[str, Mapping[str, float | None]] = attrs.field(factory=dict)
 
 
 def target_view(
@@ -69,8 +85,10 @@ def target_view(
     in_flight: int,
     key_source: str,
     deadlines: tuple[ModelDeadlines, ...] = (),
+    budget: BudgetSnapshot | None = None,
 ) -> TargetView:
-    """The view of ``target`` at ``now``, its state read from ``health``."""
+    """The view of ``target`` at ``now``, its state read from ``health`` and its tokens
+    from ``budget``."""
     tracker = health.health
     latency = tracker.latency_at(now)
     cooldown = health.cooldown_until(now)
@@ -106,7 +124,35 @@ def target_view(
         last_error=health.last_error,
         last_error_ago_s=None if health.last_error_at is None else now - health.last_error_at,
         deadlines=deadlines,
+        **({} if budget is None else _token_fields(budget, now)),
     )
+
+
+def _token_fields(budget: BudgetSnapshot, now: float) -> dict[str, Any]:
+    totals = budget.totals
+    limits: dict[str, Mapping[str, float | None]] = {}
+    learned = budget.learned
+    if learned is not None:
+        for dimension in DIMENSIONS:
+            window = learned.window(dimension)
+            if window.reported:
+                reset_at = window.reset_at
+                limits[dimension] = {
+                    "limit": window.limit,
+                    "remaining": window.remaining,
+                    "reset_in_s": None if reset_at is None else max(0.0, reset_at - now),
+                }
+    return {
+        "tokens_per_minute": budget.tokens_per_minute,
+        "tokens_used": {
+            "prompt": totals.prompt_tokens,
+            "completion": totals.completion_tokens,
+            "cached": totals.cached_tokens,
+        },
+        "cost": totals.cost,
+        "token_budget_available": budget.configured_available,
+        "provider_limits": limits,
+    }
 
 
 def target_candidate(
