@@ -19,6 +19,7 @@ from oswitch.config import (
     RateLimitConfig,
     RoutingWeights,
     ServerConfig,
+    StoreConfig,
     SwitcherConfig,
     TargetConfig,
     describe_target,
@@ -1005,6 +1006,7 @@ def test_every_key_is_documented() -> None:
         RateLimitConfig,
         ServerConfig,
         ControlConfig,
+        StoreConfig,
     )
     undocumented = [
         f"{cls.__name__}.{field.name}"

@@ -38,6 +38,7 @@ from oswitch.config.model import (
     RateLimitConfig,
     RoutingWeights,
     ServerConfig,
+    StoreConfig,
     SwitcherConfig,
     TargetConfig,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "RateLimitConfig",
     "RoutingWeights",
     "ServerConfig",
+    "StoreConfig",
     "SwitcherConfig",
     "TargetConfig",
     "describe_target",

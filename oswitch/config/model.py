@@ -19,6 +19,7 @@ Jitter = Literal["full", "equal", "none"]
 Api = Literal["openai", "anthropic"]
 StreamResume = Literal["continue", "restart", "off"]
 DeploymentModeHint = Literal["auto", "plugin-only", "server-companion", "sdk-control"]
+OnStoreError = Literal["local", "open", "closed"]
 
 
 @attrs.frozen(kw_only=True)
@@ -69,6 +70,10 @@ class RateLimitConfig:
 
     requests_per_minute: float
     burst: int = attrs.field(default=attrs.Factory(_one_second_of, takes_self=True))
+    # Tokens per minute (prompt + completion), refilled continuously, at most
+    # ``burst_tokens`` at once (default: one minute's worth). None: no token budget.
+    tokens_per_minute: float | None = None
+    burst_tokens: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -133,6 +138,26 @@ class ControlConfig:
 
 
 @attrs.frozen(kw_only=True)
+class StoreConfig:
+    """The shared store of a fleet of replicas (Redis or Valkey, docs/fleet.md).
+
+    ``url`` (``redis://``, ``rediss://``, ``unix://``; it may carry a password, so it
+    is a Secret) or ``url_env``, the environment variable holding it; exactly one.
+    ``timeout_ms`` bounds every store call on the request path; ``on_store_error``
+    says what limits apply while the store is unreachable: ``local`` (each replica
+    enforces ``1/expected_replicas`` of each limit), ``open`` (no limit of oswitch's)
+    or ``closed`` (no attempt is sent).
+    """
+
+    url: Secret | None = None
+    url_env: str | None = None
+    key_prefix: str = "osw"
+    timeout_ms: float = 50.0
+    on_store_error: OnStoreError = "local"
+    expected_replicas: int = 1
+
+
+@attrs.frozen(kw_only=True)
 class SwitcherConfig:
     """The whole configuration. Build it with :func:`parse_config` or
     :func:`load_config`, which validate and resolve defaults."""
@@ -163,6 +188,7 @@ class SwitcherConfig:
     trace_store_bytes: int = 16 * 1024 * 1024
     server: ServerConfig = ServerConfig()
     control: ControlConfig = ControlConfig()
+    store: StoreConfig | None = None
 
 
 # Every class of the schema, for the converter's hooks and for unstructuring.
@@ -174,6 +200,7 @@ MODEL_CLASSES: tuple[type, ...] = (
     TargetConfig,
     ServerConfig,
     ControlConfig,
+    StoreConfig,
     SwitcherConfig,
 )
 

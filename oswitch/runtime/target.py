@@ -31,10 +31,12 @@ from oswitch.core.target_health import (
     TargetHealth,
     TargetState,
 )
+from oswitch.fleet.link import FleetLink, Ticket
 from oswitch.runtime.credentials import TargetKey
 from oswitch.runtime.deadlines import StreamDeadlines
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.exchange import Answer, TargetExchange
+from oswitch.runtime.fleet_face import FleetFace
 from oswitch.runtime.http import TargetTransport
 from oswitch.runtime.messages import (
     AttemptOrder,
@@ -57,7 +59,7 @@ CREDENTIAL_POLL_S = 5.0
 INBOX_SIZE = 16
 
 
-class TargetActor:
+class TargetActor(FleetFace):
     """The actor for one target. Created by the switcher; run with ``nursery.start``.
 
     Only the actor's own tasks change its state. Other tasks may call the read-only
@@ -75,6 +77,7 @@ class TargetActor:
         events: EventHub | None = None,
         notify: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        fleet: FleetLink | None = None,
     ) -> None:
         self.target = target
         self.config = config
@@ -101,6 +104,9 @@ class TargetActor:
         self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](INBOX_SIZE)
         self._nursery: trio.Nursery | None = None
         self._stream_deadlines = StreamDeadlines()
+        # A fleet's shared store: admission before each attempt, transitions after.
+        self._fleet = fleet
+        self._tickets: dict[AttemptOrder, Ticket] = {}
         self.stopped = False  # the actor has ended (retired, or its switcher closed)
 
     async def _watch_credentials(self) -> None:
@@ -188,6 +194,18 @@ class TargetActor:
             in_flight=self.in_flight,
             key_source=self._key.source,
         )
+
+    async def _fleet_admit(
+        self, fleet: FleetLink, order: AttemptOrder, served: str, started: float
+    ) -> AttemptOutcome | None:
+        """Ask the fleet's store for this attempt: a refusal outcome, or None to go on."""
+        ticket = await fleet.admit_order(self, order)
+        if ticket is not None:
+            self._tickets[order] = ticket
+            if ticket.allowed:
+                return None
+        note = "admission cancelled" if ticket is None else f"fleet: {ticket.why}"
+        return self._exchange.outcome(OutcomeKind.REFUSED, served, started, note=note)
 
     # ---- talking to the actor ----------------------------------------------------
 
@@ -284,7 +302,10 @@ class TargetActor:
         started, served = trio.current_time(), self.upstream_model(order.model)
         outcome: AttemptOutcome | None = None
         try:
-            outcome = (await self._exchange.exchange(order, served, started)).outcome
+            if self._fleet is not None:
+                outcome = await self._fleet_admit(self._fleet, order, served, started)
+            if outcome is None:
+                outcome = (await self._exchange.exchange(order, served, started)).outcome
         finally:
             order.reply.set(self.end_attempt(order, outcome, started=started))
 
@@ -306,7 +327,7 @@ class TargetActor:
             outcome = self._exchange.outcome(
                 OutcomeKind.CANCELLED, served, started, cancel_reason=reason
             )
-        outcome = self._settle(outcome, order.epoch)
+        outcome = self._settle(outcome, order.epoch, self._tickets.pop(order, None))
         self._running.discard(order)
         if not self._running:
             self._idle.unpark_all()
@@ -317,8 +338,12 @@ class TargetActor:
         self._streams.pop(order, None)
         return outcome
 
-    def _settle(self, outcome: AttemptOutcome, epoch: int) -> AttemptOutcome:
-        """Apply an attempt's outcome to the target's health and carry out the effects."""
+    def _settle(
+        self, outcome: AttemptOutcome, epoch: int, ticket: Ticket | None = None
+    ) -> AttemptOutcome:
+        """Apply an attempt's outcome to the target's health and carry out the effects
+        (and, in a fleet, queue what the store must learn of it)."""
+        before, blocked_before = self.local_marks(), self._health.blocked
         effects = self._health.settle(outcome.ending(epoch), trio.current_time(), self._rng)
         for effect in effects:
             if effect is not Do.REFRESH_CREDENTIAL:
@@ -327,6 +352,8 @@ class TargetActor:
                 outcome = attrs.evolve(outcome, retry_same=True, note="credential refreshed")
             else:
                 self._block(TargetCondition.REAUTH_REQUIRED, reason="authentication failed")
+        if self._fleet is not None:
+            self._fleet.settled(self, ticket, outcome, before=before, blocked_before=blocked_before)
         return outcome
 
     def _expire_stream(self, order: AttemptOrder) -> None:
@@ -358,10 +385,16 @@ class TargetActor:
         """
         started = trio.current_time()
         answer: Answer | None = None
+        served = self.upstream_model(order.model)
         try:
-            answer = await self._exchange.exchange(
-                order, self.upstream_model(order.model), started, opened=self._streams.__setitem__
-            )
+            if self._fleet is not None:
+                refused = await self._fleet_admit(self._fleet, order, served, started)
+                if refused is not None:
+                    answer = Answer(refused)
+            if answer is None:
+                answer = await self._exchange.exchange(
+                    order, served, started, opened=self._streams.__setitem__
+                )
         finally:
             if answer is None or answer.stream is None:
                 if answer is None and order.cancel_reason is None:

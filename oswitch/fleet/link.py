@@ -1,0 +1,637 @@
+"""One switcher's link to its fleet's store: admission, shared transitions,
+propagation and loud degradation.
+
+- :meth:`FleetLink.admit` runs before every attempt: one atomic script on the
+  store's clock (shared cooldown, breaker and probe lease, operator state, GCRA for
+  requests and tokens). A denial holds the target locally until the exact
+  retry-after, so routing moves on without asking again.
+- :meth:`FleetLink.settled` runs after every attempt (synchronously, from the
+  target): it queues the writes the attempt implies — token usage settled, a
+  cooldown or quota deadline seen, a breaker opened, the fleet's probe closed,
+  reopened or released, a key blocked — for the writer task.
+- A subscriber applies every change other replicas publish within milliseconds;
+  a resync every ``RESYNC_S`` is the backstop (pub/sub loses messages across
+  reconnects) and, while the store is unreachable, its probe.
+- The store breaker (``degrade.StoreBreaker``) trips after consecutive failures:
+  then no request waits on the store, ``on_store_error`` decides the limits, an
+  event, a metric and ``/healthz`` say so, and on recovery the link resyncs and
+  re-publishes this replica's cooldowns and open breakers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from oswitch.config import CircuitBreakerConfig, StoreConfig, SwitcherConfig, TargetConfig
+from oswitch.core.error_class import ErrorClass
+from oswitch.core.policy import recovery_for
+from oswitch.core.shared_hold import SharedHold
+from oswitch.core.target_health import Cooldown, TargetCondition, TargetState
+from oswitch.core.tokens import estimate_request, read_usage
+from oswitch.fleet.degrade import StoreBreaker, StoreHealth
+from oswitch.fleet.gcra import GcraLimit, LocalGcra
+from oswitch.fleet.keys import STATE_TTL_S, TargetKeys, events_channel, target_keys
+from oswitch.fleet.scripts import SharedState, parse_admit, parse_state
+from oswitch.fleet.store import Store, StoreError, open_store
+from oswitch.runtime.events import EventHub
+from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, CommandKind, OutcomeKind
+
+log = logging.getLogger("oswitch.fleet")
+
+# How often every target's shared state is read back (the pub/sub backstop) and, while
+# the store is unreachable, how often it is probed (fixed constant, seconds).
+RESYNC_S = 1.0
+# Writes queued for the store beyond this are dropped and counted (the resync and
+# the re-publish on recovery repair what they carried).
+WRITE_QUEUE = 256
+
+_OP_COMMANDS: Mapping[str, CommandKind] = {
+    "Paused": CommandKind.PAUSE,
+    "Draining": CommandKind.DRAIN,
+    "Disabled": CommandKind.DISABLE,
+}
+_BLOCKS = {str(TargetCondition.REAUTH_REQUIRED), str(TargetCondition.POLICY_BLOCKED)}
+
+
+class FleetMember(Protocol):
+    """What the link needs of a target actor (``runtime.target.TargetActor``)."""
+
+    target_id: str
+    target: TargetConfig
+
+    @property
+    def state(self) -> TargetState: ...
+
+    @property
+    def shared(self) -> SharedHold: ...
+
+    def adopt_shared(self, hold: SharedHold) -> None: ...
+
+    def local_marks(self) -> tuple[Cooldown | None, float, float | None]: ...
+
+    @property
+    def blocked(self) -> TargetCondition | None: ...
+
+    def block_from_fleet(self, condition: TargetCondition | None, *, reason: str) -> None: ...
+
+    async def command(self, kind: CommandKind, payload: object = None) -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class Ticket:
+    """One attempt's admission. ``via``: ``store`` (decided by the store), ``local``
+    (this replica's share, store unreachable), ``open`` / ``closed`` (the policy
+    while unreachable). ``probe``: the fleet's half-open probe, under breaker
+    generation ``gen``. ``tokens``: the estimate reserved."""
+
+    via: str
+    allowed: bool
+    wait_s: float = 0.0
+    why: str = ""
+    probe: bool = False
+    gen: int = 0
+    tokens: int = 0
+
+
+@attrs.frozen
+class _Write:
+    target_id: str
+    script: str
+    keys: list[str]
+    args: list[str | int | float]
+
+
+@attrs.frozen(kw_only=True)
+class FleetStatistics:
+    """The link's counters, for ``/healthz``, metrics and listings."""
+
+    replica_id: str
+    mode: str  # on_store_error
+    store: StoreHealth
+    admitted: int
+    denied: int
+    degraded_decisions: int
+    dropped_writes: int
+    resyncs: int
+    events_applied: int
+
+
+def fleet_link(
+    config: SwitcherConfig, events: EventHub, members: Callable[[], Mapping[str, FleetMember]]
+) -> FleetLink | None:
+    """The link for a switcher with ``config``: None without a ``store``."""
+    if config.store is None:
+        return None
+    return FleetLink(config.store, events=events, members=members, breaker=config.circuit_breaker)
+
+
+def new_replica_id() -> str:
+    """Host, process and a random tag: unique per process, readable in listings."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+def _limits(target: TargetConfig) -> tuple[GcraLimit | None, GcraLimit | None]:
+    limit = target.rate_limit
+    if limit is None:
+        return None, None
+    requests = GcraLimit(rate=limit.requests_per_minute / 60.0, burst=float(limit.burst))
+    tokens = None
+    if limit.tokens_per_minute is not None:
+        burst = limit.burst_tokens if limit.burst_tokens is not None else limit.tokens_per_minute
+        tokens = GcraLimit(rate=limit.tokens_per_minute / 60.0, burst=burst)
+    return requests, tokens
+
+
+def _cause(reason: str) -> ErrorClass:
+    try:
+        return ErrorClass(reason)
+    except ValueError:
+        return ErrorClass.RATE_LIMITED
+
+
+class FleetLink:
+    """The fleet side of one switcher. Run :meth:`serve` in the switcher's nursery;
+    targets call :meth:`admit` and :meth:`settled`; the switcher calls
+    :meth:`operator` for an operator's command."""
+
+    def __init__(
+        self,
+        config: StoreConfig,
+        *,
+        events: EventHub,
+        members: Callable[[], Mapping[str, FleetMember]],
+        breaker: CircuitBreakerConfig | None = None,
+        replica_id: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.replica_id = replica_id or new_replica_id()
+        self._events = events
+        self._members = members
+        self._environ = os.environ if environ is None else environ
+        self._timeout_s = config.timeout_ms / 1000.0
+        self._default_breaker = breaker or CircuitBreakerConfig()
+        self._share = 1.0 / config.expected_replicas
+        self._breaker = StoreBreaker()
+        self._store: Store | None = None
+        self._send_writes, self._writes = trio.open_memory_channel[_Write](WRITE_QUEUE)
+        self._local: dict[str, tuple[LocalGcra | None, LocalGcra | None]] = {}
+        self._seen: dict[str, SharedState] = {}
+        self._fleet_blocked: set[str] = set()
+        self._resync_now = trio.Event()
+        self._subscription: trio.CancelScope | None = None
+        self._admitted = self._denied = self._degraded_decisions = 0
+        self._dropped = self._resyncs = self._applied = 0
+
+    # ---- reading -----------------------------------------------------------------
+
+    @property
+    def degraded(self) -> bool:
+        return self._breaker.degraded
+
+    def statistics(self) -> FleetStatistics:
+        return FleetStatistics(
+            replica_id=self.replica_id,
+            mode=self.config.on_store_error,
+            store=self._breaker.statistics(),
+            admitted=self._admitted,
+            denied=self._denied,
+            degraded_decisions=self._degraded_decisions,
+            dropped_writes=self._dropped,
+            resyncs=self._resyncs,
+            events_applied=self._applied,
+        )
+
+    def shared_state(self, target_id: str) -> SharedState | None:
+        """The last shared state seen for ``target_id`` (listings)."""
+        return self._seen.get(target_id)
+
+    def _half_open_after_s(self, target: TargetConfig) -> float:
+        """The breaker's open interval, which is also the fleet's probe lease."""
+        breaker = target.circuit_breaker or self._default_breaker
+        return breaker.half_open_after_ms / 1000.0
+
+    def _keys(self, target_id: str) -> TargetKeys:
+        return target_keys(self.config.key_prefix, target_id)
+
+    # ---- store health ------------------------------------------------------------
+
+    def _failed(self, error: str) -> None:
+        if self._breaker.record_error(trio.current_time(), error):
+            log.warning("store_degraded", extra={"note": error})
+            self._events.emit("store_degraded", note=error, mode=self.config.on_store_error)
+            if self._subscription is not None:
+                self._subscription.cancel()  # resubscribe (and resync) once it is back
+
+    def _ok(self) -> None:
+        if self._breaker.record_ok():
+            log.warning("store_recovered")
+            self._events.emit("store_recovered", mode=self.config.on_store_error)
+            self._republish()
+            if self._subscription is not None:
+                self._subscription.cancel()
+
+    # ---- admission ---------------------------------------------------------------
+
+    async def admit_order(self, member: FleetMember, order: AttemptOrder) -> Ticket | None:
+        """:meth:`admit` within the order's guard: None when the order was cancelled
+        (or reached its deadline) meanwhile."""
+        ticket = None
+        with order.guard(order.deadline):
+            ticket = await self.admit(member, order.request)
+        return ticket
+
+    async def admit(self, member: FleetMember, request: Mapping[str, Any]) -> Ticket:
+        """Admit one attempt of ``member``; blocks at most ``timeout_ms`` on the
+        store (not at all while it is unreachable). A denial holds the target until
+        its retry-after. Never raises but for cancellation."""
+        requests, tokens_limit = _limits(member.target)
+        tokens = estimate_request(request).total_tokens if tokens_limit is not None else 0
+        store = self._store
+        if store is not None and not self._breaker.degraded:
+            keys = self._keys(member.target_id)
+            args: list[str | int | float] = [
+                _us(requests.interval) if requests else 0,
+                _us(requests.tolerance) if requests else 0,
+                _us(tokens_limit.interval) if tokens_limit else 0,
+                _us(tokens_limit.tolerance) if tokens_limit else 0,
+                tokens,
+                int(tokens_limit.burst) if tokens_limit else 0,
+                self.replica_id,
+                _us(self._half_open_after_s(member.target)),
+                events_channel(self.config.key_prefix),
+                member.target_id,
+                STATE_TTL_S * 1000,
+            ]
+            try:
+                reply = parse_admit(await store.script("admit", keys.all(), args))
+            except (StoreError, ValueError) as exc:
+                self._failed(str(exc))
+            else:
+                self._ok()
+                ticket = Ticket(
+                    via="store",
+                    allowed=reply.allowed,
+                    wait_s=reply.wait_s,
+                    why=reply.why,
+                    probe=reply.probe,
+                    gen=reply.gen,
+                    tokens=tokens if reply.allowed else 0,
+                )
+                self._count(ticket)
+                if not ticket.allowed:
+                    self._hold(member, ticket)
+                elif member.shared.open_until > trio.current_time():
+                    member.adopt_shared(attrs.evolve(member.shared, open_until=-math.inf))
+                return ticket
+        else:
+            await trio.lowlevel.checkpoint()
+        ticket = self._admit_degraded(member, requests, tokens_limit, tokens)
+        self._count(ticket)
+        if not ticket.allowed:
+            self._hold(member, ticket)
+        return ticket
+
+    def _count(self, ticket: Ticket) -> None:
+        if ticket.allowed:
+            self._admitted += 1
+        else:
+            self._denied += 1
+        if ticket.via != "store":
+            self._degraded_decisions += 1
+
+    def _admit_degraded(
+        self,
+        member: FleetMember,
+        requests: GcraLimit | None,
+        tokens_limit: GcraLimit | None,
+        tokens: int,
+    ) -> Ticket:
+        mode = self.config.on_store_error
+        if mode == "open":
+            return Ticket(via="open", allowed=True)
+        if mode == "closed":
+            return Ticket(via="closed", allowed=False, wait_s=RESYNC_S, why="store unreachable")
+        local = self._local.get(member.target_id)
+        wanted = requests.scaled(self._share) if requests else None
+        if local is None or (local[0].limit if local[0] else None) != wanted:
+            local = (
+                LocalGcra(requests.scaled(self._share)) if requests else None,
+                LocalGcra(tokens_limit.scaled(self._share)) if tokens_limit else None,
+            )
+            self._local[member.target_id] = local
+        now = trio.current_time()
+        wait = 0.0
+        for limiter, cost in ((local[0], 1.0), (local[1], float(tokens))):
+            if limiter is not None and cost > 0:
+                wait = max(wait, limiter.check(now, cost).retry_after)
+        if wait > 0:
+            return Ticket(via="local", allowed=False, wait_s=wait, why="rate")
+        for limiter, cost in ((local[0], 1.0), (local[1], float(tokens))):
+            if limiter is not None and cost > 0:
+                limiter.take(now, cost)
+        return Ticket(via="local", allowed=True, tokens=tokens)
+
+    def _hold(self, member: FleetMember, ticket: Ticket) -> None:
+        """Keep routing off a denied target until the denial's retry-after."""
+        now = trio.current_time()
+        until = now + ticket.wait_s
+        hold = member.shared
+        why = ticket.why
+        if why == "cool":
+            hold = attrs.evolve(hold, cool_until=max(hold.cool_until, until))
+        elif why == "quota":
+            hold = attrs.evolve(hold, quota_until=max(hold.quota_until, until))
+        elif why in ("open", "probe"):
+            hold = attrs.evolve(hold, open_until=max(hold.open_until, until))
+        elif math.isinf(ticket.wait_s):
+            # An operator's state or a block this replica has not applied yet: out
+            # until the resync (asked for now) brings it.
+            hold = attrs.evolve(hold, no_token_until=now + RESYNC_S)
+            self._resync_now.set()
+        else:
+            hold = attrs.evolve(hold, no_token_until=max(hold.no_token_until, until))
+        member.adopt_shared(hold)
+
+    # ---- after an attempt ----------------------------------------------------------
+
+    def settled(
+        self,
+        member: FleetMember,
+        ticket: Ticket | None,
+        outcome: AttemptOutcome,
+        *,
+        before: tuple[Cooldown | None, float, float | None],
+        blocked_before: TargetCondition | None,
+    ) -> None:
+        """Queue the store writes one settled attempt implies. Synchronous, never
+        blocks, never raises. ``before``: the target's :meth:`local_marks` before
+        the outcome was applied."""
+        now = trio.current_time()
+        target_id = member.target_id
+        keys = self._keys(target_id)
+        cool_before, quota_before, open_before = before
+        cool_after, quota_after, open_after = member.local_marks()
+        if ticket is not None and ticket.tokens and outcome.kind is OutcomeKind.OK:
+            usage = read_usage(outcome.reply)
+            delta = 0 if usage is None else usage.counted_tokens - ticket.tokens
+            _, tokens_limit = _limits(member.target)
+            if delta and tokens_limit is not None:
+                if ticket.via == "store":
+                    args: list[str | int | float] = [_us(tokens_limit.interval), delta]
+                    self._queue(_Write(target_id, "settle", [keys.tokens], args))
+                elif ticket.via == "local":
+                    local = self._local.get(target_id)
+                    if local is not None and local[1] is not None:
+                        local[1].adjust(now, float(delta))
+        if cool_after is not None and (cool_before is None or cool_after.until > cool_before.until):
+            self._transition(target_id, "cool", cool_after.until - now, str(cool_after.cause))
+        if quota_after > quota_before and quota_after > now:
+            self._transition(target_id, "quota", quota_after - now, "")
+        opened = open_after is not None and (open_before is None or open_after > open_before)
+        if opened and open_after is not None:
+            self._transition(target_id, "open", max(0.0, open_after - now), "")
+        if ticket is not None and ticket.probe and ticket.via == "store":
+            failure = outcome.classification if outcome.kind is OutcomeKind.FAILED else None
+            error_class = outcome.error_class if failure is not None else None
+            if outcome.kind is OutcomeKind.OK:
+                self._transition(target_id, "close", float(ticket.gen), "", raw=True)
+            elif (
+                error_class is not None
+                and not failure.local_fault  # type: ignore[union-attr]
+                and recovery_for(error_class).breaker_failure
+            ):
+                if not opened:
+                    half_open_after = self._half_open_after_s(member.target)
+                    self._transition(target_id, "open", half_open_after, "")
+            else:
+                self._transition(target_id, "release", float(ticket.gen), "", raw=True)
+        blocked = member.blocked
+        if blocked is not blocked_before and target_id not in self._fleet_blocked:
+            self._transition(target_id, "block", 0.0, str(blocked) if blocked else "")
+
+    def _transition(
+        self, target_id: str, kind: str, number: float, text: str, *, raw: bool = False
+    ) -> None:
+        value: str | int | float = int(number) if raw else _us(number)
+        args: list[str | int | float] = [
+            kind,
+            self.replica_id,
+            value,
+            text,
+            events_channel(self.config.key_prefix),
+            target_id,
+            STATE_TTL_S * 1000,
+        ]
+        self._queue(_Write(target_id, "transition", [self._keys(target_id).state], args))
+
+    def _queue(self, write: _Write) -> None:
+        if self._breaker.degraded or self._store is None:
+            return  # re-published from the targets' own state once the store is back
+        try:
+            self._send_writes.send_nowait(write)
+        except trio.WouldBlock:
+            self._dropped += 1
+
+    def _republish(self) -> None:
+        """After an outage: this replica's running cooldowns, quota deadlines and
+        open breakers, re-sent (the store keeps the later of two)."""
+        now = trio.current_time()
+        for target_id, member in self._members().items():
+            cooldown, quota_until, open_until = member.local_marks()
+            if cooldown is not None and cooldown.until > now:
+                self._transition(target_id, "cool", cooldown.until - now, str(cooldown.cause))
+            if quota_until > now:
+                self._transition(target_id, "quota", quota_until - now, "")
+            if open_until is not None and open_until > now:
+                self._transition(target_id, "open", open_until - now, "")
+
+    # ---- operator commands -----------------------------------------------------------
+
+    async def operator(self, target_id: str, kind: CommandKind) -> bool:
+        """Make an operator's command on ``target_id`` fleet-wide: pause, drain and
+        disable set the shared operator state, resume clears it with the shared
+        cooldowns and breaker. Blocks at most ``timeout_ms``; False (and an event)
+        when the store could not take it, so it applied to this replica only."""
+        store = self._store
+        if kind is CommandKind.RESUME:
+            kind_text, text = "resume", ""
+        else:
+            kind_text = "op"
+            text = {v: k for k, v in _OP_COMMANDS.items()}[kind]
+        args: list[str | int | float] = [
+            kind_text,
+            self.replica_id,
+            0,
+            text,
+            events_channel(self.config.key_prefix),
+            target_id,
+            STATE_TTL_S * 1000,
+        ]
+        if store is not None and not self._breaker.degraded:
+            try:
+                await store.script("transition", [self._keys(target_id).state], args)
+            except StoreError as exc:
+                self._failed(str(exc))
+            else:
+                self._ok()
+                return True
+        else:
+            await trio.lowlevel.checkpoint()
+        self._events.emit("fleet_command_local_only", target_id=target_id, note=str(kind))
+        return False
+
+    # ---- applying what the store says ------------------------------------------------
+
+    async def _apply(self, target_id: str, state: SharedState, store_now_us: int) -> None:
+        member = self._members().get(target_id)
+        if member is None:
+            await trio.lowlevel.checkpoint()
+            return
+        self._applied += 1
+        now = trio.current_time()
+
+        def local(at_us: int) -> float:
+            return -math.inf if at_us <= store_now_us else now + (at_us - store_now_us) / 1e6
+
+        if state.breaker == "open":
+            open_until = local(state.open_until_us)
+        elif state.breaker == "half_open":
+            open_until = local(state.probe_until_us)  # the probe's holder waits too
+        else:
+            open_until = -math.inf
+        member.adopt_shared(
+            SharedHold(
+                cool_until=local(state.cool_until_us),
+                cool_cause=_cause(state.cool_reason),
+                quota_until=local(state.quota_until_us),
+                open_until=open_until,
+                no_token_until=member.shared.no_token_until,
+            )
+        )
+        previous = self._seen.get(target_id)
+        self._seen[target_id] = state
+        fresh = previous is None or state.ver > previous.ver
+        mine = state.by == self.replica_id
+        if state.blocked in _BLOCKS and member.blocked is None and not mine:
+            self._fleet_blocked.add(target_id)
+            member.block_from_fleet(TargetCondition(state.blocked), reason=f"fleet: {state.by}")
+        elif not state.blocked and target_id in self._fleet_blocked:
+            self._fleet_blocked.discard(target_id)
+            if member.blocked is not None:
+                member.block_from_fleet(None, reason=f"fleet: {state.by}")
+        if mine:
+            await trio.lowlevel.checkpoint()
+            return
+        command = _OP_COMMANDS.get(state.op)
+        if command is not None and member.state is TargetState.ACTIVE:
+            await member.command(command)
+        elif fresh and state.what == "resume" and previous is not None:
+            await member.command(CommandKind.RESUME)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _resync(self, store: Store) -> None:
+        """Read every target's shared state back and apply it. Raises StoreError."""
+        for target_id in list(self._members()):
+            reply = await store.script("read", [self._keys(target_id).state], [])
+            if not isinstance(reply, list | tuple) or len(reply) != 2:
+                raise StoreError("unexpected read reply")
+            store_now = int(float(reply[0]))
+            await self._apply(target_id, parse_state(reply[1]), store_now)
+        self._resyncs += 1
+        await trio.lowlevel.checkpoint()
+
+    # ---- the tasks -------------------------------------------------------------------
+
+    def _url(self) -> str | None:
+        if self.config.url is not None:
+            return self.config.url.reveal()
+        assert self.config.url_env is not None
+        return self._environ.get(self.config.url_env) or None
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the link until cancelled: the writer, the subscriber and the resync.
+        Reports readiness at once (the store is never waited for at start)."""
+        url = self._url()
+        if url is None:
+            self._breaker.trip(trio.current_time(), f"${self.config.url_env} is not set")
+            self._events.emit(
+                "store_degraded", note=self._breaker.last_error, mode=self.config.on_store_error
+            )
+            task_status.started()
+            await trio.sleep_forever()
+        assert url is not None
+        opened = open_store(url, timeout_s=self._timeout_s)
+        async with opened as store, trio.open_nursery() as nursery:
+            self._store = store
+            nursery.start_soon(self._write_loop, store)
+            nursery.start_soon(self._subscribe_loop, store)
+            nursery.start_soon(self._resync_loop, store)
+            task_status.started()
+
+    async def _write_loop(self, store: Store) -> None:
+        async with self._writes:
+            async for write in self._writes:
+                if self._breaker.degraded:
+                    await trio.lowlevel.checkpoint()
+                    continue
+                try:
+                    await store.script(write.script, write.keys, write.args)
+                except StoreError as exc:
+                    self._failed(str(exc))
+                else:
+                    self._ok()
+
+    async def _subscribe_loop(self, store: Store) -> None:
+        channel = events_channel(self.config.key_prefix)
+        while True:
+            with trio.CancelScope() as scope:
+                self._subscription = scope
+                try:
+                    async with store.subscribe(channel) as messages:
+                        await self._resync(store)  # subscribed first: nothing falls between
+                        self._ok()
+                        async for message in messages:
+                            await self._on_message(message)
+                except StoreError as exc:
+                    self._failed(str(exc))
+            self._subscription = None
+            await trio.sleep(RESYNC_S)
+
+    async def _on_message(self, message: Mapping[str, Any]) -> None:
+        target_id, state, now = message.get("t"), message.get("s"), message.get("now")
+        if not isinstance(target_id, str) or not isinstance(state, Mapping):
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            store_now = int(float(str(now)))
+        except ValueError:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._apply(target_id, parse_state(state), store_now)
+
+    async def _resync_loop(self, store: Store) -> None:
+        while True:
+            with trio.move_on_after(RESYNC_S):
+                await self._resync_now.wait()
+            self._resync_now = trio.Event()
+            try:
+                await self._resync(store)
+            except StoreError as exc:
+                self._failed(str(exc))
+            else:
+                self._ok()
+
+
+def _us(seconds: float) -> float:
+    return round(seconds * 1e6, 3)
