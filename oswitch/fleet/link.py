@@ -26,80 +26,30 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import trio
 
 from oswitch.config import CircuitBreakerConfig, StoreConfig, SwitcherConfig, TargetConfig
-from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import recovery_for
-from oswitch.core.shared_hold import SharedHold
-from oswitch.core.target_health import Cooldown, TargetCondition, TargetState
+from oswitch.core.target_health import Cooldown, TargetCondition
 from oswitch.core.tokens import estimate_request, read_usage
 from oswitch.fleet.degrade import StoreBreaker, StoreHealth
 from oswitch.fleet.gcra import GcraLimit, LocalGcra
 from oswitch.fleet.keys import STATE_TTL_S, TargetKeys, events_channel, target_keys
-from oswitch.fleet.scripts import SharedState, parse_admit, parse_state
-from oswitch.fleet.store import Store, StoreError, open_store
+from oswitch.fleet.member import FleetMember, Ticket
+from oswitch.fleet.scripts import SharedState, parse_admit
+from oswitch.fleet.store import Store, StoreError
+from oswitch.fleet.sync import OP_COMMANDS, RESYNC_S, FleetSync
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, CommandKind, OutcomeKind
 
 log = logging.getLogger("oswitch.fleet")
 
-# How often every target's shared state is read back (the pub/sub backstop) and, while
-# the store is unreachable, how often it is probed (fixed constant, seconds).
-RESYNC_S = 1.0
 # Writes queued for the store beyond this are dropped and counted (the resync and
 # the re-publish on recovery repair what they carried).
 WRITE_QUEUE = 256
-
-_OP_COMMANDS: Mapping[str, CommandKind] = {
-    "Paused": CommandKind.PAUSE,
-    "Draining": CommandKind.DRAIN,
-    "Disabled": CommandKind.DISABLE,
-}
-_BLOCKS = {str(TargetCondition.REAUTH_REQUIRED), str(TargetCondition.POLICY_BLOCKED)}
-
-
-class FleetMember(Protocol):
-    """What the link needs of a target actor (``runtime.target.TargetActor``)."""
-
-    target_id: str
-    target: TargetConfig
-
-    @property
-    def state(self) -> TargetState: ...
-
-    @property
-    def shared(self) -> SharedHold: ...
-
-    def adopt_shared(self, hold: SharedHold) -> None: ...
-
-    def local_marks(self) -> tuple[Cooldown | None, float, float | None]: ...
-
-    @property
-    def blocked(self) -> TargetCondition | None: ...
-
-    def block_from_fleet(self, condition: TargetCondition | None, *, reason: str) -> None: ...
-
-    async def command(self, kind: CommandKind, payload: object = None) -> None: ...
-
-
-@attrs.frozen(kw_only=True)
-class Ticket:
-    """One attempt's admission. ``via``: ``store`` (decided by the store), ``local``
-    (this replica's share, store unreachable), ``open`` / ``closed`` (the policy
-    while unreachable). ``probe``: the fleet's half-open probe, under breaker
-    generation ``gen``. ``tokens``: the estimate reserved."""
-
-    via: str
-    allowed: bool
-    wait_s: float = 0.0
-    why: str = ""
-    probe: bool = False
-    gen: int = 0
-    tokens: int = 0
 
 
 @attrs.frozen
@@ -151,14 +101,7 @@ def _limits(target: TargetConfig) -> tuple[GcraLimit | None, GcraLimit | None]:
     return requests, tokens
 
 
-def _cause(reason: str) -> ErrorClass:
-    try:
-        return ErrorClass(reason)
-    except ValueError:
-        return ErrorClass.RATE_LIMITED
-
-
-class FleetLink:
+class FleetLink(FleetSync):
     """The fleet side of one switcher. Run :meth:`serve` in the switcher's nursery;
     targets call :meth:`admit` and :meth:`settled`; the switcher calls
     :meth:`operator` for an operator's command."""
@@ -276,6 +219,7 @@ class FleetLink:
                 reply = parse_admit(await store.script("admit", keys.all(), args))
             except (StoreError, ValueError) as exc:
                 self._failed(str(exc))
+                await trio.lowlevel.checkpoint()  # it may have failed before any wait
             else:
                 self._ok()
                 ticket = Ticket(
@@ -467,7 +411,7 @@ class FleetLink:
             kind_text, text = "resume", ""
         else:
             kind_text = "op"
-            text = {v: k for k, v in _OP_COMMANDS.items()}[kind]
+            text = {v: k for k, v in OP_COMMANDS.items()}[kind]
         args: list[str | int | float] = [
             kind_text,
             self.replica_id,
@@ -482,6 +426,7 @@ class FleetLink:
                 await store.script("transition", [self._keys(target_id).state], args)
             except StoreError as exc:
                 self._failed(str(exc))
+                await trio.lowlevel.checkpoint()  # it may have failed before any wait
             else:
                 self._ok()
                 return True
@@ -489,148 +434,6 @@ class FleetLink:
             await trio.lowlevel.checkpoint()
         self._events.emit("fleet_command_local_only", target_id=target_id, note=str(kind))
         return False
-
-    # ---- applying what the store says ------------------------------------------------
-
-    async def _apply(self, target_id: str, state: SharedState, store_now_us: int) -> None:
-        member = self._members().get(target_id)
-        if member is None:
-            await trio.lowlevel.checkpoint()
-            return
-        self._applied += 1
-        now = trio.current_time()
-
-        def local(at_us: int) -> float:
-            return -math.inf if at_us <= store_now_us else now + (at_us - store_now_us) / 1e6
-
-        if state.breaker == "open":
-            open_until = local(state.open_until_us)
-        elif state.breaker == "half_open":
-            open_until = local(state.probe_until_us)  # the probe's holder waits too
-        else:
-            open_until = -math.inf
-        member.adopt_shared(
-            SharedHold(
-                cool_until=local(state.cool_until_us),
-                cool_cause=_cause(state.cool_reason),
-                quota_until=local(state.quota_until_us),
-                open_until=open_until,
-                no_token_until=member.shared.no_token_until,
-            )
-        )
-        previous = self._seen.get(target_id)
-        self._seen[target_id] = state
-        fresh = previous is None or state.ver > previous.ver
-        mine = state.by == self.replica_id
-        if state.blocked in _BLOCKS and member.blocked is None and not mine:
-            self._fleet_blocked.add(target_id)
-            member.block_from_fleet(TargetCondition(state.blocked), reason=f"fleet: {state.by}")
-        elif not state.blocked and target_id in self._fleet_blocked:
-            self._fleet_blocked.discard(target_id)
-            if member.blocked is not None:
-                member.block_from_fleet(None, reason=f"fleet: {state.by}")
-        if mine:
-            await trio.lowlevel.checkpoint()
-            return
-        command = _OP_COMMANDS.get(state.op)
-        if command is not None and member.state is TargetState.ACTIVE:
-            await member.command(command)
-        elif fresh and state.what == "resume" and previous is not None:
-            await member.command(CommandKind.RESUME)
-        else:
-            await trio.lowlevel.checkpoint()
-
-    async def _resync(self, store: Store) -> None:
-        """Read every target's shared state back and apply it. Raises StoreError."""
-        for target_id in list(self._members()):
-            reply = await store.script("read", [self._keys(target_id).state], [])
-            if not isinstance(reply, list | tuple) or len(reply) != 2:
-                raise StoreError("unexpected read reply")
-            store_now = int(float(reply[0]))
-            await self._apply(target_id, parse_state(reply[1]), store_now)
-        self._resyncs += 1
-        await trio.lowlevel.checkpoint()
-
-    # ---- the tasks -------------------------------------------------------------------
-
-    def _url(self) -> str | None:
-        if self.config.url is not None:
-            return self.config.url.reveal()
-        assert self.config.url_env is not None
-        return self._environ.get(self.config.url_env) or None
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the link until cancelled: the writer, the subscriber and the resync.
-        Reports readiness at once (the store is never waited for at start)."""
-        url = self._url()
-        if url is None:
-            self._breaker.trip(trio.current_time(), f"${self.config.url_env} is not set")
-            self._events.emit(
-                "store_degraded", note=self._breaker.last_error, mode=self.config.on_store_error
-            )
-            task_status.started()
-            await trio.sleep_forever()
-        assert url is not None
-        opened = open_store(url, timeout_s=self._timeout_s)
-        async with opened as store, trio.open_nursery() as nursery:
-            self._store = store
-            nursery.start_soon(self._write_loop, store)
-            nursery.start_soon(self._subscribe_loop, store)
-            nursery.start_soon(self._resync_loop, store)
-            task_status.started()
-
-    async def _write_loop(self, store: Store) -> None:
-        async with self._writes:
-            async for write in self._writes:
-                if self._breaker.degraded:
-                    await trio.lowlevel.checkpoint()
-                    continue
-                try:
-                    await store.script(write.script, write.keys, write.args)
-                except StoreError as exc:
-                    self._failed(str(exc))
-                else:
-                    self._ok()
-
-    async def _subscribe_loop(self, store: Store) -> None:
-        channel = events_channel(self.config.key_prefix)
-        while True:
-            with trio.CancelScope() as scope:
-                self._subscription = scope
-                try:
-                    async with store.subscribe(channel) as messages:
-                        await self._resync(store)  # subscribed first: nothing falls between
-                        self._ok()
-                        async for message in messages:
-                            await self._on_message(message)
-                except StoreError as exc:
-                    self._failed(str(exc))
-            self._subscription = None
-            await trio.sleep(RESYNC_S)
-
-    async def _on_message(self, message: Mapping[str, Any]) -> None:
-        target_id, state, now = message.get("t"), message.get("s"), message.get("now")
-        if not isinstance(target_id, str) or not isinstance(state, Mapping):
-            await trio.lowlevel.checkpoint()
-            return
-        try:
-            store_now = int(float(str(now)))
-        except ValueError:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._apply(target_id, parse_state(state), store_now)
-
-    async def _resync_loop(self, store: Store) -> None:
-        while True:
-            with trio.move_on_after(RESYNC_S):
-                await self._resync_now.wait()
-            self._resync_now = trio.Event()
-            try:
-                await self._resync(store)
-            except StoreError as exc:
-                self._failed(str(exc))
-            else:
-                self._ok()
 
 
 def _us(seconds: float) -> float:
