@@ -37,9 +37,15 @@ from oswitch.core.target_health import Cooldown, TargetCondition
 from oswitch.core.tokens import estimate_request, read_usage
 from oswitch.fleet.degrade import StoreBreaker, StoreHealth
 from oswitch.fleet.gcra import GcraLimit, LocalGcra
-from oswitch.fleet.keys import STATE_TTL_S, TargetKeys, events_channel, target_keys
+from oswitch.fleet.keys import TargetKeys, events_channel, target_keys
 from oswitch.fleet.member import FleetMember, Ticket
-from oswitch.fleet.scripts import SharedState, parse_admit
+from oswitch.fleet.scripts import (
+    ScriptArg,
+    SharedState,
+    admit_args,
+    parse_admit,
+    transition_args,
+)
 from oswitch.fleet.store import Store, StoreError
 from oswitch.fleet.sync import OP_COMMANDS, RESYNC_S, FleetSync
 from oswitch.runtime.events import EventHub
@@ -57,7 +63,7 @@ class _Write:
     target_id: str
     script: str
     keys: list[str]
-    args: list[str | int | float]
+    args: list[ScriptArg]
 
 
 @attrs.frozen(kw_only=True)
@@ -202,19 +208,15 @@ class FleetLink(FleetSync):
         store = self._store
         if store is not None and not self._breaker.degraded:
             keys = self._keys(member.target_id)
-            args: list[str | int | float] = [
-                _us(requests.interval) if requests else 0,
-                _us(requests.tolerance) if requests else 0,
-                _us(tokens_limit.interval) if tokens_limit else 0,
-                _us(tokens_limit.tolerance) if tokens_limit else 0,
-                tokens,
-                int(tokens_limit.burst) if tokens_limit else 0,
-                self.replica_id,
-                _us(self._half_open_after_s(member.target)),
-                events_channel(self.config.key_prefix),
-                member.target_id,
-                STATE_TTL_S * 1000,
-            ]
+            args = admit_args(
+                requests=requests,
+                tokens=tokens_limit,
+                cost=tokens,
+                replica=self.replica_id,
+                lease_s=self._half_open_after_s(member.target),
+                channel=events_channel(self.config.key_prefix),
+                target_id=member.target_id,
+            )
             try:
                 reply = parse_admit(await store.script("admit", keys.all(), args))
             except (StoreError, ValueError) as exc:
@@ -331,7 +333,7 @@ class FleetLink(FleetSync):
             _, tokens_limit = _limits(member.target)
             if delta and tokens_limit is not None:
                 if ticket.via == "store":
-                    args: list[str | int | float] = [_us(tokens_limit.interval), delta]
+                    args: list[ScriptArg] = [round(tokens_limit.interval * 1e6, 3), delta]
                     self._queue(_Write(target_id, "settle", [keys.tokens], args))
                 elif ticket.via == "local":
                     local = self._local.get(target_id)
@@ -348,7 +350,7 @@ class FleetLink(FleetSync):
             failure = outcome.classification if outcome.kind is OutcomeKind.FAILED else None
             error_class = outcome.error_class if failure is not None else None
             if outcome.kind is OutcomeKind.OK:
-                self._transition(target_id, "close", float(ticket.gen), "", raw=True)
+                self._transition(target_id, "close", float(ticket.gen), "")
             elif (
                 error_class is not None
                 and not failure.local_fault  # type: ignore[union-attr]
@@ -358,24 +360,20 @@ class FleetLink(FleetSync):
                     half_open_after = self._half_open_after_s(member.target)
                     self._transition(target_id, "open", half_open_after, "")
             else:
-                self._transition(target_id, "release", float(ticket.gen), "", raw=True)
+                self._transition(target_id, "release", float(ticket.gen), "")
         blocked = member.blocked
         if blocked is not blocked_before and target_id not in self._fleet_blocked:
             self._transition(target_id, "block", 0.0, str(blocked) if blocked else "")
 
-    def _transition(
-        self, target_id: str, kind: str, number: float, text: str, *, raw: bool = False
-    ) -> None:
-        value: str | int | float = int(number) if raw else _us(number)
-        args: list[str | int | float] = [
+    def _transition(self, target_id: str, kind: str, number: float, text: str) -> None:
+        args = transition_args(
             kind,
-            self.replica_id,
-            value,
-            text,
-            events_channel(self.config.key_prefix),
-            target_id,
-            STATE_TTL_S * 1000,
-        ]
+            replica=self.replica_id,
+            number=number,
+            text=text,
+            channel=events_channel(self.config.key_prefix),
+            target_id=target_id,
+        )
         self._queue(_Write(target_id, "transition", [self._keys(target_id).state], args))
 
     def _queue(self, write: _Write) -> None:
@@ -412,15 +410,14 @@ class FleetLink(FleetSync):
         else:
             kind_text = "op"
             text = {v: k for k, v in OP_COMMANDS.items()}[kind]
-        args: list[str | int | float] = [
+        args = transition_args(
             kind_text,
-            self.replica_id,
-            0,
-            text,
-            events_channel(self.config.key_prefix),
-            target_id,
-            STATE_TTL_S * 1000,
-        ]
+            replica=self.replica_id,
+            number=0,
+            text=text,
+            channel=events_channel(self.config.key_prefix),
+            target_id=target_id,
+        )
         if store is not None and not self._breaker.degraded:
             try:
                 await store.script("transition", [self._keys(target_id).state], args)
@@ -434,7 +431,3 @@ class FleetLink(FleetSync):
             await trio.lowlevel.checkpoint()
         self._events.emit("fleet_command_local_only", target_id=target_id, note=str(kind))
         return False
-
-
-def _us(seconds: float) -> float:
-    return round(seconds * 1e6, 3)

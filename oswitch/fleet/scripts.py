@@ -24,6 +24,9 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from oswitch.fleet.gcra import GcraLimit
+from oswitch.fleet.keys import STATE_TTL_S
+
 # Shared by the scripts: the store's clock, state written, state published.
 _PRELUDE = """
 local t = redis.call('TIME')
@@ -188,6 +191,48 @@ SCRIPTS: Mapping[str, str] = {
 
 Transition = str  # cool | quota | open | close | release | block | op | resume
 TRANSITIONS = frozenset({"cool", "quota", "open", "close", "release", "block", "op", "resume"})
+
+
+ScriptArg = str | int | float
+
+
+def _us(seconds: float) -> float:
+    return round(seconds * 1e6, 3)
+
+
+def admit_args(
+    *,
+    requests: GcraLimit | None,
+    tokens: GcraLimit | None,
+    cost: int,
+    replica: str,
+    lease_s: float,
+    channel: str,
+    target_id: str,
+) -> list[ScriptArg]:
+    """ADMIT's arguments: the limits as µs intervals and tolerances (0: no limit)."""
+    return [
+        _us(requests.interval) if requests else 0,
+        _us(requests.tolerance) if requests else 0,
+        _us(tokens.interval) if tokens else 0,
+        _us(tokens.tolerance) if tokens else 0,
+        cost,
+        int(tokens.burst) if tokens else 0,
+        replica,
+        _us(lease_s),
+        channel,
+        target_id,
+        STATE_TTL_S * 1000,
+    ]
+
+
+def transition_args(
+    kind: str, *, replica: str, number: float, text: str, channel: str, target_id: str
+) -> list[ScriptArg]:
+    """TRANSITION's arguments; ``number`` is a duration in seconds, except for
+    ``close`` and ``release``, where it is the expected breaker generation."""
+    value: ScriptArg = int(number) if kind in ("close", "release") else _us(number)
+    return [kind, replica, value, text, channel, target_id, STATE_TTL_S * 1000]
 
 
 def _text(value: object) -> str:
