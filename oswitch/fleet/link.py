@@ -164,6 +164,31 @@ class FleetLink(FleetSync):
         """The last shared state seen for ``target_id`` (listings)."""
         return self._seen.get(target_id)
 
+    def view_of(self, member: FleetMember, now: float) -> dict[str, object]:
+        """The fleet-wide state of ``member`` for listings: the shared breaker,
+        operator state and block as last seen, the replica that made the last change
+        and what it was, the hold's remaining seconds, and whether the store is
+        unreachable now (then all of it may be stale)."""
+        state = self._seen.get(member.target_id)
+        hold = member.shared
+
+        def left(until: float) -> float | None:
+            return round(until - now, 3) if until > now else None
+
+        return {
+            "replica": self.replica_id,
+            "store_degraded": self._breaker.degraded,
+            "breaker": state.breaker if state else "closed",
+            "generation": state.gen if state else 0,
+            "op": state.op if state else "",
+            "blocked": state.blocked if state else "",
+            "set_by": state.by if state else "",
+            "change": state.what if state else "",
+            "cooldown_remaining_s": left(max(hold.cool_until, hold.quota_until)),
+            "open_remaining_s": left(hold.open_until),
+            "bucket_wait_s": left(hold.no_token_until),
+        }
+
     def _half_open_after_s(self, target: TargetConfig) -> float:
         """The breaker's open interval, which is also the fleet's probe lease."""
         breaker = target.circuit_breaker or self._default_breaker

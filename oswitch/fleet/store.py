@@ -81,12 +81,17 @@ class Store:
                 channels=[channel], retry_policy=None, ignore_subscribe_messages=True
             ) as pubsub:
                 yield _decoded(pubsub)
-        except* StoreError as group:
-            raise group.exceptions[0] from None
-        except* trio.TooSlowError:
-            raise StoreError("store subscription timed out") from None
-        except* Exception as group:
-            raise StoreError(_describe(group.exceptions[0])) from None
+        except StoreError:
+            raise
+        except BaseExceptionGroup as group:
+            # coredis' cleanup of a cancelled subscription can fail beside the
+            # Cancelled (it unsubscribes on a closed connection): keep the Cancelled.
+            cancelled, _ = group.split(trio.Cancelled)
+            if cancelled is not None:
+                raise cancelled from None
+            raise StoreError(_describe(_leaf(group))) from None
+        except Exception as exc:
+            raise StoreError(_describe(exc)) from None
 
 
 async def _decoded(pubsub: Any) -> AsyncIterator[dict[str, Any]]:
@@ -101,6 +106,12 @@ async def _decoded(pubsub: Any) -> AsyncIterator[dict[str, Any]]:
         if isinstance(decoded, dict):
             yield decoded
     raise StoreError("store subscription ended")
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _describe(exc: BaseException) -> str:

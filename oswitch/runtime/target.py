@@ -194,6 +194,7 @@ class TargetActor(FleetFace):
             now,
             in_flight=self.in_flight,
             key_source=self._key.source,
+            fleet=None if self._fleet is None else self._fleet.view_of(self, now),
         )
 
     async def _fleet_admit(

@@ -51,6 +51,8 @@ class TargetView:
     failures_by_class: Mapping[str, int]
     breaker_trips: int
     key_source: str
+    # With a store: the fleet-wide state and which replica set it (FleetLink.view_of).
+    fleet: Mapping[str, object] | None = None
 
 
 def target_view(
@@ -61,6 +63,7 @@ def target_view(
     *,
     in_flight: int,
     key_source: str,
+    fleet: Mapping[str, object] | None = None,
 ) -> TargetView:
     """The view of ``target`` at ``now``, its state read from ``health``."""
     tracker = health.health
@@ -95,6 +98,7 @@ def target_view(
         failures_by_class=dict(health.failures),
         breaker_trips=health.breaker.statistics(now).trips,
         key_source=key_source,
+        fleet=fleet,
     )
 
 
