@@ -202,14 +202,14 @@ class FleetLink(FleetSync):
     def _failed(self, error: str) -> None:
         if self._breaker.record_error(trio.current_time(), error):
             log.warning("store_degraded", extra={"note": error})
-            self._events.emit("store_degraded", note=error, mode=self.config.on_store_error)
+            self._events.emit("store_degraded", note=error, state=self.config.on_store_error)
             if self._subscription is not None:
                 self._subscription.cancel()  # resubscribe (and resync) once it is back
 
     def _ok(self) -> None:
         if self._breaker.record_ok():
             log.warning("store_recovered")
-            self._events.emit("store_recovered", mode=self.config.on_store_error)
+            self._events.emit("store_recovered", state=self.config.on_store_error)
             self._republish()
             if self._subscription is not None:
                 self._subscription.cancel()

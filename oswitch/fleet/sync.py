@@ -169,7 +169,7 @@ class FleetSync:
         if problem is not None or url is None:
             # Degraded for good, and said so: on_store_error applies from the start.
             self._breaker.trip(trio.current_time(), problem or "no store")
-            self._events.emit("store_degraded", note=problem, mode=self.config.on_store_error)
+            self._events.emit("store_degraded", note=problem, state=self.config.on_store_error)
             task_status.started()
             await trio.sleep_forever()
             return
