@@ -103,8 +103,9 @@ async def test_store_faults_fail_no_request_and_keep_the_limit_within_the_local_
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
     """SCRIPT FLUSH, SIGSTOP/SIGCONT and finally SIGKILL of the store mid-run, under
-    a load the limit can carry: no client request fails because of it; once killed, every replica reports the store
-    degraded in /healthz and the fleet stays within the sum of the local shares."""
+    a load the limit can carry: no client request fails because of it; once killed,
+    every replica reports the store degraded in /healthz and the fleet stays within
+    the sum of the local shares."""
     fake = FakeProvider().on(LIMITED.key, reply())
     with trio.fail_after(60):
         async with open_provider(fake) as port:
