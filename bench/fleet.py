@@ -209,6 +209,7 @@ class Drive:
 
     statuses: list[int]
     latencies: list[float]
+    sent: list[float]  # seconds from start, per request
     failures: list[tuple[float, int, str]]  # (seconds from start, status, body head)
     started_at: float
     ended_at: float
@@ -226,6 +227,7 @@ async def drive(
     statuses: list[int] = []
     latencies: list[float] = []
     failures: list[tuple[float, int, str]] = []
+    sent_at: list[float] = []
     start = trio.current_time()
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
     async with httpx.AsyncClient(timeout=15.0) as client:
@@ -242,6 +244,7 @@ async def drive(
                     failures.append((round(sent - start, 3), status, f"{base} {text}"))
                 statuses.append(status)
                 latencies.append(trio.current_time() - sent)
+                sent_at.append(sent - start)
                 if status != 200:
                     await trio.sleep(0.05)
 
@@ -252,6 +255,7 @@ async def drive(
     return Drive(
         statuses=statuses,
         latencies=latencies,
+        sent=sent_at,
         failures=failures,
         started_at=start,
         ended_at=trio.current_time(),

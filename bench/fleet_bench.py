@@ -36,6 +36,8 @@ from oswitch.testing.replies import reply
 
 RATE, BURST = 10.0, 2
 LIMITED = FleetTarget(target_id="limited", key="key-limited", requests_per_minute=600, burst=BURST)
+# No limit of its own: its latency shows what the store adds, phase by phase.
+FREE = FleetTarget(target_id="free", key="key-free")
 RUN_S = 4.0
 # The fault timeline, seconds from the start of the run.
 FAULTS = ((1.0, "SCRIPT FLUSH"), (2.0, "SIGSTOP"), (3.0, "SIGCONT"), (4.0, "SIGKILL"))
@@ -45,20 +47,22 @@ TIMELINE_S = 6.0
 @attrs.frozen(kw_only=True)
 class FleetRun:
     label: str
-    windows: list[int]  # arrivals at the provider per second
-    client_failures: int
+    windows: list[int]  # arrivals at the provider per window
+    client_failures: int  # any answer but 200 or a 503 after max_wait_ms
+    over_limit: int  # 503: the limit kept the request waiting past max_wait_ms
     requests: int
     latency_p50_ms: float
     latency_p99_ms: float
 
 
 def _summary(label: str, fake: FakeProvider, result: Drive, window: float) -> FleetRun:
-    arrivals = [call.at for call in fake.calls]
+    arrivals = [call.at for call in fake.calls if call.route == LIMITED.key]
     latencies = sorted(result.latencies) or [0.0]
     return FleetRun(
         label=label,
         windows=per_window(arrivals, result.started_at, result.ended_at, window),
-        client_failures=sum(1 for status in result.statuses if status != 200),
+        client_failures=sum(1 for status in result.statuses if status not in (200, 503)),
+        over_limit=sum(1 for status in result.statuses if status == 503),
         requests=len(result.statuses),
         latency_p50_ms=round(statistics.median(latencies) * 1000, 2),
         latency_p99_ms=round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 2),
@@ -76,18 +80,40 @@ async def _run(n: int, directory: Path, store: RedisServer | None, label: str) -
             replicas=n,
         )
         async with open_fleet(toml, directory, replicas=n) as fleet:
-            result = await drive(fleet, "limited", duration=RUN_S)
+            result = await drive(fleet, "limited", duration=RUN_S, per_replica=2)
     return _summary(label, fake, result, 1.0)
+
+
+def _phase_latency(free: Drive, phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The unlimited key's client latency (p50, p99, max, in ms) in each fault phase."""
+    edges = [0.0, *(p["at_s"] for p in phases), TIMELINE_S + 10]
+    names = ["normal", *(p["fault"] for p in phases)]
+    rows = []
+    for name, low, high in zip(names, edges, edges[1:], strict=False):
+        got = sorted(
+            lat for at, lat in zip(free.sent, free.latencies, strict=True) if low <= at < high
+        ) or [0.0]
+        rows.append(
+            {
+                "phase": name,
+                "requests": len(got),
+                "p50_ms": round(statistics.median(got) * 1000, 2),
+                "p99_ms": round(got[int(0.99 * (len(got) - 1))] * 1000, 2),
+                "max_ms": round(got[-1] * 1000, 2),
+            }
+        )
+    return rows
 
 
 async def _timeline(
     n: int, directory: Path, store: RedisServer
-) -> tuple[FleetRun, list[dict[str, Any]]]:
-    fake = FakeProvider().on(LIMITED.key, reply())
+) -> tuple[FleetRun, list[dict[str, Any]], list[dict[str, Any]]]:
+    fake = FakeProvider().on(LIMITED.key, reply()).on(FREE.key, reply())
     phases: list[dict[str, Any]] = []
+    free: list[Drive] = []
     async with open_provider(fake) as port:
         toml = fleet_config(
-            [LIMITED], provider_port=port, store_url=store.url, prefix="timeline", replicas=n
+            [LIMITED, FREE], provider_port=port, store_url=store.url, prefix="tl", replicas=n
         )
         async with open_fleet(toml, directory, replicas=n) as fleet:
             async with trio.open_nursery() as nursery:
@@ -106,9 +132,14 @@ async def _timeline(
                             store.kill()
                         phases.append({"at_s": at, "fault": fault})
 
+                async def unlimited() -> None:
+                    free.append(await drive(fleet, "free", duration=TIMELINE_S, per_replica=1))
+
                 nursery.start_soon(faults)
-                result = await drive(fleet, "limited", duration=TIMELINE_S)
-    return _summary("shared store, faults", fake, result, 0.5), phases
+                nursery.start_soon(unlimited)
+                result = await drive(fleet, "limited", duration=TIMELINE_S, per_replica=2)
+    timeline = _summary("shared store, faults", fake, result, 0.5)
+    return timeline, phases, _phase_latency(free[0], phases)
 
 
 def _svg(
@@ -167,11 +198,12 @@ def run_fleet_bench(n: int, out: Path) -> int:
     runs: list[FleetRun] = []
     timeline: FleetRun | None = None
     phases: list[dict[str, Any]] = []
+    latency: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
 
         async def main() -> None:
-            nonlocal timeline, phases
+            nonlocal timeline, phases, latency
             if binary is not None:
                 store = RedisServer(binary, directory)
                 try:
@@ -182,7 +214,7 @@ def run_fleet_bench(n: int, out: Path) -> int:
             if binary is not None:
                 store = RedisServer(binary, directory)
                 try:
-                    timeline, phases = await _timeline(n, directory, store)
+                    timeline, phases, latency = await _timeline(n, directory, store)
                 finally:
                     store.close()
 
@@ -194,17 +226,23 @@ def run_fleet_bench(n: int, out: Path) -> int:
     for run in runs:
         print(
             f"  {run.label:<32} per second {run.windows}  max {max(run.windows or [0])}  "
-            f"client failures {run.client_failures}/{run.requests}  "
+            f"failures {run.client_failures}/{run.requests}  over the limit {run.over_limit}  "
             f"p50 {run.latency_p50_ms} ms  p99 {run.latency_p99_ms} ms"
         )
     if timeline is not None:
         shown = ", ".join(f"{p['fault']} at {p['at_s']:g}s" for p in phases)
         print(f"  fault timeline ({shown}):")
         print(
-            f"    per 0.5 s {timeline.windows}  client failures "
-            f"{timeline.client_failures}/{timeline.requests}  p50 {timeline.latency_p50_ms} ms  "
-            f"p99 {timeline.latency_p99_ms} ms"
+            f"    per 0.5 s {timeline.windows} (at most {window_bound(RATE, BURST, 0.5) - 1:g}"
+            f" shared)  failures {timeline.client_failures}/{timeline.requests}  "
+            f"over the limit {timeline.over_limit}"
         )
+        print("    latency of an unlimited key (what the store adds), by phase:")
+        for row in latency:
+            print(
+                f"      {row['phase']:<13} {row['requests']:>4} requests  p50 {row['p50_ms']} ms"
+                f"  p99 {row['p99_ms']} ms  max {row['max_ms']} ms"
+            )
     out.mkdir(parents=True, exist_ok=True)
     (out / "fleet.json").write_text(
         json.dumps(
@@ -215,6 +253,7 @@ def run_fleet_bench(n: int, out: Path) -> int:
                 "runs": [attrs.asdict(run) for run in runs],
                 "timeline": attrs.asdict(timeline) if timeline else None,
                 "faults": phases,
+                "latency_by_phase": latency,
             },
             indent=2,
         )
