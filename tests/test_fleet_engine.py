@@ -270,3 +270,52 @@ async def test_without_a_store_there_is_no_fleet() -> None:
         assert switcher.fleet is None
         assert switcher.list_targets()[0].fleet is None
         assert not math.isnan(switcher.list_targets()[0].health)
+
+
+async def test_an_unset_url_variable_starts_degraded_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``url_env`` unset: the replica starts, degraded from the start, the event names
+    the variable, and requests are served under the local share."""
+    monkeypatch.delenv("OSWITCH_TEST_STORE_URL", raising=False)
+    fake = FakeProvider().on(KEY, reply())
+    store = StoreConfig(url_env="OSWITCH_TEST_STORE_URL")
+    with trio.fail_after(10):
+        async with open_switcher(
+            config(target("a", KEY), store=store), transport=fake.transport()
+        ) as one:
+            assert one.fleet is not None and one.fleet.degraded
+            stats = one.fleet.statistics()
+            assert stats.store.last_error == "$OSWITCH_TEST_STORE_URL is not set"
+            await one.complete(chat())
+            view = one.list_targets()[0].fleet
+            assert view is not None and view["store_degraded"] is True
+    assert _sent(fake) == 1
+
+
+def test_list_targets_shows_the_fleet_column_only_with_a_store() -> None:
+    """ctl's table gains FLEET (shared breaker, state, who changed it) with a store."""
+    from oswitch.control.ctl import format_targets
+
+    base = {
+        "target_id": "a",
+        "state": "Paused",
+        "condition": "Healthy",
+        "breaker_state": "Closed",
+        "health": 1.0,
+        "in_flight": 0,
+        "concurrency_limit": 10,
+        "cooldown_remaining_s": None,
+    }
+    assert "FLEET" not in format_targets([base])[0]
+    fleet = {
+        "breaker": "open",
+        "op": "Paused",
+        "blocked": "",
+        "set_by": "h:1:ab",
+        "change": "op",
+        "store_degraded": False,
+    }
+    lines = format_targets([dict(base, fleet=fleet)])
+    assert lines[0].rstrip().endswith("FLEET")
+    assert lines[-1].rstrip().endswith("open, Paused, op by h:1:ab")
