@@ -319,3 +319,71 @@ def test_list_targets_shows_the_fleet_column_only_with_a_store() -> None:
     lines = format_targets([dict(base, fleet=fleet)])
     assert lines[0].rstrip().endswith("FLEET")
     assert lines[-1].rstrip().endswith("open, Paused, op by h:1:ab")
+
+
+async def test_token_reservations_are_settled_against_the_replys_usage(
+    redis_server: RedisServer,
+) -> None:
+    """Each attempt reserves its estimate from the shared token bucket and the reply's
+    usage refunds the rest: requests that together reserve twice the bucket all pass
+    one after another, while two reserved at once leave no room for a third."""
+    fake = FakeProvider().on(KEY, reply())
+    rate = RateLimitConfig(
+        requests_per_minute=6000, burst=50, tokens_per_minute=600.0, burst_tokens=1000.0
+    )
+    cfg = _config(redis_server.url, prefix(), rate_limit=rate, max_wait_ms=0.0)
+    big = chat(max_tokens=400)  # about 410 tokens reserved, about 10 used
+    with trio.fail_after(10):
+        async with replicas(cfg, fake) as (one, two):
+            for index, switcher in enumerate((one, two, one, two, one)):
+                await switcher.complete(big)
+                link = switcher.fleet
+                assert link is not None
+                await _until(lambda link=link, index=index: link.statistics().writes > index // 2)
+            held = [one.fleet, two.fleet]
+            assert all(link is not None and link.statistics().denied == 0 for link in held)
+    fresh = FakeProvider().on(KEY, reply(latency=0.5))
+    cfg = _config(redis_server.url, prefix(), rate_limit=rate, max_wait_ms=0.0)
+    with trio.fail_after(10):
+        async with replicas(cfg, fresh) as (one, two):
+            outcomes: list[str] = []
+
+            async def send(switcher: Switcher) -> None:
+                try:
+                    await switcher.complete(big)
+                    outcomes.append("ok")
+                except AllTargetsFailed:
+                    outcomes.append("refused")
+
+            async with trio.open_nursery() as nursery:
+                for switcher in (one, two, one):
+                    nursery.start_soon(send, switcher)
+    assert sorted(outcomes) == ["ok", "ok", "refused"]
+
+
+async def test_a_streamed_attempt_is_admitted_by_the_store_too(redis_server: RedisServer) -> None:
+    """A stream asks the store before it is sent: with the shared bucket emptied behind
+    the replica's back (nothing published), the stream is refused and nothing is sent."""
+    from oswitch.fleet.keys import target_keys
+    from oswitch.testing.streams import stream
+
+    fake = FakeProvider().on(KEY, stream("one two three"))
+    pre = prefix()
+    rate = RateLimitConfig(requests_per_minute=6000, burst=1)  # 100/s
+    cfg = _config(redis_server.url, pre, rate_limit=rate, max_wait_ms=0.0)
+    with trio.fail_after(10):
+        async with replicas(cfg, fake, n=1) as (one,):
+            async with one.stream(chat()) as chunks:
+                async for _ in chunks:
+                    pass
+            seconds, micros = await trio.to_thread.run_sync(redis_server.command, "TIME")
+            tat = int(seconds) * 1_000_000 + int(micros) + 30_000_000
+            await trio.to_thread.run_sync(
+                redis_server.command, "SET", target_keys(pre, "a").requests, str(tat)
+            )
+            await trio.sleep(0.05)  # the replica's own bucket refills (10 ms)
+            with pytest.raises(AllTargetsFailed):
+                async with one.stream(chat()) as chunks:
+                    async for _ in chunks:
+                        pass
+    assert _sent(fake) == 1

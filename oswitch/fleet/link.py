@@ -77,6 +77,7 @@ class FleetStatistics:
     denied: int
     degraded_decisions: int
     dropped_writes: int
+    writes: int  # store writes done (transitions, token settlements)
     resyncs: int
     events_applied: int
 
@@ -139,7 +140,7 @@ class FleetLink(FleetSync):
         self._resync_now = trio.Event()
         self._subscription: trio.CancelScope | None = None
         self._admitted = self._denied = self._degraded_decisions = 0
-        self._dropped = self._resyncs = self._applied = 0
+        self._dropped = self._resyncs = self._applied = self._written = 0
 
     # ---- reading -----------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class FleetLink(FleetSync):
             denied=self._denied,
             degraded_decisions=self._degraded_decisions,
             dropped_writes=self._dropped,
+            writes=self._written,
             resyncs=self._resyncs,
             events_applied=self._applied,
         )

@@ -92,6 +92,7 @@ class FleetSync:
     _subscription: trio.CancelScope | None
     _resyncs: int
     _applied: int
+    _written: int
 
     def _failed(self, error: str) -> None:
         raise NotImplementedError
@@ -132,6 +133,8 @@ class FleetSync:
         if mine:
             await trio.lowlevel.checkpoint()
             return
+        if fresh and state.what == "close" and previous is not None:
+            member.close_from_fleet(reason=f"fleet: probe by {state.by} succeeded")
         command = OP_COMMANDS.get(state.op)
         if command is not None and member.state is TargetState.ACTIVE:
             await member.command(command)
@@ -192,6 +195,7 @@ class FleetSync:
                 except StoreError as exc:
                     self._failed(str(exc))
                 else:
+                    self._written += 1
                     self._ok()
 
     async def _subscribe_loop(self, store: Store) -> None:

@@ -4,13 +4,13 @@ found. A mixin of :class:`~oswitch.runtime.target.TargetActor`; all synchronous.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 
 from oswitch.core.breaker import BreakerState
 from oswitch.core.shared_hold import SharedHold
-from oswitch.core.target_health import Cooldown, TargetCondition, TargetHealth
+from oswitch.core.target_health import Cooldown, Effect, Emit, TargetCondition, TargetHealth
 
 
 class FleetFace:
@@ -18,6 +18,9 @@ class FleetFace:
     _notify: Callable[[], None]
 
     def _block(self, condition: TargetCondition | None, *, reason: str) -> None:
+        raise NotImplementedError
+
+    def _carry_out(self, effects: Iterable[Effect]) -> None:
         raise NotImplementedError
 
     @property
@@ -44,3 +47,13 @@ class FleetFace:
     def block_from_fleet(self, condition: TargetCondition | None, *, reason: str) -> None:
         """Another replica found the key bad (or a good one again)."""
         self._block(condition, reason=reason)
+
+    def close_from_fleet(self, *, reason: str) -> None:
+        """Another replica's probe succeeded: a breaker open here on this replica's own
+        failures closes too (its statistics start afresh)."""
+        breaker = self._health.breaker
+        if breaker.state(trio.current_time()) is BreakerState.CLOSED:
+            return
+        breaker.reset(trio.current_time())
+        self._carry_out([Emit("breaker", {"state": str(BreakerState.CLOSED), "note": reason})])
+        self._notify()
