@@ -17,6 +17,7 @@ from redis_server import RedisServer, prefix
 from oswitch import AllTargetsFailed, Switcher, open_switcher
 from oswitch.config import RateLimitConfig, StoreConfig, SwitcherConfig
 from oswitch.core.secret import Secret
+from oswitch.runtime.messages import CommandKind
 from oswitch.testing.provider import FakeProvider
 from oswitch.testing.replies import rate_limited, reply, server_error
 from support import breaker, chat, config, target
@@ -387,3 +388,48 @@ async def test_a_streamed_attempt_is_admitted_by_the_store_too(redis_server: Red
                     async for _ in chunks:
                         pass
     assert _sent(fake) == 1
+
+
+async def test_cooldowns_seen_while_degraded_are_republished_on_reconnect(
+    own_redis: RedisServer,
+) -> None:
+    """A 429 met while the store is down cools the key here; once the store is back,
+    the replica re-publishes it, so the store holds that cooldown for the fleet."""
+    from oswitch.fleet.keys import target_keys
+    from oswitch.fleet.scripts import parse_state
+
+    fake = FakeProvider().on(KEY, rate_limited(30.0))
+    pre = prefix()
+    cfg = _config(own_redis.url, pre, max_wait_ms=0.0, retry_budget=0)
+    with trio.fail_after(15):
+        async with replicas(cfg, fake, n=1) as (one,):
+            assert one.fleet is not None
+            own_redis.kill()
+            for _ in range(3):
+                await one.fleet.operator("a", CommandKind.PAUSE)  # trips the store breaker
+            assert one.fleet.degraded
+            with pytest.raises(AllTargetsFailed):
+                await one.complete(chat())
+            own_redis.start()
+            await _until(lambda: not one.fleet.degraded, limit=5.0)  # type: ignore[union-attr]
+            key = target_keys(pre, "a").state
+
+            def cooled() -> bool:
+                fields = own_redis.command("HGETALL", key)
+                return isinstance(fields, list) and parse_state(fields).cool_until_us > 0
+
+            await _until(cooled, limit=5.0)
+
+
+async def test_a_lost_subscription_converges_by_the_resync(redis_server: RedisServer) -> None:
+    """With its pub/sub connection killed, a replica still learns of another's
+    cooldown within about one resync interval (and resubscribes)."""
+    fake = FakeProvider().on(KEY, rate_limited(5.0), reply())
+    cfg = _config(redis_server.url, prefix(), max_wait_ms=0.0, retry_budget=0)
+    with trio.fail_after(15):
+        async with replicas(cfg, fake) as (one, two):
+            await trio.sleep(0.2)  # both subscribed
+            await trio.to_thread.run_sync(redis_server.command, "CLIENT", "KILL", "TYPE", "pubsub")
+            with pytest.raises(AllTargetsFailed):
+                await one.complete(chat())
+            await _until(lambda: two.list_targets()[0].condition == "CoolingDown", limit=3.0)
