@@ -165,7 +165,8 @@ async def test_a_successful_probe_closes_the_breaker_everywhere(
 
 
 async def test_operator_commands_apply_fleet_wide(redis_server: RedisServer) -> None:
-    """Pausing a target on one replica pauses it on the other; resume resumes both."""
+    """Pausing a target on one replica pauses it on the other; resume resumes both;
+    disable disables both, and the listing says which replica did it."""
     fake = FakeProvider().on(KEY, reply())
     cfg = _config(redis_server.url, prefix())
     with trio.fail_after(10):
@@ -175,6 +176,11 @@ async def test_operator_commands_apply_fleet_wide(redis_server: RedisServer) -> 
             await two.resume_target("a")
             await _until(lambda: one.list_targets()[0].state == "Active")
             await one.complete(chat())
+            await two.disable_target("a")
+            await _until(lambda: one.list_targets()[0].state == "Disabled")
+            fleet = one.list_targets()[0].fleet
+            assert fleet is not None and fleet["op"] == "Disabled"
+            assert fleet["set_by"] == two.fleet.replica_id  # type: ignore[union-attr]
 
 
 async def test_a_dead_store_degrades_loudly_and_no_request_fails(own_redis: RedisServer) -> None:
@@ -291,6 +297,10 @@ async def test_an_unset_url_variable_starts_degraded_and_says_why(
             await one.complete(chat())
             view = one.list_targets()[0].fleet
             assert view is not None and view["store_degraded"] is True
+            from oswitch.metrics import SwitcherMetrics
+
+            rendered = SwitcherMetrics(one).render().decode()
+            assert "oswitch_store_degraded 1.0" in rendered
     assert _sent(fake) == 1
 
 
