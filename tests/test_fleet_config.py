@@ -88,3 +88,19 @@ def test_token_budget_keys_and_their_default_burst() -> None:
 def test_a_store_built_in_code_validates() -> None:
     """validate_config takes a SwitcherConfig with a store built in code."""
     validate_config(config(target("a"), store=StoreConfig(url_env="OSWITCH_STORE_URL")))
+
+
+def test_check_config_warns_of_a_fleet_sized_for_one() -> None:
+    """A store with the default expected_replicas under local is warned about."""
+    from oswitch.config.advice import advise
+
+    warned = advise(config(target("a"), store=StoreConfig(url=Secret("redis://x"))))
+    assert warned == [
+        (
+            ("store", "expected_replicas"),
+            "is 1: while the store is unreachable every replica enforces each whole limit, "
+            "so a fleet of N sends up to N times it; set it to the number of replicas",
+        )
+    ]
+    sized = StoreConfig(url=Secret("redis://x"), expected_replicas=3)
+    assert advise(config(target("a"), store=sized)) == []
