@@ -252,7 +252,8 @@ async def test_a_paused_store_costs_each_request_at_most_the_timeout_until_it_tr
     own_redis: RedisServer,
 ) -> None:
     """SIGSTOP: admission gives up after timeout_ms, three failures trip the store
-    breaker, and every request still succeeds; after SIGCONT the link recovers."""
+    breaker, and every request still succeeds; after SIGCONT the link recovers with
+    no connection leaked."""
     fake = FakeProvider().on(KEY, reply())
     cfg = _config(own_redis.url, prefix())
     with trio.fail_after(20):
@@ -267,6 +268,10 @@ async def test_a_paused_store_costs_each_request_at_most_the_timeout_until_it_tr
             finally:
                 own_redis.resume()
             await _until(lambda: not one.fleet.degraded, limit=5.0)  # type: ignore[union-attr]
+            listed = await trio.to_thread.run_sync(own_redis.command, "CLIENT", "LIST")
+            # No connection left behind by the calls that timed out: the replica's
+            # command connection and its subscription, and this one.
+            assert isinstance(listed, str) and len(listed.splitlines()) <= 3
     assert _sent(fake) == 7
 
 
