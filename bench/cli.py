@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         "--soak", type=int, metavar="N", help="soak: N requests with faults (e.g. 100000)"
     )
     parser.add_argument(
+        "--fleet",
+        type=int,
+        nargs="?",
+        const=3,
+        metavar="N",
+        help="a fleet of N sidecars (default 3) sharing a redis-server from PATH, against "
+        "N on their own, and a store fault timeline; writes fleet.json and fleet.svg",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -115,6 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.soak is not None and args.soak < 1:
         print("--soak needs a positive number of requests", file=sys.stderr)
         return 2
+    if args.fleet is not None:
+        if args.fleet < 1:
+            print("--fleet needs at least one replica", file=sys.stderr)
+            return 2
+        from bench.fleet_bench import run_fleet_bench
+
+        logging.getLogger("hypercorn.error").disabled = True
+        return run_fleet_bench(args.fleet, args.out)
     # The fake upstreams and the sidecar run hypercorn in this process; their own
     # logs (startup lines, deliberately broken connections) are noise here.
     logging.getLogger("hypercorn.error").disabled = True

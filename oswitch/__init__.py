@@ -24,7 +24,8 @@ from oswitch.errors import (
     UnknownRequest,
     UnknownTarget,
 )
-from oswitch.runtime.switcher import Switcher, SwitcherStatistics, open_switcher
+from oswitch.runtime.statistics import SwitcherStatistics
+from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.runtime.target import TargetView
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from oswitch.runtime.switcher import Switcher
@@ -117,6 +117,23 @@ class _SwitcherCollector(Collector):
             "1 while the queue is at or past backpressure_threshold.",
             value=1.0 if admission.backpressure else 0.0,
         )
+        if switcher.fleet is not None:
+            fleet = switcher.fleet.statistics()
+            yield GaugeMetricFamily(
+                "oswitch_store_degraded",
+                "1 while the fleet's shared store is unreachable (on_store_error applies).",
+                value=1.0 if fleet.store.degraded else 0.0,
+            )
+            yield CounterMetricFamily(
+                "oswitch_store_failures",
+                "Store calls that failed or timed out.",
+                value=float(fleet.store.failures),
+            )
+            yield CounterMetricFamily(
+                "oswitch_store_degraded_decisions",
+                "Admissions decided without the store (local share, open or closed).",
+                value=float(fleet.degraded_decisions),
+            )
 
 
 class SwitcherMetrics:

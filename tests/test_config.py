@@ -21,6 +21,7 @@ from oswitch.config import (
     RateLimitConfig,
     RoutingWeights,
     ServerConfig,
+    StoreConfig,
     SwitcherConfig,
     TargetConfig,
     describe_target,
@@ -1009,6 +1010,7 @@ def test_every_key_is_documented() -> None:
         ControlConfig,
         AuditConfig,
         OtelConfig,
+        StoreConfig,
     )
     undocumented = [
         f"{cls.__name__}.{field.name}"

@@ -40,6 +40,7 @@ from oswitch.config.model import (
     RateLimitConfig,
     RoutingWeights,
     ServerConfig,
+    StoreConfig,
     SwitcherConfig,
     TargetConfig,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "RateLimitConfig",
     "RoutingWeights",
     "ServerConfig",
+    "StoreConfig",
     "SwitcherConfig",
     "TargetConfig",
     "describe_target",

@@ -33,6 +33,7 @@ def advise(config: SwitcherConfig) -> list[tuple[ConfigPath, str]]:
         *_exposure(config),
         *_fallbacks(config),
         *_shared_keys(config),
+        *_fleet(config),
     ]
 
 
@@ -145,3 +146,13 @@ def _shared_keys(config: SwitcherConfig) -> Iterator[tuple[ConfigPath, str]]:
                 )
                 break
             first[identity] = index
+
+
+def _fleet(config: SwitcherConfig) -> Iterator[tuple[ConfigPath, str]]:
+    store = config.store
+    if store is not None and store.on_store_error == "local" and store.expected_replicas == 1:
+        yield (
+            ("store", "expected_replicas"),
+            "is 1: while the store is unreachable every replica enforces each whole limit, "
+            "so a fleet of N sends up to N times it; set it to the number of replicas",
+        )

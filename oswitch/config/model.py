@@ -19,6 +19,7 @@ Jitter = Literal["full", "equal", "none"]
 Api = Literal["openai", "anthropic"]
 StreamResume = Literal["continue", "restart", "off"]
 DeploymentModeHint = Literal["auto", "plugin-only", "server-companion", "sdk-control"]
+OnStoreError = Literal["local", "open", "closed"]
 
 
 @attrs.frozen(kw_only=True)
@@ -171,6 +172,25 @@ class OtelConfig:
     service_name: str = "oswitch"
 
 
+class StoreConfig:
+    """The shared store of a fleet of replicas (Redis or Valkey, docs/fleet.md).
+
+    ``url`` (``redis://``, ``rediss://``, ``unix://``; it may carry a password, so it
+    is a Secret) or ``url_env``, the environment variable holding it; exactly one.
+    ``timeout_ms`` bounds every store call on the request path; ``on_store_error``
+    says what limits apply while the store is unreachable: ``local`` (each replica
+    enforces ``1/expected_replicas`` of each limit), ``open`` (no limit of oswitch's)
+    or ``closed`` (no attempt is sent).
+    """
+
+    url: Secret | None = None
+    url_env: str | None = None
+    key_prefix: str = "osw"
+    timeout_ms: float = 50.0
+    on_store_error: OnStoreError = "local"
+    expected_replicas: int = 1
+
+
 @attrs.frozen(kw_only=True)
 class SwitcherConfig:
     """The whole configuration. Build it with :func:`parse_config` or
@@ -205,6 +225,7 @@ class SwitcherConfig:
     control: ControlConfig = ControlConfig()
     audit: AuditConfig = AuditConfig()
     otel: OtelConfig = OtelConfig()
+    store: StoreConfig | None = None
 
 
 # Every class of the schema, for the converter's hooks and for unstructuring.
@@ -218,6 +239,7 @@ MODEL_CLASSES: tuple[type, ...] = (
     ControlConfig,
     AuditConfig,
     OtelConfig,
+    StoreConfig,
     SwitcherConfig,
 )
 

@@ -26,6 +26,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
+from oswitch.config.fleet_rules import check_store, key_prefix, store_url
 from oswitch.config.model import (
     MODEL_CLASSES,
     SHORTHANDS,
@@ -37,6 +38,7 @@ from oswitch.config.model import (
     RateLimitConfig,
     RoutingWeights,
     ServerConfig,
+    StoreConfig,
     SwitcherConfig,
     TargetConfig,
 )
@@ -231,6 +233,13 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
         "tokens_per_minute": _gt(0),
         "burst_tokens": _ge(1),
     },
+    StoreConfig: {
+        "url": store_url,
+        "url_env": _env_name,
+        "key_prefix": key_prefix,
+        "timeout_ms": _gt(0),
+        "expected_replicas": _ge(1),
+    },
     TargetConfig: {
         "target_id": _nonempty,
         "provider_id": _nonempty,
@@ -284,7 +293,7 @@ _RULES: Mapping[type, Mapping[str, Rule]] = {
 }
 # Rules whose message must not echo the value: someone may have pasted the key
 # itself where its variable's name belongs.
-_SILENT_RULES = {_env_name, _nonempty}
+_SILENT_RULES = {_env_name, _nonempty, store_url}
 
 
 def _optional_inner(t: Any) -> Any | None:
@@ -408,6 +417,7 @@ _CHECKS: Mapping[type, Callable[[Mapping[str, Any]], Iterator[Invalid]]] = {
     BackoffConfig: _check_backoff,
     RateLimitConfig: _check_rate_limit,
     SwitcherConfig: _check_switcher,
+    StoreConfig: check_store,
 }
 _POSTS: Mapping[type, Callable[[Any, Mapping[str, Any]], Any]] = {
     SwitcherConfig: _post_switcher,

@@ -170,6 +170,10 @@ def format_targets(views: Sequence[Mapping[str, Any]], *, tokens: bool | None = 
         header += ["TOKENS/MIN", "HEADROOM"]
     if priced:
         header.append("COST")
+    if any(isinstance(view.get("fleet"), Mapping) for view in views):
+        header.append("FLEET")
+        for row, view in zip(rows, views, strict=True):
+            row.append(_fleet_cell(view.get("fleet")))
     return _table(header, rows)
 
 
@@ -205,6 +209,20 @@ def format_deadlines(views: Sequence[Mapping[str, Any]]) -> list[str]:
             )
     header = ["TARGET", "MODEL", "FIRST-TOKEN", "CHUNK-GAP", "RESPONSE", "SEEN"]
     return _table(header, rows)
+
+
+def _fleet_cell(fleet: object) -> str:
+    """A target's fleet-wide state: the shared breaker, an operator's state or a block,
+    and which replica made the last change (``store down`` while it is unreachable)."""
+    if not isinstance(fleet, Mapping):
+        return "-"
+    parts = [str(fleet.get("breaker") or "closed")]
+    parts += [str(fleet[key]) for key in ("op", "blocked") if fleet.get(key)]
+    if fleet.get("set_by"):
+        parts.append(f"{fleet.get('change')} by {fleet.get('set_by')}")
+    if fleet.get("store_degraded"):
+        parts.append("store down")
+    return ", ".join(parts)
 
 
 def format_trace(trace: Mapping[str, Any]) -> list[str]:

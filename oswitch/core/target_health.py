@@ -40,6 +40,7 @@ from oswitch.core.clip import clip
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import SHORT_COOLDOWN_S, TargetEffect, recovery_for
 from oswitch.core.scoring import HealthTracker
+from oswitch.core.shared_hold import NO_HOLD, SharedHold
 
 # A passthrough target keeps a cooldown per model it served; past this many models
 # cooling at once, the ones ending soonest are forgotten (model names are the
@@ -246,6 +247,7 @@ class TargetHealth:
         # (``ctl list-targets``, the dashboard); None until one fails.
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        self.shared: SharedHold = NO_HOLD  # set by a fleet's link (oswitch.fleet)
 
     @property
     def state(self) -> TargetState:
@@ -267,32 +269,34 @@ class TargetHealth:
             reasons.append(Unready.INACTIVE)
         if self._blocked is not None:
             reasons.append(Unready.BLOCKED)
-        until = self._quota_until
+        shared = self.shared
+        until = max(self._quota_until, shared.quota_until)
         if until > now:
             reasons.append(Unready.QUOTA)
-        cause = None
-        cooldown = self._cooldown_for(model)
+        cause, cooldown = None, self._cooldown_for(model)
+        if shared.cool_until > now and (cooldown is None or shared.cool_until > cooldown.until):
+            cooldown = Cooldown(shared.cool_until, shared.cool_cause)
         if cooldown is not None:
             if cooldown.until > now:
                 reasons.append(Unready.COOLING)
                 cause = cooldown.cause
             until = max(until, cooldown.until)
-        probe = False
-        breaker = self.breaker
+        probe, breaker = False, self.breaker
         breaker_state = breaker.state(now)
-        if breaker_state is BreakerState.OPEN:
+        if breaker_state is BreakerState.OPEN or shared.open_until > now:
             reasons.append(Unready.BREAKER_OPEN)
-            half_open_at = breaker.half_open_at
-            assert half_open_at is not None  # set whenever the breaker is Open
-            until = max(until, half_open_at)
+            half_open_at = breaker.half_open_at  # set whenever the breaker is Open
+            local_open = half_open_at if breaker_state is BreakerState.OPEN else None
+            until = max(until, shared.open_until, -math.inf if local_open is None else local_open)
         elif breaker_state is BreakerState.HALF_OPEN:
             probe = self.wants_probe(now)
             if not probe:
                 reasons.append(Unready.PROBE_BUSY)
         if load >= self.settings.concurrency_limit:
             reasons.append(Unready.SLOTS_FULL)
-        if self._bucket is not None:
-            wait = self._bucket.wait_time(now)
+        if self._bucket is not None or shared.no_token_until > now:
+            wait = self._bucket.wait_time(now) if self._bucket is not None else 0.0
+            wait = max(wait, shared.no_token_until - now)  # the fleet's bucket too
             if wait > 0.0:
                 reasons.append(Unready.NO_TOKEN)
             until = max(until, now + wait)
@@ -338,7 +342,12 @@ class TargetHealth:
     def cooldown_until(self, now: float) -> float | None:
         """When the whole target's cooldown or quota deadline ends, if one runs."""
         until = max(self._quota_until, self._cooldown.until if self._cooldown else -math.inf)
+        until = max(until, self.shared.quota_until, self.shared.cool_until)
         return until if until > now else None
+
+    def local_marks(self) -> tuple[Cooldown | None, float]:
+        """Its own cooldown and quota deadline (a fleet's shared ones left out)."""
+        return self._cooldown, self._quota_until
 
     def model_cooldowns(self, now: float) -> dict[str, float]:
         """A passthrough target's running cooldowns, by model."""
@@ -477,6 +486,7 @@ class TargetHealth:
     def clear(self, now: float) -> list[Effect]:
         """An operator's resume: breaker reset; cooldowns and the quota deadline gone."""
         effects = self._transition(self.breaker.reset(now))
+        self.shared = NO_HOLD
         self._cooldown = None
         self._quota_until = -math.inf
         self._model_cooldowns.clear()

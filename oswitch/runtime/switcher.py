@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import attrs
 import httpx
 import trio
 
@@ -25,7 +24,8 @@ from oswitch.errors import (
     UnknownRequest,
     UnknownTarget,
 )
-from oswitch.runtime.admission import Admission, AdmissionStatistics, QueueTimeout
+from oswitch.fleet.link import fleet_link
+from oswitch.runtime.admission import Admission, QueueTimeout
 from oswitch.runtime.dispatcher import ChangeSignal, RequestRun
 from oswitch.runtime.entry import (
     as_model_not_found,
@@ -40,22 +40,9 @@ from oswitch.runtime.keys import warn_missing_key
 from oswitch.runtime.messages import CommandKind
 from oswitch.runtime.router import RequestNeeds, Router, request_needs
 from oswitch.runtime.settings import Settings
+from oswitch.runtime.statistics import SwitcherStatistics
 from oswitch.runtime.streaming import ChatStream, StreamContext, is_cancellation
 from oswitch.runtime.target import TargetActor, TargetState, TargetView
-
-
-@attrs.frozen(kw_only=True)
-class SwitcherStatistics:
-    """Counters of a running switcher (for metrics and listings)."""
-
-    targets: int
-    requests: int
-    succeeded: int
-    failed: int
-    cancelled: int
-    traces_kept: int
-    trace_bytes: int
-    admission: AdmissionStatistics
 
 
 class Switcher:
@@ -95,6 +82,8 @@ class Switcher:
         self._router = Router(())
         self._retiring: list[TargetActor] = []  # removed by a reload, still draining
         self._requests = self._succeeded = self._failed = self._cancelled = 0
+        # A fleet's shared store, when ``store`` is configured (started by _start).
+        self.fleet = fleet_link(config, self.events, lambda: self._router.actors)
 
     @property
     def config(self) -> SwitcherConfig:
@@ -111,11 +100,14 @@ class Switcher:
             notify=self._changed.notify,
             rng=self._rng,
             policies=self._policies,
+            fleet=self.fleet,
         )
         await self._nursery.start(actor.run)
         return actor
 
     async def _start(self) -> None:
+        if self.fleet is not None:
+            await self._nursery.start(self.fleet.serve)
         actors = [await self._start_actor(t, self._config) for t in self._config.targets]
         self._router = Router(actors)
         await trio.lowlevel.checkpoint()  # with no targets nothing above waited
@@ -380,23 +372,29 @@ class Switcher:
     async def pause_target(self, target_id: str) -> None:
         """Stop routing new work to the target; in-flight attempts finish. Returns once
         the actor applied it. Raises UnknownTarget."""
-        await self._actor(target_id).command(CommandKind.PAUSE)
+        await self._command(target_id, CommandKind.PAUSE)
 
     async def resume_target(self, target_id: str) -> None:
         """Back to Active: breaker reset, cooldowns cleared, key re-read. Raises UnknownTarget."""
-        await self._actor(target_id).command(CommandKind.RESUME)
+        await self._command(target_id, CommandKind.RESUME)
 
     async def drain_target(self, target_id: str) -> None:
         """No new work; in-flight attempts finish, then the target is Disabled.
 
         Returns once draining has begun (not when it ends). Raises UnknownTarget.
         """
-        await self._actor(target_id).command(CommandKind.DRAIN)
+        await self._command(target_id, CommandKind.DRAIN)
 
     async def disable_target(self, target_id: str) -> None:
         """No new work; in-flight attempts are cancelled and their requests fail over
         at no cost to their budgets. Raises UnknownTarget."""
-        await self._actor(target_id).command(CommandKind.DISABLE)
+        await self._command(target_id, CommandKind.DISABLE)
+
+    async def _command(self, target_id: str, kind: CommandKind) -> None:
+        """Apply a command here, then (with a store) fleet-wide. Raises UnknownTarget."""
+        await self._actor(target_id).command(kind)
+        if self.fleet is not None:
+            await self.fleet.operator(target_id, kind)
 
     async def reload_config(self, config: SwitcherConfig) -> None:
         """Swap in ``config``: unchanged targets keep their state, changed ones keep

@@ -35,11 +35,14 @@ from oswitch.core.target_health import (
     TargetState,
 )
 from oswitch.core.tokens import TokenEstimate
+from oswitch.fleet.link import FleetLink
+from oswitch.fleet.member import Ticket
 from oswitch.runtime.attempt_tokens import TargetTokens
 from oswitch.runtime.credentials import TargetKey
 from oswitch.runtime.deadlines import StreamDeadlines
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.exchange import Answer, TargetExchange
+from oswitch.runtime.fleet_face import FleetFace
 from oswitch.runtime.http import TargetTransport
 from oswitch.runtime.messages import (
     AttemptOrder,
@@ -63,7 +66,7 @@ CREDENTIAL_POLL_S = 5.0
 INBOX_SIZE = 16
 
 
-class TargetActor:
+class TargetActor(FleetFace):
     """The actor for one target. Created by the switcher; run with ``nursery.start``.
 
     Only the actor's own tasks change its state. Other tasks may call the read-only
@@ -83,6 +86,7 @@ class TargetActor:
         rng: random.Random | None = None,
         policies: DeadlinePolicies | None = None,
         wall_clock: Callable[[], float] = time.time,
+        fleet: FleetLink | None = None,
     ) -> None:
         self.target = target
         self.config = config
@@ -121,6 +125,9 @@ class TargetActor:
         self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](INBOX_SIZE)
         self._nursery: trio.Nursery | None = None
         self._stream_deadlines = StreamDeadlines()
+        # A fleet's shared store: admission before each attempt, transitions after.
+        self._fleet = fleet
+        self._tickets: dict[AttemptOrder, Ticket] = {}
         self.stopped = False  # the actor has ended (retired, or its switcher closed)
 
     async def _watch_credentials(self) -> None:
@@ -230,7 +237,20 @@ class TargetActor:
             key_source=self._key.source,
             deadlines=self.timings.deadlines(),
             budget=self._tokens.snapshot(now),
+            fleet=None if self._fleet is None else self._fleet.view_of(self, now),
         )
+
+    async def _fleet_admit(
+        self, fleet: FleetLink, order: AttemptOrder, served: str, started: float
+    ) -> AttemptOutcome | None:
+        """Ask the fleet's store for this attempt: a refusal outcome, or None to go on."""
+        ticket = await fleet.admit_order(self, order)
+        if ticket is not None:
+            self._tickets[order] = ticket
+            if ticket.allowed:
+                return None
+        note = "admission cancelled" if ticket is None else f"fleet: {ticket.why}"
+        return self._exchange.outcome(OutcomeKind.REFUSED, served, started, note=note)
 
     # ---- talking to the actor ----------------------------------------------------
 
@@ -330,11 +350,15 @@ class TargetActor:
         assert self._nursery is not None
         self._nursery.start_soon(self._run_attempt, order)
 
-    async def _run_attempt(self, order: AttemptOrder) -> None:
+    # Every path awaits the fleet's admission or the exchange (flake8-async cannot see it).
+    async def _run_attempt(self, order: AttemptOrder) -> None:  # noqa: ASYNC910
         started, served = trio.current_time(), self.upstream_model(order.model)
         outcome: AttemptOutcome | None = None
         try:
-            outcome = (await self._exchange.exchange(order, served, started)).outcome
+            if self._fleet is not None:
+                outcome = await self._fleet_admit(self._fleet, order, served, started)
+            if outcome is None:
+                outcome = (await self._exchange.exchange(order, served, started)).outcome
         finally:
             order.reply.set(self.end_attempt(order, outcome, started=started))
 
@@ -357,7 +381,7 @@ class TargetActor:
                 OutcomeKind.CANCELLED, served, started, cancel_reason=reason
             )
         outcome = self._tokens.settle(order, outcome)
-        outcome = self._settle(outcome, order.epoch)
+        outcome = self._settle(outcome, order.epoch, self._tickets.pop(order, None))
         self._running.discard(order)
         if not self._running:
             self._idle.unpark_all()
@@ -368,8 +392,12 @@ class TargetActor:
         self._streams.pop(order, None)
         return outcome
 
-    def _settle(self, outcome: AttemptOutcome, epoch: int) -> AttemptOutcome:
-        """Apply an attempt's outcome to the target's health and carry out the effects."""
+    def _settle(
+        self, outcome: AttemptOutcome, epoch: int, ticket: Ticket | None = None
+    ) -> AttemptOutcome:
+        """Apply an attempt's outcome to the target's health and carry out the effects
+        (and, in a fleet, queue what the store must learn of it)."""
+        before, blocked_before = self.local_marks(), self._health.blocked
         effects = self._health.settle(outcome.ending(epoch), trio.current_time(), self._rng)
         for effect in effects:
             if effect is not Do.REFRESH_CREDENTIAL:
@@ -378,6 +406,8 @@ class TargetActor:
                 outcome = attrs.evolve(outcome, retry_same=True, note="credential refreshed")
             else:
                 self._block(TargetCondition.REAUTH_REQUIRED, reason="authentication failed")
+        if self._fleet is not None:
+            self._fleet.settled(self, ticket, outcome, before=before, blocked_before=blocked_before)
         return outcome
 
     def _expire_stream(self, order: AttemptOrder) -> None:
@@ -409,17 +439,23 @@ class TargetActor:
         """
         started = trio.current_time()
         answer: Answer | None = None
+        served = self.upstream_model(order.model)
         try:
-            answer = await self._exchange.exchange(
-                order, self.upstream_model(order.model), started, opened=self._streams.__setitem__
-            )
+            if self._fleet is not None:
+                refused = await self._fleet_admit(self._fleet, order, served, started)
+                if refused is not None:
+                    answer = Answer(refused)
+            if answer is None:
+                answer = await self._exchange.exchange(
+                    order, served, started, opened=self._streams.__setitem__
+                )
         finally:
             if answer is None or answer.stream is None:
                 if answer is None and order.cancel_reason is None:
                     order.cancel_reason = CancelReason.CALLER  # torn down from outside
                 outcome = None if answer is None else answer.outcome
                 answer = Answer(self.end_attempt(order, outcome, started=started))
-        return answer
+        return answer  # noqa: ASYNC910 (the fleet's admission or the exchange awaited)
 
     # ---- operator commands -------------------------------------------------------
 

@@ -74,6 +74,8 @@ class TargetView:
     cost: float | None = None
     token_budget_available: float | None = None
     provider_limits: Mapping[str, Mapping[str, float | None]] = attrs.field(factory=dict)
+    # With a store: the fleet-wide state and which replica set it (FleetLink.view_of).
+    fleet: Mapping[str, object] | None = None
 
 
 def target_view(
@@ -86,6 +88,7 @@ def target_view(
     key_source: str,
     deadlines: tuple[ModelDeadlines, ...] = (),
     budget: BudgetSnapshot | None = None,
+    fleet: Mapping[str, object] | None = None,
 ) -> TargetView:
     """The view of ``target`` at ``now``, its state read from ``health`` and its tokens
     from ``budget``."""
@@ -125,6 +128,7 @@ def target_view(
         last_error_ago_s=None if health.last_error_at is None else now - health.last_error_at,
         deadlines=deadlines,
         **({} if budget is None else _token_fields(budget, now)),
+        fleet=fleet,
     )
 
 

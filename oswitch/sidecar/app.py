@@ -262,7 +262,18 @@ class SidecarApp:
         await send_json(send, request_id, 200, {"object": "list", "data": data})
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        await send_json(send, request_id, 200, {"status": "ok"})
+        body: dict[str, object] = {"status": "ok"}
+        fleet = self.switcher.fleet
+        if fleet is not None:
+            # Degraded is still alive (on_store_error applies), but said loudly.
+            stats = fleet.statistics()
+            body["store"] = {
+                "degraded": stats.store.degraded,
+                "on_store_error": stats.mode,
+                "replica": stats.replica_id,
+                "last_error": stats.store.last_error,
+            }
+        await send_json(send, request_id, 200, body)
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         admission = self.switcher.statistics().admission
