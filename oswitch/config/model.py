@@ -172,6 +172,7 @@ class OtelConfig:
     service_name: str = "oswitch"
 
 
+@attrs.frozen(kw_only=True)
 class StoreConfig:
     """The shared store of a fleet of replicas (Redis or Valkey, docs/fleet.md).
 
