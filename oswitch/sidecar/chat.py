@@ -11,7 +11,6 @@ the metrics, as finished.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -20,6 +19,7 @@ import trio
 
 from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, describe
 from oswitch.core.clip import shorten
+from oswitch.core.json_codec import decode
 from oswitch.core.secret import Secret
 from oswitch.errors import SwitcherError
 from oswitch.metrics import SwitcherMetrics
@@ -60,13 +60,6 @@ class BodyTimeout(Exception):
 
 class ClientGone(Exception):
     """The client disconnected while its body was being read (nothing to answer)."""
-
-
-def _non_finite(literal: str) -> float:
-    # NaN, Infinity and -Infinity are not JSON. They are read as the floats they name so
-    # that the request check refuses them naming their path ($.temperature), exactly as
-    # it refuses 1e999, which the decoder reads as infinity.
-    return float(literal)
 
 
 class _EventRelay:
@@ -214,7 +207,7 @@ class ChatCompletions:
             )
             return
         try:
-            body = json.loads(raw, parse_constant=_non_finite)
+            body = decode(raw)
         except ValueError as exc:
             await send_error(
                 send,

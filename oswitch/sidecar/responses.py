@@ -7,13 +7,13 @@ Every response carries ``x-oswitch-request-id``.
 from __future__ import annotations
 
 import contextvars
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
 from typing import Any, Protocol
 
 import trio
 
+from oswitch.core.json_codec import encode
 from oswitch.sidecar.errors import HttpError
 
 Scope = MutableMapping[str, Any]
@@ -90,7 +90,7 @@ class Responder:
 
 def sse(payload: object) -> bytes:
     """``payload`` as one server-sent event: ``data: <compact JSON>`` and a blank line."""
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + encode(payload) + b"\n\n"
 
 
 def error_type(exc: BaseException) -> str:
@@ -110,7 +110,7 @@ async def send_json(
 ) -> None:
     """Send a whole JSON response: ``status``, ``payload`` and any extra ``headers``.
     Blocks until the server took both messages, written as one."""
-    body = json.dumps(payload).encode()
+    body = encode(payload)
     async with OneWrite():
         await send(
             {
