@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import httpx
 import pytest
@@ -52,7 +53,7 @@ async def sidecar(fake: FakeProvider) -> AsyncIterator[str]:
             shutdown.set()
 
 
-async def streamed(client: httpx.AsyncClient, url: str) -> bytes:
+async def streamed_body(client: httpx.AsyncClient, url: str) -> bytes:
     async with client.stream("POST", url, json=chat(stream=True)) as response:
         assert response.status_code == 200
         return b"".join([piece async for piece in response.aiter_raw()])
@@ -82,8 +83,8 @@ async def test_a_stream_read_in_one_piece_is_one_write_and_keeps_the_connection(
     fake = FakeProvider().on("key-a", stream(TEXT, split_bytes=1 << 20))
     with trio.fail_after(10):
         async with sidecar(fake) as url, httpx.AsyncClient() as client:
-            first = await streamed(client, url)
-            second = await streamed(client, url)
+            first = await streamed_body(client, url)
+            second = await streamed_body(client, url)
     assert first.count(b"data: {") == second.count(b"data: {") >= 9
     assert len(writes) == 2
     assert writes[0][0] == writes[1][0]  # one connection, kept alive
@@ -100,10 +101,40 @@ async def test_a_stream_read_in_small_pieces_sends_its_end_with_the_terminator(
     fake = FakeProvider().on("key-a", stream(TEXT, split_bytes=7))
     with trio.fail_after(10):
         async with sidecar(fake) as url, httpx.AsyncClient() as client:
-            body = await streamed(client, url)
+            body = await streamed_body(client, url)
     events = body.count(b"data: ")
     assert events >= 11  # role, nine words, finish, [DONE]
     assert 1 < len(writes) <= events
     assert writes[0][1].startswith(b"HTTP/1.1 200 ") and b"data: {" in writes[0][1]
     assert writes[-1][1].endswith(END)
     assert all(b"0\r\n\r\n" not in data for _, data in writes[:-1])
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_sidecar_request_is_checked_once(
+    monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """The chat-request check walks a sidecar request's body once (at the door), not
+    again in the engine; a request handed to the engine directly is still checked."""
+    from oswitch.core import chat_request
+
+    walks: list[object] = []
+    original = chat_request._first_unencodable
+
+    def counting(root: Any) -> Any:
+        walks.append(root)
+        return original(root)
+
+    monkeypatch.setattr(chat_request, "_first_unencodable", counting)
+    fake = FakeProvider().on("key-a", stream(TEXT) if streamed else reply("hello"))
+    with trio.fail_after(10):
+        async with sidecar(fake) as url, httpx.AsyncClient() as client:
+            if streamed:
+                await streamed_body(client, url)
+            else:
+                assert (await client.post(url, json=chat())).status_code == 200
+    assert len(walks) == 1
+    direct = FakeProvider().on("key-a", reply("hello"))
+    async with open_switcher(config(target("a")), transport=direct.transport()) as switcher:
+        await switcher.complete(chat())
+    assert len(walks) == 2

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import trio
 
-from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, describe
+from oswitch.core.chat_request import MAX_DEPTH, check_chat_request, describe
 from oswitch.core.clip import shorten
 from oswitch.core.json_codec import decode
 from oswitch.core.secret import Secret
@@ -228,19 +228,20 @@ class ChatCompletions:
                 ),
             )
             return
-        problems = chat_request_problems(body)
-        if problems:
+        # Checked once: the engine does not walk a CheckedChatRequest again.
+        checked, problems = check_chat_request(body)
+        if checked is None:
             await send_error(
                 send, request_id, bad_request(describe(problems), param=problems[0][0])
             )
             return
-        state = _RequestState(stream=body.get("stream") is True, started=trio.current_time())
+        state = _RequestState(stream=checked.get("stream") is True, started=trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope, state)
             if state.stream:
-                await self._stream(send, request_id, body, state)
+                await self._stream(send, request_id, checked, state)
             else:
-                await self._complete(send, request_id, body, state)
+                await self._complete(send, request_id, checked, state)
             nursery.cancel_scope.cancel()
 
     async def _watch_disconnect(
