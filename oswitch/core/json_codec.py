@@ -26,14 +26,16 @@ spelling may differ (orjson writes ``1e-7`` where ``json.dumps`` writes ``1e-07`
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
 # An integer of 19+ digits may not fit orjson's 64 bits (-9223372036854775809 does not).
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
-_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
+# Found by mapping every digit to "0" and everything else to " ", then looking for 19
+# zeros: two C passes, ~1 us on a stream chunk, where a regex takes 2-4 us (more than
+# orjson's whole parse).
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN = b"0" * 19
 
 _orjson_loads = orjson.loads
 _orjson_dumps = orjson.dumps
@@ -46,15 +48,13 @@ def decode(data: bytes | bytearray | memoryview | str) -> Any:
     Raises ``ValueError`` (``json.JSONDecodeError``) for what is not JSON and
     ``RecursionError`` for nesting too deep for the stdlib, as ``json.loads`` does.
     """
-    long_digits = _LONG_DIGITS_TEXT if isinstance(data, str) else _LONG_DIGITS_BYTES
-    if long_digits.search(data) is None:  # type: ignore[arg-type]
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if _LONG_RUN not in raw.translate(_DIGITS_AS_ZEROS):
         try:
-            return _orjson_loads(data)
+            return _orjson_loads(raw)
         except _JSONDecodeError:
             pass  # the stdlib decides: it may read it, or it says why not
-    if isinstance(data, memoryview | bytearray):
-        data = bytes(data)
-    return json.loads(data)
+    return json.loads(data if isinstance(data, str) else raw)
 
 
 def encode(value: Any) -> bytes:
