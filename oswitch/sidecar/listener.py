@@ -15,8 +15,8 @@ hypercorn writes every ASGI message to the socket as it comes (a response's head
 body, and the end of the body each on their own). The app may *cork* its connection
 (:class:`~oswitch.sidecar.responses.OneWrite`) so that what it sends in a block goes
 out in one write: head and body of a JSON reply, or a stream's last events, ``[DONE]``
-and the chunked terminator together. Each write is a syscall plus hypercorn's lock and
-shielded scope and our write deadline: ~20 us a write on a 2-core VM.
+and the chunked terminator together. Each write costs a syscall, hypercorn's lock and
+shielded scope and our write deadline (docs/bench.md, "Speed at the floor").
 """
 
 from __future__ import annotations
