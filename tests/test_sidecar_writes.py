@@ -138,3 +138,38 @@ async def test_a_sidecar_request_is_checked_once(
     async with open_switcher(config(target("a")), transport=direct.transport()) as switcher:
         await switcher.complete(chat())
     assert len(walks) == 2
+
+
+class _Connection:
+    """A corkable connection that records what was asked of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def cork(self) -> None:
+        self.calls.append("cork")
+
+    async def uncork(self) -> None:
+        self.calls.append("uncork")
+        await trio.lowlevel.checkpoint()
+
+
+async def test_one_write_never_leaves_its_connection_corked() -> None:
+    """Entering a OneWrite block that is cancelled at once does not cork the connection;
+    a block that raises still uncorks it (what it held is written)."""
+    from oswitch.sidecar.responses import CONNECTION, OneWrite
+
+    connection = _Connection()
+    token = CONNECTION.set(connection)
+    try:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            async with OneWrite():
+                pass  # pragma: no cover (cancelled on entry)
+        assert connection.calls == []
+        with pytest.raises(KeyError):
+            async with OneWrite():
+                raise KeyError("bug")
+        assert connection.calls == ["cork", "uncork"]
+    finally:
+        CONNECTION.reset(token)

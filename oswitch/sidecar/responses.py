@@ -53,9 +53,10 @@ class OneWrite:
         self._connection = CONNECTION.get()
 
     async def __aenter__(self) -> None:
+        # Checkpoint first: a cancellation here must not leave the connection corked.
+        await trio.lowlevel.checkpoint()
         if self._connection is not None:
             self._connection.cork()
-        await trio.lowlevel.checkpoint()
 
     async def __aexit__(
         self,
