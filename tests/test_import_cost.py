@@ -66,3 +66,15 @@ def test_serve_control_is_the_control_servers_function() -> None:
     assert "serve_control" in dir(oswitch) and "serve_control" in oswitch.__all__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         oswitch.nope  # noqa: B018
+
+
+def test_import_oswitch_reads_its_version_only_when_asked() -> None:
+    """``import oswitch`` does not load importlib.metadata (20-100 ms); ``__version__``
+    is read on first use and is the installed package's version."""
+    probe = (
+        "import sys, oswitch\n"
+        "assert 'importlib.metadata' not in sys.modules\n"
+        "from importlib.metadata import version\n"
+        "assert oswitch.__version__ == version('oswitch') and '__version__' in dir(oswitch)\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], timeout=60, check=True)

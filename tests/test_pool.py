@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oswitch import ErrorClass, classify
+from oswitch.transport import wire as wire_module
 from oswitch.transport.pool import HTTP1Pool, _Body, _Connection
 from oswitch.transport.wire import Framing as _Framing
 
@@ -603,3 +604,51 @@ def test_any_chunking_and_any_reads_give_back_the_body(
     assert data == body
     assert fake_pool.ended == ["reused"]
     assert connection.buffer + b"".join(connection._reads) == b"NEXT"
+
+
+# ---- request heads ------------------------------------------------------------------------
+
+
+async def test_a_targets_repeated_head_is_validated_once_and_sent_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three requests with the same method, URL and headers validate the head once; each
+    still carries its own Content-Length and body, and a new header set is validated
+    anew."""
+    validated: list[bytes] = []
+    original = wire_module.request_head_fields
+
+    def counting(*args: object) -> bytes:
+        head = original(*args)  # type: ignore[arg-type]
+        validated.append(head)
+        return head
+
+    monkeypatch.setattr(wire_module, "request_head_fields", counting)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port, server = await nursery.start(serve, answering(*[ok(b"x")] * 4))
+            client = pool()
+            for body in (b'{"a":1}', b'{"a":22}', b'{"a":333}'):
+                assert await read_all(await client.post(url(port), HEADERS, body)) == b"x"
+            assert len(validated) == 1
+            other = {**HEADERS, "authorization": "Bearer sk-other"}
+            await read_all(await client.post(url(port), other, b"{}"))
+            assert len(validated) == 2
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+    for request, length, body in zip(
+        server.requests, (7, 8, 9, 2), (b'{"a":1}', b'{"a":22}', b'{"a":333}', b"{}"), strict=True
+    ):
+        assert request.startswith(validated[0 if length != 2 else 1])
+        assert request.endswith(b"content-length: %d\r\n\r\n%s" % (length, body))
+
+
+async def test_a_bad_header_is_refused_every_time() -> None:
+    """A head that fails validation is not kept: every request with it is refused."""
+    client = pool()
+    for _ in range(2):
+        with pytest.raises(httpx.LocalProtocolError, match="authorization"):
+            await client.post(
+                httpx.URL("http://127.0.0.1:9/x"), {"authorization": "Bearer a\r\nb: 1"}, b"{}"
+            )
+    assert client._heads == {}

@@ -113,6 +113,25 @@ def chat_request_problems(request: object) -> list[Problem]:
     return problems
 
 
+class CheckedChatRequest(dict[str, Any]):
+    """A chat request :func:`check_chat_request` found no fault in, so the engine does
+    not walk it again (the sidecar checks every body before handing it on, and the
+    check is ~10-20 us of a typical request). Made only by that function; changing it
+    afterwards voids what its type says."""
+
+    __slots__ = ()
+
+
+def check_chat_request(request: object) -> tuple[CheckedChatRequest | None, list[Problem]]:
+    """:func:`chat_request_problems`, and when there are none the request marked as
+    checked (a shallow copy: its values are shared, not copied)."""
+    problems = chat_request_problems(request)
+    if problems:
+        return None, problems
+    assert isinstance(request, Mapping)
+    return CheckedChatRequest(request), problems
+
+
 # ---- shape -----------------------------------------------------------------------
 #
 # A check takes a field's value and returns None, or (suffix, reason) where suffix

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from oswitch.core.classify import Classification, classify_stream_error
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.inbound import ORIGINAL_KEY, original_of
+from oswitch.core.json_codec import decode
 from oswitch.core.secret import Secret, scrub_and_cut
 from oswitch.providers.adapter import MalformedReply, StreamFault, Untranslatable, UpstreamCall
 from oswitch.providers.shape import (
@@ -43,7 +43,7 @@ def excerpt(data: str, secrets: Iterable[Secret]) -> str:
 def loads(data: str, secrets: Iterable[Secret]) -> object:
     """``data`` parsed as JSON; a malformed chunk if it is not (or nests too deep)."""
     try:
-        return json.loads(data)
+        return decode(data)
     except (ValueError, RecursionError):
         raise malformed_chunk(f"not JSON: {excerpt(data, secrets)}") from None
 

@@ -14,7 +14,6 @@ began.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Set
 from typing import Any, NamedTuple
@@ -28,6 +27,7 @@ from oswitch.core.classify import Classification, classify, classify_stream_erro
 from oswitch.core.clip import MAX_TEXT_CHARS, clip
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.inbound import original_of
+from oswitch.core.json_codec import decode
 from oswitch.core.secret import Secret, scrub
 from oswitch.core.tokens import read_usage
 from oswitch.providers.base import MalformedReply, ProviderAdapter, UpstreamCall
@@ -511,7 +511,7 @@ def _decode_json(body: bytes) -> Any:
     """The JSON value of ``body``; MalformedReply for one that is not JSON, or nested
     too deeply to decode (a RecursionError is the reply's fault, not the transport's)."""
     try:
-        return json.loads(body)
+        return decode(body)
     except ValueError as exc:
         raise MalformedReply(str(exc)) from None
     except RecursionError:

@@ -12,7 +12,6 @@ cancel scopes around these calls.
 from __future__ import annotations
 
 import functools
-import json
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +20,7 @@ import attrs
 import httpx
 import trio
 
+from oswitch.core.json_codec import encode
 from oswitch.transport import HTTP1Pool
 
 # httpx timeouts are per-phase inactivity limits; the real deadlines are trio cancel
@@ -39,8 +39,9 @@ def shared_ssl_context() -> ssl.SSLContext:
 
 
 def encode_json(body: Mapping[str, Any]) -> bytes:
-    """JSON as httpx sends it: compact, UTF-8, no NaN."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """JSON as httpx sends it: compact, UTF-8 (orjson; see oswitch.core.json_codec).
+    No request reaching here holds NaN or Infinity: the request check refused it."""
+    return encode(body)
 
 
 @attrs.frozen(kw_only=True)

@@ -11,21 +11,30 @@ the metrics, as finished.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from oswitch.core.chat_request import MAX_DEPTH, chat_request_problems, describe
+from oswitch.core.chat_request import MAX_DEPTH, check_chat_request, describe
 from oswitch.core.clip import shorten
+from oswitch.core.json_codec import decode
 from oswitch.core.secret import Secret
 from oswitch.errors import SwitcherError, UnknownRequest
 from oswitch.metrics import SwitcherMetrics
 from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.errors import HttpError, bad_request, http_error_for
-from oswitch.sidecar.responses import CLOSE, Receive, Scope, Send, send_error, send_json, sse
+from oswitch.sidecar.responses import (
+    CLOSE,
+    OneWrite,
+    Receive,
+    Scope,
+    Send,
+    send_error,
+    send_json,
+    sse,
+)
 
 if TYPE_CHECKING:
     from oswitch.otel import Tracing
@@ -63,11 +72,48 @@ class ClientGone(Exception):
     """The client disconnected while its body was being read (nothing to answer)."""
 
 
-def _non_finite(literal: str) -> float:
-    # NaN, Infinity and -Infinity are not JSON. They are read as the floats they name so
-    # that the request check refuses them naming their path ($.temperature), exactly as
-    # it refuses 1e999, which the decoder reads as infinity.
-    return float(literal)
+class _EventRelay:
+    """A stream's SSE response, written as few times as possible: the head goes out with
+    the first events, and the last events with the end of the body (the chunked
+    terminator), each pair in one socket write."""
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self._send = send
+        self._request_id = request_id
+        self._events: list[bytes] = []
+        self._started = False
+
+    def add(self, event: bytes) -> None:
+        self._events.append(event)
+
+    async def flush(self, *, last: bool = False) -> None:
+        """Send the events added so far (with the head, the first time); ``last`` ends
+        the body. Blocks until the server took them."""
+        body = b"".join(self._events)
+        self._events.clear()
+        message = {"type": "http.response.body", "body": body, "more_body": not last}
+        if self._started and not last:
+            await self._send(message)
+            return
+        async with OneWrite():
+            if not self._started:
+                self._started = True
+                await self._send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", b"text/event-stream"),
+                            (b"cache-control", b"no-cache"),
+                            (b"x-oswitch-request-id", self._request_id.encode()),
+                        ],
+                    }
+                )
+            await self._send(message)
+
+    async def end(self) -> None:
+        """Send what is left and end the body."""
+        await self.flush(last=True)
 
 
 class ChatCompletions:
@@ -180,7 +226,7 @@ class ChatCompletions:
             )
             return
         try:
-            body = json.loads(raw, parse_constant=_non_finite)
+            body = decode(raw)
         except ValueError as exc:
             await send_error(
                 send,
@@ -201,23 +247,24 @@ class ChatCompletions:
                 ),
             )
             return
-        problems = chat_request_problems(body)
-        if problems:
+        # Checked once: the engine does not walk a CheckedChatRequest again.
+        checked, problems = check_chat_request(body)
+        if checked is None:
             await send_error(
                 send, request_id, bad_request(describe(problems), param=problems[0][0])
             )
             return
         state = _RequestState(
-            stream=body.get("stream") is True, started=trio.current_time(), request_id=request_id
+            stream=checked.get("stream") is True, started=trio.current_time(), request_id=request_id
         )
         if self.tracing is not None:
             state.parent = self.tracing.parent_from(scope.get("headers", ()))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope, state)
             if state.stream:
-                await self._stream(send, request_id, body, state)
+                await self._stream(send, request_id, checked, state)
             else:
-                await self._complete(send, request_id, body, state)
+                await self._complete(send, request_id, checked, state)
             nursery.cancel_scope.cancel()
 
     async def _watch_disconnect(
@@ -255,56 +302,47 @@ class ChatCompletions:
         try:
             async with self.switcher.stream(body, request_id=request_id) as chunks:
                 state.first_token_at = trio.current_time()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", b"text/event-stream"),
-                            (b"cache-control", b"no-cache"),
-                            (b"x-oswitch-request-id", request_id.encode()),
-                        ],
-                    }
-                )
+                relay = _EventRelay(send, request_id)
                 usage: Any = None
                 usage_sent = False
+                # A ChatStream says what is in hand; any other iterator (a test's) is
+                # relayed a chunk at a time.
+                take_ready = getattr(chunks, "take_ready", list)
                 try:
                     async for chunk in chunks:
-                        if chunk.get("usage"):
-                            usage = state.usage = chunk["usage"]
-                            usage_sent = usage_sent or not chunk.get("choices")
-                        if self.tracing is not None:
-                            _note_finish(chunk, state)
-                        await send(
-                            {"type": "http.response.body", "body": sse(chunk), "more_body": True}
-                        )
+                        # Every chunk the last read decoded goes out in one write.
+                        for each in (chunk, *take_ready()):
+                            if each.get("usage"):
+                                usage = state.usage = each["usage"]
+                                usage_sent = usage_sent or not each.get("choices")
+                            if self.tracing is not None:
+                                _note_finish(each, state)
+                            relay.add(sse(each))
+                        if not getattr(chunks, "ending", False):
+                            await relay.flush()
+                        # Else the rest is in hand: it goes out with [DONE] and the end.
                 except SwitcherError as error:
                     # Content already went out (or the request's deadline passed while it
                     # was being delivered): say so in-band, and never send [DONE].
                     self._observe(error, state)
-                    failure = http_error_for(error)
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": sse(failure.body()),
-                            "more_body": False,
-                        }
-                    )
+                    relay.add(sse(http_error_for(error).body()))
+                    await relay.end()
                     return
-                tail = b""
                 if include_usage and usage is not None and not usage_sent:
-                    tail += sse(
-                        {
-                            "id": f"chatcmpl-{request_id}",
-                            "object": "chat.completion.chunk",
-                            "model": body["model"],
-                            "choices": [],
-                            "usage": usage,
-                        }
+                    relay.add(
+                        sse(
+                            {
+                                "id": f"chatcmpl-{request_id}",
+                                "object": "chat.completion.chunk",
+                                "model": body["model"],
+                                "choices": [],
+                                "usage": usage,
+                            }
+                        )
                     )
-                tail += b"data: [DONE]\n\n"
+                relay.add(b"data: [DONE]\n\n")
                 self._observe(None, state)
-                await send({"type": "http.response.body", "body": tail, "more_body": False})
+                await relay.end()
         except SwitcherError as error:
             # Nothing went out yet: an honest status code is still possible.
             self._observe(error, state)

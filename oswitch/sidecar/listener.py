@@ -10,6 +10,13 @@ it. So the sidecar accepts connections itself and gives each one to hypercorn's
 socket is closed, hypercorn sees the client gone, and the app cancels the request.
 A deadline set inside a shielded scope still fires, which is what makes this work.
 Connections past ``max_connections`` get a canned 503 and are closed at once.
+
+hypercorn writes every ASGI message to the socket as it comes (a response's head, its
+body, and the end of the body each on their own). The app may *cork* its connection
+(:class:`~oswitch.sidecar.responses.OneWrite`) so that what it sends in a block goes
+out in one write: head and body of a JSON reply, or a stream's last events, ``[DONE]``
+and the chunked terminator together. Each write costs a syscall, hypercorn's lock and
+shielded scope and our write deadline (docs/bench.md, "Speed at the floor").
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ from functools import partial
 import attrs
 import hypercorn
 import trio
-from hypercorn.events import Event, Updated
+from hypercorn.events import Event, RawData, Updated
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ASGIFramework, ConnectionState
 from hypercorn.utils import wrap_app
+
+from oswitch.sidecar.responses import CONNECTION
 
 log = logging.getLogger("oswitch.sidecar")
 http_log = logging.getLogger("oswitch.sidecar.http")
@@ -113,6 +122,27 @@ class _PromptCloseTCPServer(TCPServer):
     """
 
     _client_gone = False
+    # While corked: the task that corked, and what it wrote meanwhile (to go out as one).
+    _corked_by: trio.lowlevel.Task | None = None
+    _held: list[bytes]
+
+    def cork(self) -> None:
+        """Hold this task's writes back until :meth:`uncork` (which sends them as one)."""
+        self._corked_by = trio.lowlevel.current_task()
+        self._held = []
+
+    async def uncork(self) -> None:
+        """Write what was held, in one write, and stop holding. Shielded: hypercorn's
+        protocol state already counts those bytes as sent, so they must go out even if
+        the app is being cancelled (each write is bounded by ``write_timeout_s``)."""
+        held = b"".join(self._held) if self._corked_by is not None else b""
+        self._corked_by = None
+        self._held = []
+        with trio.CancelScope(shield=True):
+            if held:
+                await super().protocol_send(RawData(data=held))
+            else:
+                await trio.lowlevel.checkpoint()
 
     async def _read_data(self) -> None:
         await super()._read_data()
@@ -121,6 +151,16 @@ class _PromptCloseTCPServer(TCPServer):
         await self.idle_task.stop()
 
     async def protocol_send(self, event: Event) -> None:
+        if self._corked_by is not None:
+            if isinstance(event, RawData) and self._corked_by is trio.lowlevel.current_task():
+                # Held for uncork, which writes (and checkpoints); a checkpoint per held
+                # write would cost a scheduling round each, the very cost corking removes.
+                self._held.append(event.data)
+                return  # noqa: ASYNC910
+            if not isinstance(event, Updated):
+                # The socket is about to close (a reply with Connection: close) or another
+                # task writes: what was held goes first.
+                await self.uncork()
         if self._client_gone and isinstance(event, Updated) and event.idle:
             # An answer finished after the client left: nothing to keep alive for.
             await trio.lowlevel.checkpoint()
@@ -207,13 +247,16 @@ class ConnectionGate:
                 write_timeout_s=self._limits.write_timeout_s,
                 on_timeout=self._write_timed_out,
             )
-            await _PromptCloseTCPServer(
+            server = _PromptCloseTCPServer(
                 self._app,
                 self._config,
                 self._context,
                 ConnectionState({}),
                 bounded,  # type: ignore[arg-type]  # hypercorn types it as an SSLStream
             )
+            # The app's tasks are spawned from this one, so they see their connection.
+            CONNECTION.set(server)
+            await server
         finally:
             self._open -= 1
             self._saturated = False

@@ -36,6 +36,7 @@ from oswitch.core.anthropic_outbound import (
 from oswitch.core.chat_request import MAX_DEPTH, describe
 from oswitch.core.clip import shorten
 from oswitch.core.inbound import ORIGINAL_KEY
+from oswitch.core.json_codec import decode
 from oswitch.core.secret import scrub
 from oswitch.core.tokens import estimate_request
 from oswitch.errors import SwitcherError
@@ -48,7 +49,6 @@ from oswitch.sidecar.chat import (
     BodyTooLarge,
     ChatCompletions,
     ClientGone,
-    _non_finite,
     _RequestState,
 )
 from oswitch.sidecar.errors import HttpError, anthropic_body, anthropic_error_type, http_error_for
@@ -145,7 +145,7 @@ class Messages:
             )
             return None
         try:
-            body = json.loads(raw, parse_constant=_non_finite)
+            body = decode(raw)
         except ValueError as exc:
             message = f"request body is not valid JSON: {shorten(str(exc), 200)}"
             await send_anthropic_error(send, request_id, _invalid(message))

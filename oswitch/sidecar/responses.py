@@ -6,10 +6,14 @@ Every response carries ``x-oswitch-request-id``.
 
 from __future__ import annotations
 
-import json
+import contextvars
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
+import trio
+
+from oswitch.core.json_codec import encode
 from oswitch.sidecar.errors import HttpError
 
 Scope = MutableMapping[str, Any]
@@ -19,6 +23,51 @@ Send = Callable[[Message], Awaitable[None]]
 
 CLOSE = (b"connection", b"close")
 """The header that closes the connection once the response is sent."""
+
+
+class Corkable(Protocol):
+    """A client connection whose writes can be held and sent as one (the listener's)."""
+
+    def cork(self) -> None: ...
+
+    async def uncork(self) -> None: ...
+
+
+CONNECTION: contextvars.ContextVar[Corkable | None] = contextvars.ContextVar(
+    "oswitch_sidecar_connection", default=None
+)
+"""The connection the current request arrived on, set by the listener for the tasks
+of each connection; None under any other ASGI server (then nothing is corked)."""
+
+
+class OneWrite:
+    """``async with OneWrite():`` — what the app sends inside the block reaches the
+    client's socket in one write when the block ends (a reply's head and body, or a
+    stream's last events and its end). The block must not wait on anything but those
+    sends: nothing goes out until it ends. Leaving it writes whatever was held, shielded
+    (bounded by the connection's write timeout), even when cancelled."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self) -> None:
+        self._connection = CONNECTION.get()
+
+    async def __aenter__(self) -> None:
+        # Checkpoint first: a cancellation here must not leave the connection corked.
+        await trio.lowlevel.checkpoint()
+        if self._connection is not None:
+            self._connection.cork()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._connection is not None:
+            await self._connection.uncork()
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 class Responder:
@@ -42,7 +91,7 @@ class Responder:
 
 def sse(payload: object) -> bytes:
     """``payload`` as one server-sent event: ``data: <compact JSON>`` and a blank line."""
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + encode(payload) + b"\n\n"
 
 
 def error_type(exc: BaseException) -> str:
@@ -61,21 +110,22 @@ async def send_json(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Send a whole JSON response: ``status``, ``payload`` and any extra ``headers``.
-    Blocks until the server took both messages."""
-    body = json.dumps(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-oswitch-request-id", request_id.encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    Blocks until the server took both messages, written as one."""
+    body = encode(payload)
+    async with OneWrite():
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-oswitch-request-id", request_id.encode()),
+                    *(headers or []),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 async def send_error(

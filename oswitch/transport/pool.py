@@ -49,6 +49,9 @@ DEFAULT_POOL_TIMEOUT_S = 5.0
 # flows silently (Azure after 4 min, AWS after 350 s), and a request sent on one would
 # meet only the first-token deadline.
 KEEPALIVE_EXPIRY_S = 30.0
+# Distinct request heads (method, URL, headers) a pool keeps validated; a target has one
+# or two (its key and URL), a borrowed pool a few more. Past it the kept ones are dropped.
+MAX_KEPT_HEADS = 64
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -85,6 +88,8 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         self._in_use = 0
         self._requests = 0
         self._closed = False
+        # Validated request heads (up to Content-Length) by (method, target, host, headers).
+        self._heads: dict[tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...]], bytes] = {}
 
     # ---- the transport API -------------------------------------------------------
 
@@ -132,10 +137,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         """Send one request; see :meth:`post`."""
         if self._closed:
             raise httpx.LocalProtocolError("the connection pool is closed")
-        try:
-            head = wire.encode_request_head(method, url.raw_path, url.netloc, headers, len(body))
-        except wire.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc)) from None
+        head = self._head_fields(method, url, headers) + wire.content_length_field(len(body))
         origin = _origin(url)
         await self._acquire()
         connection: _Connection | None = None
@@ -175,6 +177,24 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         except BaseException:
             stream.abandon()
             raise
+
+    def _head_fields(
+        self, method: bytes, url: httpx.URL, headers: Iterable[tuple[bytes, bytes]]
+    ) -> bytes:
+        """The request head up to its Content-Length, validated once per distinct head
+        (a target sends the same headers every time); raises httpx.LocalProtocolError
+        for a bad one, every time (a refusal is not kept)."""
+        key = (method, url.raw_path, url.netloc, tuple(headers))
+        fields = self._heads.get(key)
+        if fields is None:
+            try:
+                fields = wire.request_head_fields(*key)
+            except wire.LocalProtocolError as exc:
+                raise httpx.LocalProtocolError(str(exc)) from None
+            if len(self._heads) >= MAX_KEPT_HEADS:
+                self._heads.clear()
+            self._heads[key] = fields
+        return fields
 
     async def _exchange(
         self, connection: _Connection, method: bytes, head: bytes, body: bytes
@@ -222,6 +242,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close every idle connection; connections in use close when their reply ends."""
         self._closed = True
+        self._heads.clear()  # they hold the targets' keys
         for connections in self._idle.values():
             for connection in connections:
                 connection.close()

@@ -86,6 +86,15 @@ def encode_request_head(
     are read raw) are added unless given. Raises :class:`LocalProtocolError` naming
     the offending header, never repeating its value (it may be a key).
     """
+    return request_head_fields(method, target, host, headers) + content_length_field(content_length)
+
+
+def request_head_fields(
+    method: bytes, target: bytes, host: bytes, headers: Iterable[tuple[bytes, bytes]]
+) -> bytes:
+    """A request head up to its Content-Length: request line, Host, ``headers`` and the
+    defaults, validated as :func:`encode_request_head` says. A target sends the same
+    ones request after request, so its pool keeps them (validating costs ~10 us)."""
     if not is_token(method) or _NOT_IN_TARGET.search(target) or _NOT_IN_TARGET.search(host):
         raise LocalProtocolError("invalid request line or host")
     parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
@@ -99,8 +108,12 @@ def encode_request_head(
         parts += (b"user-agent: ", USER_AGENT, b"\r\n")
     if b"accept-encoding" not in given:
         parts += (b"accept-encoding: identity\r\n",)
-    parts += (b"content-length: ", str(content_length).encode(), b"\r\n\r\n")
     return b"".join(parts)
+
+
+def content_length_field(content_length: int) -> bytes:
+    """The Content-Length line and the blank line that end a request head."""
+    return b"content-length: %d\r\n\r\n" % content_length
 
 
 # ---- response heads ---------------------------------------------------------------------
