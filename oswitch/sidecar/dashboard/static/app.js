@@ -63,16 +63,29 @@ function setCell(cell, content) {
 // `headroom` (what the provider reports is left) with the limits work. Until a view
 // has them these cells show "–"; nothing else depends on them.
 function usageFigures(t) {
-  const tpm = typeof t.tokens_per_minute === "number" ? Math.round(t.tokens_per_minute) : "–";
-  let headroom = "–";
-  if (typeof t.headroom === "number") headroom = Math.round(t.headroom);
-  else if (t.headroom && typeof t.headroom === "object") {
-    headroom = Object.entries(t.headroom)
-      .filter(([, v]) => typeof v === "number")
-      .map(([k, v]) => `${k} ${Math.round(v)}`)
-      .join(", ") || "–";
+  // tokens_per_minute: what the provider counted over the last minute; headroom: the
+  // provider's latest reported remaining/limit per dimension, else what is left of
+  // the configured token budget (docs/rate-limits.md).
+  const tpm = typeof t.tokens_per_minute === "number" && (t.tokens_per_minute || hasTokenLimits(t))
+    ? String(Math.round(t.tokens_per_minute)) : "–";
+  const parts = [];
+  const limits = t.provider_limits && typeof t.provider_limits === "object" ? t.provider_limits : {};
+  for (const [dimension, short] of [["tokens", "tok"], ["input_tokens", "in"], ["output_tokens", "out"], ["requests", "req"]]) {
+    const w = limits[dimension];
+    if (w && typeof w === "object") {
+      const count = (v) => (typeof v === "number" ? String(Math.round(v)) : "?");
+      parts.push(`${short} ${count(w.remaining)}/${count(w.limit)}`);
+    }
   }
-  return [String(tpm), String(headroom)];
+  if (!parts.length && typeof t.token_budget_available === "number") {
+    parts.push(`budget ${Math.max(0, Math.round(t.token_budget_available))}`);
+  }
+  return [tpm, parts.join(" ") || "–"];
+}
+
+function hasTokenLimits(t) {
+  return typeof t.token_budget_available === "number"
+    || (t.provider_limits && Object.keys(t.provider_limits).length > 0);
 }
 
 function sparkline(minutes) {
