@@ -173,3 +173,29 @@ async def test_one_write_never_leaves_its_connection_corked() -> None:
         assert connection.calls == ["cork", "uncork"]
     finally:
         CONNECTION.reset(token)
+
+
+async def test_a_messages_stream_read_in_one_piece_is_one_write(
+    writes: list[tuple[int, bytes]],
+) -> None:
+    """The Messages endpoint relays as the chat endpoint does: an upstream stream that
+    arrives in one read reaches the client as one write, head to message_stop and the
+    chunked terminator."""
+    fake = FakeProvider().on("key-a", stream(TEXT, split_bytes=1 << 20))
+    body = {
+        "model": "gpt-4o",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with trio.fail_after(10):
+        async with sidecar(fake) as url, httpx.AsyncClient() as client:
+            messages_url = url.replace(CHAT_PATH, "/v1/messages")
+            async with client.stream("POST", messages_url, json=body) as response:
+                assert response.status_code == 200
+                raw = b"".join([piece async for piece in response.aiter_raw()])
+    assert raw.count(b"event: content_block_delta") >= 9
+    assert len(writes) == 1
+    data = writes[0][1]
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert b"event: message_stop" in data and data.endswith(b"\r\n0\r\n\r\n")

@@ -72,7 +72,7 @@ class ClientGone(Exception):
     """The client disconnected while its body was being read (nothing to answer)."""
 
 
-class _EventRelay:
+class EventRelay:
     """A stream's SSE response, written as few times as possible: the head goes out with
     the first events, and the last events with the end of the body (the chunked
     terminator), each pair in one socket write."""
@@ -89,6 +89,9 @@ class _EventRelay:
     async def flush(self, *, last: bool = False) -> None:
         """Send the events added so far (with the head, the first time); ``last`` ends
         the body. Blocks until the server took them."""
+        if self._started and not last and not self._events:
+            await trio.lowlevel.checkpoint()  # nothing new to send
+            return
         body = b"".join(self._events)
         self._events.clear()
         message = {"type": "http.response.body", "body": body, "more_body": not last}
@@ -302,7 +305,7 @@ class ChatCompletions:
         try:
             async with self.switcher.stream(body, request_id=request_id) as chunks:
                 state.first_token_at = trio.current_time()
-                relay = _EventRelay(send, request_id)
+                relay = EventRelay(send, request_id)
                 usage: Any = None
                 usage_sent = False
                 # A ChatStream says what is in hand; any other iterator (a test's) is

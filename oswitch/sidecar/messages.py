@@ -49,6 +49,7 @@ from oswitch.sidecar.chat import (
     BodyTooLarge,
     ChatCompletions,
     ClientGone,
+    EventRelay,
     _RequestState,
 )
 from oswitch.sidecar.errors import HttpError, anthropic_body, anthropic_error_type, http_error_for
@@ -209,47 +210,42 @@ class Messages:
         try:
             async with self.switcher.stream(request, request_id=request_id) as chunks:
                 state.first_token_at = trio.current_time()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", b"text/event-stream"),
-                            (b"cache-control", b"no-cache"),
-                            (b"x-oswitch-request-id", request_id.encode()),
-                        ],
-                    }
-                )
+                relay = EventRelay(send, request_id)
+                # As on the chat endpoint: everything one upstream read decoded goes out
+                # in one write, and the last events with the end of the body.
+                take_ready = getattr(chunks, "take_ready", list)
                 try:
                     async for chunk in chunks:
-                        out = encoder.feed(chunk)
-                        if out:
-                            await send(
-                                {"type": "http.response.body", "body": out, "more_body": True}
-                            )
+                        for each in (chunk, *take_ready()):
+                            out = encoder.feed(each)
+                            if out:
+                                relay.add(out)
+                        if not getattr(chunks, "ending", False):
+                            await relay.flush()
                     tail = encoder.finish()
                 except SwitcherError as error:
                     # Content already went out: say so in-band, never message_stop.
                     self._chat._observe(error, state)
                     failure = http_error_for(error)
                     await self._end_in_error(
-                        send, anthropic_error_type(failure.status), failure.message
+                        relay, anthropic_error_type(failure.status), failure.message
                     )
                     return
                 except CorruptToolCall as exc:
                     self._chat._observe(None, state, outcome="CorruptToolCall")
-                    await self._end_in_error(send, "api_error", str(exc))
+                    await self._end_in_error(relay, "api_error", str(exc))
                     return
                 self._chat._observe(None, state)
-                await send({"type": "http.response.body", "body": tail, "more_body": False})
+                relay.add(tail)
+                await relay.end()
         except SwitcherError as error:
             # Nothing went out yet: an honest status code is still possible.
             self._chat._observe(error, state)
             await send_anthropic_error(send, request_id, http_error_for(error))
 
-    async def _end_in_error(self, send: Send, error_type: str, message: str) -> None:
-        body = MessagesStreamEncoder.error(error_type, message)
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+    async def _end_in_error(self, relay: EventRelay, error_type: str, message: str) -> None:
+        relay.add(MessagesStreamEncoder.error(error_type, message))
+        await relay.end()
 
     # ---- /v1/messages/count_tokens --------------------------------------------------
 
