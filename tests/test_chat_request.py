@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import math
 import types
 from typing import Any
@@ -293,13 +294,15 @@ _VALUES = st.recursive(
 
 @given(_VALUES)
 def test_the_check_passes_exactly_what_oswitch_can_encode(value: object) -> None:
-    """For any value, the request passes the check exactly when oswitch's own encoder
-    can send it: nothing unsendable gets through, nothing sendable is refused."""
+    """For any value, the request passes the check exactly when it can be sent as
+    strict JSON (the stdlib with ``allow_nan=False``, as UTF-8): nothing unsendable gets
+    through, nothing sendable is refused; and what passes, oswitch's own (orjson)
+    encoder sends as exactly that JSON value."""
     request = chat(metadata={"value": value})
     try:
-        encode_json(request)
+        strict = json.dumps(request, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (ValueError, TypeError):
-        encodable = False
-    else:
-        encodable = True
-    assert (chat_request_problems(request) == []) == encodable
+        strict = None
+    assert (chat_request_problems(request) == []) == (strict is not None)
+    if strict is not None:
+        assert json.loads(encode_json(request)) == json.loads(strict)
