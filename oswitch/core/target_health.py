@@ -37,10 +37,30 @@ from oswitch.core.backoff import BackoffSettings, backoff_delay
 from oswitch.core.breaker import BreakerSettings, BreakerState, CircuitBreaker, Transition
 from oswitch.core.bucket import TokenBucket
 from oswitch.core.clip import clip
+from oswitch.core.eligibility import ELIGIBLE, EVENT_ONLY, Eligibility, Unready
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.policy import SHORT_COOLDOWN_S, TargetEffect, recovery_for
 from oswitch.core.scoring import HealthTracker
 from oswitch.core.shared_hold import NO_HOLD, SharedHold
+
+# The eligibility vocabulary (Unready, Eligibility, EVENT_ONLY) lives in
+# oswitch.core.eligibility; it stays importable from here with the rules that use it.
+__all__ = [
+    "EVENT_ONLY",
+    "MAX_MODEL_COOLDOWNS",
+    "AttemptEnd",
+    "Cooldown",
+    "Do",
+    "Effect",
+    "Eligibility",
+    "Emit",
+    "HealthSettings",
+    "RateLimit",
+    "TargetCondition",
+    "TargetHealth",
+    "TargetState",
+    "Unready",
+]
 
 # A passthrough target keeps a cooldown per model it served; past this many models
 # cooling at once, the ones ending soonest are forgotten (model names are the
@@ -67,74 +87,6 @@ class TargetCondition(enum.StrEnum):
     QUOTA_EXHAUSTED = "QuotaExhausted"
     REAUTH_REQUIRED = "ReauthRequired"
     POLICY_BLOCKED = "PolicyBlocked"
-
-
-class Unready(enum.StrEnum):
-    """Why a target may not take an attempt now; :class:`Eligibility` lists them in
-    this order."""
-
-    INACTIVE = "inactive"  # Paused, Draining or Disabled: an operator must act
-    BLOCKED = "blocked"  # ReauthRequired / PolicyBlocked: an operator or a new key
-    QUOTA = "quota"  # until the quota deadline
-    COOLING = "cooling"  # until the cooldown ends (per model on a passthrough target)
-    BREAKER_OPEN = "breaker_open"  # until the breaker turns HalfOpen
-    PROBE_BUSY = "probe_busy"  # HalfOpen, every probe slot taken: a probe must end
-    SLOTS_FULL = "slots_full"  # concurrency_limit attempts in flight: one must end
-    NO_TOKEN = "no_token"  # the rate_limit bucket is empty: until the next token
-
-
-EVENT_ONLY: frozenset[Unready] = frozenset(
-    {Unready.INACTIVE, Unready.BLOCKED, Unready.PROBE_BUSY, Unready.SLOTS_FULL}
-)
-"""Reasons no clock ends: an operator, a new key or a finished attempt must."""
-_FREED_BY_AN_ATTEMPT = frozenset({Unready.PROBE_BUSY, Unready.SLOTS_FULL})
-_NOT_WORTH_WAITING = frozenset({Unready.INACTIVE, Unready.BLOCKED, Unready.QUOTA, Unready.COOLING})
-_OUT_OF_SERVICE = frozenset({Unready.INACTIVE, Unready.BLOCKED, Unready.QUOTA})
-
-
-@attrs.frozen(kw_only=True)
-class Eligibility:
-    """Whether a target may take an attempt for one model at one moment.
-
-    ``reasons`` holds every :class:`Unready` reason that applies (empty: eligible).
-    ``until`` is when it may: ``<= now`` means now, a later time means by the clock
-    alone, ``math.inf`` that one of :data:`EVENT_ONLY` must change first. ``probe``:
-    an attempt now would be a half-open probe. ``cooling_cause``: the error class the
-    cooldown that applies is for (set with ``COOLING``).
-    """
-
-    reasons: tuple[Unready, ...] = ()
-    until: float = -math.inf
-    probe: bool = False
-    cooling_cause: ErrorClass | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.reasons
-
-    @property
-    def reason(self) -> Unready | None:
-        """The first reason in :class:`Unready`'s order, or None when eligible."""
-        return self.reasons[0] if self.reasons else None
-
-    @property
-    def busy(self) -> bool:
-        """Out only because its slots (or its half-open probe) are taken: the end of an
-        attempt, not the clock or an operator, makes it eligible again."""
-        held = frozenset(self.reasons)
-        return bool(held & _FREED_BY_AN_ATTEMPT) and not held & _NOT_WORTH_WAITING
-
-    @property
-    def rate_limited(self) -> bool:
-        """Out, and in service, while a rate limit's cooldown runs."""
-        return (
-            self.cooling_cause is ErrorClass.RATE_LIMITED
-            and Unready.COOLING in self.reasons
-            and not frozenset(self.reasons) & _OUT_OF_SERVICE
-        )
-
-
-_ELIGIBLE = Eligibility()
 
 
 @attrs.frozen(kw_only=True)
@@ -301,7 +253,7 @@ class TargetHealth:
                 reasons.append(Unready.NO_TOKEN)
             until = max(until, now + wait)
         if not reasons and not probe and until == -math.inf:
-            return _ELIGIBLE
+            return ELIGIBLE
         if any(reason in EVENT_ONLY for reason in reasons):
             until = math.inf
         return Eligibility(reasons=tuple(reasons), until=until, probe=probe, cooling_cause=cause)

@@ -5,7 +5,8 @@ await its outcome → ask the request's ledger (``core/ledger.py``: budgets,
 exclusions, backoff, the decision after each outcome) what comes next → fail over,
 retry after backoff, wait for a cooldown, hedge, walk the model's fallbacks, or end —
 within the budgets and the request's deadline. Every way out is a reply or one typed
-error. The waiting and the racing happen here; the bookkeeping is the ledger's.
+error. The waiting happens here, the racing of a hedged step in ``hedging.py``; the
+bookkeeping is the ledger's.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from oswitch.core.trace import TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
 from oswitch.runtime.events import EventHub
 from oswitch.runtime.exchange import Answer
+from oswitch.runtime.hedging import Raced, hedge_delay, race
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, CancelReason, OutcomeKind
 from oswitch.runtime.picking import Picker
 from oswitch.runtime.recording import AttemptLog
@@ -183,10 +185,11 @@ class RequestRun:
                     # busy target's slot frees up), whichever comes first.
                     await self.changed.wait_until(min(earliest, wait_until))
                 continue
-            if self._hedge_delay(actor, model) is None:
+            delay = hedge_delay(self.settings, actor, model, stream=self.stream)
+            if delay is None:
                 results = [(actor, model, await self._attempt(actor, model))]
             else:
-                results = await self._race(actor, model)
+                results = await self._race(actor, model, delay)
             winner = self._settle_all(results)
             if winner is not None:
                 return winner
@@ -196,7 +199,7 @@ class RequestRun:
             else:
                 waiting_since = None
 
-    def _settle_all(self, results: list[tuple[TargetActor, str, Answer]]) -> Answer | None:
+    def _settle_all(self, results: list[Raced]) -> Answer | None:
         """Record and settle one step's attempts (several when hedged); the winner's
         answer, or None (a lost hedge's stream was closed by :meth:`_race`)."""
         winner = None
@@ -224,93 +227,22 @@ class RequestRun:
                 self._settle(attempt_actor, model, outcome, final=winner is None)
         return None if winner is None else winner[1]
 
-    def _hedge_delay(self, actor: TargetActor, model: str) -> tuple[float, str] | None:
-        """How long an attempt on ``actor`` runs alone before it is hedged, and why;
-        None when it is never hedged. ``hedge_after_ms`` when set; else, for a stream,
-        the target's learned first-token deadline for the model (an explicit
-        ``first_token_timeout_ms`` is a hard limit instead: no hedge)."""
-        if self.settings.hedge_after_s is not None:
-            return self.settings.hedge_after_s, f"hedge_after_ms {self.settings.hedge_after_s:.3f}s"
-        if not self.stream:
-            return None
-        point = actor.timings.hedge_point(actor.upstream_model(model))
-        return None if point is None else (point.seconds, f"first_token {point.describe()}")
-
-    async def _race(self, first: TargetActor, model: str) -> list[tuple[TargetActor, str, Answer]]:
-        """Hedge before abandoning, in the happy-eyeballs shape: start ``first``; once
-        it has not answered (a stream: no first content) within its hedge delay, start
-        the best untried target — a sibling serving ``model`` first, else one of a
-        fallback model — and keep ``first`` running. The first answer wins and the
-        others are cancelled (a lost hedge is not a failure). While ``first`` runs and
-        no hedge does (none was eligible, or the hedge failed), a hedge is sought again
-        at every change of the targets. Every attempt is bounded by its own limits."""
-        results: list[tuple[TargetActor, str, Answer]] = []
-        orders: list[AttemptOrder] = []
-        settled = trio.Event()
-        running = 0
-        hedges_running = 0
-        first_running = True
-
-        async def attempt(actor: TargetActor, attempt_model: str, hedge: bool) -> None:
-            nonlocal running, hedges_running, first_running
-            try:
-                answer = await self._attempt(actor, attempt_model, hedge=hedge, orders=orders)
-            finally:
-                running -= 1
-                if hedge:
-                    hedges_running -= 1
-                else:
-                    first_running = False
-            results.append((actor, attempt_model, answer))
-            if answer.outcome.kind is OutcomeKind.OK or running == 0:
-                settled.set()
-            self.changed.notify()  # wakes the loop below (and any waiting request)
-
-        delay = self._hedge_delay(first, model)
-        assert delay is not None
-        hedge_after, why = delay
+    async def _race(self, first: TargetActor, model: str, delay: tuple[float, str]) -> list[Raced]:
+        """The hedged step of ``_run_model`` (``runtime/hedging.py``): ``first`` and,
+        once it is ``delay`` late, the best untried target; first answer wins."""
         chain = model_chain(self.model, self.settings.fallbacks)
-        later = chain[chain.index(model) + 1 :] if model in chain else []
-        async with trio.open_nursery() as nursery:
-            running += 1
-            nursery.start_soon(attempt, first, model, False)
-            with trio.move_on_after(hedge_after):
-                await settled.wait()
-            while not settled.is_set():
-                picked = None
-                if first_running and hedges_running == 0:
-                    picked = self.picker.hedge_target(first, model, later, trio.current_time())
-                if picked is not None:
-                    second, second_model = picked
-                    self.events.emit(
-                        "hedge",
-                        request_id=self.request_id,
-                        target_id=second.target_id,
-                        model=second_model,
-                        decision=Decision.HEDGE.value,
-                        note=f"{first.target_id} slow: {why}",
-                    )
-                    running += 1
-                    hedges_running += 1
-                    nursery.start_soon(attempt, second, second_model, True)
-                    await trio.lowlevel.checkpoint()
-                    continue
-                if trio.current_time() >= self.deadline:
-                    await settled.wait()  # the attempts end at the deadline themselves
-                else:
-                    await self.changed.wait_until(self.deadline)
-            won = next((a.stream.order for _, _, a in results if a.stream is not None), None)
-            for order in orders:
-                if order.settled is None and order is not won:
-                    order.cancel(CancelReason.HEDGE_LOST)
-        opened = [answer.stream for _, _, answer in results if answer.stream is not None]
-        for stream in opened[1:]:
-            # Both hedged streams began at once: the later one lost the race.
-            await stream.aclose()
-        return [
-            (actor, m, _lost_at(answer, why) if actor is first else answer)
-            for actor, m, answer in results
-        ]
+        return await race(
+            first,
+            model,
+            delay=delay,
+            later=chain[chain.index(model) + 1 :] if model in chain else [],
+            send=self._attempt,
+            picker=self.picker,
+            changed=self.changed,
+            events=self.events,
+            request_id=self.request_id,
+            deadline=self.deadline,
+        )
 
     # ---- stream resume -----------------------------------------------------------
 
@@ -503,11 +435,3 @@ def _can_prefill(actor: TargetActor) -> bool:
     """Whether the target may be resumed with a prefilled assistant turn."""
     capabilities = actor.target.capabilities
     return capabilities is not None and "prefill" in capabilities
-
-
-def _lost_at(answer: Answer, why: str) -> Answer:
-    """The first attempt of a race, its trace saying the hedge point when it lost."""
-    outcome = answer.outcome
-    if outcome.cancel_reason is CancelReason.HEDGE_LOST and not outcome.deadline:
-        return Answer(attrs.evolve(outcome, deadline=why), answer.stream)
-    return answer

@@ -27,7 +27,6 @@ from oswitch.core.classify import Classification, classify, classify_stream_erro
 from oswitch.core.clip import MAX_TEXT_CHARS, clip
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.inbound import original_of
-from oswitch.core.json_codec import decode
 from oswitch.core.secret import Secret, scrub
 from oswitch.core.tokens import read_usage
 from oswitch.providers.base import MalformedReply, ProviderAdapter, UpstreamCall
@@ -35,37 +34,34 @@ from oswitch.providers.registry import adapter_for
 from oswitch.runtime.credentials import TargetKey
 from oswitch.runtime.http import TargetTransport, encode_json
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, OutcomeKind
+from oswitch.runtime.replies import (
+    MAX_REPLY_BYTES,
+    STREAM_USAGE_PROVIDERS,
+    asks_stream_usage,
+    caller_asked_usage,
+    decode_json,
+    is_event_stream,
+    read_limited,
+    transient,
+    with_stream_usage,
+)
 from oswitch.runtime.settings import TargetSettings
 from oswitch.runtime.timings import TargetTimings
 from oswitch.runtime.upstream import StreamedChunk, StreamInterrupted, UpstreamStream
 
+# The request and reply helpers live in oswitch.runtime.replies; the public ones stay
+# importable from here, where docs and callers have found them.
+__all__ = [
+    "MAX_REPLY_BYTES",
+    "STREAM_USAGE_PROVIDERS",
+    "Answer",
+    "TargetExchange",
+    "asks_stream_usage",
+    "caller_asked_usage",
+    "transient",
+]
+
 log = logging.getLogger("oswitch.target")
-
-# A reply body larger than this is refused as malformed rather than buffered.
-MAX_REPLY_BYTES = 32 * 1024 * 1024
-
-# OpenAI-wire providers documented to take ``stream_options.include_usage`` (and send
-# the usage chunk it asks for): a stream to them asks for usage when the caller did
-# not. Any other target asks only with ``stream_usage = true``.
-STREAM_USAGE_PROVIDERS = frozenset(
-    {"openai", "azure", "groq", "openrouter", "deepseek", "together", "fireworks", "xai", "vllm"}
-)
-
-
-def asks_stream_usage(target: TargetConfig) -> bool:
-    """Whether streams to ``target`` ask for usage (its ``stream_usage``, else whether
-    it is a known OpenAI-wire provider that accepts it)."""
-    if target.api != "openai":
-        return False  # Anthropic's stream always reports usage
-    if target.stream_usage is not None:
-        return target.stream_usage
-    return target.provider_id in STREAM_USAGE_PROVIDERS
-
-
-def caller_asked_usage(request: Mapping[str, Any]) -> bool:
-    """Whether the caller's own request asks for a stream's usage chunk."""
-    options = request.get("stream_options")
-    return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
 class Answer(NamedTuple):
@@ -282,7 +278,7 @@ class TargetExchange:
                 timings.response_headers.observe(now - started, now=now)
             if self.on_headers is not None:
                 self.on_headers(response.headers)
-            if order.stream and _is_event_stream(status, response.headers):
+            if order.stream and is_event_stream(status, response.headers):
                 gap = self.timings.chunk_gap(served_model)
                 upstream = UpstreamStream(
                     order=order,
@@ -302,7 +298,7 @@ class TargetExchange:
                 upstream.usage_added = asked_usage
                 response = None  # the stream closes the response from here on
                 return upstream
-            body = await _read_limited(response, MAX_REPLY_BYTES)
+            body = await read_limited(response, MAX_REPLY_BYTES)
             headers = response.headers
         except MalformedReply as exc:
             await trio.lowlevel.checkpoint()
@@ -370,10 +366,7 @@ class TargetExchange:
                 and not caller_asked_usage(order.request)
             )
             if asked:
-                options = call.body.get("stream_options")
-                extra = dict(options) if isinstance(options, Mapping) else {}
-                body = {**call.body, "stream_options": {**extra, "include_usage": True}}
-                call = attrs.evolve(call, body=body)
+                call = with_stream_usage(call)
             return call, encode_json(call.body), asked
         except Exception as exc:
             # The exception may quote the caller's request: keep a bounded piece of it.
@@ -412,7 +405,7 @@ class TargetExchange:
             )
             return self.failed(served_model, started, classification)
         try:
-            payload = _decode_json(body)
+            payload = decode_json(body)
         except MalformedReply as exc:
             # A 2xx that is not a reply is the provider's fault, like a 5xx.
             message = "stream is not SSE or JSON" if streamed else f"malformed reply: {exc}"
@@ -491,39 +484,3 @@ class TargetExchange:
             )
         upstream.first_chunks = buffered
         return Answer(self.outcome(OutcomeKind.OK, served_model, started), upstream)
-
-
-def transient(message: str, *, status: int | None = None) -> Classification:
-    """A TransientServerFailure with ``message`` (the provider's fault, or ours)."""
-    return Classification(
-        error_class=ErrorClass.TRANSIENT_SERVER_FAILURE,
-        retry_after=None,
-        message=message,
-        status=status,
-    )
-
-
-def _is_event_stream(status: int, headers: httpx.Headers) -> bool:
-    return 200 <= status < 300 and "text/event-stream" in headers.get("content-type", "")
-
-
-def _decode_json(body: bytes) -> Any:
-    """The JSON value of ``body``; MalformedReply for one that is not JSON, or nested
-    too deeply to decode (a RecursionError is the reply's fault, not the transport's)."""
-    try:
-        return decode(body)
-    except ValueError as exc:
-        raise MalformedReply(str(exc)) from None
-    except RecursionError:
-        raise MalformedReply("JSON nested too deeply") from None
-
-
-async def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise MalformedReply(f"reply body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -11,7 +11,6 @@ is reconciled (repeated text dropped) and the continuation is streamed on.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -23,6 +22,7 @@ import trio
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.ledger import Decision
 from oswitch.core.resume import SeamReconciler
+from oswitch.core.stream_chunks import finish_chunk, text_chunk, with_text, without_role
 from oswitch.core.tokens import Usage, read_usage
 from oswitch.core.trace import AttemptRecord, TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed
@@ -41,16 +41,6 @@ def is_cancellation(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.split(trio.Cancelled)[1] is None
     return False
-
-
-def _set_text(chunk: dict[str, Any], text: str) -> dict[str, Any]:
-    chunk = copy.copy(chunk)
-    choices = [dict(choice) for choice in chunk["choices"]]
-    delta = dict(choices[0].get("delta") or {})
-    delta["content"] = text
-    choices[0]["delta"] = delta
-    chunk["choices"] = choices
-    return chunk
 
 
 class ChatStream:
@@ -203,7 +193,7 @@ class ChatStream:
             if finish_reason is not None:
                 passed += self._reconciler.finish()
             if passed != text:
-                chunk = _set_text(chunk, passed)
+                chunk = with_text(chunk, passed)
             text = passed
             if (
                 not text
@@ -213,13 +203,8 @@ class ChatStream:
                 and not beyond_openai
             ):
                 return  # a role chunk or a held-back repeat: nothing new for the caller
-            choices = chunk.get("choices") or []
-            delta = choices[0].get("delta") if choices else None
-            if isinstance(delta, dict) and "role" in delta and self._chars:
-                delta = dict(delta)
-                delta.pop("role")
-                chunk = copy.copy(chunk)
-                chunk["choices"] = [dict(choices[0], delta=delta), *choices[1:]]
+            if self._chars:
+                chunk = without_role(chunk)
         if text:
             self._add_text(text)
         self._pending.append(chunk)
@@ -294,10 +279,12 @@ class ChatStream:
             rest = self._reconciler.finish()
             if rest:
                 self._add_text(rest)
-                self._pending.append(self._text_chunk(rest))
+                self._pending.append(text_chunk(self._chunk_id, self.model, rest))
         if not self._saw_finish:
             # Some providers end with [DONE] and no finish chunk: give the caller one.
-            self._pending.append(self._finish_chunk())
+            self._pending.append(
+                finish_chunk(self._chunk_id, self.model, self._summary(finishing=True))
+            )
         self._end_segment(
             attrs.evolve(
                 self._outcome,
@@ -309,23 +296,6 @@ class ChatStream:
             trio.current_time(), "ok", served_by=self.target_id, served_model=self.model
         )
         self._finish(None)
-
-    def _text_chunk(self, text: str) -> dict[str, Any]:
-        return {
-            "id": self._chunk_id,
-            "object": "chat.completion.chunk",
-            "model": self.model,
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
-        }
-
-    def _finish_chunk(self) -> dict[str, Any]:
-        return {
-            "id": self._chunk_id,
-            "object": "chat.completion.chunk",
-            "model": self.model,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-            "oswitch": self._summary(finishing=True),
-        }
 
     async def _resume_after(self, interrupted: StreamInterrupted) -> None:
         """The current segment broke after content: settle it and continue elsewhere."""

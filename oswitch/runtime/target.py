@@ -22,19 +22,15 @@ import trio
 
 from oswitch.config import SwitcherConfig, TargetConfig
 from oswitch.core.deadline_learning import DeadlinePolicies
-from oswitch.core.headroom import Headroom
-from oswitch.core.scoring import Candidate
 from oswitch.core.secret import Secret
 from oswitch.core.target_health import (
     Do,
     Effect,
-    Eligibility,
     Emit,
     TargetCondition,
     TargetHealth,
     TargetState,
 )
-from oswitch.core.tokens import TokenEstimate
 from oswitch.fleet.link import FleetLink
 from oswitch.fleet.member import Ticket
 from oswitch.runtime.attempt_tokens import TargetTokens
@@ -53,9 +49,10 @@ from oswitch.runtime.messages import (
     OutcomeKind,
 )
 from oswitch.runtime.settings import DEFAULT_POLICIES, target_settings
+from oswitch.runtime.target_readings import TargetReadings
 from oswitch.runtime.timings import TargetTimings
 from oswitch.runtime.upstream import UpstreamStream
-from oswitch.runtime.view import TargetView, target_candidate, target_view
+from oswitch.runtime.view import TargetView, target_view
 
 __all__ = ["TargetActor", "TargetCondition", "TargetState", "TargetView"]
 
@@ -66,12 +63,12 @@ CREDENTIAL_POLL_S = 5.0
 INBOX_SIZE = 16
 
 
-class TargetActor(FleetFace):
+class TargetActor(TargetReadings, FleetFace):
     """The actor for one target. Created by the switcher; run with ``nursery.start``.
 
     Only the actor's own tasks change its state. Other tasks may call the read-only
-    methods (``eligibility`` and what derives from it, ``candidate``, ``view``,
-    ``serves``) and ``send``.
+    methods (:class:`~oswitch.runtime.target_readings.TargetReadings`: ``eligibility``
+    and what derives from it, ``candidate``, ``serves``; and ``view``) and ``send``.
     """
 
     def __init__(
@@ -156,78 +153,11 @@ class TargetActor(FleetFace):
     def _set_state(self, state: TargetState, *, reason: str) -> None:
         self._carry_out(self._health.set_state(state, reason=reason))
 
-    # ---- read side (any task) ----------------------------------------------------
-
-    @property
-    def state(self) -> TargetState:
-        return self._health.state
-
-    def serves(self, model: str) -> bool:
-        return "*" in self.target.serves or model in self.target.serves
-
-    @property
-    def exchange(self) -> TargetExchange:
-        """The target's upstream side (its adapter, transport and key), for calls that
-        are not attempts (the Messages endpoint's count_tokens)."""
-        return self._exchange
-
-    def upstream_model(self, model: str) -> str:
-        """The model name sent upstream: the target's own, or the requested one."""
-        return self.target.model or model
-
-    @property
-    def in_flight(self) -> int:
-        """The target's one count of work: attempts holding a slot (running, or a stream
-        granted) plus orders not yet taken from the inbox, so requests dispatched in
-        the same tick see each other's load (an order being started counts only the
-        attempts ahead of it: the inbox is first in, first out)."""
-        return len(self._running) + self._send_inbox.statistics().current_buffer_used
-
-    def eligibility(self, model: str | None, now: float) -> Eligibility:
-        """Whether a new order for ``model`` would find this target eligible at ``now``
-        (see :meth:`TargetHealth.eligibility`); every reading below derives from it."""
-        return self._health.eligibility(model, now, load=self.in_flight)
-
-    def ready_at(self, model: str, now: float) -> float:
-        """When this target can take an attempt for ``model``: ``<= now`` means now,
-        ``math.inf`` not by the clock alone (an operator, a slot or a probe must act)."""
-        return self.eligibility(model, now).until
-
-    def busy(self, model: str, now: float) -> bool:
-        """Out only because its slots (or its half-open probe) are taken: the end of an
-        attempt, not the clock or an operator, will make it eligible again."""
-        return self.eligibility(model, now).busy
-
-    def rate_limited(self, model: str, now: float) -> bool:
-        """Whether this target is out for ``model`` only because a rate limit cools it."""
-        return self.eligibility(model, now).rate_limited
-
-    def headroom(self, estimate: TokenEstimate, now: float) -> Headroom:
-        """Whether this key's token budgets (configured and learned) let an attempt of
-        ``estimate`` go at ``now``, and if not, from when (see :mod:`oswitch.core.headroom`)."""
-        return self._tokens.headroom(estimate, now)
-
-    @property
-    def tokens_version(self) -> int:
-        """Changes whenever :meth:`headroom` may answer otherwise at the same moment."""
-        return self._tokens.version
-
-    @property
-    def token_limited(self) -> bool:
-        """Whether a token budget or a learned view can hold an attempt back here."""
-        return self._tokens.limited
-
-    def wants_probe(self, now: float) -> bool:
-        """Half-open with a probe slot free: the next request should probe it."""
-        return self._health.wants_probe(now)
-
-    def condition(self, now: float) -> TargetCondition:
-        return self._health.condition(now)
-
-    def candidate(self, now: float) -> Candidate:
-        return target_candidate(self.target, self._health, now, in_flight=self.in_flight)
+    # ---- read side (any task): the rest is TargetReadings' -----------------------
 
     def view(self, now: float) -> TargetView:
+        """The target's listing (``list-targets``, metrics). Here, not in TargetReadings,
+        because the fleet's part of it reads the actor as a fleet member."""
         return target_view(
             self.target,
             self.config,
