@@ -410,20 +410,28 @@ def test_the_example_config_loads_and_binds_publicly_only_with_client_keys() -> 
         for line in (DEPLOY / "oswitch.env.example").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     }
+    assert config.store is not None and config.store.url_env
     wanted = {t.api_key_env for t in config.targets} | {config.control.token_env}
-    assert wanted == listed
+    assert wanted | {config.store.url_env} == listed
 
 
 def test_the_compose_example_runs_two_replicas_of_the_image(compose: Any) -> None:
     """compose.yaml runs two services from one image built by deploy/Dockerfile, each
     with the example config mounted read-only where the entrypoint reads it, the env
     file, distinct loopback-only host ports onto the sidecar's port, and a stop grace
-    period longer than the config's shutdown grace."""
+    period longer than the config's shutdown grace; both reach one store service by the
+    variable the config's [store] names, and that store keeps nothing on disk."""
     config = load_config(DEPLOY / "oswitch.toml")
-    services = compose["services"]
+    services = dict(compose["services"])
+    store = services.pop("store")
+    assert store["command"][:1] == ["valkey-server"] and "--appendonly" in store["command"]
+    assert store["read_only"] is True and store["cap_drop"] == ["ALL"]
+    assert config.store is not None and config.store.expected_replicas == 2
     assert sorted(services) == ["oswitch-1", "oswitch-2"]
     host_ports = []
     for service in services.values():
+        assert service["environment"] == {config.store.url_env: "redis://store:6379/0"}
+        assert service["depends_on"] == ["store"]
         assert service["image"] == "oswitch:local"
         build = service["build"]
         assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
