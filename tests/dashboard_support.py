@@ -23,9 +23,13 @@ TOKEN = "dashboard-token-7f3a-not-a-real-secret"
 CLIENT_KEY = "sk-client-key-of-the-sidecar-0001"
 
 
-def mapping(*ids: str, models: tuple[str, ...] = ("gpt-4o",)) -> dict[str, Any]:
+def mapping(
+    *ids: str,
+    models: tuple[str, ...] = ("gpt-4o",),
+    extra: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Targets ``ids`` on the fake provider (key ``key-<id>``), each serving one of
-    ``models`` in turn; the first is the primary tier."""
+    ``models`` in turn; the first is the primary tier. ``extra``: more keys per id."""
     return {
         "targets": [
             {
@@ -35,6 +39,7 @@ def mapping(*ids: str, models: tuple[str, ...] = ("gpt-4o",)) -> dict[str, Any]:
                 "api_key": f"key-{target_id}",
                 "model": models[index % len(models)],
                 "operator_priority": 1 if index == 0 else 0,
+                **(extra or {}).get(target_id, {}),
             }
             for index, target_id in enumerate(ids)
         ]
@@ -51,11 +56,14 @@ class Live:
 
 @asynccontextmanager
 async def running_dashboard(
-    fake: FakeProvider, *ids: str, models: tuple[str, ...] = ("gpt-4o",)
+    fake: FakeProvider,
+    *ids: str,
+    models: tuple[str, ...] = ("gpt-4o",),
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[Live]:
     """The switcher on ``fake``, its sidecar (with the dashboard, and CLIENT_KEY as its
     one client key) and its control channel, both on free loopback ports."""
-    config = parse_config(mapping(*(ids or ("a", "b")), models=models))
+    config = parse_config(mapping(*(ids or ("a", "b")), models=models, extra=extra))
     shutdown = trio.Event()
     server = ServerConfig(api_keys=(Secret(CLIENT_KEY),))
     async with open_switcher(config, transport=fake.transport()) as switcher:

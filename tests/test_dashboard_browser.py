@@ -262,3 +262,32 @@ async def test_a_wrong_token_gets_nothing_in_the_browser(tmp_path: Path) -> None
     assert seen["targets_table"] == 0 and "alpha" not in seen["body"]
     assert (seen["state"], seen["events"]) == (401, 401)
     assert seen["cookies"] == []
+
+
+async def test_the_page_shows_token_use_and_headroom(tmp_path: Path) -> None:
+    """A target with a token budget shows the tokens it used over the last minute and
+    what is left of its budget; one without shows neither."""
+    with trio.fail_after(GUARD_S):
+        budget = {"alpha": {"rate_limit": {"tokens_per_minute": 6000}}}
+        fake = FakeProvider().on("key-alpha", reply(latency=0.001))
+        async with running_dashboard(fake, "alpha", "beta", extra=budget) as live:
+            await live.switcher.complete(chat())
+            (alpha, beta) = live.switcher.list_targets()
+            assert alpha.tokens_per_minute > 0 and alpha.token_budget_available is not None
+            expected_tpm = str(alpha.tokens_per_minute)
+
+            def script(page: Any, base: str) -> dict[str, str]:
+                from playwright.sync_api import expect
+
+                sign_in(page, base)
+                expect(row_cell(page, "alpha", 12)).to_have_text(expected_tpm)
+                expect(row_cell(page, "alpha", 13)).to_contain_text("budget ")
+                return {
+                    "headroom": row_cell(page, "alpha", 13).inner_text(),
+                    "beta": row_cell(page, "beta", 13).inner_text(),
+                }
+
+            seen = await in_browser(script, live, tmp_path)
+    # What is left refills continuously, so only its form is pinned here.
+    assert 0 <= int(seen["headroom"].removeprefix("budget ")) <= 6000
+    assert seen["beta"] == "–"
