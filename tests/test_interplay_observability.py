@@ -194,5 +194,4 @@ async def test_a_messages_requests_span_has_its_usage() -> None:
     assert len(requests) == 1
     attributes = dict(requests[0].attributes or {})
     assert attributes.get("oswitch.target_id") == "a"
-    attributes = dict(request.attributes or {})
     assert attributes.get("gen_ai.usage.input_tokens") == got["input_tokens"]

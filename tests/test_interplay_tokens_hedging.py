@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from token_fakes import answering
 
 from oswitch.config import RateLimitConfig
 from oswitch.core.tokens import estimate_request
@@ -18,7 +19,6 @@ from oswitch.metrics import SwitcherMetrics
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.testing import Behaviour, FakeProvider, hang, stream
 from support import chat, config, target
-from token_fakes import answering
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 EXHAUSTED = {
@@ -225,7 +225,7 @@ async def test_a_resume_after_a_stall_skips_the_exhausted_key_and_the_stalled_on
     )
     async with open_switcher(cfg, transport=fake.transport()) as switcher:
         await switcher.complete(chat())  # b learns it has no tokens left
-        text, got, request_id = await collect(switcher, chat(stream=True, max_tokens=1000))
+        text, _, request_id = await collect(switcher, chat(stream=True, max_tokens=1000))
         trace = switcher.inspect_request(request_id)
     assert text == "one two three four five six"
     assert [(a.target_id, a.decision) for a in trace.attempts] == [("a", "resume"), ("c", "return")]
