@@ -14,7 +14,7 @@ from redis_server import RedisServer, prefix
 from test_interplay_tokens_hedging import usage_stream
 from token_fakes import answering
 
-from oswitch import AllTargetsFailed, Switcher, open_switcher
+from oswitch import AllTargetsFailed, RequestFailed, Switcher, open_switcher
 from oswitch.config import RateLimitConfig, StoreConfig, SwitcherConfig
 from oswitch.core.secret import Secret
 from oswitch.core.tokens import estimate_request
@@ -119,7 +119,7 @@ async def test_a_refused_request_is_refunded_in_the_store_as_locally(
         async with open_switcher(
             fleet_config(redis_server, pre), transport=fake.transport()
         ) as one:
-            with pytest.raises(Exception):  # noqa: B017 (RequestFailed: InvalidRequest)
+            with pytest.raises(RequestFailed):
                 await one.complete(REQUEST)
             await trio.sleep(0.1)  # any settlement write has been done by then
             local, shared = local_in_use(one), await store_in_use(redis_server, pre)
