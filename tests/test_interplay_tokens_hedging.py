@@ -357,3 +357,32 @@ async def test_an_order_refused_after_its_reservation_leaves_the_learned_headroo
         assert trio.current_time() == 0.0
     assert outcome.kind is OutcomeKind.REFUSED and fake.calls_to("key-a") == 1
     assert after == pytest.approx(before)
+
+
+async def test_a_hedged_completion_counts_only_the_winners_usage(autojump_clock: object) -> None:
+    """hedge_after_ms hedges a non-streamed call too: the winner's reply usage is
+    settled and counted, the cancelled first call keeps its reservation and counts none."""
+    request = chat(max_tokens=291)
+    fake = FakeProvider().on("key-a", hang())
+    fake.on("key-b", answering(usage={"prompt_tokens": 20, "completion_tokens": 5}))
+    cfg = config(
+        target("a", operator_priority=1, rate_limit=tpm(600)),
+        target("b", rate_limit=tpm(600)),
+        hedge_after_ms=1000,
+    )
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        metrics = SwitcherMetrics(switcher)
+        result = await switcher.complete(request)
+        assert trio.current_time() == 1.0
+        seen = views(switcher)
+        trace = switcher.inspect_request(result["oswitch"]["request_id"])
+        text = metrics.render().decode()
+    assert result["oswitch"]["target_id"] == "b"
+    assert sorted((a.target_id, a.decision) for a in trace.attempts) == [
+        ("a", "hedge_lost"),
+        ("b", "return"),
+    ]
+    assert seen["a"].token_budget_available == pytest.approx(310.0)
+    assert seen["b"].token_budget_available == pytest.approx(600.0 - 25)
+    assert not any(seen["a"].tokens_used.values())
+    assert 'oswitch_tokens_total{kind="completion",model="gpt-4o",target_id="b"} 5.0' in text
