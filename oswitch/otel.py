@@ -46,6 +46,35 @@ _DEADLINE_NOTES = (
 )
 
 
+# The trace's own ``AttemptRecord.deadline`` starts with the learned deadline's name.
+_DEADLINE_NAMES = {
+    "first_token": "first_token",
+    "chunk_gap": "stream_idle",
+    "response_headers": "attempt",
+}
+
+
+def attempt_deadline(attempt: AttemptRecord) -> str | None:
+    """The deadline that fired for ``attempt`` (or was its hedge point): from its note,
+    else from the trace's ``deadline`` field (``first_token 10.000s cold_start …``)."""
+    fired = deadline_of(attempt.note)
+    if fired is None and attempt.deadline:
+        fired = _DEADLINE_NAMES.get(attempt.deadline.partition(" ")[0])
+    return fired
+
+
+def _trace_usage(trace: RequestTrace) -> dict[str, int] | None:
+    """The tokens the trace's attempts report (what the providers said they used),
+    summed; None when none reported any."""
+    reported = [a for a in trace.attempts if a.prompt_tokens is not None]
+    if not reported:
+        return None
+    return {
+        "prompt_tokens": sum(a.prompt_tokens or 0 for a in reported),
+        "completion_tokens": sum(a.completion_tokens or 0 for a in reported),
+    }
+
+
 def deadline_of(note: str) -> str | None:
     """The deadline an attempt's note says fired (``first_token``, ``stream_idle``,
     ``attempt`` — max_expected_latency_ms — or ``request``), else None."""
@@ -143,6 +172,8 @@ class Tracing:
             if finish_reason is None and isinstance(choices, list) and choices:
                 first = choices[0]
                 finish_reason = first.get("finish_reason") if isinstance(first, dict) else None
+        # A usage chunk oswitch asked for itself never reached the caller: the trace has it.
+        usage = usage or _trace_usage(trace)
         attributes = self._request_attributes(trace, usage, finish_reason, deadline_exceeded)
         span = self._tracer.start_span(
             f"chat {trace.model}",
@@ -204,7 +235,7 @@ class Tracing:
             attributes["oswitch.decision"] = trace.attempts[-1].decision
         fired = "request" if deadline_exceeded else None
         fired = fired or next(
-            (d for d in (deadline_of(a.note) for a in reversed(trace.attempts)) if d), None
+            (d for d in (attempt_deadline(a) for a in reversed(trace.attempts)) if d), None
         )
         if fired:
             attributes["oswitch.deadline"] = fired
@@ -239,7 +270,7 @@ class Tracing:
             attributes["http.response.status_code"] = attempt.status
         if attempt.retry_after is not None:
             attributes["oswitch.retry_after_s"] = attempt.retry_after
-        fired = deadline_of(attempt.note)
+        fired = attempt_deadline(attempt)
         if fired:
             attributes["oswitch.deadline"] = fired
         if attempt.note:

@@ -29,11 +29,6 @@ async def hedged(switcher: Switcher) -> str:
     return chunks.request_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TrafficStats._attempt takes the latency of every attempt without an error "
-    "class but 'cancelled', so a lost hedge's time counts as a successful attempt's",
-)
 async def test_a_lost_hedge_is_not_a_successful_attempts_latency(autojump_clock: object) -> None:
     """The dashboard's p50/p99 are of successful attempts: a silent key that only ever
     lost hedges (after 1 s each) shows none, and the winner shows its own."""
@@ -69,11 +64,6 @@ async def test_a_lost_hedge_is_quiet_and_the_hedge_is_listed(autojump_clock: obj
     assert stats.target_stats("a", now)["errors_by_class"] == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="otel reads which deadline fired from attempt notes only; the trace's "
-    "AttemptRecord.deadline (a lost hedge's hedge point) never reaches a span",
-)
 async def test_a_lost_hedges_span_says_its_hedge_point(autojump_clock: object) -> None:
     """The span of a first attempt that lost its hedge carries the deadline the trace
     names for it (the hedge point), as the trace and the hedge event do."""
@@ -112,12 +102,6 @@ async def test_a_stalls_span_names_the_gap_deadline(autojump_clock: object) -> N
     assert dict(span.attributes or {})["oswitch.deadline"] == "stream_idle"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sidecar gives tracing the usage of the chunks the caller saw; the usage "
-    "chunk oswitch asked for itself is stripped first, so the span has no token counts "
-    "although the trace's attempt has them",
-)
 async def test_a_streams_span_has_the_usage_oswitch_asked_for() -> None:
     """A chat stream whose caller did not ask for usage, to a provider that reports it
     when oswitch asks: the request span carries the tokens the trace records."""
@@ -163,12 +147,6 @@ async def test_a_stream_whose_caller_asked_has_its_usage_in_the_span() -> None:
     assert attributes.get("gen_ai.usage.input_tokens") == 7
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Messages.__call__ builds _RequestState without request_id (nor parent), so "
-    "ChatCompletions._trace finds no trace under '' and a Messages request has no span "
-    "at all; its _complete/_stream would not set .reply/.usage either",
-)
 async def test_a_messages_requests_span_has_its_usage() -> None:
     """A Messages request served by an OpenAI target is traced like a chat request: one
     request span, carrying the usage the caller got in its message."""

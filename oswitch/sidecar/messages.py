@@ -50,6 +50,7 @@ from oswitch.sidecar.chat import (
     ChatCompletions,
     ClientGone,
     EventRelay,
+    _note_finish,
     _RequestState,
 )
 from oswitch.sidecar.errors import HttpError, anthropic_body, anthropic_error_type, http_error_for
@@ -171,7 +172,12 @@ class Messages:
         if body is None:
             return
         request = to_chat_request(body, forwarded_headers(scope.get("headers", ())))
-        state = _RequestState(stream=body.get("stream") is True, started=trio.current_time())
+        state = _RequestState(
+            stream=body.get("stream") is True, started=trio.current_time(), request_id=request_id
+        )
+        tracing = self._chat.tracing
+        if tracing is not None:
+            state.parent = tracing.parent_from(scope.get("headers", ()))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._chat._watch_disconnect, receive, nursery.cancel_scope, state)
             if state.stream:
@@ -185,6 +191,7 @@ class Messages:
     ) -> None:
         try:
             reply = await self.switcher.complete(request, request_id=request_id)
+            state.reply = reply
             message = to_message(reply, request_id=request_id)
         except SwitcherError as error:
             self._chat._observe(error, state)
@@ -202,6 +209,7 @@ class Messages:
     async def _stream(
         self, send: Send, request_id: str, request: dict[str, Any], state: _RequestState
     ) -> None:
+        tracing = self._chat.tracing
         encoder = MessagesStreamEncoder(
             message_id=message_id(request_id),
             model=str(request["model"]),
@@ -217,6 +225,10 @@ class Messages:
                 try:
                     async for chunk in chunks:
                         for each in (chunk, *take_ready()):
+                            if each.get("usage"):
+                                state.usage = each["usage"]
+                            if tracing is not None:
+                                _note_finish(each, state)
                             out = encoder.feed(each)
                             if out:
                                 relay.add(out)

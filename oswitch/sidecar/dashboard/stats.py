@@ -32,6 +32,8 @@ OTHER_MODEL = "(other models)"
 
 # What is worth an operator's eye in the recent list: failures, moves, breaker trips.
 _QUIET_DECISIONS = frozenset({"return", "cancelled", "hedge_lost"})
+# An attempt cancelled, or that lost its hedge, never answered: its time is no latency.
+_UNANSWERED = frozenset({"cancelled", "hedge_lost"})
 _RECENT_NAMES = frozenset({"request_failed", "fallback", "hedge", "breaker", "target_state"})
 _RECENT_FIELDS = (
     "request_id",
@@ -100,7 +102,7 @@ class TrafficStats:
         latency = fields.get("latency_ms")
         if error_class:
             counts[1][str(error_class)] += 1
-        elif isinstance(latency, int | float) and fields.get("decision") != "cancelled":
+        elif isinstance(latency, int | float) and fields.get("decision") not in _UNANSWERED:
             traffic.latencies.append((now, float(latency)))
         self._count_share(str(fields.get("model") or ""), target_id, now)
         decision = fields.get("decision")
