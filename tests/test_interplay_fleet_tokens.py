@@ -102,12 +102,6 @@ async def test_a_stream_settles_alike_in_the_store_and_locally(
     assert shared == pytest.approx(10.0, abs=SLACK)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FleetLink.settled settles tokens only for OK outcomes; a provider's refusal "
-    "with a status is refunded whole locally (TargetTokens.settle, consumed=False) but "
-    "keeps its whole estimate in the store",
-)
 async def test_a_refused_request_is_refunded_in_the_store_as_locally(
     redis_server: RedisServer,
 ) -> None:
@@ -127,12 +121,6 @@ async def test_a_refused_request_is_refunded_in_the_store_as_locally(
     assert shared == pytest.approx(0.0, abs=SLACK)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TargetActor._start_attempt reserves locally before the store is asked, and "
-    "a store refusal (REFUSED, no status) is settled by TargetTokens.settle as consumed: "
-    "the replica keeps the estimate of an attempt never sent",
-)
 async def test_a_store_refusal_leaves_the_local_budget_whole(redis_server: RedisServer) -> None:
     """An attempt the store refuses is not sent: the replica's own token budget is
     given back its reservation, as when the local budget itself refuses."""

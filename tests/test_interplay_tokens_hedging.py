@@ -317,12 +317,6 @@ async def test_a_primary_refusing_stream_options_still_gets_hedged_on_time(
 # ---- an order the target refuses after its tokens were reserved --------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TargetTokens.release settles the bucket but KeyBudget never takes the "
-    "estimate back out of LearnedLimits.sent_tokens (recorded in reserve): an attempt "
-    "never sent shrinks the learned headroom until the next report",
-)
 async def test_an_order_refused_after_its_reservation_leaves_the_learned_headroom_whole(
     autojump_clock: object,
 ) -> None:

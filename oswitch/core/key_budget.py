@@ -70,7 +70,8 @@ class AttemptBudget(Protocol):
     it may, takes the estimate and returns the reservation (None: nothing taken);
     ``settle`` closes a reservation with the usage the reply reported (None: none
     reported; ``consumed`` False: the provider refused the request, so nothing was
-    used); ``learn`` takes the limits one reply reported.
+    used; ``sent`` False: it never left, e.g. refused after reserving); ``learn``
+    takes the limits one reply reported.
     """
 
     def check(self, estimate: TokenEstimate, now: float) -> Headroom: ...
@@ -78,7 +79,13 @@ class AttemptBudget(Protocol):
     def reserve(self, estimate: TokenEstimate, now: float) -> Reservation | None: ...
 
     def settle(
-        self, reservation: Reservation, usage: Usage | None, now: float, *, consumed: bool
+        self,
+        reservation: Reservation,
+        usage: Usage | None,
+        now: float,
+        *,
+        consumed: bool,
+        sent: bool = True,
     ) -> Settlement: ...
 
     def learn(self, limits: ProviderLimits) -> None: ...
@@ -178,12 +185,16 @@ class KeyBudget:
         now: float,
         *,
         consumed: bool,
+        sent: bool = True,
         cost: float | None = None,
     ) -> Settlement:
         """See :class:`AttemptBudget`: the bucket is charged or refunded the
-        difference, and the usage (and its ``cost``) counted for the listing. Never
-        raises."""
+        difference, and the usage (and its ``cost``) counted for the listing; an
+        attempt not ``sent`` after all is also taken back out of what the learned view
+        counts as sent since its last report. Never raises."""
         self.version += 1
+        if not sent:
+            self.learned.unrecord_sent(reservation.estimate)
         settlement = settle(reservation.estimate, usage)
         if not consumed and usage is None:
             settlement = Settlement(reserved=settlement.reserved, used=0)

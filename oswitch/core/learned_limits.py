@@ -150,6 +150,20 @@ class LearnedLimits:
             completion_tokens=self.sent_tokens.completion_tokens + estimate.completion_tokens,
         )
 
+    def unrecord_sent(self, estimate: TokenEstimate) -> None:
+        """An attempt recorded by :meth:`record_sent` was not sent after all (refused
+        or released before it left); never below nothing (a newer report reset the
+        counts meanwhile)."""
+        if self.view is None:
+            return
+        self.sent_requests = max(0, self.sent_requests - 1)
+        self.sent_tokens = TokenEstimate(
+            prompt_tokens=max(0, self.sent_tokens.prompt_tokens - estimate.prompt_tokens),
+            completion_tokens=max(
+                0, self.sent_tokens.completion_tokens - estimate.completion_tokens
+            ),
+        )
+
     @property
     def continuous(self) -> bool:
         """Whether the provider refills continuously (see :data:`CONTINUOUS_DIALECTS`)."""

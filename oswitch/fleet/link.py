@@ -365,10 +365,21 @@ class FleetLink(FleetSync):
         keys = self._keys(target_id)
         cool_before, quota_before, open_before = before
         cool_after, quota_after, open_after = member.local_marks()
-        if ticket is not None and ticket.tokens and outcome.kind is OutcomeKind.OK:
-            # The exchange has read the usage already (a stream's from its last chunk).
-            usage = outcome.usage if outcome.usage is not None else read_usage(outcome.reply)
-            delta = 0 if usage is None else usage.counted_tokens - ticket.tokens
+        refused_by_provider = (
+            outcome.kind is OutcomeKind.FAILED
+            and outcome.classification is not None
+            and outcome.classification.status is not None
+        )
+        if ticket is not None and ticket.tokens and ticket.allowed:
+            delta = 0
+            if outcome.kind is OutcomeKind.OK:
+                # The exchange has read the usage already (a stream's from its last chunk).
+                usage = outcome.usage if outcome.usage is not None else read_usage(outcome.reply)
+                delta = 0 if usage is None else usage.counted_tokens - ticket.tokens
+            elif refused_by_provider or outcome.kind is OutcomeKind.REFUSED:
+                # Refused with a status (used nothing) or never sent: refunded whole, as
+                # the replica's own budget refunds it (runtime/attempt_tokens.py).
+                delta = -ticket.tokens
             _, tokens_limit = _limits(member.target)
             if delta and tokens_limit is not None:
                 if ticket.via == "store":

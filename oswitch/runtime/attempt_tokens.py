@@ -75,7 +75,7 @@ class TargetTokens:
         """Give back what ``order`` reserved: it was not sent after all."""
         reservation, order.reservation = order.reservation, None
         if reservation is not None:
-            self.budget.settle(reservation, None, trio.current_time(), consumed=False)
+            self.budget.settle(reservation, None, trio.current_time(), consumed=False, sent=False)
 
     def learn(self, headers: Mapping[str, str]) -> None:
         """Take the limits a reply's headers report; the provider's wall-clock times are
@@ -104,12 +104,17 @@ class TargetTokens:
             )
         if reservation is not None:
             classification = outcome.classification
-            refused = (
+            # REFUSED: never sent (e.g. the fleet's store said no after the local
+            # reservation); a provider's answer with a status: sent, but used nothing.
+            unsent = outcome.kind is OutcomeKind.REFUSED
+            refused = unsent or (
                 outcome.kind is OutcomeKind.FAILED
                 and classification is not None
                 and classification.status is not None
             )
-            self.budget.settle(reservation, usage, now, consumed=not refused, cost=cost)
+            self.budget.settle(
+                reservation, usage, now, consumed=not refused, sent=not unsent, cost=cost
+            )
         elif usage is not None:
             self.budget.count(usage, now, cost=cost)
         return outcome if cost is None else attrs.evolve(outcome, cost=cost)
