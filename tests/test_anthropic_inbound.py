@@ -151,7 +151,6 @@ def test_translation_of_blocks_tools_and_options() -> None:
         "model": "claude-x",
         "max_tokens": 16,
         "stream": True,
-        "stream_options": {"include_usage": True},
         "top_k": 5,
         "stop": ["END"],
         "messages": [

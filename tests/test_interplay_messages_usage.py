@@ -137,11 +137,6 @@ async def test_tool_use_streamed_through_a_hedge(autojump_clock: object) -> None
     assert delta["delta"]["stop_reason"] == "tool_use"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="to_chat_request adds stream_options.include_usage as if the caller asked: "
-    "a target with stream_usage = false is sent it anyway",
-)
 async def test_a_target_with_stream_usage_off_is_not_sent_stream_options_from_messages(
     autojump_clock: object,
 ) -> None:
@@ -156,11 +151,6 @@ async def test_a_target_with_stream_usage_off_is_not_sent_stream_options_from_me
     assert "stream_options" not in seen[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stream_options to_chat_request adds count as the caller's own, so a 400 "
-    "naming them is resent with them and the Messages stream fails as InvalidRequest",
-)
 async def test_a_messages_stream_survives_a_target_refusing_stream_options(
     autojump_clock: object,
 ) -> None:

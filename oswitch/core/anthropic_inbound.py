@@ -410,7 +410,6 @@ def to_chat_request(
         request["max_tokens"] = body["max_tokens"]
     if body.get("stream") is True:
         request["stream"] = True
-        request["stream_options"] = {"include_usage": True}
     for name in ("temperature", "top_p", "top_k"):
         # top_k has no OpenAI field; it is sent as is, which vLLM and others take and
         # OpenAI itself refuses (a 400 from the provider, never a silent drop).

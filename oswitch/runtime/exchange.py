@@ -295,7 +295,10 @@ class TargetExchange:
                     gap_deadline=gap,
                     silence_deadline=self.timings.silence_cap(served_model),
                 )
-                upstream.usage_added = asked_usage
+                # The usage chunk oswitch asked for is hidden from a chat caller that
+                # did not ask; a request that arrived in another shape (Messages) is
+                # answered from it (message_delta's usage), so it keeps it.
+                upstream.usage_added = asked_usage and original_of(order.request) is None
                 response = None  # the stream closes the response from here on
                 return upstream
             body = await read_limited(response, MAX_REPLY_BYTES)
