@@ -35,12 +35,6 @@ def count_held_until_the_message_arrives(release: trio.Event) -> Behaviour:
     return Behaviour(name="count_held", respond=respond)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sidecar/messages._count_on posts on actor.exchange.client outside the actor's "
-    "slots: with concurrency_limit = 1 the count holds the pool's only connection and "
-    "the admitted attempt queues in the pool behind it",
-)
 async def test_a_count_in_flight_does_not_block_an_admitted_attempt() -> None:
     """With concurrency_limit = 1, a count_tokens call waiting on the provider and a
     Messages request at the same time: the request reaches the provider (and so lets

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import pytest
 import trio
 from test_interplay_tokens_hedging import refuse_stream_options, usage_stream
 

@@ -110,6 +110,12 @@ class TargetTransport:
             connections=pool.connections, idle=pool.idle, requests=self._requests
         )
 
+    def side_channel(self) -> TargetTransport:
+        """A transport for a side call (a count_tokens) that must not take one of the
+        target's own connections, which its admitted attempts rely on: one connection
+        of its own, or the same borrowed transport. Close it with :meth:`aclose`."""
+        return TargetTransport(max_connections=1, transport=None if self.owned else self._transport)
+
     async def aclose(self) -> None:
         """Close the pool if it is ours; a borrowed transport is left alone."""
         if self.owned:

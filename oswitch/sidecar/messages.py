@@ -326,16 +326,22 @@ async def _count_on(
     if exchange.key.value:
         call_headers["x-api-key"] = exchange.key.value
     url = actor.target.base_url.rstrip("/") + "/messages/count_tokens"
-    response = await exchange.client.post(url, call_headers, encode_json(sent))
+    # Not over the target's own pool: its connections are its admitted attempts'.
+    client = exchange.client.side_channel()
     raw = b""
     try:
-        async for piece in response.aiter_bytes():
-            raw += piece
-            if len(raw) > MAX_COUNT_REPLY_BYTES:
-                return None
+        response = await client.post(url, call_headers, encode_json(sent))
+        try:
+            async for piece in response.aiter_bytes():
+                raw += piece
+                if len(raw) > MAX_COUNT_REPLY_BYTES:
+                    return None
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await response.aclose()
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
-            await response.aclose()
+            await client.aclose()
     if response.status_code not in (200, 400):
         return None
     try:
