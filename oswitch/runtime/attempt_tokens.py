@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import attrs
+import httpx
 import trio
 
 from oswitch.config import TargetConfig
@@ -80,9 +81,10 @@ class TargetTokens:
     def learn(self, headers: Mapping[str, str]) -> None:
         """Take the limits a reply's headers report; the provider's wall-clock times are
         moved onto trio's clock here, once."""
-        raw = getattr(headers, "raw", None)  # httpx.Headers: names as sent, as bytes
-        if raw is not None and not any(b"atelimit" in name.lower() for name, _ in raw):
-            return  # no rate-limit header at all (the common case of a local server)
+        if isinstance(headers, httpx.Headers):
+            headers = _rate_limit_headers(headers)
+            if not headers:
+                return  # no rate-limit header at all (the common case of a local server)
         limits = parse_limits(headers, now=self._wall_clock())
         if limits.reported:
             self.budget.learn(
@@ -125,3 +127,19 @@ class TargetTokens:
         self.budget.reconfigure(
             tokens=settings.tokens, learn=settings.learn_limits, now=trio.current_time()
         )
+
+
+def _rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
+    """What ``headers.items()`` holds of the headers whose names contain "ratelimit"
+    (every name :func:`parse_limits` reads does), in one pass over the raw names and
+    decoding only those: a reply carries a dozen others."""
+    picked: dict[str, str] = {}
+    encoding = ""
+    for name, value in headers.raw:
+        lowered = name.lower()
+        if b"ratelimit" not in lowered:
+            continue
+        encoding = encoding or headers.encoding
+        key, text = lowered.decode(encoding), value.decode(encoding)
+        picked[key] = f"{picked[key]}, {text}" if key in picked else text
+    return picked
