@@ -169,9 +169,23 @@ def _http_date(text: str) -> float | None:
         return None
 
 
+# Delays by their text, as read (a pure function of it): a key's replies repeat a few
+# ("6ms", "0s", "1m30s"), and reading one costs more than the rest of its header.
+# Bounded in entries (and each text in _MAX_VALUE_CHARS): cleared when full.
+_DELAYS: dict[str, float | None] = {}
+_MAX_DELAYS = 256
+
+
 def _reset_after(text: str, now: float) -> float | None:
     """OpenAI style: a delay from now, as a Go duration or seconds."""
-    delay = _delay_seconds(text.strip())
+    value = text.strip()
+    try:
+        delay = _DELAYS[value]
+    except KeyError:
+        delay = _delay_seconds(value)
+        if len(_DELAYS) >= _MAX_DELAYS:
+            _DELAYS.clear()
+        _DELAYS[value] = delay
     return None if delay is None else _finite(now + delay)
 
 
