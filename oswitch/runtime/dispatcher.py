@@ -185,9 +185,13 @@ class RequestRun:
                     # busy target's slot frees up), whichever comes first.
                     await self.changed.wait_until(min(earliest, wait_until))
                 continue
-            delay = hedge_delay(self.settings, actor, model, stream=self.stream)
-            later = self._later(model)
-            if delay is None or not self.picker.could_hedge(actor, model, later):
+            delay: tuple[float, str] | None = None
+            later: Sequence[str] = ()
+            if self.stream or self.settings.hedge_after_s is not None:
+                later = self._later(model)
+                if self.picker.could_hedge(actor, model, later):
+                    delay = hedge_delay(self.settings, actor, model, stream=self.stream)
+            if delay is None:
                 # No hedge can ever start (none set, or no other target to race): the
                 # attempt alone, without the race's nursery, task and timer.
                 results = [(actor, model, await self._attempt(actor, model))]
