@@ -40,6 +40,7 @@ __all__ = [
     "LimitWindow",
     "ProviderLimits",
     "parse_limits",
+    "parse_lowered_limits",
 ]
 
 Dimension = Literal["requests", "tokens", "input_tokens", "output_tokens"]
@@ -325,18 +326,29 @@ def parse_limits(headers: Mapping[str, str], *, now: float) -> ProviderLimits:
     and returned as an absolute time on ``now``'s clock. A value that does not parse is
     left None and named in ``problems``. Never raises.
     """
-    lowered = _lowered(headers)
-    rank = min((_RANKS.get(name, len(_DIALECTS)) for name in lowered), default=len(_DIALECTS))
+    return parse_lowered_limits(_lowered(headers), now=now)
+
+
+def parse_lowered_limits(lowered: Mapping[str, object], *, now: float) -> ProviderLimits:
+    """:func:`parse_limits` of headers whose names are already lower case (other names
+    are never matched): for a caller that picked the rate-limit headers out itself."""
+    rank = len(_DIALECTS)
+    for name in lowered:
+        rank = min(rank, _RANKS.get(name, rank))
     if rank == len(_DIALECTS):
         return ProviderLimits(observed_at=now)
     dialect, rules = _DIALECTS[rank]
     return _read(lowered, dialect, rules, now)
 
 
+# Where a rule's value goes in a window's (limit, remaining, reset_at).
+_SLOTS: dict[_Field, int] = {"limit": 0, "remaining": 1, "reset": 2}
+
+
 def _read(
     lowered: Mapping[str, object], dialect: str, rules: tuple[_Rule, ...], now: float
 ) -> ProviderLimits:
-    fields: dict[Dimension, dict[str, Any]] = {}
+    fields: dict[Dimension, list[Any]] = {}
     problems: list[str] = []
     for rule in rules:
         raw = lowered.get(rule.header)
@@ -349,12 +361,12 @@ def _read(
             shown = repr(shorten(raw)) if isinstance(raw, str) else type(raw).__name__
             problems.append(f"{rule.header}: {_READERS[rule.field]} ({shown}), ignored")
             continue
-        found = fields.setdefault(rule.dimension, {})
-        if rule.field == "reset":
-            found["reset_at"] = value
-        else:
-            found[rule.field] = int(value)
-    windows = {d: LimitWindow(**f) for d, f in fields.items()}
+        found = fields.get(rule.dimension)
+        if found is None:
+            found = fields[rule.dimension] = [None, None, None]
+        slot = _SLOTS[rule.field]
+        found[slot] = value if slot == 2 else int(value)
+    windows = {d: LimitWindow(limit=f[0], remaining=f[1], reset_at=f[2]) for d, f in fields.items()}
     return ProviderLimits(
         requests=windows.get("requests", _NOTHING),
         tokens=windows.get("tokens", _NOTHING),

@@ -22,7 +22,7 @@ from oswitch.config import TargetConfig
 from oswitch.core.headroom import Headroom
 from oswitch.core.key_budget import BudgetSnapshot, KeyBudget
 from oswitch.core.learned_limits import on_engine_clock
-from oswitch.core.ratelimit_headers import parse_limits
+from oswitch.core.ratelimit_headers import parse_limits, parse_lowered_limits
 from oswitch.core.tokens import TokenEstimate, cost_of
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, OutcomeKind
 from oswitch.runtime.settings import TargetSettings
@@ -82,10 +82,12 @@ class TargetTokens:
         """Take the limits a reply's headers report; the provider's wall-clock times are
         moved onto trio's clock here, once."""
         if isinstance(headers, httpx.Headers):
-            headers = _rate_limit_headers(headers)
-            if not headers:
+            picked = _rate_limit_headers(headers)
+            if not picked:
                 return  # no rate-limit header at all (the common case of a local server)
-        limits = parse_limits(headers, now=self._wall_clock())
+            limits = parse_lowered_limits(picked, now=self._wall_clock())
+        else:
+            limits = parse_limits(headers, now=self._wall_clock())
         if limits.reported:
             self.budget.learn(
                 on_engine_clock(limits, wall_now=limits.observed_at, engine_now=trio.current_time())
@@ -131,8 +133,8 @@ class TargetTokens:
 
 def _rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
     """What ``headers.items()`` holds of the headers whose names contain "ratelimit"
-    (every name :func:`parse_limits` reads does), in one pass over the raw names and
-    decoding only those: a reply carries a dozen others."""
+    (every name :func:`parse_limits` reads does), names in lower case, in one pass
+    over the raw names and decoding only those: a reply carries a dozen others."""
     picked: dict[str, str] = {}
     encoding = ""
     for name, value in headers.raw:
