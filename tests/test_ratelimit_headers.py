@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -279,3 +280,19 @@ def test_ietf_draft_headers() -> None:
     limits = parse_limits(headers, now=NOW)
     assert limits.requests == LimitWindow(limit=10, remaining=0, reset_at=NOW + 50.0)
     assert limits.dialect == "ietf"
+
+
+def test_reset_delays_are_remembered_within_a_bound() -> None:
+    """Reset delays are memoised by their text, each still read right, and the memo
+    never holds more than its bound however many distinct texts arrive."""
+    from oswitch.core import ratelimit_headers
+
+    for n in range(3 * ratelimit_headers._MAX_DELAYS):
+        headers = {"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": f"{n}ms"}
+        for _ in range(2):  # read, then remembered
+            limits = parse_limits(headers, now=NOW)
+            assert limits.requests.reset_at == pytest.approx(NOW + n / 1000.0)
+        assert len(ratelimit_headers._DELAYS) <= ratelimit_headers._MAX_DELAYS
+    garbage = {"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "soon"}
+    for _ in range(2):
+        assert parse_limits(garbage, now=NOW).requests.reset_at is None

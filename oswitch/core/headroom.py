@@ -27,11 +27,12 @@ Pure: time is passed in; one clock (the wall clock of the learned view) for all 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import attrs
 
 from oswitch.core.bucket import TokenBucket
-from oswitch.core.ratelimit_headers import DIMENSIONS, Dimension, LimitWindow, ProviderLimits
+from oswitch.core.ratelimit_headers import DIMENSIONS, LimitWindow, ProviderLimits
 from oswitch.core.tokens import TokenEstimate
 
 __all__ = [
@@ -99,20 +100,21 @@ class Headroom:
     spare: float
 
 
-@attrs.frozen
-class _Check:
+class _Check(NamedTuple):
     source: str
     ready_at: float | None  # None: too large
     spare: float
 
 
-def _needs(estimate: TokenEstimate) -> dict[Dimension, int]:
-    return {
-        "requests": 1,
-        "tokens": estimate.total_tokens,
-        "input_tokens": estimate.prompt_tokens,
-        "output_tokens": estimate.completion_tokens,
-    }
+# The learned dimensions' names in verdicts, in DIMENSIONS order (built once: routing
+# reads a verdict several times per request).
+_LEARNED_SOURCES: tuple[str, ...] = tuple(f"learned.{dimension}" for dimension in DIMENSIONS)
+
+
+def _needs(estimate: TokenEstimate) -> tuple[int, int, int, int]:
+    """What ``estimate`` needs of each dimension, in DIMENSIONS order (requests: 1)."""
+    prompt, completion = estimate.prompt_tokens, estimate.completion_tokens
+    return (1, prompt + completion, prompt, completion)
 
 
 def _fraction(left: float, whole: float) -> float:
@@ -198,21 +200,23 @@ def headroom(
     ``remaining`` to ``limit`` by the reset; otherwise only at the reset. Never raises.
     """
     needs = _needs(estimate)
-    sent_needs = _needs(sent_tokens) if sent_tokens is not None else dict.fromkeys(needs, 0)
-    sent_needs["requests"] = sent_requests
     checks: list[_Check] = []
     if configured is not None:
         if configured.requests is not None:
             checks.append(_configured("configured.requests", configured.requests, 1, now))
         if configured.tokens is not None:
-            checks.append(_configured("configured.tokens", configured.tokens, needs["tokens"], now))
+            checks.append(_configured("configured.tokens", configured.tokens, needs[1], now))
     if learned is not None:
-        for dimension in DIMENSIONS:
+        sent_needs = (0, 0, 0, 0) if sent_tokens is None else _needs(sent_tokens)
+        windows = (learned.requests, learned.tokens, learned.input_tokens, learned.output_tokens)
+        for index, window in enumerate(windows):
+            if window.limit is None and window.remaining is None:
+                continue  # nothing reported of it: it limits nothing (_learned says None)
             check = _learned(
-                f"learned.{dimension}",
-                learned.window(dimension),
-                needs[dimension],
-                sent_needs[dimension],
+                _LEARNED_SOURCES[index],
+                window,
+                needs[index],
+                sent_requests if index == 0 else sent_needs[index],
                 learned.observed_at,
                 now,
                 continuous=continuous,
@@ -225,20 +229,30 @@ def headroom(
 def _verdict(checks: list[_Check], now: float) -> Headroom:
     if not checks:
         return Headroom(can_take=True, ready_at=now, too_large=False, binding=None, spare=1.0)
-    spare = min(check.spare for check in checks)
-    ready: list[tuple[float, _Check]] = []
+    # One pass: the first too-large check, the first of the latest ready, the first of
+    # the least spare (what max() and min() by key would pick).
+    latest = tightest = checks[0]
     for check in checks:
-        if check.ready_at is None:
+        ready_at = check.ready_at
+        if ready_at is None:
             return Headroom(
                 can_take=False, ready_at=None, too_large=True, binding=check.source, spare=0.0
             )
-        ready.append((check.ready_at, check))
-    ready_at, latest = max(ready, key=lambda pair: pair[0])
-    if ready_at > now:
+        assert latest.ready_at is not None
+        if ready_at > latest.ready_at:
+            latest = check
+        if check.spare < tightest.spare:
+            tightest = check
+    spare = tightest.spare
+    assert latest.ready_at is not None
+    if latest.ready_at > now:
         return Headroom(
-            can_take=False, ready_at=ready_at, too_large=False, binding=latest.source, spare=spare
+            can_take=False,
+            ready_at=latest.ready_at,
+            too_large=False,
+            binding=latest.source,
+            spare=spare,
         )
-    tightest = min(checks, key=lambda check: check.spare)
     return Headroom(
         can_take=True, ready_at=now, too_large=False, binding=tightest.source, spare=spare
     )

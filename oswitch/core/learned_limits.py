@@ -45,15 +45,19 @@ def on_engine_clock(
     def moved(window: LimitWindow) -> LimitWindow:
         if window.reset_at is None:
             return window
-        return attrs.evolve(window, reset_at=window.reset_at + shift)
+        # Built directly: attrs.evolve costs several times as much, once per reply.
+        return LimitWindow(
+            limit=window.limit, remaining=window.remaining, reset_at=window.reset_at + shift
+        )
 
-    return attrs.evolve(
-        limits,
+    return ProviderLimits(
         requests=moved(limits.requests),
         tokens=moved(limits.tokens),
         input_tokens=moved(limits.input_tokens),
         output_tokens=moved(limits.output_tokens),
         observed_at=engine_now,
+        dialect=limits.dialect,
+        problems=limits.problems,
     )
 
 
@@ -98,6 +102,9 @@ def merge_limits(
     windows: dict[Dimension, LimitWindow] = {}
     for dimension in DIMENSIONS:
         fresh = new.window(dimension)
+        if fresh.limit is not None and fresh.remaining is not None and fresh.reset_at is not None:
+            windows[dimension] = fresh  # every field new: nothing of old is carried
+            continue
         carried = _carried(
             old.window(dimension), _sent_of(dimension, sent_requests, sent_tokens), now
         )
@@ -109,6 +116,8 @@ def merge_limits(
             remaining=fresh.remaining if fresh.remaining is not None else carried.remaining,
             reset_at=fresh.reset_at if fresh.reset_at is not None else carried.reset_at,
         )
+    if new.dialect is not None and all(windows[d] is new.window(d) for d in DIMENSIONS):
+        return new  # the reply said it all (or nothing was known of the rest)
     return ProviderLimits(
         requests=windows["requests"],
         tokens=windows["tokens"],

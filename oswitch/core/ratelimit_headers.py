@@ -40,6 +40,7 @@ __all__ = [
     "LimitWindow",
     "ProviderLimits",
     "parse_limits",
+    "parse_lowered_limits",
 ]
 
 Dimension = Literal["requests", "tokens", "input_tokens", "output_tokens"]
@@ -55,7 +56,6 @@ _MAX_COUNT_DIGITS = 18
 # seconds. 1e11 ms is March 1973 and 1e11 s is the year 5138, so the ranges do not meet.
 _EPOCH_MS_FROM = 1e11
 _EPOCH_SECONDS_FROM = 1e9
-_COUNT = re.compile(r"\d{1,18}")
 
 
 @attrs.frozen(kw_only=True)
@@ -112,7 +112,8 @@ _Reader = Callable[[str, float], float | None]
 
 def _count(text: str, _now: float) -> float | None:
     value = text.strip()
-    if not _COUNT.fullmatch(value):
+    # isdecimal is the regex's \d (Unicode category Nd), without the regex's cost.
+    if not (value.isdecimal() and len(value) <= _MAX_COUNT_DIGITS):
         return None
     return float(int(value))
 
@@ -169,9 +170,23 @@ def _http_date(text: str) -> float | None:
         return None
 
 
+# Delays by their text, as read (a pure function of it): a key's replies repeat a few
+# ("6ms", "0s", "1m30s"), and reading one costs more than the rest of its header.
+# Bounded in entries (and each text in _MAX_VALUE_CHARS): cleared when full.
+_DELAYS: dict[str, float | None] = {}
+_MAX_DELAYS = 256
+
+
 def _reset_after(text: str, now: float) -> float | None:
     """OpenAI style: a delay from now, as a Go duration or seconds."""
-    delay = _delay_seconds(text.strip())
+    value = text.strip()
+    try:
+        delay = _DELAYS[value]
+    except KeyError:
+        delay = _delay_seconds(value)
+        if len(_DELAYS) >= _MAX_DELAYS:
+            _DELAYS.clear()
+        _DELAYS[value] = delay
     return None if delay is None else _finite(now + delay)
 
 
@@ -278,7 +293,17 @@ _DIALECTS: tuple[tuple[str, tuple[_Rule, ...]], ...] = (
 )
 
 
+# Every rule's header, with its dialect's rank in _DIALECTS: one pass over a reply's
+# header names finds the dialect to read (the lowest rank present) without a scan
+# per dialect. Every name contains "ratelimit", so others are skipped unlowered-cheap.
+_RANKS: dict[str, int] = {
+    rule.header: rank for rank, (_, rules) in enumerate(_DIALECTS) for rule in rules
+}
+_MARK = "ratelimit"
+
+
 def _lowered(headers: Mapping[str, str]) -> dict[str, object]:
+    """The rate-limit headers of ``headers`` by lower-cased name (others left out)."""
     lowered: dict[str, object] = {}
     try:
         items = list(headers.items())
@@ -286,7 +311,9 @@ def _lowered(headers: Mapping[str, str]) -> dict[str, object]:
         return lowered
     for key, value in items:
         if isinstance(key, str):
-            lowered[key.lower()] = value
+            name = key.lower()
+            if _MARK in name:
+                lowered[name] = value
     return lowered
 
 
@@ -299,17 +326,29 @@ def parse_limits(headers: Mapping[str, str], *, now: float) -> ProviderLimits:
     and returned as an absolute time on ``now``'s clock. A value that does not parse is
     left None and named in ``problems``. Never raises.
     """
-    lowered = _lowered(headers)
-    for dialect, rules in _DIALECTS:
-        if any(rule.header in lowered for rule in rules):
-            return _read(lowered, dialect, rules, now)
-    return ProviderLimits(observed_at=now)
+    return parse_lowered_limits(_lowered(headers), now=now)
+
+
+def parse_lowered_limits(lowered: Mapping[str, object], *, now: float) -> ProviderLimits:
+    """:func:`parse_limits` of headers whose names are already lower case (other names
+    are never matched): for a caller that picked the rate-limit headers out itself."""
+    rank = len(_DIALECTS)
+    for name in lowered:
+        rank = min(rank, _RANKS.get(name, rank))
+    if rank == len(_DIALECTS):
+        return ProviderLimits(observed_at=now)
+    dialect, rules = _DIALECTS[rank]
+    return _read(lowered, dialect, rules, now)
+
+
+# Where a rule's value goes in a window's (limit, remaining, reset_at).
+_SLOTS: dict[_Field, int] = {"limit": 0, "remaining": 1, "reset": 2}
 
 
 def _read(
     lowered: Mapping[str, object], dialect: str, rules: tuple[_Rule, ...], now: float
 ) -> ProviderLimits:
-    fields: dict[Dimension, dict[str, Any]] = {d: {} for d in DIMENSIONS}
+    fields: dict[Dimension, list[Any]] = {}
     problems: list[str] = []
     for rule in rules:
         raw = lowered.get(rule.header)
@@ -322,16 +361,17 @@ def _read(
             shown = repr(shorten(raw)) if isinstance(raw, str) else type(raw).__name__
             problems.append(f"{rule.header}: {_READERS[rule.field]} ({shown}), ignored")
             continue
-        if rule.field == "reset":
-            fields[rule.dimension]["reset_at"] = value
-        else:
-            fields[rule.dimension][rule.field] = int(value)
-    windows = {d: LimitWindow(**f) if f else _NOTHING for d, f in fields.items()}
+        found = fields.get(rule.dimension)
+        if found is None:
+            found = fields[rule.dimension] = [None, None, None]
+        slot = _SLOTS[rule.field]
+        found[slot] = value if slot == 2 else int(value)
+    windows = {d: LimitWindow(limit=f[0], remaining=f[1], reset_at=f[2]) for d, f in fields.items()}
     return ProviderLimits(
-        requests=windows["requests"],
-        tokens=windows["tokens"],
-        input_tokens=windows["input_tokens"],
-        output_tokens=windows["output_tokens"],
+        requests=windows.get("requests", _NOTHING),
+        tokens=windows.get("tokens", _NOTHING),
+        input_tokens=windows.get("input_tokens", _NOTHING),
+        output_tokens=windows.get("output_tokens", _NOTHING),
         observed_at=now,
         dialect=dialect,
         problems=tuple(problems),

@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import attrs
+import httpx
 import trio
 
 from oswitch.config import TargetConfig
 from oswitch.core.headroom import Headroom
 from oswitch.core.key_budget import BudgetSnapshot, KeyBudget
 from oswitch.core.learned_limits import on_engine_clock
-from oswitch.core.ratelimit_headers import parse_limits
+from oswitch.core.ratelimit_headers import parse_limits, parse_lowered_limits
 from oswitch.core.tokens import TokenEstimate, cost_of
 from oswitch.runtime.messages import AttemptOrder, AttemptOutcome, OutcomeKind
 from oswitch.runtime.settings import TargetSettings
@@ -80,10 +81,13 @@ class TargetTokens:
     def learn(self, headers: Mapping[str, str]) -> None:
         """Take the limits a reply's headers report; the provider's wall-clock times are
         moved onto trio's clock here, once."""
-        raw = getattr(headers, "raw", None)  # httpx.Headers: names as sent, as bytes
-        if raw is not None and not any(b"atelimit" in name.lower() for name, _ in raw):
-            return  # no rate-limit header at all (the common case of a local server)
-        limits = parse_limits(headers, now=self._wall_clock())
+        if isinstance(headers, httpx.Headers):
+            picked = _rate_limit_headers(headers)
+            if not picked:
+                return  # no rate-limit header at all (the common case of a local server)
+            limits = parse_lowered_limits(picked, now=self._wall_clock())
+        else:
+            limits = parse_limits(headers, now=self._wall_clock())
         if limits.reported:
             self.budget.learn(
                 on_engine_clock(limits, wall_now=limits.observed_at, engine_now=trio.current_time())
@@ -130,3 +134,19 @@ class TargetTokens:
         self.budget.reconfigure(
             tokens=settings.tokens, learn=settings.learn_limits, now=trio.current_time()
         )
+
+
+def _rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
+    """What ``headers.items()`` holds of the headers whose names contain "ratelimit"
+    (every name :func:`parse_limits` reads does), names in lower case, in one pass
+    over the raw names and decoding only those: a reply carries a dozen others."""
+    picked: dict[str, str] = {}
+    encoding = ""
+    for name, value in headers.raw:
+        lowered = name.lower()
+        if b"ratelimit" not in lowered:
+            continue
+        encoding = encoding or headers.encoding
+        key, text = lowered.decode(encoding), value.decode(encoding)
+        picked[key] = f"{picked[key]}, {text}" if key in picked else text
+    return picked

@@ -185,11 +185,18 @@ class RequestRun:
                     # busy target's slot frees up), whichever comes first.
                     await self.changed.wait_until(min(earliest, wait_until))
                 continue
-            delay = hedge_delay(self.settings, actor, model, stream=self.stream)
+            delay: tuple[float, str] | None = None
+            later: Sequence[str] = ()
+            if self.stream or self.settings.hedge_after_s is not None:
+                later = self._later(model)
+                if self.picker.could_hedge(actor, model, later):
+                    delay = hedge_delay(self.settings, actor, model, stream=self.stream)
             if delay is None:
+                # No hedge can ever start (none set, or no other target to race): the
+                # attempt alone, without the race's nursery, task and timer.
                 results = [(actor, model, await self._attempt(actor, model))]
             else:
-                results = await self._race(actor, model, delay)
+                results = await self._race(actor, model, delay, later)
             winner = self._settle_all(results)
             if winner is not None:
                 return winner
@@ -227,15 +234,21 @@ class RequestRun:
                 self._settle(attempt_actor, model, outcome, final=winner is None)
         return None if winner is None else winner[1]
 
-    async def _race(self, first: TargetActor, model: str, delay: tuple[float, str]) -> list[Raced]:
+    def _later(self, model: str) -> Sequence[str]:
+        """The fallback models after ``model`` in the request's chain."""
+        chain = model_chain(self.model, self.settings.fallbacks)
+        return chain[chain.index(model) + 1 :] if model in chain else []
+
+    async def _race(
+        self, first: TargetActor, model: str, delay: tuple[float, str], later: Sequence[str]
+    ) -> list[Raced]:
         """The hedged step of ``_run_model`` (``runtime/hedging.py``): ``first`` and,
         once it is ``delay`` late, the best untried target; first answer wins."""
-        chain = model_chain(self.model, self.settings.fallbacks)
         return await race(
             first,
             model,
             delay=delay,
-            later=chain[chain.index(model) + 1 :] if model in chain else [],
+            later=later,
             send=self._attempt,
             picker=self.picker,
             changed=self.changed,

@@ -320,7 +320,9 @@ class TargetExchange:
             )
             return self.failed(served_model, started, classification, note=type(exc).__name__)
         finally:
-            if response is not None:
+            # A body read to its end closed its response already (httpx does): then the
+            # shielded close would cost two cancel scopes to do nothing.
+            if response is not None and not response.is_closed:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await response.aclose()
         if asked_usage and status == 400 and b"stream_options" in body:

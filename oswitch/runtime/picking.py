@@ -151,6 +151,18 @@ class Picker:
                     return self._choose(eligible, now)
         return None
 
+    def could_hedge(self, first: TargetActor, model: str, later: Sequence[str]) -> bool:
+        """Whether :meth:`hedge_target` could ever find a target to race ``first`` with
+        in this request: an untried one other than ``first`` serving ``model`` or one
+        of ``later``. The router is fixed for a request and the tried set only grows,
+        so False stays False; then a step needs no race."""
+        tried = self._ledger.tried
+        for candidate_model in (model, *later):
+            for actor in self.pool(candidate_model).actors:
+                if actor is not first and actor.target_id not in tried:
+                    return True
+        return False
+
     def hedge_target(
         self, first: TargetActor, model: str, later: Sequence[str], now: float
     ) -> tuple[TargetActor, str] | None:

@@ -327,7 +327,10 @@ class TargetActor(TargetReadings, FleetFace):
     ) -> AttemptOutcome:
         """Apply an attempt's outcome to the target's health and carry out the effects
         (and, in a fleet, queue what the store must learn of it)."""
-        before, blocked_before = self.local_marks(), self._health.blocked
+        fleet = self._fleet
+        # What the store must compare against, read only in a fleet (once per attempt).
+        before = self.local_marks() if fleet is not None else None
+        blocked_before = self._health.blocked
         effects = self._health.settle(outcome.ending(epoch), trio.current_time(), self._rng)
         for effect in effects:
             if effect is not Do.REFRESH_CREDENTIAL:
@@ -336,8 +339,9 @@ class TargetActor(TargetReadings, FleetFace):
                 outcome = attrs.evolve(outcome, retry_same=True, note="credential refreshed")
             else:
                 self._block(TargetCondition.REAUTH_REQUIRED, reason="authentication failed")
-        if self._fleet is not None:
-            self._fleet.settled(self, ticket, outcome, before=before, blocked_before=blocked_before)
+        if fleet is not None:
+            assert before is not None
+            fleet.settled(self, ticket, outcome, before=before, blocked_before=blocked_before)
         return outcome
 
     def _expire_stream(self, order: AttemptOrder) -> None:
