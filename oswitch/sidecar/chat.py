@@ -60,6 +60,16 @@ class _RequestState:
     finish_reason: str | None = None
 
 
+class RefusedBody(Exception):
+    """A request body that cannot be taken: ``error`` is the answer, sent with
+    ``headers`` (e.g. ``Connection: close``) in the endpoint's own shape."""
+
+    def __init__(self, error: HttpError, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.headers = headers or []
+
+
 class BodyTooLarge(Exception):
     """The request body grew past ``max_body_bytes`` (answered 413)."""
 
@@ -162,6 +172,47 @@ class ChatCompletions:
         matches = [key.matches(offered) for key in self.api_keys]
         return any(matches)
 
+    async def read_json_body(self, receive: Receive, request_id: str, *, kind: str) -> Any:
+        """The request body, decoded as JSON (any value: the endpoint checks its shape).
+        Blocks until the body is in. Raises ClientGone, or RefusedBody with the answer
+        (413 too large, 408 too slow, 400 not JSON or nested too deep for a ``kind``);
+        each endpoint sends that answer in its own shape."""
+        try:
+            raw = await self._read_body(receive)
+        except BodyTooLarge:
+            raise RefusedBody(
+                HttpError(
+                    status=413,
+                    message=f"request body over {self.max_body_bytes} bytes",
+                    type="invalid_request_error",
+                    code="body_too_large",
+                )
+            ) from None
+        except BodyTimeout:
+            log.info("request_body_timeout", extra={"request_id": request_id})
+            raise RefusedBody(
+                HttpError(
+                    status=408,
+                    message=f"request body not received within {self.body_timeout_s:g} s",
+                    type="invalid_request_error",
+                    code="body_timeout",
+                ),
+                [CLOSE],
+            ) from None
+        try:
+            return decode(raw)
+        except ValueError as exc:
+            raise RefusedBody(
+                bad_request(
+                    f"request body is not valid JSON: {shorten(str(exc), 200)}", code="invalid_json"
+                )
+            ) from None
+        except RecursionError:
+            # The decoder recursed past the interpreter's limit: far beyond MAX_DEPTH.
+            raise RefusedBody(
+                bad_request(f"not a {kind}: nested deeper than {MAX_DEPTH} levels @ $", param="$")
+            ) from None
+
     async def _read_body(self, receive: Receive) -> bytes:
         """The whole body, within ``max_body_bytes`` and ``body_timeout_s`` (counted
         from the app's start, which is when the request's headers were in)."""
@@ -197,58 +248,13 @@ class ChatCompletions:
             )
             return
         try:
-            raw = await self._read_body(receive)
+            body = await self.read_json_body(receive, request_id, kind="chat completion request")
         except ClientGone:
             # The disconnect may have been waiting already: receive returned at once.
             await trio.lowlevel.checkpoint()
             return
-        except BodyTooLarge:
-            await send_error(
-                send,
-                request_id,
-                HttpError(
-                    status=413,
-                    message=f"request body over {self.max_body_bytes} bytes",
-                    type="invalid_request_error",
-                    code="body_too_large",
-                ),
-            )
-            return
-        except BodyTimeout:
-            log.info("request_body_timeout", extra={"request_id": request_id})
-            await send_error(
-                send,
-                request_id,
-                HttpError(
-                    status=408,
-                    message=f"request body not received within {self.body_timeout_s:g} s",
-                    type="invalid_request_error",
-                    code="body_timeout",
-                ),
-                [CLOSE],
-            )
-            return
-        try:
-            body = decode(raw)
-        except ValueError as exc:
-            await send_error(
-                send,
-                request_id,
-                bad_request(
-                    f"request body is not valid JSON: {shorten(str(exc), 200)}", code="invalid_json"
-                ),
-            )
-            return
-        except RecursionError:
-            # The decoder recursed past the interpreter's limit: far beyond MAX_DEPTH.
-            await send_error(
-                send,
-                request_id,
-                bad_request(
-                    f"not a chat completion request: nested deeper than {MAX_DEPTH} levels @ $",
-                    param="$",
-                ),
-            )
+        except RefusedBody as refusal:
+            await send_error(send, request_id, refusal.error, refusal.headers)
             return
         # Checked once: the engine does not walk a CheckedChatRequest again.
         checked, problems = check_chat_request(body)

@@ -33,10 +33,8 @@ from oswitch.core.anthropic_outbound import (
     message_id,
     to_message,
 )
-from oswitch.core.chat_request import MAX_DEPTH, describe
-from oswitch.core.clip import shorten
+from oswitch.core.chat_request import describe
 from oswitch.core.inbound import ORIGINAL_KEY
-from oswitch.core.json_codec import decode
 from oswitch.core.secret import scrub
 from oswitch.core.tokens import estimate_request
 from oswitch.errors import SwitcherError
@@ -45,16 +43,15 @@ from oswitch.runtime.http import encode_json
 from oswitch.runtime.switcher import Switcher
 from oswitch.runtime.target import TargetActor
 from oswitch.sidecar.chat import (
-    BodyTimeout,
-    BodyTooLarge,
     ChatCompletions,
     ClientGone,
     EventRelay,
+    RefusedBody,
     _note_finish,
     _RequestState,
 )
 from oswitch.sidecar.errors import HttpError, anthropic_body, anthropic_error_type, http_error_for
-from oswitch.sidecar.responses import CLOSE, Receive, Scope, Send, send_json
+from oswitch.sidecar.responses import Receive, Scope, Send, send_json
 
 log = logging.getLogger("oswitch.sidecar")
 
@@ -118,43 +115,12 @@ class Messages:
             )
             return None
         try:
-            raw = await chat._read_body(receive)
+            body = await chat.read_json_body(receive, request_id, kind="Messages request")
         except ClientGone:
             await trio.lowlevel.checkpoint()
             return None
-        except BodyTooLarge:
-            await send_anthropic_error(
-                send,
-                request_id,
-                HttpError(
-                    status=413,
-                    message=f"request body over {chat.max_body_bytes} bytes",
-                    type="request_too_large",
-                ),
-            )
-            return None
-        except BodyTimeout:
-            log.info("request_body_timeout", extra={"request_id": request_id})
-            await send_anthropic_error(
-                send,
-                request_id,
-                HttpError(
-                    status=408,
-                    message=f"request body not received within {chat.body_timeout_s:g} s",
-                    type="invalid_request_error",
-                ),
-                [CLOSE],
-            )
-            return None
-        try:
-            body = decode(raw)
-        except ValueError as exc:
-            message = f"request body is not valid JSON: {shorten(str(exc), 200)}"
-            await send_anthropic_error(send, request_id, _invalid(message))
-            return None
-        except RecursionError:
-            message = f"not a Messages request: nested deeper than {MAX_DEPTH} levels @ $"
-            await send_anthropic_error(send, request_id, _invalid(message))
+        except RefusedBody as refusal:
+            await send_anthropic_error(send, request_id, refusal.error, refusal.headers)
             return None
         problems = messages_request_problems(body, count_only=count_only)
         if problems:
