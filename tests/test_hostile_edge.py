@@ -25,7 +25,7 @@ from oswitch.errors import AllTargetsFailed, ConfigError, RequestFailed
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
 from oswitch.sidecar.listener import ConnectionGate, ConnectionLimits, serve_connections
-from oswitch.sidecar.serve import _ensure_descriptors, hypercorn_config, serve_sidecar
+from oswitch.sidecar.serve import _ensure_descriptors, http_settings, serve_sidecar
 from oswitch.testing import FakeProvider, hang, reply, stream
 from support import chat, config, target
 
@@ -64,7 +64,7 @@ async def gated_gateway(
                 partial(
                     serve_connections,
                     app,  # type: ignore[arg-type]
-                    hypercorn_config("127.0.0.1", 0, server),
+                    http_settings("127.0.0.1", 0, server),
                     limits,
                     shutdown_trigger=shutdown,
                 )
@@ -570,9 +570,9 @@ async def test_connections_past_the_cap_are_refused_at_once() -> None:
 
 async def test_a_client_closing_after_its_answer_frees_its_connection_at_once() -> None:
     """A keep-alive client that hangs up as soon as it has read a stream's [DONE] has its
-    connection closed at once, not held until the keep-alive limit: hypercorn alone
-    restarts its idle timer when the answer ends after the client left, and keeps the
-    socket in CLOSE-WAIT until that timer fires."""
+    connection closed at once, not held until the keep-alive limit (hypercorn, which
+    served here before, restarted its idle timer when the answer ended after the client
+    left and kept the socket in CLOSE-WAIT until that timer fired)."""
     fake = FakeProvider().on("key-a", stream("done"))
     server = ServerConfig(header_timeout_ms=60_000)
     with trio.fail_after(10):

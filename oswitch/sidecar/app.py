@@ -163,7 +163,7 @@ class SidecarApp:
             )
             return
         allowed, handler = route
-        # HEAD is GET without the body (hypercorn drops the body bytes for HEAD).
+        # HEAD is GET without the body (the server drops the body bytes for HEAD).
         if method != allowed and not (method == "HEAD" and allowed == "GET"):
             allow = b"GET, HEAD" if allowed == "GET" else allowed.encode()
             await send_error(
@@ -198,7 +198,7 @@ class SidecarApp:
                     else sse(failure.body())
                 )
                 await responder({"type": "http.response.body", "body": event, "more_body": False})
-            # Otherwise a plain reply broke half-way: hypercorn closes the connection.
+            # Otherwise a plain reply broke half-way: the server closes the connection.
         except Exception as exc:
             # The connection itself is what failed: nothing more can be said on it.
             log.info(

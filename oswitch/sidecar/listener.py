@@ -1,22 +1,16 @@
-"""The sidecar's accept loop: hypercorn's HTTP/1.1 protocol on connections oswitch bounds.
+"""The sidecar's accept loop: oswitch's own HTTP/1.1 server on connections it bounds.
 
-``hypercorn.trio.serve`` builds its own listeners and offers neither a connection cap
-nor a write limit, and its ``TCPServer`` writes with ``send_all`` inside a *shielded*
-cancel scope: a client that stops reading blocks that write, and with it the request
-behind it, for as long as the client keeps its socket open — no cancellation reaches
-it. So the sidecar accepts connections itself and gives each one to hypercorn's
-``TCPServer`` (the same protocol code hypercorn.trio.serve runs) through
-:class:`BoundedWriteStream`, whose writes give up after ``write_timeout_s``: the
-socket is closed, hypercorn sees the client gone, and the app cancels the request.
-A deadline set inside a shielded scope still fires, which is what makes this work.
-Connections past ``max_connections`` get a canned 503 and are closed at once.
+Each accepted connection is served by :class:`~oswitch.sidecar.connection.HttpConnection`
+(the app runs in the connection's task; no task or channel per request) through
+:class:`BoundedWriteStream`, whose writes give up after ``write_timeout_s``: the socket
+is closed, the request's disconnect watcher sees the client gone, and the app cancels
+the request. Connections past ``max_connections`` get a canned 503 and are closed at once.
 
-hypercorn writes every ASGI message to the socket as it comes (a response's head, its
-body, and the end of the body each on their own). The app may *cork* its connection
-(:class:`~oswitch.sidecar.responses.OneWrite`) so that what it sends in a block goes
-out in one write: head and body of a JSON reply, or a stream's last events, ``[DONE]``
-and the chunked terminator together. Each write costs a syscall, hypercorn's lock and
-shielded scope and our write deadline (docs/bench.md, "Speed at the floor").
+A response's head goes out with its first body bytes, and the app may *cork* its
+connection (:class:`~oswitch.sidecar.responses.OneWrite`) so that what it sends in a
+block goes out in one write: the events decoded from one upstream read, or a stream's
+last events, ``[DONE]`` and the chunked terminator together. Each write costs a
+syscall and a write deadline (docs/bench.md, "Speed at the floor").
 """
 
 from __future__ import annotations
@@ -30,14 +24,9 @@ from collections.abc import Callable
 from functools import partial
 
 import attrs
-import hypercorn
 import trio
-from hypercorn.events import Event, RawData, Updated
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ASGIFramework, ConnectionState
-from hypercorn.utils import wrap_app
 
+from oswitch.sidecar.connection import ASGIApp, ConnectionClosing, HttpConnection
 from oswitch.sidecar.responses import CONNECTION
 
 log = logging.getLogger("oswitch.sidecar")
@@ -46,6 +35,19 @@ http_log = logging.getLogger("oswitch.sidecar.http")
 # Longest the canned 503 for a connection past the cap may take to write: the socket is
 # new, so the write fits the kernel buffer at once unless something is badly wrong.
 REFUSAL_WRITE_S = 1.0
+
+
+@attrs.frozen(kw_only=True)
+class HttpSettings:
+    """Where the server listens and how long it waits: ``header_timeout_s`` for each
+    request head (and between requests on a kept connection), ``graceful_timeout_s``
+    for requests in flight at shutdown."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    backlog: int = 1024
+    header_timeout_s: float | None = 10.0
+    graceful_timeout_s: float = 30.0
 
 
 @attrs.frozen(kw_only=True)
@@ -70,8 +72,8 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
     """A client's socket stream whose every write must finish within ``write_timeout_s``.
 
     Past it the socket is closed (a reader blocked on it wakes with
-    ``ClosedResourceError``) and the write raises ``BrokenResourceError``, which
-    hypercorn treats as the client having gone. ``on_timeout`` is called once.
+    ``ClosedResourceError``) and the write raises ``BrokenResourceError``: the client
+    is taken as gone. ``on_timeout`` is called once.
     """
 
     def __init__(
@@ -84,11 +86,6 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         self._stream = stream
         self._write_timeout_s = write_timeout_s
         self._on_timeout = on_timeout
-
-    @property
-    def socket(self) -> trio.socket.SocketType:
-        # hypercorn's TCPServer reads the peer and local addresses from it.
-        return self._stream.socket
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         with trio.move_on_after(self._write_timeout_s) as scope:
@@ -111,61 +108,6 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-
-class _PromptCloseTCPServer(TCPServer):
-    """hypercorn's connection server, closing the socket as soon as the client has gone.
-
-    hypercorn's own waits for its keep-alive idle timer even after the client closed
-    (the timer task outlives the read loop), so every keep-alive client that hangs up
-    after its answer holds a descriptor in CLOSE-WAIT for ``keep_alive_timeout``.
-    """
-
-    _client_gone = False
-    # While corked: the task that corked, and what it wrote meanwhile (to go out as one).
-    _corked_by: trio.lowlevel.Task | None = None
-    _held: list[bytes]
-
-    def cork(self) -> None:
-        """Hold this task's writes back until :meth:`uncork` (which sends them as one)."""
-        self._corked_by = trio.lowlevel.current_task()
-        self._held = []
-
-    async def uncork(self) -> None:
-        """Write what was held, in one write, and stop holding. Shielded: hypercorn's
-        protocol state already counts those bytes as sent, so they must go out even if
-        the app is being cancelled (each write is bounded by ``write_timeout_s``)."""
-        held = b"".join(self._held) if self._corked_by is not None else b""
-        self._corked_by = None
-        self._held = []
-        with trio.CancelScope(shield=True):
-            if held:
-                await super().protocol_send(RawData(data=held))
-            else:
-                await trio.lowlevel.checkpoint()
-
-    async def _read_data(self) -> None:
-        await super()._read_data()
-        # The client is gone and nothing more will be read: no idle timer to wait for.
-        self._client_gone = True
-        await self.idle_task.stop()
-
-    async def protocol_send(self, event: Event) -> None:
-        if self._corked_by is not None:
-            if isinstance(event, RawData) and self._corked_by is trio.lowlevel.current_task():
-                # Held for uncork, which writes (and checkpoints); a checkpoint per held
-                # write would cost a scheduling round each, the very cost corking removes.
-                self._held.append(event.data)
-                return  # noqa: ASYNC910
-            if not isinstance(event, Updated):
-                # The socket is about to close (a reply with Connection: close) or another
-                # task writes: what was held goes first.
-                await self.uncork()
-        if self._client_gone and isinstance(event, Updated) and event.idle:
-            # An answer finished after the client left: nothing to keep alive for.
-            await trio.lowlevel.checkpoint()
-            return
-        await super().protocol_send(event)
 
 
 def _refusal() -> bytes:
@@ -191,19 +133,13 @@ def _refusal() -> bytes:
 
 
 class ConnectionGate:
-    """Counts the connections being served and hands each to hypercorn's protocol."""
+    """Counts the connections being served and serves each with oswitch's HTTP/1.1."""
 
-    def __init__(
-        self,
-        app: ASGIFramework,
-        config: hypercorn.Config,
-        limits: ConnectionLimits,
-        context: WorkerContext,
-    ) -> None:
-        self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")
-        self._config = config
+    def __init__(self, app: ASGIApp, settings: HttpSettings, limits: ConnectionLimits) -> None:
+        self._app = app
+        self._settings = settings
         self._limits = limits
-        self._context = context
+        self.closing = ConnectionClosing()
         self._open = 0
         self._refused = 0
         self._write_timeouts = 0
@@ -247,28 +183,41 @@ class ConnectionGate:
                 write_timeout_s=self._limits.write_timeout_s,
                 on_timeout=self._write_timed_out,
             )
-            server = _PromptCloseTCPServer(
+            connection = HttpConnection(
+                bounded,
                 self._app,
-                self._config,
-                self._context,
-                ConnectionState({}),
-                bounded,  # type: ignore[arg-type]  # hypercorn types it as an SSLStream
+                header_timeout_s=self._settings.header_timeout_s,
+                closing=self.closing,
+                client=_address(stream.socket, peer=True),
+                server=_address(stream.socket, peer=False),
             )
             # The app's tasks are spawned from this one, so they see their connection.
-            CONNECTION.set(server)
-            await server
+            CONNECTION.set(connection)
+            await connection.serve()
         finally:
             self._open -= 1
             self._saturated = False
 
 
-def open_listeners(config: hypercorn.Config) -> list[trio.SocketListener]:
-    """Bind ``config.bind`` the way hypercorn does (its socket options) and listen."""
-    listeners = []
-    for sock in config.create_sockets().insecure_sockets:
-        sock.listen(config.backlog)
-        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
-    return listeners
+def _address(sock: trio.socket.SocketType, *, peer: bool) -> tuple[str, int] | None:
+    try:
+        address = sock.getpeername() if peer else sock.getsockname()
+    except OSError:  # the peer already left
+        return None
+    return str(address[0]), int(address[1])
+
+
+async def open_listeners(settings: HttpSettings) -> list[trio.SocketListener]:
+    """Bind ``settings.host``:``settings.port`` and listen: one socket, on the first
+    address the host resolves to (so port 0 means one free port). Raises OSError when
+    the address cannot be bound or the host does not resolve."""
+    infos = await trio.socket.getaddrinfo(
+        settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    address = infos[0][4]
+    return await trio.open_tcp_listeners(
+        settings.port, host=str(address[0]), backlog=settings.backlog
+    )
 
 
 def bound_port(listener: trio.SocketListener) -> int:
@@ -277,23 +226,22 @@ def bound_port(listener: trio.SocketListener) -> int:
 
 
 async def serve_connections(
-    app: ASGIFramework,
-    config: hypercorn.Config,
+    app: ASGIApp,
+    settings: HttpSettings,
     limits: ConnectionLimits,
     *,
     shutdown_trigger: trio.Event,
     task_status: trio.TaskStatus[tuple[int, ConnectionGate]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` on ``config.bind`` until ``shutdown_trigger`` is set.
+    """Serve ``app`` on ``settings``' address until ``shutdown_trigger`` is set.
 
     Reports ``(bound port, gate)`` once listening. On shutdown it stops accepting
     (the listening socket is closed), closes idle keep-alive connections, and gives
-    connections in flight ``config.graceful_timeout`` seconds before cancelling
+    connections in flight ``settings.graceful_timeout_s`` seconds before cancelling
     them; then it returns. Raises OSError when the address cannot be bound.
     """
-    listeners = open_listeners(config)
-    context = WorkerContext(None)
-    gate = ConnectionGate(app, config, limits, context)
+    listeners = await open_listeners(settings)
+    gate = ConnectionGate(app, settings, limits)
     for listener in listeners:
         http_log.info(
             "Running on http://%s:%d (CTRL + C to quit)",
@@ -307,9 +255,9 @@ async def serve_connections(
             task_status.started((bound_port(listeners[0]), gate))
             await shutdown_trigger.wait()
             acceptors.cancel_scope.cancel()
-        # As hypercorn.trio.serve does: idle connections close now, the rest get the grace.
-        await context.terminated.set()
-        connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        # Idle connections close now, the rest get the grace.
+        gate.closing.close_idle()
+        connections.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout_s
 
 
 def _host_and_port(listener: trio.SocketListener) -> tuple[str, int]:

@@ -15,7 +15,6 @@ import signal
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-import hypercorn
 import trio
 
 from oswitch.config import ServerConfig, SwitcherConfig
@@ -27,7 +26,7 @@ from oswitch.otel import SHUTDOWN_TIMEOUT_S, Tracing, open_tracing
 from oswitch.runtime.switcher import Switcher, open_switcher
 from oswitch.sidecar.app import SidecarApp
 from oswitch.sidecar.dashboard import Dashboard
-from oswitch.sidecar.listener import ConnectionLimits, serve_connections
+from oswitch.sidecar.listener import ConnectionLimits, HttpSettings, serve_connections
 from oswitch.sidecar.reload import reload_from_file
 
 log = logging.getLogger("oswitch.sidecar")
@@ -38,20 +37,15 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 DESCRIPTOR_HEADROOM = 32
 
 
-def hypercorn_config(host: str, port: int, server: ServerConfig) -> hypercorn.Config:
-    """Hypercorn settings for the sidecar: our bind, limits and grace period."""
-    config = hypercorn.Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.graceful_timeout = server.shutdown_grace_ms / 1000.0
-    # Hypercorn's read_timeout would bound every read, cutting long replies whose
-    # client is silently waiting; its idle timer runs until a request's headers are in,
-    # so it is the header timeout (and the keep-alive limit between requests).
-    config.read_timeout = None
-    config.keep_alive_timeout = server.header_timeout_ms / 1000.0
-    config.h11_max_incomplete_size = 64 * 1024
-    config.accesslog = None
-    config.errorlog = logging.getLogger("oswitch.sidecar.http")
-    return config
+def http_settings(host: str, port: int, server: ServerConfig) -> HttpSettings:
+    """The HTTP server's settings for the sidecar: our bind, header timeout (also the
+    keep-alive limit between requests) and grace period."""
+    return HttpSettings(
+        host=host,
+        port=port,
+        header_timeout_s=server.header_timeout_ms / 1000.0,
+        graceful_timeout_s=server.shutdown_grace_ms / 1000.0,
+    )
 
 
 async def serve_sidecar(
@@ -104,8 +98,8 @@ async def serve_sidecar(
         bound_port, _ = await nursery.start(
             partial(
                 serve_connections,
-                app,  # type: ignore[arg-type]
-                hypercorn_config(host, port, server),
+                app,
+                http_settings(host, port, server),
                 limits,
                 shutdown_trigger=trigger,
             )

@@ -1,0 +1,357 @@
+"""HTTP/1.1 for the sidecar's server side, without I/O: request heads and bodies in,
+response heads and body framing out.
+
+This is the sans-IO half of the sidecar's own HTTP/1.1 server;
+:mod:`oswitch.sidecar.connection` is the trio half that owns a client's socket and
+drives it. Nothing here reads, writes, waits or imports trio: bytes go in, values come
+out, and bytes that break HTTP/1.1 raise :class:`BadRequest`, which carries the status
+to answer with and a message naming what is wrong (never echoing a header's value).
+
+- :func:`find_head_end` finds where a request head ends in a connection's buffer.
+- :func:`parse_request_head` turns a complete head into a :class:`RequestHead`: the
+  request line, the fields (names lower-cased, as ASGI hands them on), and how the body
+  is framed.
+- :class:`ChunkedBody` decodes a ``Transfer-Encoding: chunked`` request body.
+- :func:`response_head` builds a response's head and says how its body is framed.
+
+Requests are read as RFC 9112 says, stricter than h11 where a lenient reading is a known
+smuggling vector: lines end with CRLF (a bare LF is refused), an obsolete folded line is
+refused (400, §5.2), a field name may not be followed by whitespace (§5.1), only one
+``chunked`` Transfer-Encoding is understood (501 otherwise), Content-Length values must
+all agree, and HTTP/1.1 needs exactly one Host. ``tests/test_h1_differential.py`` feeds a
+corpus of valid and broken requests to this module and to h11 and requires the same
+reading or a refusal by both, except for the cases listed there.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+import attrs
+
+from oswitch.core.json_codec import encode
+
+# A request head (request line and fields), its blank line included.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 128
+# A chunk size line of a request body, extensions included; and its trailer section.
+MAX_CHUNK_LINE_BYTES = 4 * 1024
+MAX_TRAILER_BYTES = 16 * 1024
+# 16 hex digits count 2**64 bytes: a chunk size past that cannot be real.
+MAX_CHUNK_SIZE_DIGITS = 16
+# As h11: 20 decimal digits are a billion terabytes.
+MAX_CONTENT_LENGTH_DIGITS = 20
+
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A field value: visible bytes, obs-text, spaces and tabs (RFC 9110 §5.5).
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+
+
+class BadRequest(Exception):
+    """Bytes that are not an HTTP/1.1 request this server serves: answer ``status``
+    (400, 413 for a body past a limit, 431, 501 or 505) with ``message`` and close."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@attrs.frozen(kw_only=True)
+class RequestHead:
+    """A request head as ASGI wants it: ``headers`` with lower-cased names, in order.
+
+    ``body`` is ``"none"``, ``"length"`` (``length`` bytes) or ``"chunked"``;
+    ``keep_alive`` whether the client lets the connection carry another request;
+    ``expect_continue`` whether it waits for ``100 Continue`` before sending its body;
+    ``upgrade`` the protocol it asks to switch to (lower-cased), else ``b""``.
+    """
+
+    method: str
+    target: bytes
+    http_version: str
+    headers: list[tuple[bytes, bytes]]
+    body: str
+    length: int = 0
+    keep_alive: bool = True
+    expect_continue: bool = False
+    upgrade: bytes = b""
+
+    @property
+    def path(self) -> bytes:
+        """The target's path, without its query."""
+        return self.target.partition(b"?")[0]
+
+    @property
+    def query(self) -> bytes:
+        return self.target.partition(b"?")[2]
+
+
+def find_head_end(buffer: bytes | bytearray, start: int = 0) -> int:
+    """Where the head at the front of ``buffer`` ends (past its blank line), or -1 while
+    it is incomplete; searching from ``start`` (a previous call's ``len(buffer) - 3``).
+    Raises :class:`BadRequest` (431) past :data:`MAX_HEAD_BYTES`, and (400) for a head
+    whose lines end with a bare LF."""
+    end = buffer.find(b"\r\n\r\n", start)
+    if end >= 0:
+        end += 4
+        if end > MAX_HEAD_BYTES:
+            raise BadRequest(f"request head over {MAX_HEAD_BYTES} bytes", 431)
+        return end
+    if len(buffer) > MAX_HEAD_BYTES:
+        raise BadRequest(f"request head over {MAX_HEAD_BYTES} bytes", 431)
+    if buffer.find(b"\n\n", max(0, start - 1)) >= 0 or buffer.find(b"\n\r\n", start) >= 0:
+        raise BadRequest("request head lines must end with CRLF, not a bare LF")
+    return -1
+
+
+def parse_request_head(head: bytes) -> RequestHead:
+    """The request in ``head`` (as :func:`find_head_end` delimited it, blank line
+    included). Raises :class:`BadRequest` naming what is wrong."""
+    lines = head[:-4].split(b"\r\n")
+    method, target, version = _request_line(lines[0])
+    if len(lines) - 1 > MAX_HEADERS:
+        raise BadRequest(f"more than {MAX_HEADERS} header fields", 431)
+    headers: list[tuple[bytes, bytes]] = []
+    hosts = 0
+    lengths: set[bytes] = set()
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    expect = b""
+    upgrade = b""
+    for number, line in enumerate(lines[1:], start=1):
+        name, colon, value = line.partition(b":")
+        if not colon or not _FIELD_NAME.fullmatch(name):
+            if line[:1] in (b" ", b"\t"):
+                raise BadRequest(f"header line {number} is folded (obsolete line folding)")
+            raise BadRequest(f"header line {number} is not a 'name: value' field")
+        if b"\n" in line or b"\r" in line or not _FIELD_VALUE.fullmatch(value):
+            raise BadRequest(f"header {_shown(name)} holds a control character")
+        name = name.lower()
+        value = value.strip(b" \t")
+        headers.append((name, value))
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            lengths.update(part.strip(b" \t") for part in value.split(b","))
+        elif name == b"transfer-encoding":
+            codings.extend(part.strip(b" \t").lower() for part in value.split(b","))
+        elif name == b"connection":
+            connection.extend(part.strip(b" \t").lower() for part in value.split(b","))
+        elif name == b"expect":
+            expect = value.lower()
+        elif name == b"upgrade":
+            upgrade = value.lower()
+    if version == "1.1" and hosts != 1:
+        raise BadRequest(
+            "HTTP/1.1 needs exactly one Host header" if hosts else "missing Host header"
+        )
+    body, length = _body_framing(lengths, codings)
+    keep_alive = b"close" not in connection if version == "1.1" else b"keep-alive" in connection
+    return RequestHead(
+        method=method,
+        target=target,
+        http_version=version,
+        headers=headers,
+        body=body,
+        length=length,
+        keep_alive=keep_alive,
+        expect_continue=version == "1.1" and expect == b"100-continue",
+        upgrade=upgrade if b"upgrade" in connection else b"",
+    )
+
+
+def _request_line(line: bytes) -> tuple[str, bytes, str]:
+    parts = line.split(b" ")
+    if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or not _TARGET.fullmatch(parts[1]):
+        raise BadRequest("malformed request line")
+    version = parts[2]
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if re.fullmatch(rb"HTTP/[0-9](\.[0-9])?", version):
+            raise BadRequest("only HTTP/1.0 and HTTP/1.1 are served here", 505)
+        raise BadRequest("malformed request line")
+    return parts[0].decode("ascii"), parts[1], version[5:].decode("ascii")
+
+
+def _body_framing(lengths: set[bytes], codings: list[bytes]) -> tuple[str, int]:
+    if codings:
+        if codings != [b"chunked"]:
+            raise BadRequest("only Transfer-Encoding: chunked is supported", 501)
+        return "chunked", 0
+    if not lengths:
+        return "none", 0
+    found = lengths.pop()
+    if lengths:
+        raise BadRequest("Content-Length values disagree")
+    if not found.isdigit() or len(found) > MAX_CONTENT_LENGTH_DIGITS:
+        raise BadRequest("Content-Length is not a number of bytes")
+    size = int(found)
+    return ("length", size) if size else ("none", 0)
+
+
+def _shown(name: bytes) -> str:
+    """A field name for a message (names are tokens: safe to show, but bounded)."""
+    return repr(name[:40].decode("ascii"))
+
+
+class ChunkedBody:
+    """Decodes a ``Transfer-Encoding: chunked`` request body. Chunk extensions are
+    ignored and the trailer section is read and dropped; each line ends with CRLF."""
+
+    __slots__ = ("_after_data", "_remaining", "_trailing", "done")
+
+    def __init__(self) -> None:
+        self._remaining = 0  # data bytes of the current chunk still due
+        self._after_data = False  # the CRLF closing a chunk's data is still due
+        self._trailing = False  # past the last chunk: trailer lines are due
+        self.done = False
+
+    def decode(self, buffer: bytearray) -> bytes:
+        """Take every body byte ``buffer`` holds off its front and return them; what is
+        left in ``buffer`` is an incomplete framing line or the bytes after the body
+        (once :attr:`done`). Raises :class:`BadRequest`."""
+        pieces: list[bytes] = []
+        while buffer and not self.done:
+            if self._remaining:
+                taken = bytes(buffer[: self._remaining])
+                del buffer[: self._remaining]
+                self._remaining -= len(taken)
+                self._after_data = not self._remaining
+                pieces.append(taken)
+                continue
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                limit = MAX_TRAILER_BYTES if self._trailing else MAX_CHUNK_LINE_BYTES
+                if len(buffer) > limit:
+                    raise BadRequest("chunked body: framing line too long")
+                break
+            line = bytes(buffer[:end])
+            del buffer[: end + 2]
+            if self._after_data:
+                if line:
+                    raise BadRequest("chunked body: chunk data not followed by CRLF")
+                self._after_data = False
+            elif self._trailing:
+                self.done = not line
+            else:
+                self._remaining = _chunk_size(line)
+                self._trailing = not self._remaining
+        return b"".join(pieces)
+
+
+def _chunk_size(line: bytes) -> int:
+    digits = line.partition(b";")[0].rstrip(b" \t")
+    if len(digits) > MAX_CHUNK_SIZE_DIGITS or not _HEX.fullmatch(digits):
+        raise BadRequest("chunked body: malformed chunk size line")
+    return int(digits, 16)
+
+
+# ---- responses ---------------------------------------------------------------------------
+
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_date_second = -1
+_date_field = b""
+
+
+def date_field() -> bytes:
+    """``date: <IMF-fixdate>\\r\\n`` for the current second (formatted once a second)."""
+    global _date_second, _date_field
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_field = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+    return _date_field
+
+
+@attrs.frozen
+class ResponseFraming:
+    """How a response body goes out: ``"length"`` (as the app's Content-Length said),
+    ``"chunked"``, ``"close"`` (HTTP/1.0 without a length: the body ends with the
+    connection) or ``"none"`` (HEAD, 1xx, 204, 304); and whether the connection is kept."""
+
+    kind: str
+    keep_alive: bool
+
+
+def response_head(
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    request: RequestHead,
+    *,
+    keep_alive: bool,
+) -> tuple[bytes, ResponseFraming]:
+    """The head of a response to ``request`` with the app's ``status`` and ``headers``
+    (a ``date`` field added, and ``transfer-encoding: chunked`` when the app gave no
+    Content-Length on HTTP/1.1), and how its body is framed. ``keep_alive`` is the
+    server's own wish (false while shutting down or after an unread body); the
+    connection is kept only if the request and the app's headers allow it too.
+    Raises ValueError for a header that would break the head."""
+    has_length = False
+    close = not keep_alive or not request.keep_alive
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")), date_field()]
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            has_length = True
+        elif lowered == b"connection" and b"close" in value.lower():
+            close = True
+            continue  # written once, below
+        elif lowered in (b"transfer-encoding", b"date"):
+            continue  # ours to decide
+        if not _FIELD_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            raise ValueError(f"response header {name[:40]!r} cannot be written")
+        parts += (name, b": ", value, b"\r\n")
+    no_body = request.method == "HEAD" or status in (204, 304) or status < 200
+    if no_body or has_length:
+        kind = "none" if no_body else "length"
+    elif request.http_version == "1.1":
+        kind = "chunked"
+        parts.append(b"transfer-encoding: chunked\r\n")
+    else:
+        kind, close = "close", True
+    if close:
+        parts.append(b"connection: close\r\n")
+    elif request.http_version == "1.0":
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), ResponseFraming(kind, keep_alive=not close)
+
+
+_PLACEHOLDER = RequestHead(method="GET", target=b"/", http_version="1.1", headers=[], body="none")
+
+
+def refusal(bad: BadRequest, request: RequestHead | None) -> bytes:
+    """The whole response refusing ``request`` (None: its head could not be read) for
+    ``bad``: its status, an OpenAI-shaped error naming the problem (code
+    ``bad_http_request``, or ``server_error`` for a 5xx), a fresh
+    ``x-oswitch-request-id`` and ``connection: close``."""
+    client_fault = bad.status < 500
+    body = encode(
+        {
+            "error": {
+                "message": bad.message,
+                "type": "invalid_request_error" if client_fault else "server_error",
+                "param": None,
+                "code": "bad_http_request" if client_fault else "server_error",
+            }
+        }
+    )
+    request = request or _PLACEHOLDER
+    head, _ = response_head(
+        bad.status,
+        [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"x-oswitch-request-id", f"req_{secrets.token_hex(10)}".encode()),
+        ],
+        request,
+        keep_alive=False,
+    )
+    return head if request.method == "HEAD" else head + body
