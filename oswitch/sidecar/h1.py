@@ -47,7 +47,7 @@ MAX_CHUNK_SIZE_DIGITS = 16
 MAX_CONTENT_LENGTH_DIGITS = 20
 
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
 _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A field value: visible bytes, obs-text, spaces and tabs (RFC 9110 §5.5).
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
@@ -226,6 +226,14 @@ class ChunkedBody:
                 self._after_data = not self._remaining
                 pieces.append(taken)
                 continue
+            if self._after_data:
+                if buffer[:2] != b"\r\n"[: len(buffer)]:
+                    raise BadRequest("chunked body: chunk data not followed by CRLF")
+                if len(buffer) < 2:
+                    break
+                del buffer[:2]
+                self._after_data = False
+                continue
             end = buffer.find(b"\r\n")
             if end < 0:
                 limit = MAX_TRAILER_BYTES if self._trailing else MAX_CHUNK_LINE_BYTES
@@ -234,11 +242,7 @@ class ChunkedBody:
                 break
             line = bytes(buffer[:end])
             del buffer[: end + 2]
-            if self._after_data:
-                if line:
-                    raise BadRequest("chunked body: chunk data not followed by CRLF")
-                self._after_data = False
-            elif self._trailing:
+            if self._trailing:
                 self.done = not line
             else:
                 self._remaining = _chunk_size(line)
