@@ -144,6 +144,9 @@ class SwitcherMetrics:
     """
 
     def __init__(self, switcher: Switcher) -> None:
+        # Labelled children by (metric, label values): prometheus_client's ``labels()``
+        # validates and looks them up anew on every call, several times per request.
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "oswitch_requests",
@@ -201,23 +204,36 @@ class SwitcherMetrics:
         self.registry.register(_SwitcherCollector(switcher))
         switcher.events.add_listener(self._on_event)
 
+    def _child(self, metric: Counter | Histogram, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered (the label sets are few and fixed:
+        targets, models, error classes, decisions)."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def _on_event(self, name: str, fields: dict[str, Any]) -> None:
         if name == "attempt":
-            self.attempts.labels(
-                str(fields.get("target_id", "")), str(fields.get("error_class") or "")
+            self._child(
+                self.attempts,
+                str(fields.get("target_id", "")),
+                str(fields.get("error_class") or ""),
             ).inc()
             decision = fields.get("decision")
             if decision in MOVE_DECISIONS:
-                self.failovers.labels(str(decision)).inc()
+                self._child(self.failovers, str(decision)).inc()
             if fields.get("prompt_tokens") is not None:
                 self._count_tokens(fields)
         elif name == "hedge":
             # A hop to a fallback model is not counted again here (its ``fallback``
             # event): the attempt that caused it was counted with its decision.
-            self.failovers.labels(name).inc()
+            self._child(self.failovers, name).inc()
         elif name == "breaker":
-            self.breaker_transitions.labels(
-                str(fields.get("target_id", "")), str(fields.get("state", ""))
+            self._child(
+                self.breaker_transitions,
+                str(fields.get("target_id", "")),
+                str(fields.get("state", "")),
             ).inc()
 
     def _count_tokens(self, fields: dict[str, Any]) -> None:
@@ -225,10 +241,10 @@ class SwitcherMetrics:
         for kind in ("prompt", "completion", "cached"):
             count = fields.get(f"{kind}_tokens")
             if isinstance(count, int) and count > 0:
-                self.tokens.labels(target_id, model, kind).inc(count)
+                self._child(self.tokens, target_id, model, kind).inc(count)
         cost = fields.get("cost")
         if isinstance(cost, int | float) and cost > 0:
-            self.cost.labels(target_id, model).inc(cost)
+            self._child(self.cost, target_id, model).inc(cost)
 
     def observe_request(
         self,
@@ -241,8 +257,8 @@ class SwitcherMetrics:
     ) -> None:
         """Record one finished request (``started`` and ``first_token_at`` on trio's clock)."""
         now = trio.current_time()
-        self.requests.labels(outcome, error_class, "true" if stream else "false").inc()
-        self.latency.labels("true" if stream else "false").observe(now - started)
+        self._child(self.requests, outcome, error_class, "true" if stream else "false").inc()
+        self._child(self.latency, "true" if stream else "false").observe(now - started)
         if first_token_at is not None:
             self.time_to_first_token.observe(first_token_at - started)
 

@@ -165,40 +165,46 @@ class HttpConnection:
 
     async def _next_head(self) -> RequestHead | None:
         """The next request's head, or None when the connection should close (the
-        client left, sent nothing in time, or sent a head that was answered 4xx/5xx)."""
+        client left, sent nothing in time, or sent a head that was answered 4xx/5xx).
+
+        One cancel scope serves as the header timeout and, while nothing of the next
+        request has arrived, as the idle wait that a shutdown cancels."""
         self._head = None  # a refusal of this head must not answer the previous one
         scanned = 0
-        with trio.move_on_after(self._header_timeout_s or float("inf")):
+        read = False
+        timeout = self._header_timeout_s
+        deadline = trio.current_time() + timeout if timeout is not None else float("inf")
+        with trio.CancelScope(deadline=deadline) as waiting:
             while True:
                 try:
                     end = find_head_end(self._buffer, scanned)
                     if end >= 0:
                         head = bytes(self._buffer[:end])
                         del self._buffer[:end]
-                        await trio.lowlevel.checkpoint()
-                        return parse_request_head(head)
+                        if not read:  # pipelined: it was all in the buffer already
+                            await trio.lowlevel.checkpoint()
+                        return parse_request_head(head)  # noqa: ASYNC910 (a read or the checkpoint above)
                 except BadRequest as bad:
                     await self.refuse(bad)
                     return None
                 scanned = max(0, len(self._buffer) - 3)
-                data = await (self._read_idle() if not self._buffer else self._read())
+                if self._buffer:
+                    data = await self._read()
+                elif self._closing.closing:
+                    await trio.lowlevel.checkpoint()
+                    return None
+                else:
+                    self._closing.enter_idle(self, waiting)
+                    try:
+                        data = await self._read()
+                    finally:
+                        self._closing.leave_idle(self)
+                read = True
                 if not data:
                     return None
                 self._buffer += data
-        return None  # no head within the header timeout: close, as an idle connection
-
-    async def _read_idle(self) -> bytes:
-        """Read while no request is under way: a shutdown cancels this wait."""
-        if self._closing.closing:
-            await trio.lowlevel.checkpoint()
-            return b""
-        with trio.CancelScope() as idle:
-            self._closing.enter_idle(self, idle)
-            try:
-                return await self._read()
-            finally:
-                self._closing.leave_idle(self)
-        return b""  # cancelled by close_idle
+        # No head within the header timeout, or the server is shutting down: close.
+        return None
 
     async def _read(self) -> bytes:
         """Bytes from the client, or b"" once it has gone (EOF, reset or closed)."""

@@ -30,6 +30,7 @@ import secrets
 import time
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import NoReturn
 
 import attrs
 
@@ -52,6 +53,11 @@ _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A field value: visible bytes, obs-text, spaces and tabs (RFC 9110 §5.5).
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
+# A byte no field line may hold: controls other than HTAB (CR and LF only as CRLF).
+_BAD_FIELD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+# Field names seen before, as sent -> lower-cased (clients send the same few names).
+MAX_KEPT_NAMES = 512
+_NAMES: dict[bytes, bytes] = {}
 
 
 class BadRequest(Exception):
@@ -126,15 +132,20 @@ def parse_request_head(head: bytes) -> RequestHead:
     connection: list[bytes] = []
     expect = b""
     upgrade = b""
+    if _BAD_FIELD_BYTE.search(head, len(lines[0]), len(head) - 4):
+        _refuse_fields(lines)
+    names = _NAMES
     for number, line in enumerate(lines[1:], start=1):
-        name, colon, value = line.partition(b":")
-        if not colon or not _FIELD_NAME.fullmatch(name):
-            if line[:1] in (b" ", b"\t"):
-                raise BadRequest(f"header line {number} is folded (obsolete line folding)")
-            raise BadRequest(f"header line {number} is not a 'name: value' field")
-        if b"\n" in line or b"\r" in line or not _FIELD_VALUE.fullmatch(value):
-            raise BadRequest(f"header {_shown(name)} holds a control character")
-        name = name.lower()
+        raw_name, colon, value = line.partition(b":")
+        name = names.get(raw_name)
+        if name is None:
+            if not colon or not _FIELD_NAME.fullmatch(raw_name):
+                if line[:1] in (b" ", b"\t"):
+                    raise BadRequest(f"header line {number} is folded (obsolete line folding)")
+                raise BadRequest(f"header line {number} is not a 'name: value' field")
+            name = raw_name.lower()
+            if len(names) < MAX_KEPT_NAMES:
+                names[raw_name] = name
         value = value.strip(b" \t")
         headers.append((name, value))
         if name == b"host":
@@ -166,6 +177,14 @@ def parse_request_head(head: bytes) -> RequestHead:
         expect_continue=version == "1.1" and expect == b"100-continue",
         upgrade=upgrade if b"upgrade" in connection else b"",
     )
+
+
+def _refuse_fields(lines: list[bytes]) -> NoReturn:
+    """Name the first field line holding a byte no field may hold, and refuse it."""
+    for line in lines[1:]:
+        if _BAD_FIELD_BYTE.search(line) or not _FIELD_VALUE.fullmatch(line.partition(b":")[2]):
+            raise BadRequest(f"header {_shown(line.partition(b':')[0])} holds a control character")
+    raise BadRequest("a header line holds a control character")
 
 
 def _request_line(line: bytes) -> tuple[str, bytes, str]:

@@ -110,22 +110,22 @@ async def send_json(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Send a whole JSON response: ``status``, ``payload`` and any extra ``headers``.
-    Blocks until the server took both messages, written as one."""
+    Blocks until the server took both messages (oswitch's server writes a head with its
+    body's first bytes, so the two go out in one write without corking)."""
     body = encode(payload)
-    async with OneWrite():
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-oswitch-request-id", request_id.encode()),
-                    *(headers or []),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-oswitch-request-id", request_id.encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def send_error(
