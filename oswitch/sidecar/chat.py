@@ -12,6 +12,8 @@ the metrics, as finished.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -27,6 +29,7 @@ from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.errors import HttpError, bad_request, http_error_for
 from oswitch.sidecar.responses import (
     CLOSE,
+    DISCONNECT_EXTENSION,
     OneWrite,
     Receive,
     Scope,
@@ -268,13 +271,42 @@ class ChatCompletions:
         )
         if self.tracing is not None:
             state.parent = self.tracing.parent_from(scope.get("headers", ()))
+        if state.stream:
+            work = partial(self._stream, send, request_id, checked, state)
+        else:
+            work = partial(self._complete, send, request_id, checked, state)
+        await self.run_watched(scope, receive, state, work)
+
+    async def run_watched(
+        self,
+        scope: Scope,
+        receive: Receive,
+        state: _RequestState,
+        work: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Run ``work`` (answering a request), cancelled if the client leaves before
+        the answer is complete. oswitch's server says so through its
+        ``oswitch.disconnect`` extension; under any other server a task waits in
+        ``receive`` for ``http.disconnect``. Blocks until ``work`` returns."""
+        watch = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+        if watch is not None:
+            with trio.CancelScope() as cancel:
+                watch(partial(self._client_left, cancel, state))
+                try:
+                    await work()
+                finally:
+                    watch(None)
+            return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope, state)
-            if state.stream:
-                await self._stream(send, request_id, checked, state)
-            else:
-                await self._complete(send, request_id, checked, state)
+            await work()
             nursery.cancel_scope.cancel()
+
+    def _client_left(self, scope: trio.CancelScope, state: _RequestState) -> None:
+        if not state.answered:
+            log.info("client_disconnected")
+            self._observe(None, state, outcome="client_cancelled")
+            scope.cancel()
 
     async def _watch_disconnect(
         self, receive: Receive, scope: trio.CancelScope, state: _RequestState
@@ -285,10 +317,7 @@ class ChatCompletions:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                if not state.answered:
-                    log.info("client_disconnected")
-                    self._observe(None, state, outcome="client_cancelled")
-                    scope.cancel()
+                self._client_left(scope, state)
                 return
 
     async def _complete(

@@ -41,6 +41,7 @@ from oswitch.sidecar.h1 import (
     refusal,
     response_head,
 )
+from oswitch.sidecar.responses import DISCONNECT_EXTENSION
 from oswitch.sidecar.upgrade import refuse_websocket
 
 log = logging.getLogger("oswitch.sidecar")
@@ -56,14 +57,15 @@ ASGIApp = Callable[
 ]
 
 RECEIVE_BYTES = 65536
-# Pipelined bytes kept while a request is served; past this the connection is closed
-# after the response instead of growing its buffer.
-MAX_PIPELINED_BYTES = MAX_HEAD_BYTES + RECEIVE_BYTES
+# The most the reader holds unconsumed (a body being read, a pipelined next request);
+# past it, it stops reading until the request takes bytes off the buffer.
+MAX_BUFFERED_BYTES = MAX_HEAD_BYTES + RECEIVE_BYTES
 # A lingering close (after a response that left its request body unread) reads and
 # drops at most this much, for at most this long.
 LINGER_BYTES = 8 * 1024 * 1024
 LINGER_S = 2.0
 DISCONNECT: Message = {"type": "http.disconnect"}
+
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
@@ -115,6 +117,11 @@ class HttpConnection:
         self._server = server
         self._buffer = bytearray()
         self.client_gone = False  # EOF or an error on the socket: nothing more is read
+        # The reader task parks nobody but itself: consumers wait on ``_arrived`` for
+        # bytes (or the client's going), the reader on ``_drained`` for room.
+        self._arrived = trio.lowlevel.ParkingLot()
+        self._drained = trio.lowlevel.ParkingLot()
+        self._on_disconnect: Callable[[], None] | None = None
         self._write_failed = False
         # The task holding writes back (cork), and what it wrote meanwhile.
         self._corked_by: trio.lowlevel.Task | None = None
@@ -144,8 +151,15 @@ class HttpConnection:
         the server shuts down or a head does not come within the header timeout.
 
         Blocks for the connection's life; raises only Cancelled (the caller closes the
-        stream).
+        stream). One reader task per connection does all the reading, so a request in
+        flight learns at once that its client left, without a task of its own.
         """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_until_gone)
+            await self._serve_requests()
+            nursery.cancel_scope.cancel()
+
+    async def _serve_requests(self) -> None:
         while True:
             head = await self._next_head()
             if head is None:
@@ -162,6 +176,50 @@ class HttpConnection:
                 if not self._body_done and self.started and not self.client_gone:
                     await self._linger()
                 return
+
+    async def _read_until_gone(self) -> None:
+        """The reader: appends what the client sends to the buffer (pausing while it
+        holds :data:`MAX_BUFFERED_BYTES`) until the client leaves, then wakes every
+        waiter and tells the request in flight (its disconnect callback)."""
+        while True:
+            if len(self._buffer) >= MAX_BUFFERED_BYTES:
+                await self._drained.park()
+                continue
+            try:
+                data = await self._stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await trio.lowlevel.checkpoint()  # it may have failed without waiting
+                data = b""
+            if not data:
+                break
+            self._buffer += data
+            self._arrived.unpark_all()
+        self.client_gone = True
+        self._arrived.unpark_all()
+        callback, self._on_disconnect = self._on_disconnect, None
+        if callback is not None and not self.finished:
+            callback()
+
+    def on_disconnect(self, callback: Callable[[], None] | None) -> None:
+        """The ``oswitch.disconnect`` ASGI extension: call ``callback`` (once, from the
+        reader task) if the client leaves before the response is complete; None
+        unregisters. Called at once when the client has already gone."""
+        if callback is not None and self.client_gone and not self.finished:
+            callback()
+            return
+        self._on_disconnect = callback
+
+    async def _more(self) -> bool:
+        """Wait until the reader brought more bytes; False once the client has gone."""
+        if self.client_gone:
+            await trio.lowlevel.checkpoint()
+            return False
+        await self._arrived.park()
+        return True
+
+    def _consumed(self) -> None:
+        """Bytes were taken off the buffer: a reader paused for room may go on."""
+        self._drained.unpark_all()
 
     async def _next_head(self) -> RequestHead | None:
         """The next request's head, or None when the connection should close (the
@@ -181,6 +239,7 @@ class HttpConnection:
                     if end >= 0:
                         head = bytes(self._buffer[:end])
                         del self._buffer[:end]
+                        self._consumed()
                         if not read:  # pipelined: it was all in the buffer already
                             await trio.lowlevel.checkpoint()
                         return parse_request_head(head)  # noqa: ASYNC910 (a read or the checkpoint above)
@@ -189,36 +248,21 @@ class HttpConnection:
                     return None
                 scanned = max(0, len(self._buffer) - 3)
                 if self._buffer:
-                    data = await self._read()
+                    more = await self._more()
                 elif self._closing.closing:
                     await trio.lowlevel.checkpoint()
                     return None
                 else:
                     self._closing.enter_idle(self, waiting)
                     try:
-                        data = await self._read()
+                        more = await self._more()
                     finally:
                         self._closing.leave_idle(self)
                 read = True
-                if not data:
+                if not more:
                     return None
-                self._buffer += data
         # No head within the header timeout, or the server is shutting down: close.
         return None
-
-    async def _read(self) -> bytes:
-        """Bytes from the client, or b"" once it has gone (EOF, reset or closed)."""
-        if self.client_gone:
-            await trio.lowlevel.checkpoint()
-            return b""
-        try:
-            data = await self._stream.receive_some(RECEIVE_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await trio.lowlevel.checkpoint()  # it may have failed without waiting
-            data = b""
-        if not data:
-            self.client_gone = True
-        return bytes(data)
 
     def _body_in_hand(self) -> bool:
         """Whether the request body has been read, or what is left of it is in the
@@ -250,7 +294,7 @@ class HttpConnection:
         )
 
     async def _linger(self) -> None:
-        """Half-close and read what the client still sends (bounded), so that a
+        """Half-close and drop what the client still sends (bounded), so that a
         response sent before its request body was read is not lost to a reset."""
         with trio.move_on_after(LINGER_S):
             try:
@@ -259,8 +303,12 @@ class HttpConnection:
                 await trio.lowlevel.checkpoint()
                 return
             dropped = 0
-            while dropped < LINGER_BYTES and await self._read():
-                dropped += RECEIVE_BYTES
+            while dropped < LINGER_BYTES:
+                dropped += len(self._buffer)
+                self._buffer.clear()
+                self._consumed()
+                if not await self._more():
+                    return
 
     # ---- one request ------------------------------------------------------------------
 
@@ -279,7 +327,11 @@ class HttpConnection:
             "headers": head.headers,
             "client": self._client,
             "server": self._server,
-            "extensions": {"websocket.http.response": {}} if kind == "websocket" else {},
+            "extensions": (
+                {"websocket.http.response": {}}
+                if kind == "websocket"
+                else {DISCONNECT_EXTENSION: self.on_disconnect}
+            ),
         }
 
     async def _run_app(self, head: RequestHead) -> None:  # noqa: ASYNC910 (the app checkpoints)
@@ -309,14 +361,10 @@ class HttpConnection:
             return DISCONNECT
         if not self._body_done:
             return await self._body_message()
-        while True:
-            data = await self._read()
-            if not data:
-                return DISCONNECT
-            if len(self._buffer) < MAX_PIPELINED_BYTES:
-                self._buffer += data  # the next request, pipelined
-            else:
-                self._keep = False
+        # Bytes arriving meanwhile are the next request, pipelined: left in the buffer.
+        while await self._more() and not self.finished:
+            pass
+        return DISCONNECT
 
     async def _body_message(self) -> Message:
         head = self._head
@@ -334,10 +382,8 @@ class HttpConnection:
             if piece or self._body_done:
                 await trio.lowlevel.checkpoint()
                 return {"type": "http.request", "body": piece, "more_body": not self._body_done}
-            data = await self._read()
-            if not data:
+            if not await self._more():
                 return DISCONNECT
-            self._buffer += data
 
     def _take_body(self) -> bytes:
         """The body bytes the buffer holds, taken off it."""
@@ -345,12 +391,13 @@ class HttpConnection:
         if self._chunked is not None:
             piece = self._chunked.decode(buffer)
             self._body_done = self._chunked.done
-            return piece
-        taken = min(self._body_left, len(buffer))
-        piece = bytes(buffer[:taken])
-        del buffer[:taken]
-        self._body_left -= taken
-        self._body_done = not self._body_left
+        else:
+            taken = min(self._body_left, len(buffer))
+            piece = bytes(buffer[:taken])
+            del buffer[:taken]
+            self._body_left -= taken
+            self._body_done = not self._body_left
+        self._consumed()
         return piece
 
     async def send(self, message: Message) -> None:
@@ -374,7 +421,10 @@ class HttpConnection:
         if self.finished:
             raise RuntimeError("http.response.body after the response ended")
         more = bool(message.get("more_body", False))
-        self.finished = not more
+        if not more:
+            self.finished = True
+            self._on_disconnect = None
+            self._arrived.unpark_all()  # a receive waiting for the client's going returns
         await self._write(self._framed(bytes(message.get("body", b"")), more))
 
     def _framed(self, body: bytes, more: bool) -> bytes:

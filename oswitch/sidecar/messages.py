@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import trio
@@ -144,13 +145,11 @@ class Messages:
         tracing = self._chat.tracing
         if tracing is not None:
             state.parent = tracing.parent_from(scope.get("headers", ()))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._chat._watch_disconnect, receive, nursery.cancel_scope, state)
-            if state.stream:
-                await self._stream(send, request_id, request, state)
-            else:
-                await self._complete(send, request_id, request, state)
-            nursery.cancel_scope.cancel()
+        if state.stream:
+            work = partial(self._stream, send, request_id, request, state)
+        else:
+            work = partial(self._complete, send, request_id, request, state)
+        await self._chat.run_watched(scope, receive, state, work)
 
     async def _complete(
         self, send: Send, request_id: str, request: dict[str, Any], state: _RequestState

@@ -24,6 +24,12 @@ Send = Callable[[Message], Awaitable[None]]
 CLOSE = (b"connection", b"close")
 """The header that closes the connection once the response is sent."""
 
+DISCONNECT_EXTENSION = "oswitch.disconnect"
+"""An ASGI extension of oswitch's own server: ``scope["extensions"][DISCONNECT_EXTENSION]``
+takes a callback (or None to unregister) that the server calls once, from its reader
+task, if the client leaves before the response is complete, so an app learns it
+without a task waiting in ``receive``."""
+
 
 class Corkable(Protocol):
     """A client connection whose writes can be held and sent as one (the listener's)."""
