@@ -24,12 +24,13 @@ framed by the sans-IO :mod:`oswitch.sidecar.h1`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import trio
 
+from oswitch.sidecar.closing import ConnectionClosing
 from oswitch.sidecar.h1 import (
     MAX_HEAD_BYTES,
     BadRequest,
@@ -41,20 +42,11 @@ from oswitch.sidecar.h1 import (
     refusal,
     response_head,
 )
-from oswitch.sidecar.responses import DISCONNECT_EXTENSION
+from oswitch.sidecar.responses import DISCONNECT_EXTENSION, ASGIApp, Message
 from oswitch.sidecar.upgrade import refuse_websocket
 
 log = logging.getLogger("oswitch.sidecar")
 
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[Message]],
-        Callable[[Message], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
 
 RECEIVE_BYTES = 65536
 # The most the reader holds unconsumed (a body being read, a pipelined next request);
@@ -67,28 +59,6 @@ LINGER_S = 2.0
 DISCONNECT: Message = {"type": "http.disconnect"}
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
-
-
-class ConnectionClosing:
-    """What the connections of one server share: whether it is shutting down."""
-
-    def __init__(self) -> None:
-        self.closing = False
-        self._idle: dict[HttpConnection, trio.CancelScope] = {}
-
-    def enter_idle(self, connection: HttpConnection, scope: trio.CancelScope) -> None:
-        """``connection`` waits for a request under ``scope`` (cancelled on shutdown)."""
-        self._idle[connection] = scope
-
-    def leave_idle(self, connection: HttpConnection) -> None:
-        del self._idle[connection]
-
-    def close_idle(self) -> None:
-        """Stop serving: connections waiting for a request close now, the others once
-        their response is sent."""
-        self.closing = True
-        for scope in self._idle.values():
-            scope.cancel()
 
 
 class HttpConnection:

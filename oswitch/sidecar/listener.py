@@ -26,8 +26,9 @@ from functools import partial
 import attrs
 import trio
 
-from oswitch.sidecar.connection import ASGIApp, ConnectionClosing, HttpConnection
-from oswitch.sidecar.responses import CONNECTION
+from oswitch.sidecar.closing import ConnectionClosing
+from oswitch.sidecar.connection import HttpConnection
+from oswitch.sidecar.responses import CONNECTION, ASGIApp
 
 log = logging.getLogger("oswitch.sidecar")
 http_log = logging.getLogger("oswitch.sidecar.http")

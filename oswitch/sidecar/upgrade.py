@@ -9,22 +9,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
 from oswitch.sidecar.h1 import BadRequest
-
-if TYPE_CHECKING:
-    from oswitch.sidecar.connection import ASGIApp, HttpConnection
+from oswitch.sidecar.responses import ASGIApp, Message
 
 log = logging.getLogger("oswitch.sidecar")
 
-Message = MutableMapping[str, Any]
+
+class Connection(Protocol):
+    """What a handshake's refusal needs of its connection (an HttpConnection)."""
+
+    started: bool
+    client_gone: bool
+
+    async def receive(self) -> Message: ...
+
+    async def send(self, message: Message) -> None: ...
+
+    async def refuse(self, bad: BadRequest) -> None: ...
 
 
 async def refuse_websocket(
-    connection: HttpConnection, app: ASGIApp, scope: MutableMapping[str, Any]
+    connection: Connection, app: ASGIApp, scope: MutableMapping[str, Any]
 ) -> None:
     """Run ``app`` for a websocket handshake on ``connection`` and send its refusal.
     Blocks until the refusal is written; raises RuntimeError for an app that tries to
