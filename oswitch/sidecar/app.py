@@ -55,7 +55,8 @@ log = logging.getLogger("oswitch.sidecar")
 def _ambiguous_framing(scope: Scope) -> bool:
     """Both Content-Length and Transfer-Encoding: RFC 9112 §6.3 says such a request may
     be an attempt at request smuggling; it is refused and its connection closed."""
-    names = {name.lower() for name, _ in scope.get("headers", ())}
+    # ASGI servers hand header names over lower-cased.
+    names = [name for name, _ in scope.get("headers", ())]
     return b"content-length" in names and b"transfer-encoding" in names
 
 

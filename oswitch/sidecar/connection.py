@@ -163,7 +163,8 @@ class HttpConnection:
             if not data:
                 break
             self._buffer += data
-            self._arrived.unpark_all()
+            if self._arrived:
+                self._arrived.unpark_all()
         self.client_gone = True
         self._arrived.unpark_all()
         callback, self._on_disconnect = self._on_disconnect, None
@@ -189,7 +190,8 @@ class HttpConnection:
 
     def _consumed(self) -> None:
         """Bytes were taken off the buffer: a reader paused for room may go on."""
-        self._drained.unpark_all()
+        if self._drained:
+            self._drained.unpark_all()
 
     async def _next_head(self) -> RequestHead | None:
         """The next request's head, or None when the connection should close (the
@@ -394,7 +396,8 @@ class HttpConnection:
         if not more:
             self.finished = True
             self._on_disconnect = None
-            self._arrived.unpark_all()  # a receive waiting for the client's going returns
+            if self._arrived:  # a receive waiting for the client's going returns
+                self._arrived.unpark_all()
         await self._write(self._framed(bytes(message.get("body", b"")), more))
 
     def _framed(self, body: bytes, more: bool) -> bytes:
