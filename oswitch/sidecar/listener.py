@@ -16,6 +16,7 @@ syscall and a write deadline (docs/bench.md, "Speed at the floor").
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import secrets
@@ -36,6 +37,8 @@ http_log = logging.getLogger("oswitch.sidecar.http")
 # Longest the canned 503 for a connection past the cap may take to write: the socket is
 # new, so the write fits the kernel buffer at once unless something is badly wrong.
 REFUSAL_WRITE_S = 1.0
+# Bytes asked of the socket per read.
+RECEIVE_BYTES = 65536
 
 
 @attrs.frozen(kw_only=True)
@@ -75,6 +78,11 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
     Past it the socket is closed (a reader blocked on it wakes with
     ``ClosedResourceError``) and the write raises ``BrokenResourceError``: the client
     is taken as gone. ``on_timeout`` is called once.
+
+    Reads and writes go to the trio socket directly, with the errors trio's
+    ``SocketStream`` would raise (``BrokenResourceError``, or ``ClosedResourceError`` on
+    a socket already closed), without its per-call conflict detector and error
+    translation: one connection has one reader task and one writing task at a time.
     """
 
     def __init__(
@@ -85,12 +93,18 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         on_timeout: Callable[[], None],
     ) -> None:
         self._stream = stream
+        self._socket = stream.socket
         self._write_timeout_s = write_timeout_s
         self._on_timeout = on_timeout
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         with trio.move_on_after(self._write_timeout_s) as scope:
-            await self._stream.send_all(data)
+            try:
+                sent = await self._socket.send(data)
+                while sent < len(data):
+                    sent += await self._socket.send(memoryview(data)[sent:])
+            except OSError as exc:
+                raise _stream_error(exc) from None
         if scope.cancelled_caught:
             self._on_timeout()
             await trio.aclose_forcefully(self._stream)
@@ -105,10 +119,23 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         await self._stream.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._stream.receive_some(max_bytes)
+        try:
+            return await self._socket.recv(max_bytes or RECEIVE_BYTES)
+        except OSError as exc:
+            raise _stream_error(exc) from None
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+def _stream_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    """The stream error trio's SocketStream raises for ``exc`` (never its message: the
+    peer's address may be in it)."""
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError("this socket was already closed")
+    return trio.BrokenResourceError(
+        f"socket connection broken: {errno.errorcode.get(exc.errno or 0, 'error')}"
+    )
 
 
 def _refusal() -> bytes:
