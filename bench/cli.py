@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.getLogger("hypercorn.error").disabled = True
         return run_fleet_bench(args.fleet, args.out)
-    # The fake upstreams and the sidecar run hypercorn in this process; their own
+    # The fake upstreams run hypercorn in this process; its own
     # logs (startup lines, deliberately broken connections) are noise here.
     logging.getLogger("hypercorn.error").disabled = True
 

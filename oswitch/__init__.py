@@ -4,7 +4,7 @@ Embed it with ``open_switcher(load_config(path))``; see docs/embedding.md.
 
 ``import oswitch`` loads the engine only. ``serve_control`` (the websocket control
 channel: trio-websocket and wsproto) is imported on first use, so embedders who never
-open it do not pay for it; the sidecar (hypercorn) is never imported from here.
+open it do not pay for it; the sidecar (its HTTP server) is never imported from here.
 ``__version__`` is read from the installed metadata on first use too (importlib.metadata
 alone costs ~20-100 ms to import).
 """
