@@ -1,0 +1,140 @@
+"""One HttpConnection over an in-memory stream pair (virtual clock, no sockets): the
+reader's bound on unread bytes, the disconnect callback, and the lingering close after
+a reply sent before its request body was read."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import trio.testing
+
+from oswitch.sidecar.closing import ConnectionClosing
+from oswitch.sidecar.connection import MAX_BUFFERED_BYTES, RECEIVE_BYTES, HttpConnection
+
+App = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+def post_head(length: int) -> bytes:
+    return b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % length
+
+
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return data
+
+
+async def reply(send: Any, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve_one(app: App, client_side: Callable[[trio.abc.Stream], Awaitable[None]]) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    connection = HttpConnection(
+        server,
+        app,
+        header_timeout_s=5.0,
+        closing=ConnectionClosing(),
+        client=("127.0.0.1", 1),
+        server=("127.0.0.1", 2),
+    )
+
+    async def serve() -> None:
+        async with server:  # as trio.serve_listeners does: closed once served
+            await connection.serve()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        await client_side(client)
+
+
+async def test_a_large_body_is_read_in_bounded_pieces(autojump_clock: object) -> None:
+    """A 1 MiB body sent in one go to an app slow to read reaches it whole, and no piece
+    is larger than the reader's bound of unread bytes (it stopped reading meanwhile)."""
+    body = bytes(range(256)) * 4096
+    seen: list[int] = []
+    got = bytearray()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await trio.sleep(1)  # slow to read: the reader must stop at its bound meanwhile
+        while True:
+            message = await receive()
+            got.extend(message["body"])
+            seen.append(len(message["body"]))
+            if not message["more_body"]:
+                break
+        await reply(send, 200, b"ok")
+
+    async def client(stream: trio.abc.Stream) -> None:
+        await stream.send_all(post_head(len(body)) + body)
+        await stream.send_eof()  # type: ignore[attr-defined]
+        assert (await read_all(stream)).endswith(b"ok")
+
+    await serve_one(app, client)
+    assert bytes(got) == body
+    assert max(seen) <= MAX_BUFFERED_BYTES + RECEIVE_BYTES
+
+
+async def test_the_disconnect_callback_fires_once_while_the_answer_is_pending(
+    autojump_clock: object,
+) -> None:
+    """A client that closes while the app waits is reported once through the
+    oswitch.disconnect callback, which the app uses to stop waiting."""
+    calls: list[float] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        assert message == {"type": "http.request", "body": b"{}", "more_body": False}
+        with trio.CancelScope() as cancel:
+
+            def left() -> None:
+                calls.append(trio.current_time())
+                cancel.cancel()
+
+            scope["extensions"]["oswitch.disconnect"](left)
+            await trio.sleep(100)
+        scope["extensions"]["oswitch.disconnect"](None)
+
+    async def client(stream: trio.abc.Stream) -> None:
+        await stream.send_all(post_head(2) + b"{}")
+        await trio.sleep(3)
+        await stream.aclose()
+
+    started = trio.current_time()
+    await serve_one(app, client)
+    assert [round(at - started) for at in calls] == [3]
+
+
+async def test_a_reply_before_the_body_is_read_arrives_and_then_the_connection_closes(
+    autojump_clock: object,
+) -> None:
+    """An app that refuses after 10 bytes of a 1 MiB body: the client, still sending,
+    reads the whole refusal (with connection: close) and then the end of the stream."""
+    body = b"x" * (1024 * 1024)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await reply(send, 413, b"too big")
+
+    async def client(stream: trio.abc.Stream) -> None:
+        await stream.send_all(post_head(len(body)) + body[:10])
+        answer = b""
+        while b"too big" not in answer:
+            answer += await stream.receive_some(65536)
+        await stream.send_all(body[10:])
+        answer += await read_all(stream)
+        assert answer.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
+        assert b"\r\nconnection: close\r\n" in answer
+        assert answer.endswith(b"\r\n\r\ntoo big")
+
+    await serve_one(app, client)
