@@ -194,8 +194,11 @@ class OverheadResult:
 
 
 @contextlib.contextmanager
-def upstream_process(server: str = "raw", timeout_s: float = 30.0) -> Iterator[int]:
-    """Run ``python -m bench.upstream`` in a child process; yield its port.
+def upstream_process(
+    server: str = "raw", timeout_s: float = 30.0, latency_ms: float = 0.0
+) -> Iterator[int]:
+    """Run ``python -m bench.upstream`` in a child process (answering ``latency_ms``
+    after each request); yield its port.
 
     Raises RuntimeError if it does not report a port within ``timeout_s``.
     """
@@ -204,7 +207,10 @@ def upstream_process(server: str = "raw", timeout_s: float = 30.0) -> Iterator[i
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         child = subprocess.Popen(
-            [sys.executable, "-m", "bench.upstream", "--port-file", port_file, "--server", server],
+            [
+                *(sys.executable, "-m", "bench.upstream", "--port-file", port_file),
+                *("--server", server, "--latency-ms", str(latency_ms)),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -126,7 +126,7 @@ def _raw_replies() -> tuple[bytes, list[bytes]]:
     return plain, [head + chunks[0], *chunks[1:], b"0\r\n\r\n"]
 
 
-async def _raw_connection(stream: trio.SocketStream) -> None:
+async def _raw_connection(stream: trio.SocketStream, *, latency_s: float = 0.0) -> None:
     plain, streamed = _RAW
     buffer = b""
     try:
@@ -148,6 +148,8 @@ async def _raw_connection(stream: trio.SocketStream) -> None:
                     return
                 buffer += data
             body, buffer = buffer[:length], buffer[length:]
+            if latency_s:
+                await trio.sleep(latency_s)  # a provider's time to its first byte
             if b'"stream": true' in body or b'"stream":true' in body:
                 # One write per event, as a server flushing each SSE event does.
                 for piece in streamed:
@@ -162,24 +164,31 @@ _RAW = _raw_replies()
 
 
 async def serve_raw_upstream(
-    *, port: int = 0, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    *,
+    port: int = 0,
+    latency_s: float = 0.0,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the overhead upstream's bytes from a minimal HTTP/1.1 loop until cancelled.
 
     Answers every POST with the JSON reply, or the SSE reply when the body asks to
-    stream; keeps connections alive. Reports its port through ``task_status``.
+    stream, ``latency_s`` after the request is in; keeps connections alive. Reports its
+    port through ``task_status``.
     """
     listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
     bound = listeners[0].socket.getsockname()[1]
+    handler = functools.partial(_raw_connection, latency_s=latency_s)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.serve_listeners, _raw_connection, listeners)
+        nursery.start_soon(trio.serve_listeners, handler, listeners)
         task_status.started(int(bound))
 
 
-async def _serve(port_file: str, port: int, server: str) -> None:
+async def _serve(port_file: str, port: int, server: str, latency_s: float = 0.0) -> None:
     async with trio.open_nursery() as nursery:
         if server == "raw":
-            bound = await nursery.start(functools.partial(serve_raw_upstream, port=port))
+            bound = await nursery.start(
+                functools.partial(serve_raw_upstream, port=port, latency_s=latency_s)
+            )
         else:
             fake = overhead_fake()
             bound = await nursery.start(functools.partial(serve_fake_provider, fake, port=port))
@@ -197,9 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--server", choices=("raw", "fake"), default="raw", help="which server plays it"
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="wait this long before each reply (raw server only; default 0)",
+    )
     args = parser.parse_args(argv)
     try:
-        trio.run(_serve, args.port_file, args.port, args.server)
+        trio.run(_serve, args.port_file, args.port, args.server, args.latency_ms / 1000.0)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -4,6 +4,7 @@ another process, beside the embedded engine's."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 
@@ -24,5 +25,31 @@ def test_sidecar_cpu_measures_both_and_their_ratio(capsys: pytest.CaptureFixture
         ("stream", 2, 2.0),
     ]
     for row in rows:
-        assert row["embedded_ms"] > 0 and row["sidecar_own_ms"] > 0
+        assert row["embedded_ms"] > 0 and row["sidecar_own_ms"] > 0 and row["aiohttp_ms"] > 0
         assert row["ratio"] == pytest.approx(row["sidecar_own_ms"] / row["embedded_ms"], abs=0.011)
+        assert row["embedded_vs_aiohttp"] == pytest.approx(
+            row["embedded_ms"] / row["aiohttp_ms"], abs=0.011
+        )
+
+
+async def test_the_upstream_answers_after_its_latency(autojump_clock: object) -> None:
+    """The bench upstream's raw loop, given a latency, answers each request exactly that
+    long after it is in (virtual clock, over an in-memory stream)."""
+    import trio
+    import trio.testing
+
+    from bench.upstream import _raw_connection
+
+    client, server = trio.testing.memory_stream_pair()
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n{}"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(_raw_connection, server, latency_s=0.02))  # type: ignore[arg-type]
+        answered = []
+        for _ in range(2):
+            sent = trio.current_time()
+            await client.send_all(request)
+            reply = await client.receive_some(65536)
+            answered.append(round(trio.current_time() - sent, 6))
+            assert reply.startswith(b"HTTP/1.1 200")
+        nursery.cancel_scope.cancel()
+    assert answered == [0.02, 0.02]
