@@ -24,7 +24,7 @@ import trio
 from oswitch.core.classify import Classification
 from oswitch.core.deadline_learning import Deadline, ModelTimings
 from oswitch.core.error_class import ErrorClass
-from oswitch.providers.base import StreamDecoder, StreamFault, chunk_facts
+from oswitch.providers.base import StreamDecoder, StreamFault
 from oswitch.providers.sse import SSEEvent, SSELimitExceeded, SSEParser
 from oswitch.runtime.messages import AttemptOrder, CancelReason
 
@@ -75,19 +75,37 @@ class StreamedChunk(NamedTuple):
     progress: bool
 
 
+# A NamedTuple's own __new__ is Python code: building the tuple directly skips a call.
+_new_chunk = tuple.__new__
+
+
 def streamed_chunk(chunk: dict[str, Any]) -> StreamedChunk:
-    """Wrap a decoded chunk with its facts."""
-    text, tool_call, finish_reason = chunk_facts(chunk)
-    finish_reason = finish_reason or None
-    progress = bool(text) or finish_reason is not None or (tool_call and _tool_call_bytes(chunk))
-    if not progress and chunk.get("choices"):
+    """Wrap a decoded chunk with its facts (what ``chunk_facts`` says, looked at inline:
+    this runs once per chunk of every stream)."""
+    choices = chunk.get("choices")
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        if type(text) is not str and not isinstance(text, str):
+            text = ""
+        tool_call = bool(delta.get("tool_calls") or delta.get("function_call"))
+        finish_reason = choice.get("finish_reason")
+        if not finish_reason or not isinstance(finish_reason, str):
+            finish_reason = None
+    else:
+        text, tool_call, finish_reason = "", False, None
+    if text or finish_reason is not None:
+        return _new_chunk(StreamedChunk, (chunk, text, tool_call, finish_reason, True))
+    progress = tool_call and _tool_call_bytes(chunk)
+    if not progress and choices:
         # Thinking and blocks carried as sent (decoded only for a request that arrived
         # as Anthropic) move the answer on too: a model thinking for a minute is not silent.
         delta = chunk["choices"][0].get("delta") or {}
         progress = bool(delta.get("thinking") or delta.get("signature"))
         progress = progress or bool(delta.get("redacted_thinking"))
         progress = progress or bool(delta.get("anthropic_block") or delta.get("anthropic_delta"))
-    return StreamedChunk(chunk, text, tool_call, finish_reason, progress)
+    return _new_chunk(StreamedChunk, (chunk, text, tool_call, finish_reason, progress))
 
 
 def _tool_call_bytes(chunk: Mapping[str, Any]) -> bool:
