@@ -5,7 +5,7 @@
 
 CPU time on a loaded two-core machine spreads by tens of percent between rounds;
 the number of user-space instructions a request costs does not. Each cell runs a
-fresh child process under ``valgrind --tool=callgrind --instr-atstart=no``: the
+fresh child process under ``valgrind --tool=callgrind``: the
 child opens the switcher (``bench.overhead.embedded_config``: one target over
 oswitch's own HTTP/1.1 pool), sends ``--warmup`` requests uninstrumented, then asks
 callgrind (``callgrind_control``, through vgdb) to start counting, zeroes and dumps
@@ -38,9 +38,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+Call = Callable[[], Awaitable[object]]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,29 +135,47 @@ def _callgrind(*args: str) -> None:
 
 
 def _window_start() -> None:
-    _callgrind("-i", "on")
     _callgrind("-z")
     _callgrind("-d")
 
 
 def _window_end() -> None:
     _callgrind("-d")
-    _callgrind("-i", "off")
 
 
 def _count_embedded(url: str, streamed: bool, concurrency: int, warmup: int, requests: int) -> int:
     import trio
 
-    from bench.overhead import _closed_loop, embedded_config, switcher_call
+    from bench.overhead import embedded_config, switcher_call
     from oswitch import open_switcher
+
+    async def closed_loop(call: Call, count: int) -> int:
+        remaining = count
+        errors = 0
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                try:
+                    await call()
+                except Exception as exc:
+                    if not errors:
+                        print(f"first failed call: {exc!r}", file=sys.stderr)
+                    errors += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(worker)
+        return errors
 
     async def run() -> int:
         async with open_switcher(embedded_config(url)) as switcher:
             call = switcher_call(switcher, streamed)
-            errors = await _closed_loop(call, concurrency, warmup, [], [])
+            errors = await closed_loop(call, warmup)
             # Blocking the loop here is fine: nothing is in flight between the windows.
             _window_start()
-            errors += await _closed_loop(call, concurrency, requests, [], [])
+            errors += await closed_loop(call, requests)
             _window_end()
         return errors
 
@@ -218,7 +238,6 @@ def count_cell(
         command = [
             "valgrind",
             "--tool=callgrind",
-            "--instr-atstart=no",
             f"--callgrind-out-file={out}",
             sys.executable,
             "-m",
@@ -246,8 +265,9 @@ def count_cell(
             check=False,
         )
         if done.returncode != 0:
-            tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"{variant} {mode}:{concurrency} failed: {' | '.join(tail)}")
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            ours = [line for line in lines if not line.startswith("==")] or lines[-3:]
+            raise RuntimeError(f"{variant} {mode}:{concurrency} failed: {' | '.join(ours[-5:])}")
         # Dump 1 is the control call alone; dump 2 the requests and one control call.
         dumps = sorted(Path(tmp).glob("cg.out.*"), key=lambda p: int(p.suffix[1:]))
         if len(dumps) < 2:
