@@ -11,8 +11,19 @@ import httpx
 import pytest
 import trio
 
-from oswitch.transport.pool import _headers
-from tests.test_pool import HEADERS, answering, chunked, ok, pool, serve, url
+from oswitch.transport.pool import _headers, body_ended
+from tests.test_pool import (
+    HEADERS,
+    Server,
+    answering,
+    chunked,
+    ok,
+    pool,
+    read_request,
+    serve,
+    url,
+    wait_for_close,
+)
 
 
 def test_the_header_object_is_the_one_httpx_builds() -> None:
@@ -90,3 +101,35 @@ async def test_a_body_left_unread_closes_its_connection() -> None:
                     pass
             await client.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_body_ended_says_when_nothing_is_left_to_drain() -> None:
+    """A body whose last bytes came with its last data is ended at that read (nothing to
+    drain, its connection already back); one still open is not; other responses never."""
+
+    first_read = trio.Event()
+
+    async def in_two_writes(stream: trio.abc.Stream, server: Server) -> None:
+        buffer = bytearray()
+        if await read_request(stream, server, buffer):
+            raw = chunked(b"first", b"last")
+            await stream.send_all(raw[: raw.index(b"4\r\nlast")])
+            await first_read.wait()  # the client has read the first piece alone
+            await stream.send_all(raw[raw.index(b"4\r\nlast") :])
+        await wait_for_close(stream, server)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port, _ = await nursery.start(serve, in_two_writes)
+            client = pool()
+            response = await client.post(url(port), HEADERS, b"{}")
+            pieces = aiter(response.stream)
+            assert await anext(pieces) == b"first"
+            assert not body_ended(response)
+            first_read.set()
+            assert await anext(pieces) == b"last"  # the terminator came in the same read
+            assert body_ended(response)
+            assert client.statistics().idle == 1
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+    assert not body_ended(httpx.Response(200, content=b"x"))

@@ -27,6 +27,7 @@ from oswitch.core.error_class import ErrorClass
 from oswitch.providers.base import StreamDecoder, StreamFault
 from oswitch.providers.sse import SSEEvent, SSELimitExceeded, SSEParser
 from oswitch.runtime.messages import AttemptOrder, CancelReason
+from oswitch.transport.pool import body_ended
 
 # After the terminator, how long and how much is read (in the target's nursery, after
 # the caller has its end) to let the connection be reused; past either it is closed.
@@ -309,7 +310,9 @@ class UpstreamStream:
         is read in the target's nursery, at most ``DRAIN_TIMEOUT_S`` and
         ``DRAIN_LIMIT_BYTES``, so the connection can go back to the pool; then it is
         closed. Without a nursery it is closed at once."""
-        if self.closed or self._ended or self._background is None:
+        # The read that brought the terminator often brought the body's end too: the
+        # connection is back in the pool, there is nothing to drain.
+        if self.closed or self._ended or self._background is None or body_ended(self._response):
             await self.aclose()
             return
         self.closed = True
@@ -355,5 +358,10 @@ class UpstreamStream:
         await self._close_response()
 
     async def _close_response(self) -> None:
+        if body_ended(self._response):
+            # Read to its end: closing it does nothing, so no shielded, bounded scope.
+            self._response.is_closed = True
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await self._response.aclose()

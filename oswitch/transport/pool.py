@@ -499,6 +499,13 @@ class _Body(httpx.AsyncByteStream):
             raise StopAsyncIteration
         return data  # noqa: ASYNC910 (bytes already read; see above)
 
+    @property
+    def ended(self) -> bool:
+        """Whether nothing is left to read: the body was read to its end (its connection
+        went back to the pool) or abandoned. The read that brought a body's last bytes
+        ends it, even when it also brought the last data the reader has seen."""
+        return self._connection is None
+
     async def aclose(self) -> None:
         """Stop reading: a body not read to its end closes its connection."""
         self.abandon()
@@ -514,6 +521,14 @@ class _Body(httpx.AsyncByteStream):
         connection, self._connection = self._connection, None
         if connection is not None:
             self._pool.discard(connection)
+
+
+def body_ended(response: httpx.Response) -> bool:
+    """Whether ``response`` is one of this pool's and its body is read to its end (so
+    there is nothing to drain and nothing to close: its connection is back in the pool,
+    or closed). False for any other response."""
+    stream = response.stream
+    return isinstance(stream, _Body) and stream.ended
 
 
 def _origin(url: httpx.URL) -> Origin:
