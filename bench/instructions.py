@@ -223,7 +223,7 @@ def _child(args: argparse.Namespace) -> int:
 
 # ---- the parent -----------------------------------------------------------------------
 
-_TOTALS = re.compile(rb"^(?:totals|summary):\s*(\d+)", re.MULTILINE)
+_TOTALS = re.compile(rb"^summary:\s*(\d+)", re.MULTILINE)
 
 
 def _dump_total(path: Path) -> int:
