@@ -11,7 +11,8 @@ import httpx
 import pytest
 import trio
 
-from oswitch.transport.pool import _headers, body_ended
+from oswitch.transport.pool import body_ended
+from oswitch.transport.response import headers_of as _headers
 from tests.test_pool import (
     HEADERS,
     Server,
