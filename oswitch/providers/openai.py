@@ -63,53 +63,64 @@ class OpenAIStreamDecoder:
         self._secrets = secrets
 
     def feed(self, event: str, data: str) -> list[dict[str, Any]]:
+        # Once per chunk of every stream: the common chunk (one choice, a text delta) is
+        # checked inline, with no call but the JSON decode.
         try:
-            return self._feed(event, data)
+            if data.strip() == "[DONE]":
+                self.finished = True
+                return []
+            if event == "error":
+                raise StreamFault(classify_stream_error(data, secrets=self._secrets))
+            try:
+                payload = decode(data)
+            except (ValueError, RecursionError):
+                raise malformed_chunk(f"not JSON: {excerpt(data, self._secrets)}") from None
+            if type(payload) is not dict and not isinstance(payload, dict):
+                raise malformed_chunk(f"not an object: {excerpt(data, self._secrets)}")
+            choices = payload.get("choices")
+            if payload.get("error") and (
+                "choices" not in payload
+                or any(
+                    isinstance(c, dict) and c.get("finish_reason") == "error" for c in choices or ()
+                )
+            ):
+                # OpenRouter reports a mid-stream failure as an error object on a chunk
+                # whose finish_reason is "error": a fault, not the end of the answer.
+                raise StreamFault(classify_stream_error(payload, secrets=self._secrets))
+            if type(choices) is not list:
+                raise malformed_chunk("choices: missing or not a list")
+            for index, choice in enumerate(choices):
+                if type(choice) is not dict and not isinstance(choice, dict):
+                    raise malformed_chunk(f"choices[{index}]: not an object")
+                delta = choice.get("delta")
+                if delta is not None:
+                    if type(delta) is not dict and not isinstance(delta, dict):
+                        raise malformed_chunk(f"choices[{index}].delta: not an object")
+                    content = delta.get("content")
+                    role = delta.get("role")
+                    if not (
+                        (content is None or type(content) is str)
+                        and (role is None or type(role) is str)
+                        and delta.get("tool_calls") is None
+                        and delta.get("function_call") is None
+                    ):
+                        _check_delta(delta, index)
+                reason = choice.get("finish_reason")
+                if reason is not None and type(reason) is not str and not isinstance(reason, str):
+                    raise wrong(f"choices[{index}].finish_reason", "a string", reason)
+            if payload.get("usage") is not None:
+                check_usage(payload, "")
+            if "object" not in payload:
+                payload["object"] = "chat.completion.chunk"
+            model = payload.get("model")
+            if not model or (type(model) is not str and not isinstance(model, str)):
+                payload["model"] = self.model
+            return [payload]
         except MalformedReply as exc:
             raise malformed_chunk(str(exc)) from exc
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
             # A shape no check foresaw: a malformed chunk (named by type, not quoted).
             raise malformed_chunk(type(exc).__name__) from exc
-
-    def _feed(self, event: str, data: str) -> list[dict[str, Any]]:
-        if data.strip() == "[DONE]":
-            self.finished = True
-            return []
-        if event == "error":
-            raise StreamFault(classify_stream_error(data, secrets=self._secrets))
-        payload = loads(data, self._secrets)
-        if not isinstance(payload, dict):
-            raise malformed_chunk(f"not an object: {excerpt(data, self._secrets)}")
-        if payload.get("error") and (
-            "choices" not in payload
-            or any(
-                isinstance(c, dict) and c.get("finish_reason") == "error"
-                for c in payload.get("choices") or ()
-            )
-        ):
-            # OpenRouter reports a mid-stream failure as an error object on a chunk
-            # whose finish_reason is "error": a fault, not the end of the answer.
-            raise StreamFault(classify_stream_error(payload, secrets=self._secrets))
-        choices = payload.get("choices")
-        if not isinstance(choices, list):
-            raise malformed_chunk("choices: missing or not a list")
-        for index, choice in enumerate(choices):
-            if not isinstance(choice, dict):
-                raise malformed_chunk(f"choices[{index}]: not an object")
-            delta = choice.get("delta")
-            if delta is not None:
-                if not isinstance(delta, dict):
-                    raise malformed_chunk(f"choices[{index}].delta: not an object")
-                _check_delta(delta, index)
-            reason = choice.get("finish_reason")
-            if reason is not None and not isinstance(reason, str):
-                raise wrong(f"choices[{index}].finish_reason", "a string", reason)
-        if payload.get("usage") is not None:
-            check_usage(payload, "")
-        payload.setdefault("object", "chat.completion.chunk")
-        if not payload.get("model") or not isinstance(payload["model"], str):
-            payload["model"] = self.model
-        return [payload]
 
 
 def _check_delta(delta: Mapping[str, Any], index: int) -> None:

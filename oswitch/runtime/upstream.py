@@ -24,9 +24,10 @@ import trio
 from oswitch.core.classify import Classification
 from oswitch.core.deadline_learning import Deadline, ModelTimings
 from oswitch.core.error_class import ErrorClass
-from oswitch.providers.base import StreamDecoder, StreamFault, chunk_facts
+from oswitch.providers.base import StreamDecoder, StreamFault
 from oswitch.providers.sse import SSEEvent, SSELimitExceeded, SSEParser
 from oswitch.runtime.messages import AttemptOrder, CancelReason
+from oswitch.transport.pool import body_ended
 
 # After the terminator, how long and how much is read (in the target's nursery, after
 # the caller has its end) to let the connection be reused; past either it is closed.
@@ -75,19 +76,37 @@ class StreamedChunk(NamedTuple):
     progress: bool
 
 
+# A NamedTuple's own __new__ is Python code: building the tuple directly skips a call.
+_new_chunk = tuple.__new__
+
+
 def streamed_chunk(chunk: dict[str, Any]) -> StreamedChunk:
-    """Wrap a decoded chunk with its facts."""
-    text, tool_call, finish_reason = chunk_facts(chunk)
-    finish_reason = finish_reason or None
-    progress = bool(text) or finish_reason is not None or (tool_call and _tool_call_bytes(chunk))
-    if not progress and chunk.get("choices"):
+    """Wrap a decoded chunk with its facts (what ``chunk_facts`` says, looked at inline:
+    this runs once per chunk of every stream)."""
+    choices = chunk.get("choices")
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        if type(text) is not str and not isinstance(text, str):
+            text = ""
+        tool_call = bool(delta.get("tool_calls") or delta.get("function_call"))
+        finish_reason = choice.get("finish_reason")
+        if not finish_reason or not isinstance(finish_reason, str):
+            finish_reason = None
+    else:
+        text, tool_call, finish_reason = "", False, None
+    if text or finish_reason is not None:
+        return _new_chunk(StreamedChunk, (chunk, text, tool_call, finish_reason, True))
+    progress = tool_call and _tool_call_bytes(chunk)
+    if not progress and choices:
         # Thinking and blocks carried as sent (decoded only for a request that arrived
         # as Anthropic) move the answer on too: a model thinking for a minute is not silent.
         delta = chunk["choices"][0].get("delta") or {}
         progress = bool(delta.get("thinking") or delta.get("signature"))
         progress = progress or bool(delta.get("redacted_thinking"))
         progress = progress or bool(delta.get("anthropic_block") or delta.get("anthropic_delta"))
-    return StreamedChunk(chunk, text, tool_call, finish_reason, progress)
+    return _new_chunk(StreamedChunk, (chunk, text, tool_call, finish_reason, progress))
 
 
 def _tool_call_bytes(chunk: Mapping[str, Any]) -> bool:
@@ -291,7 +310,9 @@ class UpstreamStream:
         is read in the target's nursery, at most ``DRAIN_TIMEOUT_S`` and
         ``DRAIN_LIMIT_BYTES``, so the connection can go back to the pool; then it is
         closed. Without a nursery it is closed at once."""
-        if self.closed or self._ended or self._background is None:
+        # The read that brought the terminator often brought the body's end too: the
+        # connection is back in the pool, there is nothing to drain.
+        if self.closed or self._ended or self._background is None or body_ended(self._response):
             await self.aclose()
             return
         self.closed = True
@@ -337,5 +358,10 @@ class UpstreamStream:
         await self._close_response()
 
     async def _close_response(self) -> None:
+        if body_ended(self._response):
+            # Read to its end: closing it does nothing, so no shielded, bounded scope.
+            self._response.is_closed = True
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await self._response.aclose()

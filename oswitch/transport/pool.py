@@ -40,6 +40,8 @@ import httpx
 import trio
 
 from oswitch.transport import wire
+from oswitch.transport.response import PoolResponse as _Response
+from oswitch.transport.response import headers_of as _headers
 
 READ_SIZE = 64 * 1024
 # A request this small goes out in one write, head and body together.
@@ -168,9 +170,9 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
             raise
         stream = _Body(self, connection, origin, answer.framing)  # owns the connection and slot now
         try:
-            return httpx.Response(
+            return _Response(
                 answer.status,
-                headers=answer.headers,
+                headers=_headers(answer.headers),
                 stream=stream,
                 extensions={"http_version": answer.http_version, "reason_phrase": answer.reason},
             )
@@ -444,6 +446,13 @@ class _Body(httpx.AsyncByteStream):
             raise StopAsyncIteration
         return data  # noqa: ASYNC910 (bytes already read; see above)
 
+    @property
+    def ended(self) -> bool:
+        """Whether nothing is left to read: the body was read to its end (its connection
+        went back to the pool) or abandoned. The read that brought a body's last bytes
+        ends it, even when it also brought the last data the reader has seen."""
+        return self._connection is None
+
     async def aclose(self) -> None:
         """Stop reading: a body not read to its end closes its connection."""
         self.abandon()
@@ -459,6 +468,14 @@ class _Body(httpx.AsyncByteStream):
         connection, self._connection = self._connection, None
         if connection is not None:
             self._pool.discard(connection)
+
+
+def body_ended(response: httpx.Response) -> bool:
+    """Whether ``response`` is one of this pool's and its body is read to its end (so
+    there is nothing to drain and nothing to close: its connection is back in the pool,
+    or closed). False for any other response."""
+    stream = response.stream
+    return isinstance(stream, _Body) and stream.ended
 
 
 def _origin(url: httpx.URL) -> Origin:

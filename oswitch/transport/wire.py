@@ -380,42 +380,60 @@ class ChunkedDecoder:
         self.trailers: list[tuple[bytes, bytes]] = []
 
     def decode(self, buffer: bytes) -> tuple[bytes, bytes, bool]:
+        # Walks the buffer by position and slices each piece once: a read that holds a
+        # whole stream (every event of it) is not copied again per chunk.
         pieces: list[bytes] = []
-        while buffer:
+        pos = 0
+        size = len(buffer)
+        while pos < size:
             remaining = self._remaining
             if remaining:
-                if len(buffer) < remaining:
-                    pieces.append(buffer)
-                    self._remaining = remaining - len(buffer)
-                    buffer = b""
+                end = pos + remaining
+                if size < end:
+                    pieces.append(buffer[pos:] if pos else buffer)
+                    self._remaining = end - size
+                    pos = size
                     break
-                pieces.append(buffer[:remaining])
-                buffer = buffer[remaining:]
+                pieces.append(buffer[pos:end])
+                pos = end
                 self._remaining = 0
                 self._after_chunk = True
             elif self._after_chunk:
-                if buffer[:2] == b"\r\n":
-                    buffer = buffer[2:]
-                elif buffer[:1] == b"\n":
-                    buffer = buffer[1:]
-                elif buffer == b"\r":
+                # Slices, not startswith: its argument parsing costs more.
+                ending = buffer[pos : pos + 2]
+                if ending == b"\r\n":
+                    pos += 2
+                elif ending[:1] == b"\n":
+                    pos += 1
+                elif ending == b"\r":  # the last byte of the buffer
                     break  # the LF is in the next read
                 else:
                     raise RemoteProtocolError("chunk data not followed by CRLF")
                 self._after_chunk = False
             elif self._trailing:
-                done, buffer = self._trailer_section(buffer)
-                return b"".join(pieces), buffer, done
+                done, rest = self._trailer_section(buffer[pos:] if pos else buffer)
+                return b"".join(pieces), rest, done
             else:
-                newline = buffer.find(b"\n")
-                if newline > MAX_LINE_BYTES or (newline < 0 and len(buffer) > MAX_LINE_BYTES):
+                whole = _plain_chunk_head(buffer, pos)
+                if whole is not None:
+                    # The common chunk: a bare hex size, CRLF, its data and CRLF, all in
+                    # this buffer. One match stands for the size line's checks below.
+                    start = whole.end()
+                    end = start + int(whole[1], 16)
+                    if end > start and buffer[end : end + 2] == b"\r\n":
+                        pieces.append(buffer[start:end])
+                        pos = end + 2
+                        continue
+                newline = buffer.find(b"\n", pos)
+                if newline - pos > MAX_LINE_BYTES or (newline < 0 and size - pos > MAX_LINE_BYTES):
                     raise RemoteProtocolError("chunk size line too long")
                 if newline < 0:
                     break
-                self._remaining = _chunk_size(buffer[:newline])
+                self._remaining = _chunk_size(buffer[pos:newline])
                 self._trailing = not self._remaining
-                buffer = buffer[newline + 1 :]
-        return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), buffer, False
+                pos = newline + 1
+        rest = buffer[pos:] if pos else buffer
+        return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), rest, False
 
     def _trailer_section(self, buffer: bytes) -> tuple[bool, bytes]:
         if buffer[:1] == b"\n":
@@ -431,6 +449,10 @@ class ChunkedDecoder:
 
     def end_of_stream(self) -> None:
         raise RemoteProtocolError("server closed the connection before the end of the chunked body")
+
+
+# A chunk size line with nothing but its size (no extension, no whitespace).
+_plain_chunk_head = re.compile(rb"([0-9a-fA-F]{1,16})\r\n").match
 
 
 def _chunk_size(line: bytes) -> int:

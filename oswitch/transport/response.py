@@ -1,0 +1,64 @@
+"""The responses of oswitch's HTTP/1.1 pool (:mod:`oswitch.transport.pool`): httpx's
+types, built and read on a shorter path than httpx's own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import trio
+
+
+def headers_of(fields: list[tuple[bytes, bytes]]) -> httpx.Headers:
+    """``fields`` as httpx's header object, built as ``httpx.Headers(fields)`` builds it
+    from bytes pairs (raw name, lowered name, value) without its per-field calls: the
+    wire module already checked every name and value."""
+    headers = httpx.Headers.__new__(httpx.Headers)
+    headers._list = [(name, name.lower(), value) for name, value in fields]
+    headers._encoding = None
+    return headers
+
+
+class PoolResponse(httpx.Response):
+    """A response of this pool: httpx's, with a direct path for a raw body.
+
+    ``aiter_bytes`` of a body sent without a content coding (oswitch asks for none),
+    read whole, hands over the pool's body pieces as they come, as httpx's does, but
+    without its two generator layers, decoder and chunker; a coded body, a chunk size
+    or a response given a request (the transport API) take httpx's own path.
+    """
+
+    async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        if (
+            chunk_size is not None
+            or self._request is not None
+            or hasattr(self, "_content")
+            or self.headers.get("content-encoding", "identity") != "identity"
+        ):
+            async for piece in super().aiter_bytes(chunk_size):
+                yield piece
+            return
+        if self.is_stream_consumed:
+            raise httpx.StreamConsumed()
+        if self.is_closed:
+            raise httpx.StreamClosed()
+        self.is_stream_consumed = True
+        stream = self.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        async for piece in stream:
+            self._num_bytes_downloaded += len(piece)
+            yield piece
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """As httpx's, without its request context when there is no request."""
+        if self._request is not None:
+            await super().aclose()
+            return
+        if self.is_closed:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # never raises: a close path
+            return
+        self.is_closed = True
+        stream = self.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        await stream.aclose()

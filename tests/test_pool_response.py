@@ -1,0 +1,136 @@
+"""The pool's responses: httpx's header object and body reading, on a shorter path.
+
+Loopback tests run on the real clock, each guarded by ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import httpx
+import pytest
+import trio
+
+from oswitch.transport.pool import body_ended
+from oswitch.transport.response import headers_of as _headers
+from tests.test_pool import (
+    HEADERS,
+    Server,
+    answering,
+    chunked,
+    ok,
+    pool,
+    read_request,
+    serve,
+    url,
+    wait_for_close,
+)
+
+
+def test_the_header_object_is_the_one_httpx_builds() -> None:
+    """Headers built from the wire's fields read exactly as httpx.Headers(fields) does."""
+    fields = [
+        (b"Content-Type", b"application/json"),
+        (b"x-ratelimit-remaining-requests", b"59"),
+        (b"Set-Cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+        (b"X-Latin", "caf\xe9".encode("latin-1")),
+    ]
+    ours, theirs = _headers(fields), httpx.Headers(fields)
+    assert ours == theirs
+    assert ours.raw == theirs.raw
+    assert list(ours.multi_items()) == list(theirs.multi_items())
+    assert ours.get_list("set-cookie") == theirs.get_list("set-cookie") == ["a=1", "b=2"]
+    assert ours["content-type"] == "application/json"
+    assert ours.encoding == theirs.encoding
+    assert httpx.Headers(ours).raw == theirs.raw
+
+
+async def test_a_body_read_with_aiter_bytes_comes_whole_once_and_frees_its_connection() -> None:
+    """aiter_bytes hands over the body, closes the response and gives the connection back;
+    a second read raises StreamConsumed, as httpx's does."""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port, server = await nursery.start(
+                serve, answering(chunked(b"one ", b"two"), ok(b"three"))
+            )
+            client = pool()
+            response = await client.post(url(port), HEADERS, b"{}")
+            assert b"".join([piece async for piece in response.aiter_bytes()]) == b"one two"
+            assert response.is_closed and response.num_bytes_downloaded == 7
+            assert client.statistics().idle == 1
+            with pytest.raises(httpx.StreamConsumed):
+                async for _ in response.aiter_bytes():
+                    pass
+            await response.aclose()  # closing again is harmless
+            second = await client.post(url(port), HEADERS, b"{}")
+            assert await second.aread() == b"three"
+            assert server.accepted == 1
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_coded_body_still_goes_through_httpx_decoding() -> None:
+    """A server that compresses anyway (oswitch asks for identity) is decoded by httpx."""
+    packed = gzip.compress(b'{"ok":true}')
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            reply = ok(packed, b"content-encoding: gzip\r\n")
+            port, _ = await nursery.start(serve, answering(reply))
+            client = pool()
+            response = await client.post(url(port), HEADERS, b"{}")
+            assert b"".join([piece async for piece in response.aiter_bytes()]) == b'{"ok":true}'
+            assert response.is_closed
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_body_left_unread_closes_its_connection() -> None:
+    """A response closed before its body was read does not give its connection back."""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port, _ = await nursery.start(serve, answering(ok(b"x" * 100)))
+            client = pool()
+            response = await client.post(url(port), HEADERS, b"{}")
+            await response.aclose()
+            assert response.is_closed
+            assert client.statistics() == type(client.statistics())(
+                connections=0, idle=0, requests=1
+            )
+            with pytest.raises(httpx.StreamClosed):
+                async for _ in response.aiter_bytes():
+                    pass
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_body_ended_says_when_nothing_is_left_to_drain() -> None:
+    """A body whose last bytes came with its last data is ended at that read (nothing to
+    drain, its connection already back); one still open is not; other responses never."""
+
+    first_read = trio.Event()
+
+    async def in_two_writes(stream: trio.abc.Stream, server: Server) -> None:
+        buffer = bytearray()
+        if await read_request(stream, server, buffer):
+            raw = chunked(b"first", b"last")
+            await stream.send_all(raw[: raw.index(b"4\r\nlast")])
+            await first_read.wait()  # the client has read the first piece alone
+            await stream.send_all(raw[raw.index(b"4\r\nlast") :])
+        await wait_for_close(stream, server)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port, _ = await nursery.start(serve, in_two_writes)
+            client = pool()
+            response = await client.post(url(port), HEADERS, b"{}")
+            pieces = aiter(response.stream)
+            assert await anext(pieces) == b"first"
+            assert not body_ended(response)
+            first_read.set()
+            assert await anext(pieces) == b"last"  # the terminator came in the same read
+            assert body_ended(response)
+            assert client.statistics().idle == 1
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+    assert not body_ended(httpx.Response(200, content=b"x"))
