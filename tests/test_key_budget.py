@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from oswitch.core.bucket import TokenBucket
-from oswitch.core.key_budget import KeyBudget
+from oswitch.core.key_budget import KeyBudget, Reservation
 from oswitch.core.ratelimit_headers import LimitWindow, ProviderLimits
 from oswitch.core.target_health import RateLimit
 from oswitch.core.tokens import TokenEstimate, Usage, cost_of
@@ -87,3 +92,97 @@ def test_bucket_adjust_is_bounded() -> None:
     bucket.adjust(0.0, 100.0)
     assert bucket.available(0.0) == -10.0
     assert bucket.wait_time(0.0, 1.0) == 11.0
+
+
+# ---- the kept verdict and the unlimited reserve are the slow path's answers ----------
+
+_ESTIMATES = (
+    ESTIMATE,
+    TokenEstimate(prompt_tokens=10, completion_tokens=0),
+    TokenEstimate(prompt_tokens=3000, completion_tokens=2500),
+)
+
+_window = st.builds(
+    LimitWindow,
+    limit=st.none() | st.integers(0, 6000),
+    remaining=st.none() | st.integers(0, 6000),
+    reset_at=st.none() | st.floats(0.0, 200.0),
+)
+_operation = st.one_of(
+    st.tuples(st.just("check"), st.integers(0, 2), st.floats(0.0, 5.0)),
+    st.tuples(st.just("reserve"), st.integers(0, 2), st.floats(0.0, 5.0)),
+    st.tuples(st.just("settle"), st.integers(0, 5), st.booleans(), st.booleans()),
+    st.tuples(st.just("learn"), _window, _window, st.sampled_from(("openai", "plain"))),
+    st.tuples(st.just("reconfigure"), st.booleans(), st.booleans()),
+)
+_TOKENS = RateLimit(rate_per_s=50.0, burst=4000)
+
+
+def _slow_reserve(budget: KeyBudget, estimate: TokenEstimate, now: float) -> object:
+    """reserve() as it was before its kept verdict and its unlimited fast path."""
+    if not budget.judge(estimate, now).can_take:
+        return None
+    taken = 0
+    bucket = budget._bucket
+    if bucket is not None:
+        taken = min(estimate.total_tokens, math.floor(bucket.burst))
+        bucket.try_take(now, taken)
+    budget.learned.record_sent(estimate)
+    budget.version += 1
+    return Reservation(estimate=estimate, tokens=taken)
+
+
+@given(
+    configured=st.booleans(),
+    operations=st.lists(_operation, max_size=30),
+)
+def test_kept_verdicts_and_the_unlimited_reserve_answer_as_the_slow_path(
+    configured: bool, operations: list[tuple[object, ...]]
+) -> None:
+    """A budget that keeps its last verdict (and reserves without judging when nothing
+    limits it) gives, after any sequence of reserves, settles, learned reports and
+    reloads, the same verdicts and reservations as one judging afresh every time."""
+    tokens = _TOKENS if configured else None
+    fast = KeyBudget(tokens=tokens, learn=True, now=0.0)
+    slow = KeyBudget(tokens=tokens, learn=True, now=0.0)
+    now = 0.0
+    reservations: list[tuple[Reservation, Reservation]] = []
+    for operation in operations:
+        kind = operation[0]
+        if kind in ("check", "reserve"):
+            estimate = _ESTIMATES[operation[1]]  # type: ignore[index]
+            now += operation[2]  # type: ignore[operator]
+            if kind == "check":
+                assert fast.check(estimate, now) == slow.judge(estimate, now)
+                assert fast.check(estimate, now) == slow.judge(estimate, now)  # kept
+            else:
+                got, expected = fast.reserve(estimate, now), _slow_reserve(slow, estimate, now)
+                assert got == expected
+                if got is not None:
+                    assert isinstance(expected, Reservation)
+                    reservations.append((got, expected))
+        elif kind == "settle" and reservations:
+            index, consumed, sent = operation[1:]
+            got, expected = reservations.pop(index % len(reservations))  # type: ignore[operator]
+            spent = usage(5, 7)
+            assert fast.settle(got, spent, now, consumed=bool(consumed), sent=bool(sent)) == (
+                slow.settle(expected, spent, now, consumed=bool(consumed), sent=bool(sent))
+            )
+        elif kind == "learn":
+            requests, window, dialect = operation[1:]
+            limits = ProviderLimits(
+                requests=requests,  # type: ignore[arg-type]
+                tokens=window,  # type: ignore[arg-type]
+                observed_at=now,
+                dialect=dialect,  # type: ignore[arg-type]
+            )
+            fast.learn(limits)
+            slow.learn(limits)
+        elif kind == "reconfigure":
+            bucket, learn = operation[1:]
+            setting = _TOKENS if bucket else None
+            fast.reconfigure(tokens=setting, learn=bool(learn), now=now)
+            slow.reconfigure(tokens=setting, learn=bool(learn), now=now)
+        # The last estimate asked about first: its verdict was kept before this step.
+        for estimate in (*reversed(_ESTIMATES), *_ESTIMATES):
+            assert fast.check(estimate, now) == slow.judge(estimate, now)

@@ -36,7 +36,9 @@ class BucketStatistics:
     takes_refused: int
 
 
-@attrs.define
+# Validated on construction only (as documented): an attribute set afterwards goes
+# straight in, without attrs' per-assignment hook (every take sets several).
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class TokenBucket:
     """Holds up to ``burst`` tokens, refilled at ``rate_per_s``; starts full at ``now``.
 

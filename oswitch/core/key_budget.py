@@ -50,8 +50,6 @@ __all__ = [
 # kept in one-second slots (a fixed 60 of them, whatever the request rate).
 USAGE_WINDOW_S = 60
 
-_NOTHING_LIMITS = Headroom(can_take=True, ready_at=None, too_large=False, binding=None, spare=1.0)
-
 
 @attrs.frozen(kw_only=True)
 class Reservation:
@@ -140,6 +138,9 @@ class KeyBudget:
         # Bumped by every change that can alter a verdict, so a reader may keep a
         # verdict for one moment until the budget changes (routing reads it often).
         self.version = 0
+        # The last verdict of check(), by (estimate, moment, version): routing judges
+        # a request, then reserve judges the same request at the same moment again.
+        self._kept: tuple[TokenEstimate, float, int, Headroom] | None = None
 
     @property
     def limited(self) -> bool:
@@ -149,9 +150,22 @@ class KeyBudget:
     # ---- AttemptBudget -------------------------------------------------------------
 
     def check(self, estimate: TokenEstimate, now: float) -> Headroom:
-        """See :class:`AttemptBudget`. Never raises."""
+        """See :class:`AttemptBudget`. Never raises.
+
+        The verdict is a function of the estimate, the moment and the budget's state,
+        and ``version`` changes with that state: asked again about the same estimate
+        at the same moment and version, the kept verdict is the answer."""
+        kept = self._kept
+        if kept is not None and kept[0] is estimate and kept[1] == now and kept[2] == self.version:
+            return kept[3]
+        verdict = self.judge(estimate, now)
+        self._kept = (estimate, now, self.version, verdict)
+        return verdict
+
+    def judge(self, estimate: TokenEstimate, now: float) -> Headroom:
+        """The verdict of :meth:`check`, worked out afresh (never kept). Never raises."""
         if not self.limited:
-            return attrs.evolve(_NOTHING_LIMITS, ready_at=now)
+            return Headroom(can_take=True, ready_at=now, too_large=False, binding=None, spare=1.0)
         configured = None
         if self._bucket is not None:
             configured = ConfiguredLimits(tokens=budget_of(self._bucket, now))
@@ -168,6 +182,10 @@ class KeyBudget:
 
     def reserve(self, estimate: TokenEstimate, now: float) -> Reservation | None:
         """See :class:`AttemptBudget`. Never raises."""
+        if not self.limited:
+            # Nothing can hold it back, nothing is counted: only the reservation.
+            self.version += 1
+            return Reservation(estimate=estimate, tokens=0)
         if not self.check(estimate, now).can_take:
             return None
         taken = 0

@@ -42,7 +42,9 @@ class HealthStatistics:
     window_outcomes: int
 
 
-@attrs.define
+# Validated on construction only (as documented): an attribute set afterwards goes
+# straight in, without attrs' per-assignment hook (the averages change per attempt).
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class HealthTracker:
     """Moving averages of one target's outcomes and latency.
 

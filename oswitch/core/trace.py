@@ -92,7 +92,9 @@ class RequestTrace:
         return None if self.ended_at is None else self.ended_at - self.started_at
 
 
-@attrs.define
+# Converted (clipped) on construction only: a field set afterwards goes straight in,
+# without attrs' per-assignment hook (a request sets several); finish() clips its own.
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class TraceBuilder:
     """The mutable trace of a request still running; ``freeze()`` snapshots it.
 

@@ -34,6 +34,17 @@ class AdmissionStatistics:
     mean_service_s: float | None
 
 
+class Held:
+    """One request slot taken by :meth:`Admission.acquire`: when it was admitted and
+    how long it waited in the queue (trio time)."""
+
+    __slots__ = ("admitted_at", "waited")
+
+    def __init__(self) -> None:
+        self.admitted_at = 0.0
+        self.waited = 0.0
+
+
 class QueueTimeout(Exception):
     """The request's deadline passed while it waited in the queue."""
 
@@ -92,10 +103,19 @@ class Admission:
         ``QueueTimeout`` when ``deadline`` (trio time) passes while queued. Waiting
         is cancelled with the caller.
         """
-        token = object()
+        held = await self.acquire(deadline=deadline, request_id=request_id)
+        try:
+            yield held.waited
+        finally:
+            self.release(held)
+
+    async def acquire(self, *, deadline: float, request_id: str) -> Held:
+        """Take one request slot (what :meth:`slot` holds), to be given back with
+        :meth:`release` exactly once. Raises as :meth:`slot` does."""
+        held = Held()  # also the limiter's borrower
         started = trio.current_time()
         try:
-            self._limiter.acquire_on_behalf_of_nowait(token)
+            self._limiter.acquire_on_behalf_of_nowait(held)
         except trio.WouldBlock:
             if self._queued >= self.queue_limit:
                 self._rejected += 1
@@ -108,20 +128,23 @@ class Admission:
                     request_id=request_id,
                     retry_after=self.retry_after_hint(),
                 ) from None
-            await self._wait_in_queue(token, deadline, request_id)
+            await self._wait_in_queue(held, deadline, request_id)
         else:
             await trio.lowlevel.checkpoint()
         self._admitted += 1
-        admitted_at = trio.current_time()
-        try:
-            yield admitted_at - started
-        finally:
-            self._limiter.release_on_behalf_of(token)
-            service = trio.current_time() - admitted_at
-            mean = self._mean_service_s
-            self._mean_service_s = (
-                service if mean is None else mean + SERVICE_TIME_ALPHA * (service - mean)
-            )
+        held.admitted_at = trio.current_time()
+        held.waited = held.admitted_at - started
+        return held
+
+    def release(self, held: Held) -> None:
+        """Give back a slot taken with :meth:`acquire`; the time it was held feeds the
+        mean service time."""
+        self._limiter.release_on_behalf_of(held)
+        service = trio.current_time() - held.admitted_at
+        mean = self._mean_service_s
+        self._mean_service_s = (
+            service if mean is None else mean + SERVICE_TIME_ALPHA * (service - mean)
+        )
 
     async def _wait_in_queue(self, token: object, deadline: float, request_id: str) -> None:
         self._queued += 1

@@ -51,15 +51,24 @@ class ChangeSignal:
 
     def __init__(self) -> None:
         self._event = trio.Event()
+        # Tasks in wait_until: with none, a change wakes nobody and needs no new event
+        # (every attempt's end is one).
+        self._waiting = 0
 
     def notify(self) -> None:
+        if not self._waiting:
+            return
         event, self._event = self._event, trio.Event()
         event.set()
 
     async def wait_until(self, deadline: float) -> None:
         """Return at the next change, or at ``deadline`` (trio time), whichever is first."""
-        with trio.move_on_at(deadline):
-            await self._event.wait()
+        self._waiting += 1
+        try:
+            with trio.move_on_at(deadline):
+                await self._event.wait()
+        finally:
+            self._waiting -= 1
 
 
 class RequestRun:

@@ -8,6 +8,7 @@ fields are clipped (model names and request ids are the callers' choice).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import attrs
 import trio
 
-from oswitch.audit import audit
+from oswitch.audit import audit, audit_log
 from oswitch.core.clip import MAX_TEXT_CHARS, clip
 
 # The default number of events a subscriber may fall behind before it is dropped.
@@ -69,6 +70,13 @@ class EventHub:
         Listeners must be quick and must not raise; they run inside routing.
         """
         self._listeners.append(listener)
+
+    @property
+    def heard(self) -> bool:
+        """Whether an event emitted now reaches anyone: a listener (metrics), a
+        subscriber, or the audit log (enabled for INFO). A caller may skip building
+        the fields of an event nobody hears; emitting it would change nothing."""
+        return bool(self._listeners or self._subscribers) or audit_log.isEnabledFor(logging.INFO)
 
     def emit(self, name: str, **fields: Any) -> None:
         """Log ``name`` to ``oswitch.audit`` and hand it to subscribers; never blocks.

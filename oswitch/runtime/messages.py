@@ -21,31 +21,42 @@ T = TypeVar("T")
 
 
 class OneShot(Generic[T]):
-    """A value delivered once from one task to another (a reply slot)."""
+    """A value delivered once from one task to another (a reply slot). The event a
+    waiter parks on is made only when someone waits before the value is in: most
+    slots (an attempt started from the request's own task) are never waited on."""
 
-    __slots__ = ("_event", "_value")
+    __slots__ = ("_event", "_set", "_value")
 
     def __init__(self) -> None:
-        self._event = trio.Event()
+        self._event: trio.Event | None = None
+        self._set = False
         self._value: T | None = None
 
     def set(self, value: T) -> None:
         """Deliver ``value``; later calls are ignored (the first answer wins)."""
-        if not self._event.is_set():
+        if not self._set:
             self._value = value
-            self._event.set()
+            self._set = True
+            if self._event is not None:
+                self._event.set()
 
     @property
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._set
 
     def peek(self) -> T | None:
         """The value if delivered, else None; never waits."""
         return self._value
 
     async def wait(self) -> T:
-        """Block until the value is delivered, then return it."""
-        await self._event.wait()
+        """Block until the value is delivered, then return it (a checkpoint when it
+        is already in)."""
+        if self._set:
+            await trio.lowlevel.checkpoint()
+        else:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
         return self._value  # type: ignore[return-value]
 
 
@@ -141,7 +152,8 @@ class AttemptOrder:
     hedge: bool = False
     expires_at: float = math.inf
     reply: OneShot[AttemptOutcome] = attrs.Factory(OneShot)
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    # The guard of the wait in progress (None until the first): cancel() cancels it.
+    scope: trio.CancelScope | None = None
     cancel_reason: CancelReason | None = None
     epoch: int = 0  # the target's breaker epoch when the attempt began
     settled: AttemptOutcome | None = None
@@ -154,7 +166,8 @@ class AttemptOrder:
         """Cancel the attempt; the first reason given is the one reported."""
         if self.cancel_reason is None:
             self.cancel_reason = reason
-        self.scope.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
 
     @property
     def cancelled(self) -> bool:

@@ -60,6 +60,8 @@ class AttemptLog:
         """Add an attempt to the request's trace and emit its ``attempt`` audit event
         (``attempt``: the attempts made so far)."""
         self._trace.add(attempt)
+        if not self._events.heard:
+            return  # no listener, subscriber or audit log: nothing to format
         self._events.emit(
             "attempt",
             request_id=self._request_id,

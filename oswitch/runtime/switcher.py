@@ -25,7 +25,7 @@ from oswitch.errors import (
     UnknownTarget,
 )
 from oswitch.fleet.link import fleet_link
-from oswitch.runtime.admission import Admission, QueueTimeout
+from oswitch.runtime.admission import Admission, Held, QueueTimeout
 from oswitch.runtime.dispatcher import ChangeSignal, RequestRun
 from oswitch.runtime.entry import (
     as_model_not_found,
@@ -131,8 +131,11 @@ class Switcher:
         """
         run = self._new_run(request, request_id, stream=False)
         try:
-            async with self._slot(run):
+            held = await self._slot(run)
+            try:
                 outcome = (await run.run()).outcome
+            finally:
+                self._admission.release(held)
         except BaseException as exc:
             error = as_model_not_found(run.trace, run.model, run.request_id, exc)
             self._request_ended(run.trace, run.model, error)
@@ -174,7 +177,7 @@ class Switcher:
     ) -> ChatStream:
         run = self._new_run(request, request_id, stream=True)
         try:
-            await stack.enter_async_context(self._slot(run))
+            stack.callback(self._admission.release, await self._slot(run))
             first = await run.run()
         except BaseException as exc:
             error = as_model_not_found(run.trace, run.model, run.request_id, exc)
@@ -233,16 +236,12 @@ class Switcher:
             stream=stream,
         )
 
-    @asynccontextmanager
-    async def _slot(self, run: RequestRun) -> AsyncIterator[None]:
-        """Hold an admission slot for ``run``; a deadline passed in the queue is
-        AllTargetsFailed (deadline exceeded), a full queue Overloaded at once."""
+    async def _slot(self, run: RequestRun) -> Held:
+        """Take an admission slot for ``run`` (give it back with the admission's
+        ``release``); a deadline passed in the queue is AllTargetsFailed (deadline
+        exceeded), a full queue Overloaded at once."""
         try:
-            async with self._admission.slot(
-                deadline=run.deadline, request_id=run.request_id
-            ) as waited:
-                run.trace.queue_wait_s = waited
-                yield
+            held = await self._admission.acquire(deadline=run.deadline, request_id=run.request_id)
         except QueueTimeout:
             raise AllTargetsFailed(
                 "deadline exceeded while queued for admission",
@@ -250,6 +249,8 @@ class Switcher:
                 deadline_exceeded=True,
                 retry_after=self._admission.retry_after_hint(),
             ) from None
+        run.trace.queue_wait_s = held.waited
+        return held
 
     def _request_ended(self, trace: TraceBuilder, model: str, error: BaseException | None) -> None:
         now = trio.current_time()
