@@ -143,7 +143,8 @@ class HttpConnection:
             if not self._body_done and self._body_error is None:
                 self._drop_buffered_body()
             if not self._keep_after():
-                if not self._body_done and self.started and not self.client_gone:
+                unread = not self._body_done and self._body_error is None
+                if unread and self.started and not self.client_gone:
                     await self._linger()
                 return
 
