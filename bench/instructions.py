@@ -37,10 +37,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from bench.overhead import child_env, port_reporting_child
 
 Call = Callable[[], Awaitable[object]]
 
@@ -90,41 +91,14 @@ def _serve_upstream(port_file: str, ratelimit_headers: bool) -> int:
     return 0
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 @contextlib.contextmanager
 def upstream(ratelimit_headers: bool, timeout_s: float = 30.0) -> Iterator[int]:
     """Run the raw loopback upstream in a child process; yield its port."""
-    with tempfile.TemporaryDirectory(prefix="oswitch-instr-") as tmp:
-        port_file = os.path.join(tmp, "port")
-        command = [sys.executable, "-m", "bench.instructions", "--serve-upstream", port_file]
-        if ratelimit_headers:
-            command.append("--ratelimit-headers")
-        child = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=_child_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + timeout_s
-            while not os.path.exists(port_file):
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the upstream did not start")
-                time.sleep(0.05)
-            yield int(Path(port_file).read_text())
-        finally:
-            child.terminate()
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+    arguments = ["bench.instructions", "--serve-upstream"]
+    if ratelimit_headers:
+        arguments.append("--ratelimit-headers")
+    with port_reporting_child(arguments, timeout_s=timeout_s) as port:
+        yield port
 
 
 # ---- the counted child ----------------------------------------------------------------
@@ -268,7 +242,7 @@ def count_cell(
         done = subprocess.run(
             command,
             cwd=ROOT,
-            env=_child_env(),
+            env=child_env(),
             capture_output=True,
             timeout=CELL_TIMEOUT_S,
             check=False,
@@ -352,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--aiohttp", action="store_true", help="count aiohttp's client too")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     # Internal: the roles of the child processes.
-    parser.add_argument("--serve-upstream", metavar="PORT_FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="embedded", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -360,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_upstream:
-        return _serve_upstream(args.serve_upstream, args.ratelimit_headers)
+        return _serve_upstream(args.port_file, args.ratelimit_headers)
     if args.child:
         return _child(args)
     rows = measure(

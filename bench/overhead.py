@@ -202,17 +202,33 @@ def upstream_process(
 
     Raises RuntimeError if it does not report a port within ``timeout_s``.
     """
+    arguments = ("--server", server, "--latency-ms", str(latency_ms))
+    with port_reporting_child(["bench.upstream", *arguments], timeout_s=timeout_s) as port:
+        yield port
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with the checkout first on PYTHONPATH (so ``-m bench...``
+    children import this tree's bench and oswitch)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+@contextlib.contextmanager
+def port_reporting_child(module_and_args: list[str], *, timeout_s: float = 30.0) -> Iterator[int]:
+    """Run ``python -m <module> --port-file FILE <args>`` in a child process until the
+    block ends (then terminate it, killed after 5 s); yield the port it wrote to FILE.
+
+    Raises RuntimeError if it exits or writes no port within ``timeout_s``.
+    """
+    module, *arguments = module_and_args
     with tempfile.TemporaryDirectory(prefix="oswitch-bench-") as tmp:
         port_file = os.path.join(tmp, "port")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         child = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "bench.upstream", "--port-file", port_file),
-                *("--server", server, "--latency-ms", str(latency_ms)),
-            ],
+            [sys.executable, "-m", module, "--port-file", port_file, *arguments],
             cwd=ROOT,
-            env=env,
+            env=child_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -220,7 +236,7 @@ def upstream_process(
             deadline = time.monotonic() + timeout_s
             while not os.path.exists(port_file):
                 if child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the bench upstream did not start")
+                    raise RuntimeError(f"{module} did not start")
                 time.sleep(0.05)
             with open(port_file) as f:
                 port = int(f.read())
