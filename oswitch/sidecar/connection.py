@@ -1,16 +1,19 @@
 """One client connection of the sidecar's own HTTP/1.1 server, under trio.
 
 :class:`HttpConnection` reads a request head, runs the ASGI app for it *in the
-connection's own task* (no task, channel or event per request), writes the response
+connection's own task* (no task or channel per request), writes the response
 and, when the connection may be kept, reads the next head. What it reads and writes is
 framed by the sans-IO :mod:`oswitch.sidecar.h1`.
 
+- One reader task per connection does all the reading into a bounded buffer. When the
+  client leaves (or a write to it times out, see
+  :class:`~oswitch.sidecar.listener.BoundedWriteStream`) it calls the request's
+  ``oswitch.disconnect`` callback, which is how a request is cancelled without a task
+  of its own; bytes of a pipelined next request are kept for it.
 - The app's ``receive`` hands the request body over as it arrives (``100 Continue``
-  first when the client waits for it). Once the body is in, ``receive`` waits on the
-  socket for the client to leave and then returns ``http.disconnect``: the chat
-  endpoints call it from a watcher task, which is how a client that hangs up (or whose
-  writes time out, see :class:`~oswitch.sidecar.listener.BoundedWriteStream`) cancels
-  its request. Bytes of a pipelined next request read meanwhile are kept for it.
+  first when the client waits for it); once the body is in, it returns
+  ``http.disconnect`` when the client leaves or the response has ended (ASGI's rule,
+  for apps that watch ``receive`` instead of the extension).
 - The app's ``send`` holds a response's head until its first body bytes, so a head and
   its body (or a stream's head and first events) leave in one write; the last body
   message and the chunked terminator too. A task may :meth:`cork` the connection to

@@ -3,8 +3,9 @@
 Each accepted connection is served by :class:`~oswitch.sidecar.connection.HttpConnection`
 (the app runs in the connection's task; no task or channel per request) through
 :class:`BoundedWriteStream`, whose writes give up after ``write_timeout_s``: the socket
-is closed, the request's disconnect watcher sees the client gone, and the app cancels
-the request. Connections past ``max_connections`` get a canned 503 and are closed at once.
+is closed, the connection's reader sees the client gone, and the request is cancelled
+(the ``oswitch.disconnect`` extension). Connections past ``max_connections`` get a
+canned 503 and are closed at once.
 
 A response's head goes out with its first body bytes, and the app may *cork* its
 connection (:class:`~oswitch.sidecar.responses.OneWrite`) so that what it sends in a
