@@ -4,6 +4,8 @@ serves, every target keyless, and what ``models()`` lists (virtual clock)."""
 from __future__ import annotations
 
 import logging
+import os
+import re
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import trio
 
 from oswitch import AllTargetsFailed, ErrorClass, RequestFailed, parse_config
 from oswitch.config import SwitcherConfig
+from oswitch.runtime.entry import new_request_id
 from oswitch.runtime.keys import MAX_NAMED, no_api_key_message
 from oswitch.runtime.switcher import open_switcher
 from oswitch.runtime.target import CREDENTIAL_POLL_S
@@ -365,3 +368,28 @@ async def test_models_lists_an_opencode_providers_models(autojump_clock: object)
         assert [t.model for t in cfg.targets] == [None, None]
         assert switcher.models() == ["gpt-4.1-mini", "gpt-4o"]
     assert fake.calls == []
+
+
+def test_fresh_request_ids_are_well_formed_and_unique() -> None:
+    """Request ids the switcher makes are ``req_`` and 20 lowercase hex digits, and
+    never repeat within a process."""
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"req_[0-9a-f]{20}", rid) for rid in ids)
+    assert len({rid[:14] for rid in ids}) == 1  # one per-process prefix, then a counter
+
+
+def test_a_forked_child_draws_its_own_request_ids() -> None:
+    """A forked process (a pre-forking server's worker) does not repeat its parent's
+    ids: it draws a prefix of its own."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave at once
+        os.write(write_end, new_request_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert re.fullmatch(r"req_[0-9a-f]{20}", child)
+    assert child[:14] != new_request_id()[:14]

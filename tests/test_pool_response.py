@@ -11,6 +11,8 @@ import httpx
 import pytest
 import trio
 
+from oswitch.providers.base import MalformedReply
+from oswitch.runtime.replies import read_limited
 from oswitch.transport.pool import body_ended
 from oswitch.transport.response import headers_of as _headers
 from tests.test_pool import (
@@ -134,3 +136,27 @@ async def test_body_ended_says_when_nothing_is_left_to_drain() -> None:
             await client.aclose()
             nursery.cancel_scope.cancel()
     assert not body_ended(httpx.Response(200, content=b"x"))
+
+
+async def test_read_limited_reads_a_pool_body_whole_and_closes_it() -> None:
+    """The engine's whole-body read takes the pool's raw body straight (no generator): the
+    body comes whole, the response is consumed and closed, the connection goes back; a
+    body over the limit is refused (MalformedReply)."""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            replies = answering(chunked(b"one ", b"two"), ok(b"x" * 100))
+            port, server = await nursery.start(serve, replies)
+            client = pool()
+            response = await client.post(url(port), HEADERS, b"{}")
+            assert await read_limited(response, 7) == b"one two"
+            assert response.is_stream_consumed and response.is_closed
+            assert client.statistics().idle == 1
+            with pytest.raises(httpx.StreamConsumed):
+                await read_limited(response, 7)
+            second = await client.post(url(port), HEADERS, b"{}")
+            with pytest.raises(MalformedReply, match="reply body over 99 bytes"):
+                await read_limited(second, 99)
+            await second.aclose()
+            assert second.is_closed and server.accepted == 1
+            await client.aclose()
+            nursery.cancel_scope.cancel()

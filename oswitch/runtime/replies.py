@@ -18,6 +18,7 @@ from oswitch.core.classify import Classification
 from oswitch.core.error_class import ErrorClass
 from oswitch.core.json_codec import decode
 from oswitch.providers.base import MalformedReply, UpstreamCall
+from oswitch.transport.response import PoolResponse
 
 # A reply body larger than this is refused as malformed rather than buffered.
 MAX_REPLY_BYTES = 32 * 1024 * 1024
@@ -85,11 +86,14 @@ async def read_limited(response: httpx.Response, limit: int) -> bytes:
     """The whole body of ``response``; blocks while it is read. Raises MalformedReply
     (without reading further) once it is over ``limit`` bytes; transport errors
     propagate to the caller, which classifies them."""
+    raw = response.claim_raw_body() if isinstance(response, PoolResponse) else None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.aiter_bytes() if raw is None else raw:
         size += len(chunk)
         if size > limit:
             raise MalformedReply(f"reply body over {limit} bytes")
         chunks.append(chunk)
+    if raw is not None:
+        await response.aclose()
     return b"".join(chunks)

@@ -201,7 +201,9 @@ class Switcher:
         Raises RequestFailed(InvalidRequest) for a request that is not a chat request,
         and for a caller's ``request_id`` that is not 1-128 printable ASCII characters.
         """
-        rid = request_id if request_id else new_request_id()
+        if request_id:
+            check_request_id(request_id)  # untraced: ids key the trace store
+        rid = request_id or new_request_id()
         model = self._admit_shape(request, rid)
         needs = request_needs(request)
         self._admit_route(model, needs, rid, stream=stream)
@@ -302,9 +304,7 @@ class Switcher:
     def _admit_shape(self, request: object, request_id: str) -> str:
         """The request's model; a request that is not a chat request oswitch can send is
         traced and refused (RequestFailed, InvalidRequest, status 400) before any attempt,
-        so no target is charged for it. A ``request_id`` that is not 1-128 printable
-        ASCII characters is refused the same way, untraced (ids key the trace store)."""
-        check_request_id(request_id)
+        so no target is charged for it."""
         try:
             return validate_request(request, request_id)
         except RequestFailed as error:

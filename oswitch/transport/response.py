@@ -29,15 +29,29 @@ class PoolResponse(httpx.Response):
     """
 
     async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
-        if (
-            chunk_size is not None
-            or self._request is not None
-            or hasattr(self, "_content")
-            or self.headers.get("content-encoding", "identity") != "identity"
-        ):
+        raw = None if chunk_size is not None else self.claim_raw_body()
+        if raw is None:
             async for piece in super().aiter_bytes(chunk_size):
                 yield piece
             return
+        async for piece in raw:
+            self._num_bytes_downloaded += len(piece)
+            yield piece
+        await self.aclose()
+
+    def claim_raw_body(self) -> AsyncIterator[bytes] | None:
+        """The pool's body iterator itself, when ``aiter_bytes`` would hand its pieces
+        over unchanged: the response then counts as consumed, and whoever claimed it
+        reads it and closes the response. None for a coded body or a response given a
+        request (httpx's path). A reader of a whole body saves the async generator (and
+        trio's hooks on it) this way. Raises ``StreamConsumed`` or ``StreamClosed`` as
+        ``aiter_bytes`` does."""
+        if (
+            self._request is not None
+            or hasattr(self, "_content")
+            or self.headers.get("content-encoding", "identity") != "identity"
+        ):
+            return None
         if self.is_stream_consumed:
             raise httpx.StreamConsumed()
         if self.is_closed:
@@ -45,10 +59,7 @@ class PoolResponse(httpx.Response):
         self.is_stream_consumed = True
         stream = self.stream
         assert isinstance(stream, httpx.AsyncByteStream)
-        async for piece in stream:
-            self._num_bytes_downloaded += len(piece)
-            yield piece
-        await self.aclose()
+        return stream
 
     async def aclose(self) -> None:
         """As httpx's, without its request context when there is no request."""
