@@ -94,6 +94,11 @@ async def _sample_rss(peak: list[float]) -> None:
         await asyncio.sleep(0.02)
 
 
+def warm_up_requests(concurrency: int) -> int:
+    """How many calls a round makes before it starts counting (every connection opened)."""
+    return max(concurrency, 20)
+
+
 async def measure(url: str, streamed: bool, concurrency: int, requests: int) -> dict[str, Any]:
     """Warm up, then time ``requests`` calls at ``concurrency``; the figures as JSON data."""
     # The same pool size and (absent) timeouts as the bare httpx client's.
@@ -101,7 +106,7 @@ async def measure(url: str, streamed: bool, concurrency: int, requests: int) -> 
     timeout = aiohttp.ClientTimeout(total=None)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         call = aiohttp_call(session, url, streamed)
-        await _closed_loop(call, concurrency, max(concurrency, 20), [], [])
+        await _closed_loop(call, concurrency, warm_up_requests(concurrency), [], [])
         gc.collect()
         latencies: list[float] = []
         ttfts: list[float] = []

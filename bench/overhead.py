@@ -11,8 +11,12 @@ client side only:
   (``transport=httpx.AsyncHTTPTransport(...)``): oswitch's engine on the baseline's
   HTTP stack, so what the engine costs stays visible apart from what its pool saves;
 * ``sidecar`` — a bare httpx client calling the sidecar in this process, which
-  calls the upstream: its CPU is the caller's plus the whole sidecar's, so the
-  sidecar's own CPU is estimated as this cell less the bare httpx cell's;
+  calls the upstream: its CPU is the caller's plus the whole sidecar's;
+* ``sidecar-own`` (full runs, with aiohttp) — the sidecar alone in this process, called
+  by aiohttp's client in a child process, so this process's CPU is the sidecar's own
+  (its HTTP server, the engine and its upstream client). Without it (a quick run, no
+  aiohttp) the sidecar's own CPU is estimated as the ``sidecar`` cell less the bare
+  httpx cell's, a difference of two figures larger than itself;
 * ``aiohttp`` (when installed: ``pip install -e '.[bench]'``) — aiohttp's own client
   on asyncio, the fastest Python client and so the floor, run by
   ``python -m bench.aiohttp_baseline`` in a fresh process per round (its CPU is that
@@ -57,6 +61,9 @@ MODEL = "gpt-4o-mini"
 # The floor runs out of process and only when installed, so it stands apart from the
 # variants this process measures.
 FLOOR = "aiohttp"
+# The sidecar measured alone (its caller aiohttp's client in a child process): its own
+# CPU, without the subtraction of a caller's. Needs aiohttp, as the floor does.
+SIDECAR_OWN = "sidecar-own"
 VARIANTS = ("httpx", "embedded", "sidecar", FLOOR)
 ALL_VARIANTS = ("httpx", "embedded", "embedded-httpx", "sidecar")
 AIOHTTP_SKIPPED = "aiohttp not installed: skipped"
@@ -106,7 +113,7 @@ class OverheadSettings:
             routing_targets=(3, 100, 1000),
             routing_requests=3000,
             judge_targets=True,
-            variants=(*ALL_VARIANTS, FLOOR),
+            variants=(*ALL_VARIANTS, FLOOR, SIDECAR_OWN),
         )
 
 
@@ -180,14 +187,23 @@ class OverheadResult:
         return cell.cpu_ms_per_request / floor.cpu_ms_per_request
 
     def sidecar_own_ms(self, streamed: bool, concurrency: int) -> float | None:
-        """The sidecar's own CPU per request (per stream, when streamed), estimated as
-        the sidecar cell's less the bare httpx cell's: the sidecar variant's process
-        also runs its calling client, which is that same bare httpx client."""
+        """The sidecar's own CPU per request (per stream, when streamed): the
+        ``sidecar-own`` cell's when it was measured (the sidecar alone in its process),
+        else estimated as the sidecar cell's less the bare httpx cell's (the sidecar
+        variant's process also runs its calling client, that same bare httpx client)."""
+        alone = self.cell(SIDECAR_OWN, streamed, concurrency)
+        if alone is not None:
+            return alone.cpu_ms_per_request
         sidecar = self.cell("sidecar", streamed, concurrency)
         caller = self.cell("httpx", streamed, concurrency)
         if sidecar is None or caller is None:
             return None
         return max(0.0, sidecar.cpu_ms_per_request - caller.cpu_ms_per_request)
+
+    @property
+    def sidecar_own_measured(self) -> bool:
+        """Whether the sidecar's own CPU was measured alone (else it is estimated)."""
+        return any(cell.variant == SIDECAR_OWN for cell in self.cells)
 
 
 # ---- the upstream ---------------------------------------------------------------------
@@ -407,22 +423,21 @@ async def _measure(call: Call, concurrency: int, requests: int) -> _Round:
     )
 
 
-async def _run_aiohttp(
-    upstream_url: str, streamed: bool, concurrency: int, requests: int
-) -> _Round:
-    """One round of the aiohttp baseline in a fresh process (``bench.aiohttp_baseline``).
+async def _aiohttp_child(
+    url: str, streamed: bool, concurrency: int, requests: int
+) -> dict[str, Any]:
+    """One closed-loop round of aiohttp's client on ``url`` in a fresh process
+    (``bench.aiohttp_baseline``); its figures (its own CPU, wall time, latencies).
 
     Blocks until that process exits; raises RuntimeError if it fails, and
     trio.TooSlowError (the child killed) if it runs past ``AIOHTTP_ROUND_TIMEOUT_S``.
     """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     command = [
         sys.executable,
         "-m",
         "bench.aiohttp_baseline",
         "--url",
-        f"{upstream_url}/chat/completions",
+        url,
         "--concurrency",
         str(concurrency),
         "--requests",
@@ -432,12 +447,27 @@ async def _run_aiohttp(
     # A hung child must not hang the bench: run_process kills it when cancelled.
     with trio.fail_after(AIOHTTP_ROUND_TIMEOUT_S):
         done = await trio.run_process(
-            command, cwd=ROOT, env=env, capture_stdout=True, capture_stderr=True, check=False
+            command,
+            cwd=ROOT,
+            env=child_env(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
         )
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"the aiohttp baseline failed ({done.returncode}): {tail[0]}")
-    figures = json.loads(done.stdout)
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
+
+
+async def _run_aiohttp(
+    upstream_url: str, streamed: bool, concurrency: int, requests: int
+) -> _Round:
+    """One round of the aiohttp baseline on the upstream: the child's own figures."""
+    figures = await _aiohttp_child(
+        f"{upstream_url}/chat/completions", streamed, concurrency, requests
+    )
     return _Round(
         cpu_s=figures["cpu_s"],
         wall_s=figures["wall_s"],
@@ -448,13 +478,46 @@ async def _run_aiohttp(
     )
 
 
+async def run_sidecar_own(
+    upstream_url: str, streamed: bool, concurrency: int, requests: int
+) -> _Round:
+    """One round of the sidecar alone in this process, its caller aiohttp's client in
+    a child process: this process's CPU is the sidecar's own (its HTTP server, the
+    engine, its upstream client), with no client of its own to subtract. The child's
+    warm-up is served too, so the CPU is prorated to the counted requests; latencies
+    are the child's. Blocks and raises as :func:`_aiohttp_child` does."""
+    from bench.aiohttp_baseline import warm_up_requests
+    from oswitch.sidecar.serve import serve_sidecar
+
+    async with open_switcher(embedded_config(upstream_url)) as switcher:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(functools.partial(serve_sidecar, switcher, port=0))
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            cpu = time.process_time()
+            figures = await _aiohttp_child(url, streamed, concurrency, requests)
+            cpu = time.process_time() - cpu
+            rss = current_rss_mb()
+            nursery.cancel_scope.cancel()
+    served = requests + warm_up_requests(concurrency)
+    return _Round(
+        cpu_s=cpu * requests / served,
+        wall_s=figures["wall_s"],
+        latencies=tuple(figures["latencies"]),
+        ttfts=tuple(figures["ttfts"]),
+        errors=figures["errors"],
+        peak_rss_mb=rss,
+    )
+
+
 async def _run_variant(
     variant: str, upstream_url: str, streamed: bool, concurrency: int, requests: int
 ) -> _Round:
     from oswitch.sidecar.serve import serve_sidecar
 
-    if variant == "aiohttp":
+    if variant == FLOOR:
         return await _run_aiohttp(upstream_url, streamed, concurrency, requests)
+    if variant == SIDECAR_OWN:
+        return await run_sidecar_own(upstream_url, streamed, concurrency, requests)
     if variant == "httpx":
         async with http_client() as client:
             url = f"{upstream_url}/chat/completions"
@@ -562,8 +625,8 @@ async def _overhead(
         ]
         notes: list[str] = []
         variants = settings.variants
-        if "aiohttp" in variants and not aiohttp_available():
-            variants = tuple(v for v in variants if v != "aiohttp")
+        if {FLOOR, SIDECAR_OWN} & set(variants) and not aiohttp_available():
+            variants = tuple(v for v in variants if v not in (FLOOR, SIDECAR_OWN))
             notes.append(AIOHTTP_SKIPPED)
             if progress is not None:
                 progress.say(AIOHTTP_SKIPPED)

@@ -1,9 +1,9 @@
-"""What the engine's shape costs on trio before any of its work: the floor under issue #19.
+"""What the engine's shape costs on trio before any of its work: the floor under the speed goal.
 
 ``python -m bench.shape_floor [--requests N] [--rounds N] [--concurrency C ...] [--json]``
 
 Each row is CPU ms per non-streamed request of this process, in a closed loop on
-``bench.upstream`` (another process), beside aiohttp's client on asyncio (the issue's
+``bench.upstream`` (another process), beside aiohttp's client on asyncio (the speed goal's
 floor, in a fresh process) and embedded oswitch:
 
 - ``trio socket``: a bare HTTP/1.1 client on trio sockets, one keep-alive connection per

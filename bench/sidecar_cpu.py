@@ -3,12 +3,10 @@
 ``python -m bench.sidecar_cpu [--requests N] [--rounds N] [--concurrency C ...]
 [--upstream-latency-ms MS] [--json]``
 
-``python -m bench --overhead`` estimates the sidecar's own CPU as its cell less the
-bare httpx cell (its calling client runs in the same process), a difference of two
-figures several times larger than itself. Here the sidecar runs alone in this
-process and the caller is aiohttp's client in a child process
-(``bench.aiohttp_baseline``), so this process's CPU is the sidecar's: its HTTP
-server, the engine and its upstream client. The upstream is ``bench.upstream`` in
+The sidecar runs alone in this process and the caller is aiohttp's client in a child
+process (``bench.aiohttp_baseline``), so this process's CPU is the sidecar's: its HTTP
+server, the engine and its upstream client (``python -m bench --overhead`` measures
+the same way in its ``sidecar-own`` cells). The upstream is ``bench.upstream`` in
 another process. Each cell alternates embedded and sidecar rounds (interleaved, so
 drift hits both alike) and reports medians, and the sidecar's ratio to embedded:
 the issue's gates are 1.5x non-streamed and 2x streamed. Each round also runs aiohttp's
@@ -22,22 +20,18 @@ the default, 0, is what ``--overhead`` uses). Needs aiohttp
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import os
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 
 import trio
 
 from bench.overhead import (
-    AIOHTTP_ROUND_TIMEOUT_S,
-    ROOT,
     _measure,
     _run_aiohttp,
     embedded_config,
+    run_sidecar_own,
     switcher_call,
     upstream_process,
 )
@@ -48,43 +42,14 @@ async def sidecar_round(
     upstream_url: str, streamed: bool, concurrency: int, requests: int
 ) -> float:
     """CPU ms per request of this process serving the sidecar to an aiohttp caller in
-    a child process, over the child's whole run (its warm-up counted as requests).
+    a child process (``bench.overhead.run_sidecar_own``: its warm-up prorated).
 
     Blocks until the child exits; raises RuntimeError if it fails or any call failed.
     """
-    from oswitch.sidecar.serve import serve_sidecar
-
-    async with open_switcher(embedded_config(upstream_url)) as switcher:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(functools.partial(serve_sidecar, switcher, port=0))
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
-            )
-            command = [
-                sys.executable,
-                "-m",
-                "bench.aiohttp_baseline",
-                "--url",
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                "--concurrency",
-                str(concurrency),
-                "--requests",
-                str(requests),
-                *(["--stream"] if streamed else []),
-            ]
-            cpu = time.process_time()
-            with trio.fail_after(AIOHTTP_ROUND_TIMEOUT_S):
-                done = await trio.run_process(
-                    command, cwd=ROOT, env=env, capture_stdout=True, capture_stderr=True
-                )
-            cpu = time.process_time() - cpu
-            nursery.cancel_scope.cancel()
-    figures = json.loads(done.stdout)
-    if figures["errors"]:
-        raise RuntimeError(f"{figures['errors']} calls to the sidecar failed")
-    warm_up = max(concurrency, 20)  # bench.aiohttp_baseline's own warm-up
-    return cpu * 1000.0 / (requests + warm_up)
+    measured = await run_sidecar_own(upstream_url, streamed, concurrency, requests)
+    if measured.errors:
+        raise RuntimeError(f"{measured.errors} calls to the sidecar failed")
+    return measured.cpu_s * 1000.0 / requests
 
 
 async def embedded_round(

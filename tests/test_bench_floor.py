@@ -81,3 +81,21 @@ def test_the_aiohttp_baseline_is_measured_beside_oswitch_and_reported() -> None:
     assert set(data["sidecar_own_cpu_ms"]) == {"plain/1", "plain/3", "stream/1", "stream/3"}
     text = overhead_table(result)
     assert "vs aiohttp" in text and "the sidecar process's own CPU" in text
+
+
+def test_the_sidecar_alone_is_measured_with_an_aiohttp_caller() -> None:
+    """The sidecar-own variant serves the sidecar alone in the bench process to aiohttp's
+    client in another process: every call answered, and that cell is the sidecar's own
+    CPU the report gives (measured, not estimated)."""
+    pytest.importorskip("aiohttp")
+    result = run_overhead(_tiny(("embedded", "sidecar-own", "aiohttp")))
+    assert result.sidecar_own_measured
+    for streamed in (False, True):
+        alone = result.cell("sidecar-own", streamed, 2)
+        assert alone is not None and alone.errors == 0 and alone.requests == 12
+        assert alone.cpu_ms_per_request > 0 and (alone.ttft.count > 0) == streamed
+        assert result.sidecar_own_ms(streamed, 2) == alone.cpu_ms_per_request
+    assert "own CPU (measured alone, its caller aiohttp in another process" in overhead_table(
+        result
+    )
+    assert to_json(_report(result))["overhead"]["sidecar_own_measured"] is True

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from oswitch import ErrorClass, classify
 from oswitch.transport import wire as wire_module
-from oswitch.transport.pool import HTTP1Pool, _Body, _Connection
+from oswitch.transport.connection import Connection
+from oswitch.transport.pool import HTTP1Pool, _Body
 from oswitch.transport.wire import Framing as _Framing
 
 Handler = Callable[[trio.abc.Stream, "Server"], Awaitable[None]]
@@ -274,11 +275,11 @@ async def test_a_reused_connection_reset_before_the_request_left_is_sent_again_o
 
     # The readability check at checkout ran just before the reset arrived; the write
     # then meets it.
-    monkeypatch.setattr(_Connection, "reusable", lambda self: True)
+    monkeypatch.setattr(Connection, "reusable", lambda self: True)
     writes: list[str] = []
-    original_send = _Connection.send
+    original_send = Connection.send
 
-    async def send(self: _Connection, head: bytes, body: bytes) -> None:
+    async def send(self: Connection, head: bytes, body: bytes) -> None:
         if writes == ["ok"]:  # the second request, on the reused connection
             await trio.lowlevel.wait_readable(self.socket)  # the reset is in
         try:
@@ -288,7 +289,7 @@ async def test_a_reused_connection_reset_before_the_request_left_is_sent_again_o
             raise
         writes.append("ok")
 
-    monkeypatch.setattr(_Connection, "send", send)
+    monkeypatch.setattr(Connection, "send", send)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             port, server = await nursery.start(serve, answer_then_reset)

@@ -2,7 +2,7 @@
 
 A corpus of valid and broken responses goes, split at every byte boundary, one byte
 at a time and at hypothesis-chosen points, to three readers: the sans-IO wire module
-driven directly, the pool's own read loop (``_Connection.read_head`` and ``_Body``
+driven directly, the pool's own read loop (``Connection.read_head`` and ``_Body``
 over a scripted stream, no sockets), and h11 as a client that has sent a POST. All
 three must give the same events (status, reason, headers, body, trailers, whether the
 connection may be reused, the bytes left after the response) or all must refuse.
@@ -25,7 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oswitch.transport import wire
-from oswitch.transport.pool import _Body, _Connection
+from oswitch.transport.connection import Connection
+from oswitch.transport.pool import _Body
 
 # ---- the corpus ---------------------------------------------------------------------------
 
@@ -410,7 +411,7 @@ class EndingsPool:
 async def pool_read(pieces: Sequence[bytes]) -> Outcome:
     """The pool's own read loop over scripted reads."""
     stream = ScriptedStream(pieces)
-    connection = _Connection(stream, None)  # type: ignore[arg-type]
+    connection = Connection(stream, None)  # type: ignore[arg-type]
     endings = EndingsPool()
     try:
         found = await connection.read_head(b"POST")

@@ -56,6 +56,8 @@ def to_json(report: RunReport) -> dict[str, Any]:
                 for streamed in (False, True)
                 for concurrency in report.overhead.settings.concurrencies
             },
+            "sidecar_own_measured": report.overhead.sidecar_own_measured,
+            "floor_gates": _plain(list(report.floor_checks)),
             "targets": _plain(list(report.target_checks)),
             "targets_count": report.targets_count,
         }

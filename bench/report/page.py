@@ -11,6 +11,7 @@ from bench.report.run import RunReport
 from bench.report.summary import SummaryRow, summary_rows
 from bench.report.svg import conditions_svg, escaped, latency_svg, traffic_svg
 from bench.report.text import (
+    FLOOR_HEADING,
     INDICATIVE,
     OVERHEAD_HEADERS,
     ROUTING_HEADERS,
@@ -148,12 +149,20 @@ def _overhead_html(report: RunReport, result: OverheadResult) -> str:
         note = "" if report.targets_count else f" <span class=detail>({escaped(INDICATIVE)})</span>"
         targets = f"<h3>{escaped(TARGETS_HEADING.capitalize())}{note}</h3>{_checks_html(checks)}"
     sidecar_cells = sidecar_rows(result)
+    how = (
+        "measured alone, its caller aiohttp in another process"
+        if result.sidecar_own_measured
+        else "estimated: sidecar cell less its bare httpx caller's"
+    )
     sidecar = (
-        "<h3>The sidecar process's own CPU (sidecar cell less its bare httpx caller's)</h3>"
+        f"<h3>The sidecar process's own CPU ({escaped(how)})</h3>"
         + _html_table(SIDECAR_HEADERS, sidecar_cells)
         if sidecar_cells
         else ""
     )
+    floor = report.floor_checks
+    if floor:
+        targets += f"<h3>{escaped(FLOOR_HEADING.capitalize())}</h3>{_checks_html(floor)}"
     return (
         '<section id="overhead"><h2>Overhead: oswitch vs a bare httpx call</h2>'
         f"<p>Real clock, loopback upstream ({escaped(result.upstream)}). CPU is this process's "

@@ -9,7 +9,7 @@ import attrs
 
 from bench.harness import Check, ScenarioResult
 from bench.overhead import OverheadResult
-from bench.report.targets import overhead_targets
+from bench.report.targets import floor_gates, overhead_targets
 from bench.soak import SoakResult
 
 
@@ -27,6 +27,12 @@ class RunReport:
     @property
     def target_checks(self) -> tuple[Check, ...]:
         return () if self.overhead is None else tuple(overhead_targets(self.overhead))
+
+    @property
+    def floor_checks(self) -> tuple[Check, ...]:
+        """The floor targets, against aiohttp and the engine (shown, not counted in
+        :attr:`passed`: the goal the speed work is measured against)."""
+        return () if self.overhead is None else tuple(floor_gates(self.overhead))
 
     @property
     def targets_count(self) -> bool:

@@ -8,6 +8,11 @@ from bench.overhead import OverheadResult
 CPU_RATIO_TARGET = 1.10
 ROUTING_RATIO_TARGET = 2.0
 RSS_TARGET_MB = 100.0
+# The floor targets: embedded against aiohttp's CPU at these concurrencies, and the
+# sidecar's own CPU against embedded's (non-streamed, streamed).
+FLOOR_RATIO_TARGET = 1.25
+FLOOR_CONCURRENCIES = (32, 256)
+SIDECAR_RATIO_TARGETS = {False: 1.5, True: 2.0}
 
 
 def overhead_targets(result: OverheadResult) -> list[Check]:
@@ -59,4 +64,61 @@ def overhead_targets(result: OverheadResult) -> list[Check]:
                 f"{small.cpu_ms_per_request} ms/request)",
             )
         )
+    return checks
+
+
+def floor_gates(result: OverheadResult) -> list[Check]:
+    """The floor targets, checked against ``result`` where it measured them (none
+    without the aiohttp cells): embedded CPU per request at most 1.25x aiohttp's at
+    concurrency 32 and 256, its p99 at the highest of those beside aiohttp's, and the
+    sidecar's own CPU at most 1.5x embedded's non-streamed and 2x streamed."""
+    checks: list[Check] = []
+    for streamed in (False, True):
+        kind = "streamed" if streamed else "non-streamed"
+        floored = [
+            c
+            for c in result.settings.concurrencies
+            if c in FLOOR_CONCURRENCIES and result.cell("aiohttp", streamed, c) is not None
+        ]
+        for concurrency in floored:
+            ratio = result.ratio("embedded", streamed, concurrency, base="aiohttp")
+            checks.append(
+                Check(
+                    name=f"embedded CPU/request <= {FLOOR_RATIO_TARGET:.2f}x aiohttp "
+                    f"({kind}, concurrency {concurrency})",
+                    passed=ratio is not None and ratio <= FLOOR_RATIO_TARGET,
+                    detail="n/a" if ratio is None else f"{ratio:.2f}x",
+                )
+            )
+        if floored:
+            top = max(floored)
+            embedded = result.cell("embedded", streamed, top)
+            floor = result.cell("aiohttp", streamed, top)
+            if embedded is not None and floor is not None:
+                mine, theirs = embedded.latency.p99, floor.latency.p99
+                checks.append(
+                    Check(
+                        name=f"embedded p99 latency no worse than aiohttp ({kind}, "
+                        f"concurrency {top})",
+                        passed=mine is not None and theirs is not None and mine <= theirs,
+                        detail=f"{mine} ms vs {theirs} ms",
+                    )
+                )
+        if not result.sidecar_own_measured:
+            continue
+        target = SIDECAR_RATIO_TARGETS[streamed]
+        for concurrency in result.settings.concurrencies:
+            own = result.sidecar_own_ms(streamed, concurrency)
+            embedded = result.cell("embedded", streamed, concurrency)
+            if own is None or embedded is None or embedded.cpu_ms_per_request <= 0:
+                continue
+            ratio = own / embedded.cpu_ms_per_request
+            checks.append(
+                Check(
+                    name=f"sidecar's own CPU <= {target:g}x embedded ({kind}, "
+                    f"concurrency {concurrency})",
+                    passed=ratio <= target,
+                    detail=f"{ratio:.2f}x ({own:.3f} vs {embedded.cpu_ms_per_request:.3f} ms)",
+                )
+            )
     return checks

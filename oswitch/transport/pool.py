@@ -40,12 +40,10 @@ import httpx
 import trio
 
 from oswitch.transport import wire
+from oswitch.transport.connection import SMALL_BODY_BYTES, Connection
 from oswitch.transport.response import PoolResponse as _Response
 from oswitch.transport.response import headers_of as _headers
 
-READ_SIZE = 64 * 1024
-# A request this small goes out in one write, head and body together.
-SMALL_BODY_BYTES = 64 * 1024
 DEFAULT_POOL_TIMEOUT_S = 5.0
 # Idle connections older than this are not reused: NATs and load balancers drop idle
 # flows silently (Azure after 4 min, AWS after 350 s), and a request sent on one would
@@ -86,7 +84,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         self._max_idle = max_connections
         self._ssl_context = ssl_context
         self._pool_timeout_s = pool_timeout_s
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[Connection]] = {}
         self._in_use = 0
         self._requests = 0
         self._closed = False
@@ -142,7 +140,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         head = self._head_fields(method, url, headers) + wire.content_length_field(len(body))
         origin = _origin(url)
         await self._acquire()
-        connection: _Connection | None = None
+        connection: Connection | None = None
         try:
             if self._closed:  # closed while this request waited for a slot
                 raise httpx.LocalProtocolError("the connection pool is closed")
@@ -199,7 +197,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         return fields
 
     async def _exchange(
-        self, connection: _Connection, method: bytes, head: bytes, body: bytes
+        self, connection: Connection, method: bytes, head: bytes, body: bytes
     ) -> wire.Head:
         """Send the request and read the response head. Raises httpx.WriteError only
         when the request did not leave whole and no answer came."""
@@ -277,7 +275,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         self._in_use -= 1
         self._slots.release()
 
-    def _checkout(self, origin: Origin) -> _Connection | None:
+    def _checkout(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin)
         now = trio.current_time()
         while idle:
@@ -287,7 +285,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
             connection.close()  # the server closed it while idle (or sent junk)
         return None
 
-    def give_back(self, connection: _Connection, origin: Origin, *, reusable: bool) -> None:
+    def give_back(self, connection: Connection, origin: Origin, *, reusable: bool) -> None:
         """A reply ended: keep its connection for the next request, or close it."""
         self._release()
         idle = self._idle.setdefault(origin, [])
@@ -297,12 +295,12 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         else:
             connection.close()
 
-    def discard(self, connection: _Connection) -> None:
+    def discard(self, connection: Connection) -> None:
         """A reply was abandoned or broke: its connection cannot be reused."""
         connection.close()
         self._release()
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin) -> Connection:
         scheme, host, port = origin
         try:
             tcp = await trio.open_tcp_stream(host, port)
@@ -311,7 +309,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
                 f"cannot connect to {host}:{port}: {type(exc).__name__}: {exc}"
             ) from exc
         if scheme != "https":
-            return _Connection(tcp, tcp.socket)
+            return Connection(tcp, tcp.socket)
         tls = trio.SSLStream(tcp, self._ssl_context, server_hostname=host, https_compatible=True)
         try:
             await tls.do_handshake()
@@ -323,68 +321,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
                     f"TLS handshake with {host}:{port} failed: {type(cause).__name__}: {cause}"
                 ) from exc
             raise
-        return _Connection(tls, tcp.socket)
-
-
-class _Connection:
-    """One socket (plain or TLS) and the bytes read past the last response."""
-
-    __slots__ = ("answered", "buffer", "idle_since", "socket", "stream")
-
-    def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
-        self.stream = stream
-        self.socket = socket
-        self.buffer = b""
-        self.idle_since = 0.0
-        self.answered = False  # a byte of a response to the latest request arrived
-
-    def reusable(self) -> bool:
-        # An idle connection has nothing to read: readable means closed by the peer.
-        return not self.buffer and self.socket.fileno() != -1 and not self.socket.is_readable()
-
-    def close(self) -> None:
-        """Close at once, without a TLS goodbye (synchronous, so safe when cancelled)."""
-        self.socket.close()
-
-    async def send(self, head: bytes, body: bytes) -> None:
-        """Send the request; httpx.WriteError means some of it never left."""
-        try:
-            if len(body) < SMALL_BODY_BYTES:
-                await self.stream.send_all(head + body)
-            else:  # a large body goes out after the head, uncopied
-                await self.stream.send_all(head)
-                await self.stream.send_all(body)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise httpx.WriteError(f"sending the request failed: {_reason(exc)}") from exc
-
-    async def receive(self) -> bytes:
-        try:
-            data = await self.stream.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise httpx.ReadError(f"reading the response failed: {_reason(exc)}") from exc
-        return data if type(data) is bytes else bytes(data)  # TLS reads give a bytearray
-
-    async def read_head(self, method: bytes) -> wire.Head:
-        """Read the final response head (interim 1xx heads skipped).
-
-        A head already buffered is returned without a read, and so without a
-        checkpoint: read_head is only called right after the request was sent,
-        which checkpointed."""
-        parser = wire.HeadParser(method)
-        buffer = self.buffer
-        try:
-            while True:
-                head, buffer = parser.parse(buffer)
-                if head is not None:
-                    self.buffer = buffer
-                    return head  # noqa: ASYNC910 (the send before it checkpointed)
-                data = await self.receive()
-                if not data:
-                    parser.end_of_stream(buffer)
-                self.answered = True
-                buffer += data
-        except wire.RemoteProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc)) from exc
+        return Connection(tls, tcp.socket)
 
 
 class _Body(httpx.AsyncByteStream):
@@ -396,10 +333,10 @@ class _Body(httpx.AsyncByteStream):
     """
 
     def __init__(
-        self, pool: HTTP1Pool, connection: _Connection, origin: Origin, framing: wire.Framing
+        self, pool: HTTP1Pool, connection: Connection, origin: Origin, framing: wire.Framing
     ) -> None:
         self._pool = pool
-        self._connection: _Connection | None = connection
+        self._connection: Connection | None = connection
         self._origin = origin
         self._keep_alive = framing.keep_alive
         self._decoder = wire.decoder_for(framing)
@@ -484,7 +421,3 @@ def _origin(url: httpx.URL) -> Origin:
         raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
     port = url.port or (443 if scheme == "https" else 80)
     return scheme, url.host, port
-
-
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

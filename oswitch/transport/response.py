@@ -39,7 +39,7 @@ class PoolResponse(httpx.Response):
             yield piece
         await self.aclose()
 
-    def claim_raw_body(self) -> AsyncIterator[bytes] | None:
+    def claim_raw_body(self) -> httpx.AsyncByteStream | None:
         """The pool's body iterator itself, when ``aiter_bytes`` would hand its pieces
         over unchanged: the response then counts as consumed, and whoever claimed it
         reads it and closes the response. None for a coded body or a response given a

@@ -1,0 +1,100 @@
+"""One connection of oswitch's HTTP/1.1 pool (:mod:`oswitch.transport.pool`): its socket,
+the bytes read past the last response, and the pool's reads and writes on it."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+
+from oswitch.transport import wire
+
+READ_SIZE = 64 * 1024
+# A request this small goes out in one write, head and body together.
+SMALL_BODY_BYTES = 64 * 1024
+
+
+class Connection:
+    """One socket (plain or TLS) and the bytes read past the last response.
+
+    A plain TCP connection reads and writes its trio socket directly: trio's SocketStream
+    adds a conflict detector and a generator context manager (its error translation)
+    to every call, and one connection has one request at a time. Its errors are the
+    same: ``httpx.WriteError`` / ``httpx.ReadError`` from the socket's OSError."""
+
+    __slots__ = ("answered", "buffer", "direct", "idle_since", "socket", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
+        self.stream = stream
+        self.socket = socket
+        self.direct = isinstance(stream, trio.SocketStream)  # else TLS (or a test's stream)
+        self.buffer = b""
+        self.idle_since = 0.0
+        self.answered = False  # a byte of a response to the latest request arrived
+
+    def reusable(self) -> bool:
+        # An idle connection has nothing to read: readable means closed by the peer.
+        return not self.buffer and self.socket.fileno() != -1 and not self.socket.is_readable()
+
+    def close(self) -> None:
+        """Close at once, without a TLS goodbye (synchronous, so safe when cancelled)."""
+        self.socket.close()
+
+    async def send(self, head: bytes, body: bytes) -> None:
+        """Send the request; httpx.WriteError means some of it never left."""
+        try:
+            if len(body) < SMALL_BODY_BYTES:
+                await self._send_all(head + body)
+            else:  # a large body goes out after the head, uncopied
+                await self._send_all(head)
+                await self._send_all(body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise httpx.WriteError(f"sending the request failed: {reason(exc)}") from exc
+
+    async def _send_all(self, data: bytes) -> None:
+        if not self.direct:
+            await self.stream.send_all(data)
+            return
+        socket = self.socket
+        sent = await socket.send(data)
+        if sent < len(data):
+            view = memoryview(data)
+            while sent < len(data):
+                sent += await socket.send(view[sent:])
+
+    async def receive(self) -> bytes:
+        data: bytes | bytearray
+        try:
+            if self.direct:
+                data = await self.socket.recv(READ_SIZE)
+            else:
+                data = await self.stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise httpx.ReadError(f"reading the response failed: {reason(exc)}") from exc
+        return data if type(data) is bytes else bytes(data)  # TLS reads give a bytearray
+
+    async def read_head(self, method: bytes) -> wire.Head:
+        """Read the final response head (interim 1xx heads skipped).
+
+        A head already buffered is returned without a read, and so without a
+        checkpoint: read_head is only called right after the request was sent,
+        which checkpointed."""
+        parser = wire.HeadParser(method)
+        buffer = self.buffer
+        try:
+            while True:
+                head, buffer = parser.parse(buffer)
+                if head is not None:
+                    self.buffer = buffer
+                    return head  # noqa: ASYNC910 (the send before it checkpointed)
+                data = await self.receive()
+                if not data:
+                    parser.end_of_stream(buffer)
+                self.answered = True
+                buffer += data
+        except wire.RemoteProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+
+
+def reason(exc: BaseException) -> str:
+    """``exc`` as ``Type: message`` (the type alone without a message)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
