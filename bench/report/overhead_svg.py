@@ -21,6 +21,7 @@ VARIANT_COLOURS = {
     "embedded-httpx": "#a0cbe8",
     "sidecar": "#f28e2b",
     "aiohttp": "#59a14f",
+    "sidecar-own": "#e15759",
 }
 BASELINE_COLOUR = "#333333"
 ROW_LABEL_W = 64
