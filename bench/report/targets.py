@@ -19,30 +19,15 @@ def overhead_targets(result: OverheadResult) -> list[Check]:
     """The overhead targets, checked against ``result``."""
     checks: list[Check] = []
     for streamed in (False, True):
-        kind = "streamed" if streamed else "non-streamed"
         for concurrency in result.settings.concurrencies:
-            ratio = result.ratio("embedded", streamed, concurrency)
             checks.append(
-                Check(
-                    name=f"embedded CPU/request <= {CPU_RATIO_TARGET:.2f}x bare httpx "
-                    f"({kind}, concurrency {concurrency})",
-                    passed=ratio is not None and ratio <= CPU_RATIO_TARGET,
-                    detail="n/a" if ratio is None else f"{ratio:.2f}x",
-                )
+                _cpu_check(result, streamed, concurrency, "httpx", "bare httpx", CPU_RATIO_TARGET)
             )
         top = max(result.settings.concurrencies)
         embedded = result.cell("embedded", streamed, top)
-        bare = result.cell("httpx", streamed, top)
-        if embedded is not None and bare is not None:
-            mine, theirs = embedded.latency.p99, bare.latency.p99
-            checks.append(
-                Check(
-                    name=f"embedded p99 latency no worse than bare httpx ({kind}, "
-                    f"concurrency {top})",
-                    passed=mine is not None and theirs is not None and mine <= theirs,
-                    detail=f"{mine} ms vs {theirs} ms",
-                )
-            )
+        p99 = _p99_check(result, streamed, top, "httpx", "bare httpx")
+        if embedded is not None and p99 is not None:
+            checks.append(p99)
             if streamed:
                 checks.append(
                     Check(
@@ -74,36 +59,19 @@ def floor_gates(result: OverheadResult) -> list[Check]:
     sidecar's own CPU at most 1.5x embedded's non-streamed and 2x streamed."""
     checks: list[Check] = []
     for streamed in (False, True):
-        kind = "streamed" if streamed else "non-streamed"
+        kind = _kind(streamed)
         floored = [
             c
             for c in result.settings.concurrencies
             if c in FLOOR_CONCURRENCIES and result.cell("aiohttp", streamed, c) is not None
         ]
         for concurrency in floored:
-            ratio = result.ratio("embedded", streamed, concurrency, base="aiohttp")
             checks.append(
-                Check(
-                    name=f"embedded CPU/request <= {FLOOR_RATIO_TARGET:.2f}x aiohttp "
-                    f"({kind}, concurrency {concurrency})",
-                    passed=ratio is not None and ratio <= FLOOR_RATIO_TARGET,
-                    detail="n/a" if ratio is None else f"{ratio:.2f}x",
-                )
+                _cpu_check(result, streamed, concurrency, "aiohttp", "aiohttp", FLOOR_RATIO_TARGET)
             )
-        if floored:
-            top = max(floored)
-            embedded = result.cell("embedded", streamed, top)
-            floor = result.cell("aiohttp", streamed, top)
-            if embedded is not None and floor is not None:
-                mine, theirs = embedded.latency.p99, floor.latency.p99
-                checks.append(
-                    Check(
-                        name=f"embedded p99 latency no worse than aiohttp ({kind}, "
-                        f"concurrency {top})",
-                        passed=mine is not None and theirs is not None and mine <= theirs,
-                        detail=f"{mine} ms vs {theirs} ms",
-                    )
-                )
+        p99 = _p99_check(result, streamed, max(floored), "aiohttp", "aiohttp") if floored else None
+        if p99 is not None:
+            checks.append(p99)
         if not result.sidecar_own_measured:
             continue
         target = SIDECAR_RATIO_TARGETS[streamed]
@@ -122,3 +90,42 @@ def floor_gates(result: OverheadResult) -> list[Check]:
                 )
             )
     return checks
+
+
+def _kind(streamed: bool) -> str:
+    return "streamed" if streamed else "non-streamed"
+
+
+def _cpu_check(
+    result: OverheadResult,
+    streamed: bool,
+    concurrency: int,
+    base: str,
+    base_name: str,
+    target: float,
+) -> Check:
+    """Embedded CPU per request at most ``target`` times ``base``'s."""
+    ratio = result.ratio("embedded", streamed, concurrency, base=base)
+    return Check(
+        name=f"embedded CPU/request <= {target:.2f}x {base_name} "
+        f"({_kind(streamed)}, concurrency {concurrency})",
+        passed=ratio is not None and ratio <= target,
+        detail="n/a" if ratio is None else f"{ratio:.2f}x",
+    )
+
+
+def _p99_check(
+    result: OverheadResult, streamed: bool, concurrency: int, base: str, base_name: str
+) -> Check | None:
+    """Embedded p99 latency no worse than ``base``'s; None unless both were measured."""
+    embedded = result.cell("embedded", streamed, concurrency)
+    other = result.cell(base, streamed, concurrency)
+    if embedded is None or other is None:
+        return None
+    mine, theirs = embedded.latency.p99, other.latency.p99
+    return Check(
+        name=f"embedded p99 latency no worse than {base_name} ({_kind(streamed)}, "
+        f"concurrency {concurrency})",
+        passed=mine is not None and theirs is not None and mine <= theirs,
+        detail=f"{mine} ms vs {theirs} ms",
+    )

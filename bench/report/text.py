@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bench.harness import ScenarioResult
+from bench.harness import Check, ScenarioResult
 from bench.overhead import OverheadResult
 from bench.record import Figures
 from bench.report.run import RunReport
@@ -215,24 +215,19 @@ FLOOR_HEADING = "floor targets (against aiohttp and the engine; shown, not count
 
 
 def targets_table(report: RunReport) -> str:
-    checks = report.target_checks
-    if not checks:
-        return ""
-    heading = TARGETS_HEADING + ("" if report.targets_count else f" ({INDICATIVE})")
-    lines = [heading + ":"]
-    for check in checks:
-        mark = "met   " if check.passed else "MISSED"
-        lines.append(f"  {mark} {check.name}: {check.detail}")
-    return "\n".join(lines)
+    """The overhead targets, met or missed (indicative for a quick run)."""
+    return _checks_table(TARGETS_HEADING, report.target_checks, judged=report.targets_count)
 
 
 def floor_table(report: RunReport) -> str:
     """The floor targets, met or missed, when the run measured them."""
-    checks = report.floor_checks
+    return _checks_table(FLOOR_HEADING, report.floor_checks, judged=report.targets_count)
+
+
+def _checks_table(heading: str, checks: Sequence[Check], *, judged: bool) -> str:
     if not checks:
         return ""
-    heading = FLOOR_HEADING + ("" if report.targets_count else f" ({INDICATIVE})")
-    lines = [heading + ":"]
+    lines = [heading + ("" if judged else f" ({INDICATIVE})") + ":"]
     for check in checks:
         mark = "met   " if check.passed else "MISSED"
         lines.append(f"  {mark} {check.name}: {check.detail}")
