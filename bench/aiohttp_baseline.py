@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.record import current_rss_mb
+from bench.record import PHASE_COUNTED, PHASE_COUNTING, current_rss_mb, warm_up_requests
 from bench.upstream import OVERHEAD_KEY, overhead_request
 
 Call = Callable[[], Awaitable[float | None]]
@@ -94,13 +94,12 @@ async def _sample_rss(peak: list[float]) -> None:
         await asyncio.sleep(0.02)
 
 
-def warm_up_requests(concurrency: int) -> int:
-    """How many calls a round makes before it starts counting (every connection opened)."""
-    return max(concurrency, 20)
-
-
-async def measure(url: str, streamed: bool, concurrency: int, requests: int) -> dict[str, Any]:
-    """Warm up, then time ``requests`` calls at ``concurrency``; the figures as JSON data."""
+async def measure(
+    url: str, streamed: bool, concurrency: int, requests: int, *, phases: bool = False
+) -> dict[str, Any]:
+    """Warm up, then time ``requests`` calls at ``concurrency``; the figures as JSON data
+    (with ``phases``, ``bench.record``'s phase lines printed around the timed calls,
+    for ``bench.overhead.run_sidecar_own``)."""
     # The same pool size and (absent) timeouts as the bare httpx client's.
     connector = aiohttp.TCPConnector(limit=512, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=None)
@@ -112,9 +111,13 @@ async def measure(url: str, streamed: bool, concurrency: int, requests: int) -> 
         ttfts: list[float] = []
         peak = [current_rss_mb()]
         sampler = asyncio.create_task(_sample_rss(peak))
+        if phases:
+            print(PHASE_COUNTING.decode(), flush=True)
         cpu, wall = time.process_time(), time.perf_counter()
         errors = await _closed_loop(call, concurrency, requests, latencies, ttfts)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        if phases:
+            print(PHASE_COUNTED.decode(), flush=True)
         sampler.cancel()
     return {
         "cpu_s": cpu,
@@ -132,8 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument(
+        "--phases", action="store_true", help="print when the counted calls start and end"
+    )
     args = parser.parse_args(argv)
-    figures = asyncio.run(measure(args.url, args.stream, args.concurrency, args.requests))
+    figures = asyncio.run(
+        measure(args.url, args.stream, args.concurrency, args.requests, phases=args.phases)
+    )
     json.dump(figures, sys.stdout)
     return 0
 

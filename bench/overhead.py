@@ -52,7 +52,13 @@ import httpx
 import trio
 
 from bench.progress import Progress
-from bench.record import Percentiles, current_rss_mb
+from bench.record import (
+    PHASE_COUNTED,
+    PHASE_COUNTING,
+    Percentiles,
+    current_rss_mb,
+    warm_up_requests,
+)
 from bench.upstream import OVERHEAD_KEY, overhead_fake, overhead_request, serve_raw_upstream
 from oswitch import SwitcherConfig, open_switcher, parse_config
 from oswitch.testing import completion, serve_fake_provider
@@ -402,7 +408,7 @@ async def _sample_rss(peak: list[float]) -> None:
 
 async def _measure(call: Call, concurrency: int, requests: int) -> _Round:
     # Warm-up: open every connection the cell will use, fill caches.
-    await _closed_loop(call, concurrency, max(concurrency, 20), [], [])
+    await _closed_loop(call, concurrency, warm_up_requests(concurrency), [], [])
     gc.collect()
     latencies: list[float] = []
     ttfts: list[float] = []
@@ -423,16 +429,10 @@ async def _measure(call: Call, concurrency: int, requests: int) -> _Round:
     )
 
 
-async def _aiohttp_child(
-    url: str, streamed: bool, concurrency: int, requests: int
-) -> dict[str, Any]:
-    """One closed-loop round of aiohttp's client on ``url`` in a fresh process
-    (``bench.aiohttp_baseline``); its figures (its own CPU, wall time, latencies).
-
-    Blocks until that process exits; raises RuntimeError if it fails, and
-    trio.TooSlowError (the child killed) if it runs past ``AIOHTTP_ROUND_TIMEOUT_S``.
-    """
-    command = [
+def _aiohttp_command(
+    url: str, streamed: bool, concurrency: int, requests: int, *, phases: bool = False
+) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "bench.aiohttp_baseline",
@@ -443,7 +443,25 @@ async def _aiohttp_child(
         "--requests",
         str(requests),
         *(["--stream"] if streamed else []),
+        *(["--phases"] if phases else []),
     ]
+
+
+def _child_failed(returncode: int, stderr: bytes) -> RuntimeError:
+    tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    return RuntimeError(f"the aiohttp baseline failed ({returncode}): {tail[0]}")
+
+
+async def _run_aiohttp(
+    upstream_url: str, streamed: bool, concurrency: int, requests: int
+) -> _Round:
+    """One round of the aiohttp baseline in a fresh process (``bench.aiohttp_baseline``):
+    the child's own figures.
+
+    Blocks until that process exits; raises RuntimeError if it fails, and
+    trio.TooSlowError (the child killed) if it runs past ``AIOHTTP_ROUND_TIMEOUT_S``.
+    """
+    command = _aiohttp_command(f"{upstream_url}/chat/completions", streamed, concurrency, requests)
     # A hung child must not hang the bench: run_process kills it when cancelled.
     with trio.fail_after(AIOHTTP_ROUND_TIMEOUT_S):
         done = await trio.run_process(
@@ -455,21 +473,13 @@ async def _aiohttp_child(
             check=False,
         )
     if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"the aiohttp baseline failed ({done.returncode}): {tail[0]}")
-    figures: dict[str, Any] = json.loads(done.stdout)
-    return figures
+        raise _child_failed(done.returncode, done.stderr)
+    return _child_round(json.loads(done.stdout))
 
 
-async def _run_aiohttp(
-    upstream_url: str, streamed: bool, concurrency: int, requests: int
-) -> _Round:
-    """One round of the aiohttp baseline on the upstream: the child's own figures."""
-    figures = await _aiohttp_child(
-        f"{upstream_url}/chat/completions", streamed, concurrency, requests
-    )
+def _child_round(figures: dict[str, Any], *, cpu_s: float | None = None) -> _Round:
     return _Round(
-        cpu_s=figures["cpu_s"],
+        cpu_s=figures["cpu_s"] if cpu_s is None else cpu_s,
         wall_s=figures["wall_s"],
         latencies=tuple(figures["latencies"]),
         ttfts=tuple(figures["ttfts"]),
@@ -482,31 +492,77 @@ async def run_sidecar_own(
     upstream_url: str, streamed: bool, concurrency: int, requests: int
 ) -> _Round:
     """One round of the sidecar alone in this process, its caller aiohttp's client in
-    a child process: this process's CPU is the sidecar's own (its HTTP server, the
-    engine, its upstream client), with no client of its own to subtract. The child's
-    warm-up is served too, so the CPU is prorated to the counted requests; latencies
-    are the child's. Blocks and raises as :func:`_aiohttp_child` does."""
-    from bench.aiohttp_baseline import warm_up_requests
+    a child process (``bench.aiohttp_baseline --phases``): this process's CPU, taken
+    between the child's two phase lines, is the sidecar's own over
+    the counted calls (its HTTP server, the engine, its upstream client), with no
+    client of its own to subtract and none of the child's start, warm-up or exit.
+    Latencies are the child's; the peak RSS is this process's, sampled meanwhile.
+
+    Blocks until the child exits; raises RuntimeError if it fails or never reports its
+    phases, and trio.TooSlowError (the child killed) past ``AIOHTTP_ROUND_TIMEOUT_S``.
+    """
     from oswitch.sidecar.serve import serve_sidecar
 
     async with open_switcher(embedded_config(upstream_url)) as switcher:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(functools.partial(serve_sidecar, switcher, port=0))
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            cpu = time.process_time()
-            figures = await _aiohttp_child(url, streamed, concurrency, requests)
-            cpu = time.process_time() - cpu
-            rss = current_rss_mb()
+            command = _aiohttp_command(url, streamed, concurrency, requests, phases=True)
+            with trio.fail_after(AIOHTTP_ROUND_TIMEOUT_S):
+                cpu_s, peak, out, err, returncode = await _phased_child(command)
             nursery.cancel_scope.cancel()
-    served = requests + warm_up_requests(concurrency)
-    return _Round(
-        cpu_s=cpu * requests / served,
-        wall_s=figures["wall_s"],
-        latencies=tuple(figures["latencies"]),
-        ttfts=tuple(figures["ttfts"]),
-        errors=figures["errors"],
-        peak_rss_mb=rss,
-    )
+    if returncode != 0:
+        raise _child_failed(returncode, err)
+    if cpu_s is None:
+        raise RuntimeError("the aiohttp baseline reported no counted phase")
+    return attrs.evolve(_child_round(json.loads(out), cpu_s=cpu_s), peak_rss_mb=peak)
+
+
+async def _phased_child(command: list[str]) -> tuple[float | None, float, bytes, bytes, int]:
+    """Run ``command`` (a ``--phases`` aiohttp baseline); this process's CPU seconds
+    between its phase lines (None if it printed none), this process's peak RSS
+    meanwhile, the figures it printed after them, its stderr and its exit status."""
+    stderr = bytearray()
+    rest = bytearray()
+    started: float | None = None
+    cpu_s: float | None = None
+    peak = [current_rss_mb()]
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            functools.partial(
+                trio.run_process,
+                command,
+                cwd=ROOT,
+                env=child_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+        )
+        assert process.stdout is not None and process.stderr is not None
+        nursery.start_soon(_drain, process.stderr, stderr)  # ends at the child's exit
+        async with trio.open_nursery() as sampling:
+            sampling.start_soon(_sample_rss, peak)
+            async for piece in process.stdout:
+                rest += piece
+                while started is None or cpu_s is None:
+                    line_end = rest.find(b"\n")
+                    if line_end < 0:
+                        break
+                    line = bytes(rest[:line_end]).strip()
+                    del rest[: line_end + 1]
+                    if started is None and line == PHASE_COUNTING:
+                        started = time.process_time()
+                    elif started is not None and line == PHASE_COUNTED:
+                        cpu_s = time.process_time() - started
+            returncode = await process.wait()
+            sampling.cancel_scope.cancel()
+    return cpu_s, peak[0], bytes(rest), bytes(stderr), returncode
+
+
+async def _drain(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
+    async for piece in stream:
+        into += piece
 
 
 async def _run_variant(

@@ -140,6 +140,18 @@ def peak_rss_mb() -> float:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
+# The lines ``bench.aiohttp_baseline --phases`` prints as its counted calls start and
+# end, so a process serving them can count its own CPU over exactly that phase.
+PHASE_COUNTING = b"counting"
+PHASE_COUNTED = b"counted"
+
+
+def warm_up_requests(concurrency: int) -> int:
+    """How many calls a closed-loop round makes before it starts counting (enough to
+    open every connection the round will use)."""
+    return max(concurrency, 20)
+
+
 def current_rss_mb() -> float:
     """The process's resident set size now, in MB (peak RSS where /proc is missing)."""
     try:

@@ -119,4 +119,7 @@ def test_the_summary_shows_floor_targets_without_counting_them() -> None:
     )
     assert "the sidecar process's own CPU (measured alone, its caller aiohttp in another" in text
     assert report.floor_checks and not all(c.passed for c in report.floor_checks)
-    assert report.passed == all(c.passed for c in report.target_checks)
+    assert report.passed  # every overhead target here is met; the floor ones are not
+    # A server's CPU has no ratio to a client's: the sidecar-own rows show none.
+    own_rows = [line.split() for line in text.splitlines() if " sidecar-own " in line]
+    assert len(own_rows) == 4 and all(row[4:6] == ["-", "-"] for row in own_rows)

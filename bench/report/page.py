@@ -143,11 +143,14 @@ def _overhead_html(report: RunReport, result: OverheadResult) -> str:
     charts = "".join(
         f"<h3>{escaped(heading)}</h3>{svg}" for heading, svg in overhead_charts(result)
     )
-    checks = report.target_checks
+    note = "" if report.targets_count else f" <span class=detail>({escaped(INDICATIVE)})</span>"
     targets = ""
-    if checks:
-        note = "" if report.targets_count else f" <span class=detail>({escaped(INDICATIVE)})</span>"
-        targets = f"<h3>{escaped(TARGETS_HEADING.capitalize())}{note}</h3>{_checks_html(checks)}"
+    for heading, checks in (
+        (TARGETS_HEADING, report.target_checks),
+        (FLOOR_HEADING, report.floor_checks),
+    ):
+        if checks:
+            targets += f"<h3>{escaped(heading.capitalize())}{note}</h3>{_checks_html(checks)}"
     sidecar_cells = sidecar_rows(result)
     how = (
         "measured alone, its caller aiohttp in another process"
@@ -160,9 +163,6 @@ def _overhead_html(report: RunReport, result: OverheadResult) -> str:
         if sidecar_cells
         else ""
     )
-    floor = report.floor_checks
-    if floor:
-        targets += f"<h3>{escaped(FLOOR_HEADING.capitalize())}</h3>{_checks_html(floor)}"
     return (
         '<section id="overhead"><h2>Overhead: oswitch vs a bare httpx call</h2>'
         f"<p>Real clock, loopback upstream ({escaped(result.upstream)}). CPU is this process's "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.harness import Check, ScenarioResult
-from bench.overhead import OverheadResult
+from bench.overhead import SIDECAR_OWN, OverheadResult
 from bench.record import Figures
 from bench.report.run import RunReport
 from bench.soak import SoakResult
@@ -100,12 +100,19 @@ ROUTING_HEADERS = ("client", "cpu ms/req", "vs 3 targets", "startup ms", "rss MB
 def overhead_rows(result: OverheadResult) -> list[list[str]]:
     """One row per measured cell under ``OVERHEAD_HEADERS``: CPU per request and
     latency, with the ratios to bare httpx and to aiohttp (the floor; "-" when it
-    was not measured) and the latency added over bare httpx."""
+    was not measured) and the latency added over bare httpx. A ``sidecar-own`` cell is
+    a server's CPU, not a client's: it has no ratios or added latency here (the
+    sidecar's own table compares it with embedded's)."""
     rows = []
     for cell in result.cells:
-        base = result.cell("httpx", cell.streamed, cell.concurrency)
-        ratio = result.ratio(cell.variant, cell.streamed, cell.concurrency)
-        floor = result.ratio(cell.variant, cell.streamed, cell.concurrency, base="aiohttp")
+        own = cell.variant == SIDECAR_OWN
+        base = None if own else result.cell("httpx", cell.streamed, cell.concurrency)
+        ratio = None if own else result.ratio(cell.variant, cell.streamed, cell.concurrency)
+        floor = (
+            None
+            if own
+            else result.ratio(cell.variant, cell.streamed, cell.concurrency, base="aiohttp")
+        )
         added50: float | None = None
         added99: float | None = None
         if base is not None and cell.variant != "httpx":

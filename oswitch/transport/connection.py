@@ -18,8 +18,9 @@ class Connection:
 
     A plain TCP connection reads and writes its trio socket directly: trio's SocketStream
     adds a conflict detector and a generator context manager (its error translation)
-    to every call, and one connection has one request at a time. Its errors are the
-    same: ``httpx.WriteError`` / ``httpx.ReadError`` from the socket's OSError."""
+    to every call, and one connection has one request at a time. The errors are of the
+    same types, ``httpx.WriteError`` / ``httpx.ReadError``, their text the socket's
+    OSError (``ConnectionResetError: [Errno 104] ...``) rather than trio's wording."""
 
     __slots__ = ("answered", "buffer", "direct", "idle_since", "socket", "stream")
 
