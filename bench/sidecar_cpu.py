@@ -42,7 +42,7 @@ async def sidecar_round(
     upstream_url: str, streamed: bool, concurrency: int, requests: int
 ) -> float:
     """CPU ms per request of this process serving the sidecar to an aiohttp caller in
-    a child process (``bench.overhead.run_sidecar_own``: its warm-up prorated).
+    a child process, over its counted calls only (``bench.overhead.run_sidecar_own``).
 
     Blocks until the child exits; raises RuntimeError if it fails or any call failed.
     """

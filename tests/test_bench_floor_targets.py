@@ -63,8 +63,8 @@ def test_floor_targets_name_each_gate_and_its_verdict() -> None:
     the sidecar's own CPU at most 1.5x embedded non-streamed and 2x streamed."""
     checks = {c.name: (c.passed, c.detail) for c in floor_gates(_result(sidecar_own=True))}
     assert checks == {
-        "embedded CPU/request <= 1.25x aiohttp (non-streamed, concurrency 32)": (True, "1.20x"),
-        "embedded CPU/request <= 1.25x aiohttp (non-streamed, concurrency 256)": (False, "3.00x"),
+        "embedded CPU/request <= 1.25x aiohttp (non-streamed, concurrency 32)": (True, "1.200x"),
+        "embedded CPU/request <= 1.25x aiohttp (non-streamed, concurrency 256)": (False, "3.000x"),
         "embedded p99 latency no worse than aiohttp (non-streamed, concurrency 256)": (
             True,
             "10.0 ms vs 10.0 ms",
@@ -77,8 +77,8 @@ def test_floor_targets_name_each_gate_and_its_verdict() -> None:
             True,
             "1.00x (0.600 vs 0.600 ms)",
         ),
-        "embedded CPU/request <= 1.25x aiohttp (streamed, concurrency 32)": (False, "1.50x"),
-        "embedded CPU/request <= 1.25x aiohttp (streamed, concurrency 256)": (False, "1.50x"),
+        "embedded CPU/request <= 1.25x aiohttp (streamed, concurrency 32)": (False, "1.500x"),
+        "embedded CPU/request <= 1.25x aiohttp (streamed, concurrency 256)": (False, "1.500x"),
         "embedded p99 latency no worse than aiohttp (streamed, concurrency 256)": (
             True,
             "10.0 ms vs 10.0 ms",
@@ -114,7 +114,7 @@ def test_the_summary_shows_floor_targets_without_counting_them() -> None:
     text = summary(report)
     assert "floor targets (against aiohttp and the engine; shown, not counted in RESULT):" in text
     assert (
-        "  MISSED embedded CPU/request <= 1.25x aiohttp (non-streamed, concurrency 256): 3.00x"
+        "  MISSED embedded CPU/request <= 1.25x aiohttp (non-streamed, concurrency 256): 3.000x"
         in text
     )
     assert "the sidecar process's own CPU (measured alone, its caller aiohttp in another" in text
