@@ -218,6 +218,11 @@ class RequestRun:
     def _settle_all(self, results: list[Raced]) -> Answer | None:
         """Record and settle one step's attempts (several when hedged); the winner's
         answer, or None (a lost hedge's stream was closed by :meth:`_race`)."""
+        if len(results) == 1 and results[0][2].outcome.kind is OutcomeKind.OK:
+            actor, _, answer = results[0]  # the usual step: one attempt, and it answered
+            if not self.stream:
+                self.log.outcome(actor.target_id, answer.outcome, Decision.RETURN)
+            return answer
         winner = None
         for attempt_actor, _, answer in results:
             if answer.outcome.kind is OutcomeKind.OK and winner is None:

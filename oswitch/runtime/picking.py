@@ -134,22 +134,34 @@ class Picker:
             if not want_untried and not tried:
                 break
             for tier in pool.tiers:
-
-                def fits(actor: TargetActor, want: bool = want_untried) -> bool:
-                    return (
-                        actor is not avoid
-                        and (actor.target_id not in tried) is want
-                        and self.eligible(actor, model, now)
-                    )
-
                 if len(tier) > SAMPLE_SIZE:
-                    eligible = [a for a in self._rng.sample(tier, SAMPLE_SIZE) if fits(a)]
+                    sample = self._rng.sample(tier, SAMPLE_SIZE)
+                    eligible = self._fitting(sample, model, now, want_untried, avoid)
                     if eligible:
                         return self._choose(eligible, now)
-                eligible = [a for a in tier if fits(a)]
+                eligible = self._fitting(tier, model, now, want_untried, avoid)
                 if eligible:
                     return self._choose(eligible, now)
         return None
+
+    def _fitting(
+        self,
+        actors: Sequence[TargetActor],
+        model: str,
+        now: float,
+        untried: bool,
+        avoid: TargetActor | None,
+    ) -> list[TargetActor]:
+        """Those of ``actors`` eligible now, other than ``avoid``, and untried by this
+        request (``untried``) or tried."""
+        tried = self._ledger.tried
+        return [
+            actor
+            for actor in actors
+            if actor is not avoid
+            and (actor.target_id not in tried) is untried
+            and self.eligible(actor, model, now)
+        ]
 
     def could_hedge(self, first: TargetActor, model: str, later: Sequence[str]) -> bool:
         """Whether :meth:`hedge_target` could ever find a target to race ``first`` with

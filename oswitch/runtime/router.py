@@ -10,7 +10,7 @@ import attrs
 from oswitch.runtime.target import TargetActor, TargetState
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class RequestNeeds:
     """What a request asks of a target, read once from the request dict.
 
@@ -31,38 +31,55 @@ class RequestNeeds:
         return self.require_tags <= tags and not (self.avoid_tags & tags)
 
 
+_NO_TAGS: frozenset[str] = frozenset()
+
+
 def _tags(options: Mapping[str, Any], key: str) -> frozenset[str]:
-    value = options.get(key, ())
+    value = options.get(key)
+    if value is None:
+        return _NO_TAGS
     if isinstance(value, str):
         return frozenset({value})
-    return frozenset(str(v) for v in value) if isinstance(value, list | tuple) else frozenset()
+    return frozenset(str(v) for v in value) if isinstance(value, list | tuple) else _NO_TAGS
+
+
+# What a plain chat request needs: one shared value (its hash kept), so the router's
+# pool cache finds it without hashing new sets.
+CHAT_ONLY = RequestNeeds(capabilities=frozenset({"chat"}))
+_IMAGE_PART_TYPES = ("image_url", "image")
 
 
 def request_needs(request: Mapping[str, Any]) -> RequestNeeds:
     """Read what ``request`` needs of a target (see :class:`RequestNeeds`)."""
-    needs = {"chat"}
-    if request.get("tools") or request.get("functions"):
-        needs.add("tools")
+    tools = bool(request.get("tools") or request.get("functions"))
+    vision = False
     messages = request.get("messages")
     if isinstance(messages, list):
         for message in messages:
             if not isinstance(message, dict):
                 continue
             if message.get("role") == "tool" or message.get("tool_calls"):
-                needs.add("tools")
+                tools = True
             content = message.get("content")
-            if isinstance(content, list) and any(
-                isinstance(part, dict) and part.get("type") in ("image_url", "image")
-                for part in content
-            ):
-                needs.add("vision")
+            if isinstance(content, list):
+                vision = vision or any(
+                    isinstance(part, dict) and part.get("type") in _IMAGE_PART_TYPES
+                    for part in content
+                )
     options = request.get("oswitch")
     if not isinstance(options, Mapping):
         options = {}
+    require_tags = _tags(options, "require_tags")
+    avoid_tags = _tags(options, "avoid_tags")
+    if not (tools or vision or require_tags or avoid_tags):
+        return CHAT_ONLY
+    capabilities = {"chat"}
+    if tools:
+        capabilities.add("tools")
+    if vision:
+        capabilities.add("vision")
     return RequestNeeds(
-        capabilities=frozenset(needs),
-        require_tags=_tags(options, "require_tags"),
-        avoid_tags=_tags(options, "avoid_tags"),
+        capabilities=frozenset(capabilities), require_tags=require_tags, avoid_tags=avoid_tags
     )
 
 

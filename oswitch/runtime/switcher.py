@@ -206,8 +206,8 @@ class Switcher:
         rid = request_id or new_request_id()
         model = self._admit_shape(request, rid)
         needs = request_needs(request)
-        self._admit_route(model, needs, rid, stream=stream)
         now = trio.current_time()
+        self._admit_route(model, needs, rid, stream=stream, now=now)
         own_deadline = now + self._settings.request_timeout_s
         deadline = min(own_deadline, trio.current_effective_deadline())
         trace = TraceBuilder(
@@ -312,7 +312,7 @@ class Switcher:
             raise
 
     def _admit_route(
-        self, model: str, needs: RequestNeeds, request_id: str, *, stream: bool
+        self, model: str, needs: RequestNeeds, request_id: str, *, stream: bool, now: float
     ) -> None:
         """Refuse, before any waiting and with no target charged, a request that no
         target can ever take as things stand (:func:`route_refusal`). The refusal is
@@ -323,7 +323,7 @@ class Switcher:
             request_id,
             router=self._router,
             fallbacks=self._config.fallbacks,
-            now=trio.current_time(),
+            now=now,
         )
         if error is not None:
             self._refused(request_id, model, error, stream=stream)
