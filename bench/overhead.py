@@ -659,6 +659,14 @@ async def _routing_cell(targets: int, requests: int) -> RoutingCell:
     )
 
 
+def median_routing(rounds: Sequence[RoutingCell]) -> RoutingCell:
+    """One routing cell from its rounds: the round of median CPU per request (its
+    startup and memory with it). Raises ValueError for no rounds."""
+    if not rounds:
+        raise ValueError("no routing rounds to take the median of")
+    return sorted(rounds, key=lambda cell: cell.cpu_ms_per_request)[len(rounds) // 2]
+
+
 # ---- the whole benchmark -----------------------------------------------------------------
 
 
@@ -686,7 +694,7 @@ async def _overhead(
             notes.append(AIOHTTP_SKIPPED)
             if progress is not None:
                 progress.say(AIOHTTP_SKIPPED)
-        total = len(plan) * settings.rounds * len(variants) + len(settings.routing_targets) + 1
+        total = (len(plan) * len(variants) + len(settings.routing_targets) + 1) * settings.rounds
         done = 0
         cells: list[Cell] = []
         for streamed, concurrency in plan:
@@ -707,14 +715,19 @@ async def _overhead(
                     )
                     done += 1
             cells.extend(_cell(v, streamed, concurrency, rounds[v]) for v in variants)
-        routing: list[RoutingCell] = []
-        for targets in (0, *settings.routing_targets):
-            if progress is not None:
-                progress.update(
-                    "overhead", done=done, total=total, note=f"routing, {targets} targets"
-                )
-            routing.append(await _routing_cell(targets, settings.routing_requests))
-            done += 1
+        routing_rounds: dict[int, list[RoutingCell]] = {
+            targets: [] for targets in (0, *settings.routing_targets)
+        }
+        for _ in range(settings.rounds):
+            # Interleaved too: the 1,000-target cell is judged against the 3-target one.
+            for targets, measured in routing_rounds.items():
+                if progress is not None:
+                    progress.update(
+                        "overhead", done=done, total=total, note=f"routing, {targets} targets"
+                    )
+                measured.append(await _routing_cell(targets, settings.routing_requests))
+                done += 1
+        routing = [median_routing(measured) for measured in routing_rounds.values()]
         if progress is not None:
             progress.update("overhead", done=total, total=total, note="done")
         nursery.cancel_scope.cancel()

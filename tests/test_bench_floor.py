@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 import bench.overhead
-from bench.overhead import AIOHTTP_SKIPPED, OverheadSettings, run_overhead
+from bench.overhead import (
+    AIOHTTP_SKIPPED,
+    OverheadSettings,
+    RoutingCell,
+    median_routing,
+    run_overhead,
+)
 from bench.report.as_json import to_json
 from bench.report.run import RunReport
 from bench.report.text import overhead_table
@@ -99,3 +105,19 @@ def test_the_sidecar_alone_is_measured_with_an_aiohttp_caller() -> None:
         result
     )
     assert to_json(_report(result))["overhead"]["sidecar_own_measured"] is True
+
+
+def test_a_routing_cell_is_its_median_round() -> None:
+    """The routing figure of a size is the round of median CPU per request, with that
+    round's startup and memory, so one slow round cannot fail the 1,000-target check."""
+
+    def cell(cpu: float, startup: float) -> RoutingCell:
+        return RoutingCell(
+            targets=1000, requests=600, cpu_ms_per_request=cpu, startup_s=startup, rss_mb=70
+        )
+
+    rounds = [cell(1.17, 0.48), cell(0.62, 0.31), cell(0.57, 0.33)]
+    assert median_routing(rounds) == cell(0.62, 0.31)
+    assert median_routing(rounds[:1]) == rounds[0]
+    with pytest.raises(ValueError, match="no routing rounds"):
+        median_routing([])
