@@ -88,6 +88,45 @@ async def test_disable_cancels_in_flight_attempt_and_fails_over(autojump_clock: 
     assert fake.cancelled == 1
 
 
+async def test_a_non_streamed_attempt_runs_in_the_callers_task(autojump_clock: object) -> None:
+    """The target grants the attempt and the caller's own task makes the upstream call:
+    no task is started per attempt, and the slot is free when ``complete`` returns."""
+    fake = FakeProvider().on("key-a", reply("a", latency=1.0))
+    callers: list[trio.lowlevel.Task] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        callers.append(trio.lowlevel.current_task())
+        return await fake.handle(request)
+
+    async with open_switcher(config(target("a")), transport=httpx.MockTransport(handler)) as s:
+        me = trio.lowlevel.current_task()
+        tasks_before = len(list(_all_tasks(me)))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(s.complete, chat())
+            await trio.sleep(0.5)  # the attempt is in flight
+            in_flight = s.list_targets()[0].in_flight
+            tasks_during = len(list(_all_tasks(me)))
+        assert (await s.complete(chat()))["oswitch"]["target_id"] == "a"
+        assert s.list_targets()[0].in_flight == 0
+    assert callers[1] is me
+    assert callers[0] is not me and callers[0].parent_nursery is nursery
+    # The request's own task is the only one added while its attempt is in flight.
+    assert (in_flight, tasks_during - tasks_before) == (1, 1)
+
+
+def _all_tasks(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    """Every task of the run, found from the root down."""
+    root = task
+    while root.parent_nursery is not None:
+        root = root.parent_nursery.parent_task
+    found, pending = [], [root]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending.extend(t for n in current.child_nurseries for t in n.child_tasks)
+    return found
+
+
 async def test_pause_stops_new_routing_and_resume_restores(autojump_clock: object) -> None:
     """A paused target takes no new work; resume brings it back with breaker and cooldown reset."""
     fake = FakeProvider().on("key-a", rate_limited(300.0), reply("a")).on("key-b", reply("b"))

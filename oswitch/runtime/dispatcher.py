@@ -346,8 +346,8 @@ class RequestRun:
         except BaseException:
             granted = order.reply.peek()
             if granted is not None and granted.kind is OutcomeKind.GRANTED:
-                # Cancelled in the instant after the target granted a stream's slot:
-                # nobody will open that stream, so give the slot back here.
+                # Cancelled in the instant after the target granted the slot: nobody
+                # will run the attempt, so give the slot back here.
                 order.cancel(CancelReason.CALLER)
                 actor.end_attempt(order, None, started=now)
             raise
@@ -356,7 +356,7 @@ class RequestRun:
                 order.cancel(CancelReason.CALLER)
         answer = Answer(outcome)
         if outcome.kind is OutcomeKind.GRANTED:
-            answer = await actor.open_stream(order)
+            answer = await actor.run_granted(order)
             outcome = answer.outcome
         if hedge:
             outcome = attrs.evolve(outcome, hedge=True)

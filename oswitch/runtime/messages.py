@@ -73,7 +73,7 @@ class OutcomeKind(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REFUSED = "refused"
-    GRANTED = "granted"  # a stream attempt may start: the caller's task does the I/O
+    GRANTED = "granted"  # the attempt may start: the caller's task does its I/O
 
 
 @attrs.frozen(kw_only=True)

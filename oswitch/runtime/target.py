@@ -267,30 +267,17 @@ class TargetActor(TargetReadings, FleetFace):
         self._carry_out(effects)
         self._running.add(order)
         if order.stream:
-            # The caller's task reads the stream (open_stream); the slot is held now,
-            # and no later than the request's deadline.
+            # The slot is held from now until the caller ends the stream, and no later
+            # than the request's deadline even if the caller stops reading.
             deadlines = self._stream_deadlines
             deadlines.watch(order, open_streams=len(self._running))
             if not deadlines.served:
                 deadlines.served = True
                 assert self._nursery is not None
                 self._nursery.start_soon(deadlines.serve, self._expire_stream)
-            order.reply.set(self._exchange.outcome(OutcomeKind.GRANTED, served, now))
-            return
-        assert self._nursery is not None
-        self._nursery.start_soon(self._run_attempt, order)
-
-    # Every path awaits the fleet's admission or the exchange (flake8-async cannot see it).
-    async def _run_attempt(self, order: AttemptOrder) -> None:  # noqa: ASYNC910
-        started, served = trio.current_time(), self.upstream_model(order.model)
-        outcome: AttemptOutcome | None = None
-        try:
-            if self._fleet is not None:
-                outcome = await self._fleet_admit(self._fleet, order, served, started)
-            if outcome is None:
-                outcome = (await self._exchange.exchange(order, served, started)).outcome
-        finally:
-            order.reply.set(self.end_attempt(order, outcome, started=started))
+        # The caller's task does the attempt's I/O (run_granted) under the attempt's
+        # cancel scope, which this target (or anyone) can cancel: no task per attempt.
+        order.reply.set(self._exchange.outcome(OutcomeKind.GRANTED, served, now))
 
     def end_attempt(
         self, order: AttemptOrder, outcome: AttemptOutcome | None, *, started: float
@@ -364,12 +351,16 @@ class TargetActor(TargetReadings, FleetFace):
         assert self._nursery is not None
         self._nursery.start_soon(upstream.close_expired)
 
-    async def open_stream(self, order: AttemptOrder) -> Answer:
-        """Open a granted streamed attempt and read it up to its first content.
+    async def run_granted(self, order: AttemptOrder) -> Answer:
+        """Run a granted attempt: a whole non-streamed exchange, or a stream read up
+        to its first content.
 
-        Runs in the caller's task. Returns OK beside the open stream (whose reader
-        must end the attempt with :meth:`end_attempt`), or a FAILED / CANCELLED
-        outcome settled here. Cancelling the caller settles it and closes the stream.
+        Runs in the caller's task, every upstream wait inside the order's guard (which
+        the target cancels on disable, drain or shutdown). Blocks until the reply (or
+        first content) is in, the attempt's deadline passes or its guard is cancelled.
+        Returns an open stream beside its OK outcome (whose reader must end the attempt
+        with :meth:`end_attempt`), or an outcome settled here. Raises only the caller's
+        own cancellation, after settling the attempt and closing its connection.
         """
         started = trio.current_time()
         answer: Answer | None = None
