@@ -1,15 +1,17 @@
 """Operator-facing state stays true and bounded: the key list used for scrubbing holds
-each key once, and a draining target stays listed until it is done."""
+each key once, a draining target stays listed until it is done, and what reaches a
+target's inbox is applied in the order it was sent."""
 
 from __future__ import annotations
 
 import attrs
 import pytest
 import trio
+import trio.testing
 
-from oswitch.runtime.messages import AttemptOrder
+from oswitch.runtime.messages import AttemptOrder, Command, CommandKind, OutcomeKind
 from oswitch.runtime.switcher import open_switcher
-from oswitch.runtime.target import TargetActor
+from oswitch.runtime.target import TURN_MESSAGES, TargetActor, TargetState
 from oswitch.testing import FakeProvider, invalid_key, reply, stream
 from support import chat, config, target
 
@@ -85,3 +87,34 @@ async def test_a_listing_counts_orders_waiting_in_the_inbox_as_routing_does() ->
     assert await actor.send(order)  # the actor is not running: the order waits in its inbox
     now = trio.current_time()
     assert (actor.view(now).in_flight, actor.in_flight, actor.candidate(now).in_flight) == (1, 1, 1)
+
+
+async def test_queued_orders_and_commands_are_applied_in_the_order_sent() -> None:
+    """The actor takes several queued messages per turn, still in order: an order sent
+    before a pause is granted, the orders sent after it are refused, and orders past
+    one turn's share are answered in the next."""
+    fake = FakeProvider().on("key-a", reply())
+    actor = TargetActor(target("a"), config(target("a")), transport=fake.transport(), secrets=set())
+
+    def order(n: int) -> AttemptOrder:
+        return AttemptOrder(
+            request=chat(), model="gpt-4o", stream=False, deadline=1e9, request_id=f"r{n}"
+        )
+
+    granted = [order(n) for n in range(TURN_MESSAGES + 2)]
+    pause = Command(CommandKind.PAUSE)
+    refused = [order(n) for n in range(100, 102)]
+    for message in (*granted, pause, *refused):
+        assert await actor.send(message)  # not running yet: all wait in the inbox
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        await pause.done.wait()
+        await trio.testing.wait_all_tasks_blocked()  # the inbox emptied
+        kinds = [o.reply.peek() for o in (*granted, *refused)]
+        assert [k.kind if k else None for k in kinds] == [OutcomeKind.GRANTED] * len(granted) + [
+            OutcomeKind.REFUSED
+        ] * len(refused)
+        assert actor.state is TargetState.PAUSED
+        for o in granted:
+            actor.end_attempt(o, None, started=0.0)
+        nursery.cancel_scope.cancel()

@@ -61,6 +61,8 @@ __all__ = ["TargetActor", "TargetCondition", "TargetState", "TargetView"]
 CREDENTIAL_POLL_S = 5.0
 # The inbox is small on purpose: the dispatcher never queues work on a busy target.
 INBOX_SIZE = 16
+# How many queued messages one turn of the actor applies (see TargetActor._take_turn).
+TURN_MESSAGES = 2
 
 
 class TargetActor(TargetReadings, FleetFace):
@@ -216,14 +218,10 @@ class TargetActor(TargetReadings, FleetFace):
                     nursery.start_soon(self._watch_credentials)
                 task_status.started()
                 async with self._inbox:
-                    async for message in self._inbox:
-                        if isinstance(message, Command):
-                            retired = await self._apply_command(message)
-                            if retired:
-                                break
-                        else:
-                            self._start_attempt(message)
-                        del message  # keep no request alive while the inbox is empty
+                    async for first in self._inbox:
+                        if await self._take_turn(first):
+                            break
+                        del first  # keep no request alive while the inbox is empty
                     # Retired: nothing new gets in, and whatever was queued is answered.
                     self._send_inbox.close()
                     self._refuse_queued()
@@ -234,6 +232,34 @@ class TargetActor(TargetReadings, FleetFace):
                 order.cancel(CancelReason.OPERATOR)
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._exchange.client.aclose()
+
+    async def _take_turn(self, first: AttemptOrder | Command) -> bool:
+        """Apply ``first`` and, in the same turn, up to ``TURN_MESSAGES - 1`` more
+        already queued behind it, in order; True when a command retired the actor.
+
+        A receive is a schedule point: one message per receive grants one attempt per
+        scheduling round, so under load the requests queue at the actor and wait for
+        room in its inbox. Taking many per turn moves that many requests through the
+        same rounds together, and their allocations in bursts trip the interpreter's
+        cyclic collector far more often (a full collection takes tens of milliseconds
+        in a process this size). Two per turn cut the engine's CPU per request by
+        6-19 % with neither (measured in docs/bench.md).
+        """
+        message = first
+        taken = 1
+        while True:
+            if isinstance(message, Command):
+                if await self._apply_command(message):
+                    return True
+            else:
+                self._start_attempt(message)
+            if taken == TURN_MESSAGES:
+                return False
+            try:
+                message = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return False  # noqa: ASYNC910 (the receive that brought `first` checkpointed)
+            taken += 1
 
     def _refuse_queued(self) -> None:
         while True:
