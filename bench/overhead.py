@@ -489,18 +489,38 @@ def _child_round(figures: dict[str, Any], *, cpu_s: float | None = None) -> _Rou
 
 
 async def run_sidecar_own(
-    upstream_url: str, streamed: bool, concurrency: int, requests: int
+    upstream_url: str,
+    streamed: bool,
+    concurrency: int,
+    requests: int,
+    *,
+    young_threshold: int | None = None,
 ) -> _Round:
     """One round of the sidecar alone in this process, its caller aiohttp's client in
     a child process (``bench.aiohttp_baseline --phases``): this process's CPU, taken
     between the child's two phase lines, is the sidecar's own over
     the counted calls (its HTTP server, the engine, its upstream client), with no
     client of its own to subtract and none of the child's start, warm-up or exit.
-    Latencies are the child's; the peak RSS is this process's, sampled meanwhile.
+    Latencies are the child's; the peak RSS is this process's, sampled meanwhile. The
+    round runs with the cyclic collector set as ``oswitch serve`` sets it
+    (:func:`oswitch.sidecar.collector.gateway_collector`; ``young_threshold`` as
+    ``--gc-threshold`` takes it, None for the default), restored afterwards.
 
     Blocks until the child exits; raises RuntimeError if it fails or never reports its
     phases, and trio.TooSlowError (the child killed) past ``AIOHTTP_ROUND_TIMEOUT_S``.
     """
+    from oswitch.sidecar.collector import GATEWAY_YOUNG_THRESHOLD, gateway_collector
+
+    # As `oswitch serve` runs it: with the gateway's collector setting (the embedded
+    # and aiohttp cells keep the interpreter's default, as an application would).
+    threshold = GATEWAY_YOUNG_THRESHOLD if young_threshold is None else young_threshold
+    with gateway_collector(threshold):
+        return await _sidecar_own_round(upstream_url, streamed, concurrency, requests)
+
+
+async def _sidecar_own_round(
+    upstream_url: str, streamed: bool, concurrency: int, requests: int
+) -> _Round:
     from oswitch.sidecar.serve import serve_sidecar
 
     async with open_switcher(embedded_config(upstream_url)) as switcher:

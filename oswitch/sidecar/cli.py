@@ -14,6 +14,7 @@ from oswitch.config.report import ConfigReport
 from oswitch.errors import ConfigError
 from oswitch.logs import LOG_LEVELS, configure_logging
 from oswitch.preflight import preflight
+from oswitch.sidecar.collector import GATEWAY_YOUNG_THRESHOLD, gateway_collector
 from oswitch.sidecar.serve import run_gateway
 
 
@@ -58,16 +59,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"oswitch serve: cannot open the audit file: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(
-            partial(
-                run_gateway,
-                config,
-                host=args.host,
-                port=args.port,
-                control_port=args.control_port,
-                config_path=args.config,
+        with gateway_collector(args.gc_threshold):
+            trio.run(
+                partial(
+                    run_gateway,
+                    config,
+                    host=args.host,
+                    port=args.port,
+                    control_port=args.control_port,
+                    config_path=args.config,
+                )
             )
-        )
     except ConfigError as exc:
         for path, reason in exc.problems:
             print(f"{reason} @ {path}", file=sys.stderr)
@@ -129,4 +131,25 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="FILE",
         help="append the audit log to FILE instead of stdout (default: audit.path)",
     )
+    parser.add_argument(
+        "--gc-threshold",
+        type=_collector_threshold,
+        default=GATEWAY_YOUNG_THRESHOLD,
+        metavar="N",
+        help=(
+            "collect the youngest generation of Python's cyclic garbage collector every N "
+            f"net allocations (default: {GATEWAY_YOUNG_THRESHOLD}; Python's own is 700; "
+            "0 leaves it as Python set it)"
+        ),
+    )
     parser.set_defaults(handler=_serve)
+
+
+def _collector_threshold(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {value})")
+    return value
