@@ -11,8 +11,10 @@ import pytest
 import trio
 
 from oswitch import AllTargetsFailed
+from oswitch.config import RateLimitConfig
+from oswitch.runtime.messages import AttemptOrder
 from oswitch.runtime.switcher import Switcher, open_switcher
-from oswitch.testing import FakeProvider, hang, server_error, stream
+from oswitch.testing import FakeProvider, hang, reply, server_error, stream
 from support import breaker, chat, config, target
 
 ANSWER = "one two three four five six seven eight nine ten"
@@ -224,3 +226,57 @@ async def test_a_sidecar_client_that_disconnects_is_client_cancelled() -> None:
         "client_cancelled",
         True,
     )
+
+
+async def test_a_caller_deadline_teaches_the_response_deadline_a_censored_sample(
+    autojump_clock: object,
+) -> None:
+    """A non-streamed attempt cut short by the caller's own trio deadline tells the
+    learned response deadline that the reply takes longer than that, as an attempt
+    whose own deadline fires does; the target's slot is free at once."""
+    fake = FakeProvider().on("key-a", reply("late", latency=10.0))
+    async with open_switcher(config(target("a")), transport=fake.transport()) as switcher:
+        with trio.move_on_after(2.0):
+            await switcher.complete(chat())
+        actor = switcher._router.actors["a"]
+        learned = actor.timings.for_model("gpt-4o").response_headers
+        stats = learned.statistics(now=trio.current_time())
+        assert (actor.in_flight, stats.censored) == (0, 1)
+
+
+class _UndecidedStore:
+    """A fleet whose store never answers: admission waits inside the order's guard, as
+    FleetLink.admit_order does, until the attempt is cancelled."""
+
+    def __init__(self) -> None:
+        self.tickets_settled: list[object] = []
+
+    async def admit_order(self, member: object, order: AttemptOrder) -> None:
+        with order.guard(order.deadline):
+            await trio.sleep_forever()
+
+    def settled(self, member: object, ticket: object, *args: object, **kwargs: object) -> None:
+        self.tickets_settled.append(ticket)
+
+
+async def test_a_caller_cancelled_during_fleet_admission_spends_no_tokens(
+    autojump_clock: object,
+) -> None:
+    """A request whose caller gives up while the fleet's store is still deciding sent
+    nothing upstream: its attempt is settled as refused, not as spent, so the tokens the
+    target reserved for it come back."""
+    fake = FakeProvider().on("key-a", reply("a"))
+    limited = target("a", rate_limit=RateLimitConfig(tokens_per_minute=6000.0, burst_tokens=6000))
+    async with open_switcher(config(limited), transport=fake.transport()) as switcher:
+        actor = switcher._router.actors["a"]
+        store = _UndecidedStore()
+        actor._fleet = store  # type: ignore[assignment]
+        before = actor._tokens.snapshot(trio.current_time()).configured_available
+        with trio.move_on_after(1.0):
+            await switcher.complete(chat(max_tokens=1000), request_id="r-gave-up")
+        after = actor._tokens.snapshot(trio.current_time()).configured_available
+        trace = switcher.inspect_request("r-gave-up")
+    assert (fake.calls_to("key-a"), actor.in_flight) == (0, 0)
+    assert after >= before
+    assert trace.outcome == "client_cancelled"
+    assert store.tickets_settled == [None]  # no ticket was ever granted

@@ -9,7 +9,14 @@ import pytest
 import trio
 import trio.testing
 
-from oswitch.runtime.messages import AttemptOrder, Command, CommandKind, OutcomeKind
+from oswitch import classify
+from oswitch.runtime.messages import (
+    AttemptOrder,
+    AttemptOutcome,
+    Command,
+    CommandKind,
+    OutcomeKind,
+)
 from oswitch.runtime.switcher import open_switcher
 from oswitch.runtime.target import TURN_MESSAGES, TargetActor, TargetState
 from oswitch.testing import FakeProvider, invalid_key, reply, stream
@@ -118,3 +125,30 @@ async def test_queued_orders_and_commands_are_applied_in_the_order_sent() -> Non
         for o in granted:
             actor.end_attempt(o, None, started=0.0)
         nursery.cancel_scope.cancel()
+
+
+async def test_an_attempt_settled_after_its_actor_stopped_starts_nothing() -> None:
+    """A caller's task may settle its attempt after the target's actor has stopped (the
+    switcher closed meanwhile): a 401 then leaves the target ReauthRequired, and starts
+    no credential watcher in the actor's closed nursery."""
+    fake = FakeProvider().on("key-a", reply())
+    actor = TargetActor(target("a"), config(target("a")), transport=fake.transport(), secrets=set())
+    order = AttemptOrder(request=chat(), model="gpt-4o", stream=False, deadline=1e9, request_id="r")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        assert await actor.send(order)
+        granted = await order.reply.wait()
+        nursery.cancel_scope.cancel()
+    assert granted.kind is OutcomeKind.GRANTED and actor.stopped
+    bad_key = classify(401, {}, b'{"error": {"message": "bad key", "code": "invalid_api_key"}}')
+    failed = AttemptOutcome(
+        kind=OutcomeKind.FAILED,
+        target_id="a",
+        served_model="gpt-4o",
+        started_at=0.0,
+        classification=bad_key,
+    )
+    settled = actor.end_attempt(order, failed, started=0.0)
+    assert settled.kind is OutcomeKind.FAILED
+    view = actor.view(trio.current_time())
+    assert (view.condition, view.in_flight) == ("ReauthRequired", 0)

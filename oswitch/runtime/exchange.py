@@ -161,20 +161,20 @@ class TargetExchange:
             note=note,
         )
 
+    @staticmethod
+    def _observe_unanswered(order: AttemptOrder, started: float, now: float) -> None:
+        """A non-streamed attempt ended unanswered at ``now``: its reply takes longer
+        than this (a censored sample for the learned deadline; see runtime/timings)."""
+        if not order.stream and order.timings is not None:
+            order.timings.response_headers.observe_longer_than(now - started, now=now)
+
     def cancelled(self, order: AttemptOrder, served_model: str, started: float) -> AttemptOutcome:
         """The outcome of an attempt whose guard fired: cancelled from outside (with the
         order's reason), else abandoned at its deadline (silent, TransportFailure)."""
         now = trio.current_time()
-        if not order.stream and order.timings is not None:
-            # The reply takes longer than this (a censored sample; see runtime/timings).
-            order.timings.response_headers.observe_longer_than(now - started, now=now)
-        if order.cancel_reason is not None:
-            return self.outcome(
-                OutcomeKind.CANCELLED,
-                served_model,
-                started,
-                cancel_reason=order.cancel_reason,
-            )
+        self._observe_unanswered(order, started, now)
+        if (reason := order.cancel_reason) is not None:
+            return self.outcome(OutcomeKind.CANCELLED, served_model, started, cancel_reason=reason)
         waited = "headers" if order.stream else "answer"
         if order.stream:
             which = f"first_token {self.timings.silence_cap(served_model).describe()}"
@@ -225,14 +225,20 @@ class TargetExchange:
         upstream: UpstreamStream | None = None
         try:
             sent: AttemptOutcome | UpstreamStream | None = None
-            with order.guard(deadline):
-                try:
-                    sent = await self._send(order, served_model, started, deadline)
-                except Exception as exc:
-                    log.exception("attempt_crashed", extra={"target_id": self.target_id})
-                    message = f"internal error: {exc!r}"
-                    sent = self.failed(served_model, started, transient(message))
-                    await trio.lowlevel.checkpoint()
+            try:
+                with order.guard(deadline):
+                    try:
+                        sent = await self._send(order, served_model, started, deadline)
+                    except Exception as exc:
+                        log.exception("attempt_crashed", extra={"target_id": self.target_id})
+                        message = f"internal error: {exc!r}"
+                        sent = self.failed(served_model, started, transient(message))
+                        await trio.lowlevel.checkpoint()
+            except trio.Cancelled:
+                # The calling task's own cancellation (its deadline, a client gone; the
+                # guard keeps its own): unanswered so far, as when the guard fires.
+                self._observe_unanswered(order, started, trio.current_time())
+                raise
             if sent is None:  # the guard fired
                 answer = Answer(self.cancelled(order, served_model, started))
             elif isinstance(sent, AttemptOutcome):

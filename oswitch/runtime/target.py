@@ -128,6 +128,7 @@ class TargetActor(TargetReadings, FleetFace):
         self._fleet = fleet
         self._tickets: dict[AttemptOrder, Ticket] = {}
         self.stopped = False  # the actor has ended (retired, or its switcher closed)
+        self._winding_down = False  # the inbox loop has ended: the nursery is closing
 
     async def _watch_credentials(self) -> None:
         """While ReauthRequired, re-read the key's variable until a new key shows up."""
@@ -144,7 +145,10 @@ class TargetActor(TargetReadings, FleetFace):
             if isinstance(effect, Emit):
                 self._events.emit(effect.event, target_id=self.target_id, **effect.fields)
             elif effect is Do.WATCH_CREDENTIAL:
-                if self._nursery is not None:  # else run() starts it
+                # Before the actor runs, run() starts it; once the actor has stopped (an
+                # attempt settled afterwards by its caller's task) there is nothing to
+                # watch for, and its nursery takes no new task.
+                if self._nursery is not None and not self._winding_down:
                     self._nursery.start_soon(self._watch_credentials)
             elif effect is Do.NOTIFY:
                 self._notify()
@@ -172,18 +176,6 @@ class TargetActor(TargetReadings, FleetFace):
             fleet=None if self._fleet is None else self._fleet.view_of(self, now),
         )
 
-    async def _fleet_admit(
-        self, fleet: FleetLink, order: AttemptOrder, served: str, started: float
-    ) -> AttemptOutcome | None:
-        """Ask the fleet's store for this attempt: a refusal outcome, or None to go on."""
-        ticket = await fleet.admit_order(self, order)
-        if ticket is not None:
-            self._tickets[order] = ticket
-            if ticket.allowed:
-                return None
-        note = "admission cancelled" if ticket is None else f"fleet: {ticket.why}"
-        return self._exchange.outcome(OutcomeKind.REFUSED, served, started, note=note)
-
     # ---- talking to the actor ----------------------------------------------------
 
     async def command(self, kind: CommandKind, payload: object = None) -> None:
@@ -207,8 +199,9 @@ class TargetActor(TargetReadings, FleetFace):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The actor's life: serve the inbox until retired or cancelled.
 
-        Attempts run in a nursery owned here; on exit every attempt still running
-        is cancelled and the target's client is closed.
+        Its nursery holds the stream deadline watcher, the credential watcher and the
+        drains of finished streams; attempts run in the tasks that asked for them. On
+        exit every attempt still running is cancelled and the target's client is closed.
         """
         try:
             async with trio.open_nursery() as nursery:
@@ -217,14 +210,19 @@ class TargetActor(TargetReadings, FleetFace):
                 if self._health.blocked is TargetCondition.REAUTH_REQUIRED:
                     nursery.start_soon(self._watch_credentials)
                 task_status.started()
-                async with self._inbox:
-                    async for first in self._inbox:
-                        if await self._take_turn(first):
-                            break
-                        del first  # keep no request alive while the inbox is empty
-                    # Retired: nothing new gets in, and whatever was queued is answered.
-                    self._send_inbox.close()
-                    self._refuse_queued()
+                try:
+                    async with self._inbox:
+                        async for first in self._inbox:
+                            if await self._take_turn(first):
+                                break
+                            del first  # keep no request alive while the inbox is empty
+                        # Retired: nothing new gets in, and whatever was queued is answered.
+                        self._send_inbox.close()
+                        self._refuse_queued()
+                finally:
+                    # From here the nursery may close at any checkpoint; an attempt its
+                    # caller settles meanwhile must start nothing in it.
+                    self._winding_down = True
                 nursery.cancel_scope.cancel()
         finally:
             self.stopped = True
@@ -234,17 +232,10 @@ class TargetActor(TargetReadings, FleetFace):
                 await self._exchange.client.aclose()
 
     async def _take_turn(self, first: AttemptOrder | Command) -> bool:
-        """Apply ``first`` and, in the same turn, up to ``TURN_MESSAGES - 1`` more
-        already queued behind it, in order; True when a command retired the actor.
-
-        A receive is a schedule point: one message per receive grants one attempt per
-        scheduling round, so under load the requests queue at the actor and wait for
-        room in its inbox. Taking many per turn moves that many requests through the
-        same rounds together, and their allocations in bursts trip the interpreter's
-        cyclic collector far more often (a full collection takes tens of milliseconds
-        in a process this size). Two per turn cut the engine's CPU per request by
-        6-19 % with neither (measured in docs/bench.md).
-        """
+        """Apply ``first`` and up to ``TURN_MESSAGES - 1`` more queued behind it, in
+        order; True when a command retired the actor. One per receive (a schedule point)
+        made the actor pace the requests one per scheduling round; many per turn moves
+        them in bursts that trip the cyclic collector (docs/bench.md measures both)."""
         message = first
         taken = 1
         while True:
@@ -254,7 +245,7 @@ class TargetActor(TargetReadings, FleetFace):
             else:
                 self._start_attempt(message)
             if taken == TURN_MESSAGES:
-                return False
+                return False  # noqa: ASYNC910 (the receive that brought `first` checkpointed)
             try:
                 message = self._inbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
@@ -391,9 +382,11 @@ class TargetActor(TargetReadings, FleetFace):
         started = trio.current_time()
         answer: Answer | None = None
         served = self.upstream_model(order.model)
+        admitted = self._fleet is None
         try:
             if self._fleet is not None:
                 refused = await self._fleet_admit(self._fleet, order, served, started)
+                admitted = True
                 if refused is not None:
                     answer = Answer(refused)
             if answer is None:
@@ -405,6 +398,12 @@ class TargetActor(TargetReadings, FleetFace):
                 if answer is None and order.cancel_reason is None:
                     order.cancel_reason = CancelReason.CALLER  # torn down from outside
                 outcome = None if answer is None else answer.outcome
+                if not admitted:
+                    # Cancelled while the fleet's store decided: nothing went upstream,
+                    # so nothing is spent (the tokens reserved for it come back).
+                    outcome = self._exchange.outcome(
+                        OutcomeKind.REFUSED, served, started, note="admission cancelled"
+                    )
                 answer = Answer(self.end_attempt(order, outcome, started=started))
         return answer  # noqa: ASYNC910 (the fleet's admission or the exchange awaited)
 
