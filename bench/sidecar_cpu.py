@@ -42,6 +42,7 @@ from bench.overhead import (
     upstream_process,
 )
 from oswitch import open_switcher
+from oswitch.sidecar.collector import collector_threshold
 
 
 async def sidecar_round(
@@ -178,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--gc-threshold",
-        type=int,
+        type=collector_threshold,
         default=None,
         metavar="N",
         help="the sidecar's collector threshold, as `oswitch serve --gc-threshold` takes it "

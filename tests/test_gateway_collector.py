@@ -42,6 +42,9 @@ def test_zero_leaves_the_collector_alone_and_negative_is_refused(
         with gateway_collector(-1):
             pass
     assert gc.get_threshold() == thresholds
+    gc.set_threshold(0, 10, 10)  # the process turned collection off
+    with gateway_collector():
+        assert gc.get_threshold() == (0, 10, 10)
 
 
 def test_serve_takes_the_threshold_from_its_flag(capsys: pytest.CaptureFixture[str]) -> None:

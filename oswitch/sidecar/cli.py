@@ -14,7 +14,11 @@ from oswitch.config.report import ConfigReport
 from oswitch.errors import ConfigError
 from oswitch.logs import LOG_LEVELS, configure_logging
 from oswitch.preflight import preflight
-from oswitch.sidecar.collector import GATEWAY_YOUNG_THRESHOLD, gateway_collector
+from oswitch.sidecar.collector import (
+    GATEWAY_YOUNG_THRESHOLD,
+    collector_threshold,
+    gateway_collector,
+)
 from oswitch.sidecar.serve import run_gateway
 
 
@@ -133,7 +137,7 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     parser.add_argument(
         "--gc-threshold",
-        type=_collector_threshold,
+        type=collector_threshold,
         default=GATEWAY_YOUNG_THRESHOLD,
         metavar="N",
         help=(
@@ -143,13 +147,3 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         ),
     )
     parser.set_defaults(handler=_serve)
-
-
-def _collector_threshold(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (got {value})")
-    return value
