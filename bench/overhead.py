@@ -61,6 +61,7 @@ from bench.record import (
 )
 from bench.upstream import OVERHEAD_KEY, overhead_fake, overhead_request, serve_raw_upstream
 from oswitch import SwitcherConfig, open_switcher, parse_config
+from oswitch.sidecar.collector import GATEWAY_YOUNG_THRESHOLD, gateway_collector
 from oswitch.testing import completion, serve_fake_provider
 
 MODEL = "gpt-4o-mini"
@@ -494,7 +495,7 @@ async def run_sidecar_own(
     concurrency: int,
     requests: int,
     *,
-    young_threshold: int | None = None,
+    young_threshold: int = GATEWAY_YOUNG_THRESHOLD,
 ) -> _Round:
     """One round of the sidecar alone in this process, its caller aiohttp's client in
     a child process (``bench.aiohttp_baseline --phases``): this process's CPU, taken
@@ -504,33 +505,24 @@ async def run_sidecar_own(
     Latencies are the child's; the peak RSS is this process's, sampled meanwhile. The
     round runs with the cyclic collector set as ``oswitch serve`` sets it
     (:func:`oswitch.sidecar.collector.gateway_collector`; ``young_threshold`` as
-    ``--gc-threshold`` takes it, None for the default), restored afterwards.
+    ``--gc-threshold`` takes it), restored afterwards.
 
     Blocks until the child exits; raises RuntimeError if it fails or never reports its
     phases, and trio.TooSlowError (the child killed) past ``AIOHTTP_ROUND_TIMEOUT_S``.
     """
-    from oswitch.sidecar.collector import GATEWAY_YOUNG_THRESHOLD, gateway_collector
+    from oswitch.sidecar.serve import serve_sidecar
 
     # As `oswitch serve` runs it: with the gateway's collector setting (the embedded
     # and aiohttp cells keep the interpreter's default, as an application would).
-    threshold = GATEWAY_YOUNG_THRESHOLD if young_threshold is None else young_threshold
-    with gateway_collector(threshold):
-        return await _sidecar_own_round(upstream_url, streamed, concurrency, requests)
-
-
-async def _sidecar_own_round(
-    upstream_url: str, streamed: bool, concurrency: int, requests: int
-) -> _Round:
-    from oswitch.sidecar.serve import serve_sidecar
-
-    async with open_switcher(embedded_config(upstream_url)) as switcher:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(functools.partial(serve_sidecar, switcher, port=0))
-            url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            command = _aiohttp_command(url, streamed, concurrency, requests, phases=True)
-            with trio.fail_after(AIOHTTP_ROUND_TIMEOUT_S):
-                cpu_s, peak, out, err, returncode = await _phased_child(command)
-            nursery.cancel_scope.cancel()
+    with gateway_collector(young_threshold):
+        async with open_switcher(embedded_config(upstream_url)) as switcher:
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(functools.partial(serve_sidecar, switcher, port=0))
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                command = _aiohttp_command(url, streamed, concurrency, requests, phases=True)
+                with trio.fail_after(AIOHTTP_ROUND_TIMEOUT_S):
+                    cpu_s, peak, out, err, returncode = await _phased_child(command)
+                nursery.cancel_scope.cancel()
     if returncode != 0:
         raise _child_failed(returncode, err)
     if cpu_s is None:

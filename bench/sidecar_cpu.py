@@ -42,26 +42,7 @@ from bench.overhead import (
     upstream_process,
 )
 from oswitch import open_switcher
-from oswitch.sidecar.collector import collector_threshold
-
-
-async def sidecar_round(
-    upstream_url: str,
-    streamed: bool,
-    concurrency: int,
-    requests: int,
-    *,
-    young_threshold: int | None = None,
-) -> float:
-    """CPU ms per request of this process serving the sidecar to an aiohttp caller in
-    a child process, over its counted calls only (``bench.overhead.run_sidecar_own``).
-
-    Blocks until the child exits; raises RuntimeError if it fails or any call failed.
-    """
-    measured, _ = await sidecar_round_collected(
-        upstream_url, streamed, concurrency, requests, young_threshold=young_threshold
-    )
-    return measured
+from oswitch.sidecar.collector import GATEWAY_YOUNG_THRESHOLD, collector_threshold
 
 
 async def sidecar_round_collected(
@@ -70,10 +51,14 @@ async def sidecar_round_collected(
     concurrency: int,
     requests: int,
     *,
-    young_threshold: int | None = None,
+    young_threshold: int = GATEWAY_YOUNG_THRESHOLD,
 ) -> tuple[float, float]:
-    """:func:`sidecar_round`'s CPU ms per request, and the milliseconds per request the
-    cyclic collector ran in this process over the whole round (its warm-up included)."""
+    """CPU ms per request of this process serving the sidecar to an aiohttp caller in a
+    child process, over its counted calls only (``bench.overhead.run_sidecar_own``), and
+    the milliseconds per request the cyclic collector ran in this process over the whole
+    round (its warm-up included).
+
+    Blocks until the child exits; raises RuntimeError if it fails or any call failed."""
     with collector_time() as spent:
         measured = await run_sidecar_own(
             upstream_url, streamed, concurrency, requests, young_threshold=young_threshold
@@ -130,7 +115,7 @@ async def _run(
     concurrencies: Sequence[int],
     requests: int,
     rounds: int,
-    young_threshold: int | None = None,
+    young_threshold: int = GATEWAY_YOUNG_THRESHOLD,
 ) -> list[dict[str, object]]:
     url = f"http://127.0.0.1:{port}/v1"
     rows: list[dict[str, object]] = []
@@ -180,10 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--gc-threshold",
         type=collector_threshold,
-        default=None,
+        default=GATEWAY_YOUNG_THRESHOLD,
         metavar="N",
         help="the sidecar's collector threshold, as `oswitch serve --gc-threshold` takes it "
-        "(default: serve's default; 0: Python's own setting)",
+        f"(default: serve's, {GATEWAY_YOUNG_THRESHOLD}; 0: Python's own setting)",
     )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)

@@ -127,8 +127,9 @@ class TargetActor(TargetReadings, FleetFace):
         # A fleet's shared store: admission before each attempt, transitions after.
         self._fleet = fleet
         self._tickets: dict[AttemptOrder, Ticket] = {}
-        self.stopped = False  # the actor has ended (retired, or its switcher closed)
-        self._winding_down = False  # the inbox loop has ended: the nursery is closing
+        # The actor's inbox loop has ended (retired, or its switcher closed): its nursery
+        # is closing and it takes no new work.
+        self.stopped = False
 
     async def _watch_credentials(self) -> None:
         """While ReauthRequired, re-read the key's variable until a new key shows up."""
@@ -148,7 +149,7 @@ class TargetActor(TargetReadings, FleetFace):
                 # Before the actor runs, run() starts it; once the actor has stopped (an
                 # attempt settled afterwards by its caller's task) there is nothing to
                 # watch for, and its nursery takes no new task.
-                if self._nursery is not None and not self._winding_down:
+                if self._nursery is not None and not self.stopped:
                     self._nursery.start_soon(self._watch_credentials)
             elif effect is Do.NOTIFY:
                 self._notify()
@@ -222,10 +223,10 @@ class TargetActor(TargetReadings, FleetFace):
                 finally:
                     # From here the nursery may close at any checkpoint; an attempt its
                     # caller settles meanwhile must start nothing in it.
-                    self._winding_down = True
+                    self.stopped = True
                 nursery.cancel_scope.cancel()
         finally:
-            self.stopped = True
+            self.stopped = True  # however the actor ended
             for order in list(self._running):
                 order.cancel(CancelReason.OPERATOR)
             with trio.CancelScope(shield=True), trio.move_on_after(5):
