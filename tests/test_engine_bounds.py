@@ -149,6 +149,7 @@ async def test_passthrough_cooldowns_per_model_are_bounded(autojump_clock: objec
     assert MAX_MODEL_COOLDOWNS // 2 <= len(view.model_cooldowns) <= MAX_MODEL_COOLDOWNS
     assert f"model-{MAX_MODEL_COOLDOWNS + 199}" in view.model_cooldowns  # the newest kept
     assert len(router._pools) <= 2  # unknown model names share one cache entry
+    assert len(router._reachable) <= 1  # and one entry of what their chain reaches
 
 
 async def test_request_tags_no_target_has_are_not_cached(autojump_clock: object) -> None:

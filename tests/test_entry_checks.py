@@ -105,6 +105,24 @@ async def test_a_chain_that_reaches_no_served_model_is_unknown(autojump_clock: o
     assert fake.calls == []
 
 
+async def test_a_reload_changes_which_models_a_chain_reaches(autojump_clock: object) -> None:
+    """Whether a model is known, and where its chain leads, is decided by the config in
+    force: a reload that adds a fallback makes an unknown model served, and one that
+    takes it away makes it unknown again, though both were asked before."""
+    fake = FakeProvider().on("key-a", reply("served"))
+    cfg = config(target("a"))
+    async with open_switcher(cfg, transport=fake.transport()) as switcher:
+        with pytest.raises(RequestFailed):
+            await switcher.complete(chat(model="llama-3"))
+        await switcher.reload_config(config(target("a"), fallbacks={"llama-3": ("gpt-4o",)}))
+        answer = await switcher.complete(chat(model="llama-3"))
+        await switcher.reload_config(cfg)
+        with pytest.raises(RequestFailed) as caught:
+            await switcher.complete(chat(model="llama-3"))
+    assert answer["model"] == "gpt-4o"
+    assert caught.value.message == UNKNOWN
+
+
 async def test_a_passthrough_target_serves_any_model(autojump_clock: object) -> None:
     """With a passthrough target (no ``model``), no model name is unknown."""
     fake = FakeProvider().on("key-p", reply())

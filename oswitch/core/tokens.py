@@ -159,7 +159,7 @@ def _content(content: object) -> tuple[int, int]:
 
 
 def _message(message: object) -> tuple[int, int]:
-    if not isinstance(message, Mapping):
+    if type(message) is not dict and not isinstance(message, Mapping):
         return 0, 0
     chars, images = _content(message.get("content"))
     for key in ("name", "tool_call_id"):
@@ -222,17 +222,17 @@ def read_usage(payload: object) -> Usage | None:
     ``cache_creation_input_tokens``; prompt_tokens is their sum. A missing count is 0.
     Never raises.
     """
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         return None
     usage = payload.get("usage", payload)
-    if not isinstance(usage, Mapping):
+    if type(usage) is not dict and not isinstance(usage, Mapping):
         return None
     if "prompt_tokens" in usage or "completion_tokens" in usage:
         prompt = _count(usage.get("prompt_tokens")) or 0
         completion = _count(usage.get("completion_tokens")) or 0
         details = usage.get("prompt_tokens_details")
         cached = 0
-        if isinstance(details, Mapping):
+        if details is not None and isinstance(details, Mapping):
             cached = min(prompt, _count(details.get("cached_tokens")) or 0)
         return Usage(
             prompt_tokens=prompt,

@@ -19,7 +19,6 @@ from oswitch.core.chat_request import (
 )
 from oswitch.core.clip import clip
 from oswitch.core.error_class import ErrorClass
-from oswitch.core.ledger import model_chain
 from oswitch.core.trace import TraceBuilder
 from oswitch.errors import AllTargetsFailed, RequestFailed, SwitcherError
 from oswitch.runtime.keys import keyless_candidates, no_api_key_message
@@ -84,7 +83,7 @@ def validate_request(request: object, request_id: str) -> str:
             error_class=ErrorClass.INVALID_REQUEST,
             status=400,
         )
-    assert isinstance(request, Mapping)
+    assert type(request) is dict or isinstance(request, Mapping)
     return str(request["model"])
 
 
@@ -105,13 +104,7 @@ def prompt_chars(request: Mapping[str, Any]) -> int:
 
 
 def route_refusal(
-    model: str,
-    needs: RequestNeeds,
-    request_id: str,
-    *,
-    router: Router,
-    fallbacks: Mapping[str, tuple[str, ...]],
-    now: float,
+    model: str, needs: RequestNeeds, request_id: str, *, router: Router, now: float
 ) -> SwitcherError | None:
     """Why no target can ever take the request as things stand, or None:
 
@@ -119,12 +112,14 @@ def route_refusal(
       served one: RequestFailed(InvalidRequest, status 404, OpenAI's wording);
     - every target that could take it lacks its key (ReauthRequired, its key
       variable unset): AllTargetsFailed naming the variables, ``missing_keys`` set.
+
+    The chain and its targets come from the router (:meth:`Router.reachable`, kept
+    between requests); the keys and conditions are read now.
     """
-    chain = model_chain(model, fallbacks)
-    if not any(router.serves(name) for name in chain):
+    reachable = router.reachable(model, needs)
+    if reachable is None:
         return model_not_found(model, request_id=request_id)
-    candidates = (actor for name in chain for actor in router.pool(name, needs).actors)
-    missing = keyless_candidates(candidates, now, os.environ)
+    missing = keyless_candidates(reachable, now, os.environ)
     if missing is None:
         return None
     return AllTargetsFailed(

@@ -15,7 +15,7 @@ began.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Set
 from typing import Any, NamedTuple
 
 import attrs
@@ -423,7 +423,7 @@ class TargetExchange:
             return self.failed(
                 served_model, started, transient(message, status=status), note="malformed"
             )
-        if isinstance(payload, Mapping) and "error" in payload and "choices" not in payload:
+        if type(payload) is dict and "error" in payload and "choices" not in payload:
             # Some gateways (OpenRouter) answer 200 with an error object.
             classification = classify_stream_error(
                 payload, quota_after_s=quota_after_s, secrets=self.secrets

@@ -44,14 +44,18 @@ def asks_stream_usage(target: TargetConfig) -> bool:
 def caller_asked_usage(request: Mapping[str, Any]) -> bool:
     """Whether the caller's own request asks for a stream's usage chunk."""
     options = request.get("stream_options")
-    return isinstance(options, Mapping) and options.get("include_usage") is True
+    return (
+        options is not None
+        and isinstance(options, Mapping)
+        and options.get("include_usage") is True
+    )
 
 
 def with_stream_usage(call: UpstreamCall) -> UpstreamCall:
     """``call`` asking for a stream's usage chunk: ``stream_options.include_usage``
     set, any other stream_options the call carried kept."""
     options = call.body.get("stream_options")
-    extra = dict(options) if isinstance(options, Mapping) else {}
+    extra = dict(options) if options is not None and isinstance(options, Mapping) else {}
     body = {**call.body, "stream_options": {**extra, "include_usage": True}}
     return attrs.evolve(call, body=body)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from oswitch.core.ledger import model_chain
 from oswitch.runtime.target import TargetActor, TargetState
 
 
@@ -67,7 +68,7 @@ def request_needs(request: Mapping[str, Any]) -> RequestNeeds:
                     for part in content
                 )
     options = request.get("oswitch")
-    if not isinstance(options, Mapping):
+    if options is None or not isinstance(options, Mapping):
         options = {}
     require_tags = _tags(options, "require_tags")
     avoid_tags = _tags(options, "avoid_tags")
@@ -109,11 +110,15 @@ def make_pool(actors: Sequence[TargetActor]) -> Pool:
 class Router:
     """Targets indexed by the model names they serve, so a request never walks all."""
 
-    def __init__(self, actors: Iterable[TargetActor]) -> None:
+    def __init__(
+        self, actors: Iterable[TargetActor], *, fallbacks: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         self.actors: dict[str, TargetActor] = {}
         self._by_model: dict[str, list[TargetActor]] = {}
         self._any_model: list[TargetActor] = []
+        self._fallbacks: Mapping[str, Sequence[str]] = fallbacks or {}
         self._pools: dict[tuple[str | None, RequestNeeds], Pool] = {}
+        self._reachable: dict[tuple[str | None, RequestNeeds], tuple[TargetActor, ...] | None] = {}
         self._tags: frozenset[str] = frozenset()
         for actor in actors:
             self.actors[actor.target_id] = actor
@@ -149,6 +154,29 @@ class Router:
             pool = make_pool([a for a in self.candidates(model) if needs.admits(a)])
             self._pools[key] = pool
         return pool
+
+    def reachable(self, model: str, needs: RequestNeeds) -> tuple[TargetActor, ...] | None:
+        """The targets a request for ``model`` with ``needs`` could ever be sent to: the
+        pools of ``model`` and of its ``fallbacks`` chain, each target once, in chain
+        order; None when no target serves any model of the chain. Cached as
+        :meth:`pool` is: every name neither served by name nor a ``fallbacks`` source
+        shares one entry, so callers' arbitrary names cannot grow the cache."""
+        known = model in self._by_model or model in self._fallbacks
+        key = (model if known else None, needs)
+        try:
+            return self._reachable[key]
+        except KeyError:
+            pass
+        chain = model_chain(model, self._fallbacks)
+        reachable: tuple[TargetActor, ...] | None = None
+        if any(self.serves(name) for name in chain):
+            pools = [self.pool(name, needs) for name in chain]
+            found = {actor.target_id: actor for pool in pools for actor in pool.actors}
+            reachable = tuple(found.values())
+        if len(self._reachable) >= POOL_CACHE_SIZE:
+            self._reachable.clear()
+        self._reachable[key] = reachable
+        return reachable
 
     def serves(self, model: str) -> bool:
         """Whether any target (whatever its state) serves ``model``: by name, or as a

@@ -109,7 +109,7 @@ class Switcher:
         if self.fleet is not None:
             await self._nursery.start(self.fleet.serve)
         actors = [await self._start_actor(t, self._config) for t in self._config.targets]
-        self._router = Router(actors)
+        self._router = Router(actors, fallbacks=self._config.fallbacks)
         await trio.lowlevel.checkpoint()  # with no targets nothing above waited
 
     # ---- requests ----------------------------------------------------------------
@@ -322,7 +322,6 @@ class Switcher:
             needs,
             request_id,
             router=self._router,
-            fallbacks=self._config.fallbacks,
             now=now,
         )
         if error is not None:
@@ -430,7 +429,7 @@ class Switcher:
             backpressure_threshold=config.backpressure_threshold,
         )
         self._traces.resize(config.trace_capacity, max_bytes=config.trace_store_bytes)
-        self._router = Router(actors)
+        self._router = Router(actors, fallbacks=self._config.fallbacks)
         self._changed.notify()
         self.events.emit("config_reloaded", note=f"{len(actors)} targets")
         await trio.lowlevel.checkpoint()  # an unchanged config sends no command
