@@ -645,11 +645,14 @@ async def test_a_targets_repeated_head_is_validated_once_and_sent_whole(
 
 
 async def test_a_bad_header_is_refused_every_time() -> None:
-    """A head that fails validation is not kept: every request with it is refused."""
+    """A head that fails validation (a line break, a value that is not latin-1 text) is
+    not kept: every request with it is refused, the same URL object included."""
     client = pool()
+    target = httpx.URL("http://127.0.0.1:9/x")
     for _ in range(2):
         with pytest.raises(httpx.LocalProtocolError, match="authorization"):
-            await client.post(
-                httpx.URL("http://127.0.0.1:9/x"), {"authorization": "Bearer a\r\nb: 1"}, b"{}"
-            )
+            await client.post(target, {"authorization": "Bearer a\r\nb: 1"}, b"{}")
+        with pytest.raises(httpx.LocalProtocolError, match="not latin-1 text"):
+            await client.post(target, {"authorization": "Bearer \u2603"}, b"{}")
     assert client._heads == {}
+    assert client._posts == {}

@@ -66,7 +66,7 @@ class OpenAIStreamDecoder:
         # Once per chunk of every stream: the common chunk (one choice, a text delta) is
         # checked inline, with no call but the JSON decode.
         try:
-            if data.strip() == "[DONE]":
+            if data[:1] != "{" and data.strip() == "[DONE]":  # a chunk skips the copy
                 self.finished = True
                 return []
             if event == "error":

@@ -90,6 +90,10 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         self._closed = False
         # Validated request heads (up to Content-Length) by (method, target, host, headers).
         self._heads: dict[tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...]], bytes] = {}
+        # What post() keeps of each (URL, headers): the URL, its origin and validated head.
+        self._posts: dict[
+            tuple[int, tuple[tuple[str, str], ...]], tuple[httpx.URL, Origin, bytes]
+        ] = {}
 
     # ---- the transport API -------------------------------------------------------
 
@@ -116,16 +120,28 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         ``response.stream`` (or ``aread()``) and must ``aclose()`` the response.
         Raises as :meth:`handle_async_request`.
         """
-        encoded: list[tuple[bytes, bytes]] = []
-        for name, value in headers.items():
-            try:
-                encoded.append((name.encode("latin-1"), value.encode("latin-1")))
-            except UnicodeEncodeError:
-                # Never echo the value (or a character of it): it may be a key.
-                raise httpx.LocalProtocolError(
-                    f"invalid request header {name!r}: not latin-1 text"
-                ) from None
-        return await self.request(b"POST", url, encoded, body)
+        # A target posts the same URL object with the same headers every time: its
+        # origin and validated head are kept (the URL too, so its id is not reused).
+        key = (id(url), tuple(headers.items()))
+        kept = self._posts.get(key)
+        if kept is None or kept[0] is not url:
+            encoded: list[tuple[bytes, bytes]] = []
+            for name, value in headers.items():
+                try:
+                    encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+                except UnicodeEncodeError:
+                    # Never echo the value (or a character of it): it may be a key.
+                    raise httpx.LocalProtocolError(
+                        f"invalid request header {name!r}: not latin-1 text"
+                    ) from None
+            kept = (url, _origin(url), self._head_fields(b"POST", url, encoded))
+            if len(self._posts) >= MAX_KEPT_HEADS:
+                self._posts.clear()
+            self._posts[key] = kept
+        _, origin, fields = kept
+        return await self._send(
+            b"POST", origin, fields + wire.content_length_field(len(body)), body
+        )
 
     async def request(
         self,
@@ -135,10 +151,14 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         body: bytes,
     ) -> httpx.Response:
         """Send one request; see :meth:`post`."""
+        head = self._head_fields(method, url, headers) + wire.content_length_field(len(body))
+        return await self._send(method, _origin(url), head, body)
+
+    async def _send(
+        self, method: bytes, origin: Origin, head: bytes, body: bytes
+    ) -> httpx.Response:
         if self._closed:
             raise httpx.LocalProtocolError("the connection pool is closed")
-        head = self._head_fields(method, url, headers) + wire.content_length_field(len(body))
-        origin = _origin(url)
         await self._acquire()
         connection: Connection | None = None
         try:
