@@ -1,6 +1,6 @@
 """One HttpConnection over an in-memory stream pair (virtual clock, no sockets): the
 reader's bound on unread bytes, the disconnect callback, and the lingering close after
-a reply sent before its request body was read."""
+a reply sent before its request body was read, and whether a body is in hand."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import trio.testing
 
 from oswitch.sidecar.closing import ConnectionClosing
 from oswitch.sidecar.connection import MAX_BUFFERED_BYTES, RECEIVE_BYTES, HttpConnection
+from oswitch.sidecar.responses import BODY_IN_HAND_EXTENSION
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -138,3 +139,36 @@ async def test_a_reply_before_the_body_is_read_arrives_and_then_the_connection_c
         assert answer.endswith(b"\r\n\r\ntoo big")
 
     await serve_one(app, client)
+
+
+async def test_the_body_in_hand_extension_says_whether_reading_could_wait(
+    autojump_clock: object,
+) -> None:
+    """``oswitch.body_in_hand`` is true when the request's whole body came with its head,
+    false while some of it is still due (and true once it has all arrived)."""
+    seen: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        in_hand = scope["extensions"][BODY_IN_HAND_EXTENSION]
+        seen.append(in_hand())
+        body = b""
+        while True:
+            message = await receive()
+            body += message["body"]
+            if not message["more_body"]:
+                break
+        seen.append(in_hand())
+        await reply(send, 200, body)
+
+    async def client(stream: trio.abc.Stream) -> None:
+        await stream.send_all(post_head(4) + b"whol")
+        await stream.send_all(post_head(4) + b"pa")
+        await trio.sleep(1)
+        await stream.send_all(b"rt")
+        await stream.send_eof()  # type: ignore[attr-defined]
+        answers = await read_all(stream)
+        assert answers.count(b"HTTP/1.1 200") == 2
+        assert answers.endswith(b"part")
+
+    await serve_one(app, client)
+    assert seen == [True, True, False, True]

@@ -28,6 +28,7 @@ from oswitch.metrics import SwitcherMetrics
 from oswitch.runtime.switcher import Switcher
 from oswitch.sidecar.errors import HttpError, bad_request, http_error_for
 from oswitch.sidecar.responses import (
+    BODY_IN_HAND_EXTENSION,
     CLOSE,
     DISCONNECT_EXTENSION,
     OneWrite,
@@ -175,13 +176,15 @@ class ChatCompletions:
         matches = [key.matches(offered) for key in self.api_keys]
         return any(matches)
 
-    async def read_json_body(self, receive: Receive, request_id: str, *, kind: str) -> Any:
+    async def read_json_body(
+        self, receive: Receive, scope: Scope, request_id: str, *, kind: str
+    ) -> Any:
         """The request body, decoded as JSON (any value: the endpoint checks its shape).
         Blocks until the body is in. Raises ClientGone, or RefusedBody with the answer
         (413 too large, 408 too slow, 400 not JSON or nested too deep for a ``kind``);
         each endpoint sends that answer in its own shape."""
         try:
-            raw = await self._read_body(receive)
+            raw = await self._read_body(receive, scope)
         except BodyTooLarge:
             raise RefusedBody(
                 HttpError(
@@ -216,24 +219,32 @@ class ChatCompletions:
                 bad_request(f"not a {kind}: nested deeper than {MAX_DEPTH} levels @ $", param="$")
             ) from None
 
-    async def _read_body(self, receive: Receive) -> bytes:
+    async def _read_body(self, receive: Receive, scope: Scope) -> bytes:
         """The whole body, within ``max_body_bytes`` and ``body_timeout_s`` (counted
-        from the app's start, which is when the request's headers were in)."""
+        from the app's start, which is when the request's headers were in). A body the
+        server says it already holds (oswitch's own server, ``BODY_IN_HAND_EXTENSION``)
+        is taken without the deadline's cancel scope: nothing of it can keep us waiting."""
+        in_hand = scope.get("extensions", {}).get(BODY_IN_HAND_EXTENSION)
+        if in_hand is not None and in_hand():
+            return await self._collect_body(receive)
+        with trio.move_on_after(self.body_timeout_s):
+            return await self._collect_body(receive)
+        raise BodyTimeout
+
+    async def _collect_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        with trio.move_on_after(self.body_timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise BodyTooLarge
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-        raise BodyTimeout
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """Answer one chat request. Blocks until the answer is sent or the client
@@ -251,7 +262,9 @@ class ChatCompletions:
             )
             return
         try:
-            body = await self.read_json_body(receive, request_id, kind="chat completion request")
+            body = await self.read_json_body(
+                receive, scope, request_id, kind="chat completion request"
+            )
         except ClientGone:
             # The disconnect may have been waiting already: receive returned at once.
             await trio.lowlevel.checkpoint()

@@ -45,7 +45,7 @@ from oswitch.sidecar.h1 import (
     refusal,
     response_head,
 )
-from oswitch.sidecar.responses import DISCONNECT_EXTENSION, ASGIApp, Message
+from oswitch.sidecar.responses import BODY_IN_HAND_EXTENSION, DISCONNECT_EXTENSION, ASGIApp, Message
 from oswitch.sidecar.upgrade import refuse_websocket
 
 log = logging.getLogger("oswitch.sidecar")
@@ -290,6 +290,10 @@ class HttpConnection:
 
     def _scope(self, head: RequestHead, kind: str) -> dict[str, Any]:
         path = head.path
+        extensions = {
+            DISCONNECT_EXTENSION: self.on_disconnect,
+            BODY_IN_HAND_EXTENSION: self._body_in_hand,
+        }
         return {
             "type": kind,
             "asgi": _ASGI,
@@ -303,11 +307,7 @@ class HttpConnection:
             "headers": head.headers,
             "client": self._client,
             "server": self._server,
-            "extensions": (
-                {"websocket.http.response": {}}
-                if kind == "websocket"
-                else {DISCONNECT_EXTENSION: self.on_disconnect}
-            ),
+            "extensions": {"websocket.http.response": {}} if kind == "websocket" else extensions,
         }
 
     async def _run_app(self, head: RequestHead) -> None:  # noqa: ASYNC910 (the app checkpoints)

@@ -116,7 +116,7 @@ class Messages:
             )
             return None
         try:
-            body = await chat.read_json_body(receive, request_id, kind="Messages request")
+            body = await chat.read_json_body(receive, scope, request_id, kind="Messages request")
         except ClientGone:
             await trio.lowlevel.checkpoint()
             return None

@@ -31,6 +31,11 @@ takes a callback (or None to unregister) that the server calls once, from its re
 task, if the client leaves before the response is complete, so an app learns it
 without a task waiting in ``receive``."""
 
+BODY_IN_HAND_EXTENSION = "oswitch.body_in_hand"
+"""An ASGI extension of oswitch's own server: ``scope["extensions"][BODY_IN_HAND_EXTENSION]()``
+is True when what is left of the request body is already in the server's buffer, so
+reading it cannot wait on the client (an app may skip its body deadline then)."""
+
 
 class Corkable(Protocol):
     """A client connection whose writes can be held and sent as one (the listener's)."""
