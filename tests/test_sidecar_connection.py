@@ -12,7 +12,7 @@ import trio.testing
 
 from oswitch.sidecar.closing import ConnectionClosing
 from oswitch.sidecar.connection import MAX_BUFFERED_BYTES, RECEIVE_BYTES, HttpConnection
-from oswitch.sidecar.responses import BODY_IN_HAND_EXTENSION
+from oswitch.sidecar.responses import BODY_IN_HAND_EXTENSION, REQUEST_SCOPE_EXTENSION
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -172,3 +172,46 @@ async def test_the_body_in_hand_extension_says_whether_reading_could_wait(
 
     await serve_one(app, client)
     assert seen == [True, True, False, True]
+
+
+async def test_an_answer_may_take_longer_than_the_header_timeout_and_idle_then_closes(
+    autojump_clock: object,
+) -> None:
+    """The header timeout (5 s here) bounds the wait for each head, not the answer: an
+    app taking 60 s is answered, and the kept connection is closed once it has then
+    been idle for the header timeout."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await trio.sleep(60)
+        await reply(send, 200, b"slow")
+
+    async def client(stream: trio.abc.Stream) -> None:
+        started = trio.current_time()
+        await stream.send_all(post_head(2) + b"{}")
+        answer = await read_all(stream)  # read until the server closes the connection
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"slow")
+        assert trio.current_time() - started == 65.0
+
+    await serve_one(app, client)
+
+
+async def test_cancelling_the_request_scope_ends_the_request_and_its_connection(
+    autojump_clock: object,
+) -> None:
+    """``oswitch.request_scope`` is the scope the app runs in: cancelling it stops the
+    app at its next checkpoint, and the connection closes with nothing written."""
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["extensions"][REQUEST_SCOPE_EXTENSION].cancel()
+        reached.append("cancelled")
+        await trio.sleep(1)
+        reached.append("after the checkpoint")  # never: Cancelled left the app
+
+    async def client(stream: trio.abc.Stream) -> None:
+        await stream.send_all(post_head(0) + post_head(0))
+        assert await read_all(stream) == b""
+
+    await serve_one(app, client)
+    assert reached == ["cancelled"]

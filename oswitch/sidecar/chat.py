@@ -31,6 +31,7 @@ from oswitch.sidecar.responses import (
     BODY_IN_HAND_EXTENSION,
     CLOSE,
     DISCONNECT_EXTENSION,
+    REQUEST_SCOPE_EXTENSION,
     OneWrite,
     Receive,
     Scope,
@@ -301,7 +302,18 @@ class ChatCompletions:
         the answer is complete. oswitch's server says so through its
         ``oswitch.disconnect`` extension; under any other server a task waits in
         ``receive`` for ``http.disconnect``. Blocks until ``work`` returns."""
-        watch = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+        extensions = scope.get("extensions", {})
+        watch = extensions.get(DISCONNECT_EXTENSION)
+        request_scope = extensions.get(REQUEST_SCOPE_EXTENSION)
+        if watch is not None and request_scope is not None:
+            # oswitch's own server runs the request in a scope it offers: cancelling it
+            # on the client's going needs no scope of ours (Cancelled leaves the app).
+            watch(partial(self._client_left, request_scope, state))
+            try:
+                await work()
+            finally:
+                watch(None)
+            return
         if watch is not None:
             with trio.CancelScope() as cancel:
                 watch(partial(self._client_left, cancel, state))

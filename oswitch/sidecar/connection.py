@@ -6,10 +6,10 @@ and, when the connection may be kept, reads the next head. What it reads and wri
 framed by the sans-IO :mod:`oswitch.sidecar.h1`.
 
 - One reader task per connection does all the reading into a bounded buffer. When the
-  client leaves (or a write to it times out, see
-  :class:`~oswitch.sidecar.listener.BoundedWriteStream`) it calls the request's
-  ``oswitch.disconnect`` callback, which is how a request is cancelled without a task
-  of its own; bytes of a pipelined next request are kept for it.
+  client leaves (or a write to it times out: ``listener.BoundedWriteStream``) it
+  calls the request's ``oswitch.disconnect`` callback, which cancels the scope the
+  request runs in (``oswitch.request_scope``, also its header timeout): a request
+  needs no task or scope of its own. Bytes of a pipelined next request are kept.
 - The app's ``receive`` hands the request body over as it arrives (``100 Continue``
   first when the client waits for it); once the body is in, it returns
   ``http.disconnect`` when the client leaves or the response has ended (ASGI's rule,
@@ -27,9 +27,9 @@ framed by the sans-IO :mod:`oswitch.sidecar.h1`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 import trio
 
@@ -40,12 +40,19 @@ from oswitch.sidecar.h1 import (
     ChunkedBody,
     RequestHead,
     ResponseFraming,
+    asgi_scope,
     find_head_end,
     parse_request_head,
     refusal,
     response_head,
 )
-from oswitch.sidecar.responses import BODY_IN_HAND_EXTENSION, DISCONNECT_EXTENSION, ASGIApp, Message
+from oswitch.sidecar.responses import (
+    BODY_IN_HAND_EXTENSION,
+    DISCONNECT_EXTENSION,
+    REQUEST_SCOPE_EXTENSION,
+    ASGIApp,
+    Message,
+)
 from oswitch.sidecar.upgrade import refuse_websocket
 
 log = logging.getLogger("oswitch.sidecar")
@@ -60,8 +67,6 @@ MAX_BUFFERED_BYTES = MAX_HEAD_BYTES + RECEIVE_BYTES
 LINGER_BYTES = 8 * 1024 * 1024
 LINGER_S = 2.0
 DISCONNECT: Message = {"type": "http.disconnect"}
-
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
 class HttpConnection:
@@ -99,6 +104,7 @@ class HttpConnection:
         # The task holding writes back (cork), and what it wrote meanwhile.
         self._corked_by: trio.lowlevel.Task | None = None
         self._held: list[bytes] = []
+        self._request_scope: trio.CancelScope | None = None  # the request's, once its head is in
         self._begin(None)
 
     def _begin(self, head: RequestHead | None) -> None:
@@ -134,22 +140,38 @@ class HttpConnection:
 
     async def _serve_requests(self) -> None:
         while True:
-            head = await self._next_head()
-            if head is None:
-                return
-            self._begin(head)
-            if head.upgrade == b"websocket":
-                self._keep = False
-                await refuse_websocket(self, self._app, self._scope(head, "websocket"))
-                return
-            await self._run_app(head)
-            if not self._body_done and self._body_error is None:
-                self._drop_buffered_body()
-            if not self._keep_after():
-                unread = not self._body_done and self._body_error is None
-                if unread and self.started and not self.client_gone:
-                    await self._linger()
-                return
+            timeout = self._header_timeout_s
+            deadline = trio.current_time() + timeout if timeout is not None else math.inf
+            # One cancel scope per request: the header timeout (and the idle wait that a
+            # shutdown cancels) while its head is awaited, then the scope its app runs
+            # in, which the client's going cancels (REQUEST_SCOPE_EXTENSION).
+            with trio.CancelScope(deadline=deadline) as scope:
+                if not await self._serve_one(scope):
+                    return
+            if scope.cancelled_caught:
+                return  # no head in time, a shutdown while idle, or the client left
+
+    async def _serve_one(self, scope: trio.CancelScope) -> bool:
+        """Read one request's head and answer it in ``scope``; whether to go on."""
+        head = await self._next_head(scope)
+        if head is None or scope.cancel_called:
+            return False  # the timeout or a shutdown came with the head: close
+        scope.deadline = math.inf
+        self._request_scope = scope
+        self._begin(head)
+        if head.upgrade == b"websocket":
+            self._keep = False
+            await refuse_websocket(self, self._app, self._scope(head, "websocket"))
+            return False
+        await self._run_app(head)
+        if not self._body_done and self._body_error is None:
+            self._drop_buffered_body()
+        if not self._keep_after():
+            unread = not self._body_done and self._body_error is None
+            if unread and self.started and not self.client_gone:
+                await self._linger()
+            return False
+        return True
 
     async def _read_until_gone(self) -> None:
         """The reader: appends what the client sends to the buffer (pausing while it
@@ -197,48 +219,42 @@ class HttpConnection:
         if self._drained:
             self._drained.unpark_all()
 
-    async def _next_head(self) -> RequestHead | None:
+    async def _next_head(self, waiting: trio.CancelScope) -> RequestHead | None:
         """The next request's head, or None when the connection should close (the
-        client left, sent nothing in time, or sent a head that was answered 4xx/5xx).
-
-        One cancel scope serves as the header timeout and, while nothing of the next
-        request has arrived, as the idle wait that a shutdown cancels."""
+        client left, or sent a head that was answered 4xx/5xx). ``waiting`` (its
+        deadline the header timeout) is, while nothing of the next request has arrived,
+        the idle wait that a shutdown cancels; its cancellation raises Cancelled."""
         self._head = None  # a refusal of this head must not answer the previous one
         scanned = 0
         read = False
-        timeout = self._header_timeout_s
-        deadline = trio.current_time() + timeout if timeout is not None else float("inf")
-        with trio.CancelScope(deadline=deadline) as waiting:
-            while True:
+        while True:
+            try:
+                end = find_head_end(self._buffer, scanned)
+                if end >= 0:
+                    head = bytes(self._buffer[:end])
+                    del self._buffer[:end]
+                    self._consumed()
+                    if not read:  # pipelined: it was all in the buffer already
+                        await trio.lowlevel.checkpoint()
+                    return parse_request_head(head)  # noqa: ASYNC910 (a read or the checkpoint above)
+            except BadRequest as bad:
+                await self.refuse(bad)
+                return None
+            scanned = max(0, len(self._buffer) - 3)
+            if self._buffer:
+                more = await self._more()
+            elif self._closing.closing:
+                await trio.lowlevel.checkpoint()
+                return None
+            else:
+                self._closing.enter_idle(self, waiting)
                 try:
-                    end = find_head_end(self._buffer, scanned)
-                    if end >= 0:
-                        head = bytes(self._buffer[:end])
-                        del self._buffer[:end]
-                        self._consumed()
-                        if not read:  # pipelined: it was all in the buffer already
-                            await trio.lowlevel.checkpoint()
-                        return parse_request_head(head)  # noqa: ASYNC910 (a read or the checkpoint above)
-                except BadRequest as bad:
-                    await self.refuse(bad)
-                    return None
-                scanned = max(0, len(self._buffer) - 3)
-                if self._buffer:
                     more = await self._more()
-                elif self._closing.closing:
-                    await trio.lowlevel.checkpoint()
-                    return None
-                else:
-                    self._closing.enter_idle(self, waiting)
-                    try:
-                        more = await self._more()
-                    finally:
-                        self._closing.leave_idle(self)
-                read = True
-                if not more:
-                    return None
-        # No head within the header timeout, or the server is shutting down: close.
-        return None
+                finally:
+                    self._closing.leave_idle(self)
+            read = True
+            if not more:
+                return None
 
     def _body_in_hand(self) -> bool:
         """Whether the request body has been read, or what is left of it is in the
@@ -289,26 +305,16 @@ class HttpConnection:
     # ---- one request ------------------------------------------------------------------
 
     def _scope(self, head: RequestHead, kind: str) -> dict[str, Any]:
-        path = head.path
-        extensions = {
-            DISCONNECT_EXTENSION: self.on_disconnect,
-            BODY_IN_HAND_EXTENSION: self._body_in_hand,
-        }
-        return {
-            "type": kind,
-            "asgi": _ASGI,
-            "http_version": head.http_version,
-            "method": head.method,
-            "scheme": "http" if kind == "http" else "ws",
-            "path": unquote(path.decode("latin-1")),
-            "raw_path": path,
-            "query_string": head.query,
-            "root_path": "",
-            "headers": head.headers,
-            "client": self._client,
-            "server": self._server,
-            "extensions": {"websocket.http.response": {}} if kind == "websocket" else extensions,
-        }
+        extensions: dict[str, Any] = {"websocket.http.response": {}}
+        if kind == "http":
+            extensions = {
+                DISCONNECT_EXTENSION: self.on_disconnect,
+                BODY_IN_HAND_EXTENSION: self._body_in_hand,
+                REQUEST_SCOPE_EXTENSION: self._request_scope,
+            }
+        return asgi_scope(
+            head, kind, client=self._client, server=self._server, extensions=extensions
+        )
 
     async def _run_app(self, head: RequestHead) -> None:  # noqa: ASYNC910 (the app checkpoints)
         try:

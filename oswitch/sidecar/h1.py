@@ -30,7 +30,8 @@ import secrets
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import NoReturn
+from typing import Any, NoReturn
+from urllib.parse import unquote
 
 import attrs
 
@@ -98,6 +99,36 @@ class RequestHead:
     @property
     def query(self) -> bytes:
         return self.target.partition(b"?")[2]
+
+
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+
+
+def asgi_scope(
+    head: RequestHead,
+    kind: str,
+    *,
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
+    extensions: dict[str, Any],
+) -> dict[str, Any]:
+    """The ASGI connection scope of the request ``head``, ``kind`` "http" or "websocket"."""
+    path = head.path
+    return {
+        "type": kind,
+        "asgi": _ASGI,
+        "http_version": head.http_version,
+        "method": head.method,
+        "scheme": "http" if kind == "http" else "ws",
+        "path": unquote(path.decode("latin-1")),
+        "raw_path": path,
+        "query_string": head.query,
+        "root_path": "",
+        "headers": head.headers,
+        "client": client,
+        "server": server,
+        "extensions": extensions,
+    }
 
 
 def find_head_end(buffer: bytes | bytearray, start: int = 0) -> int:

@@ -36,6 +36,11 @@ BODY_IN_HAND_EXTENSION = "oswitch.body_in_hand"
 is True when what is left of the request body is already in the server's buffer, so
 reading it cannot wait on the client (an app may skip its body deadline then)."""
 
+REQUEST_SCOPE_EXTENSION = "oswitch.request_scope"
+"""An ASGI extension of oswitch's own server: the trio cancel scope the request's app
+runs in. Cancelling it (from any task) ends the request at once, and the connection
+with it: what an app's disconnect callback does, instead of entering a scope of its own."""
+
 
 class Corkable(Protocol):
     """A client connection whose writes can be held and sent as one (the listener's)."""
