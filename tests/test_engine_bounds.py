@@ -164,6 +164,8 @@ async def test_request_tags_no_target_has_are_not_cached(autojump_clock: object)
         with pytest.raises(AllTargetsFailed, match="accepts this request"):
             await switcher.complete(chat(oswitch={"require_tags": ["nowhere" * 30]}))
         pools = dict(switcher._router._pools)
+        reachable = dict(switcher._router._reachable)
     assert len(pools) == 1
+    assert len(reachable) == 1  # the route check's cache leaves invented tags out too
     ((_, needs),) = pools
     assert needs.avoid_tags == frozenset()

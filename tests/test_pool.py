@@ -656,3 +656,25 @@ async def test_a_bad_header_is_refused_every_time() -> None:
             await client.post(target, {"authorization": "Bearer \u2603"}, b"{}")
     assert client._heads == {}
     assert client._posts == {}
+
+
+async def test_a_closed_pool_refuses_first_and_keeps_no_key() -> None:
+    """Once closed, the pool forgets every head it kept (they hold the targets' keys) and
+    refuses any request as closed, before looking at its URL or headers."""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port, _ = await nursery.start(serve, answering(ok(b"x")))
+            client = pool()
+            await read_all(await client.post(url(port), HEADERS, b"{}"))
+            assert client._heads and client._posts
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+    assert client._heads == {} and client._posts == {}
+    for target, headers in (
+        (url(port), HEADERS),
+        (httpx.URL("ftp://127.0.0.1/x"), HEADERS),
+        (url(port), {"authorization": "Bearer a\r\nb: 1"}),
+    ):
+        with pytest.raises(httpx.LocalProtocolError, match="the connection pool is closed"):
+            await client.post(target, headers, b"{}")
+    assert client._posts == {}

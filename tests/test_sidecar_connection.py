@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -215,3 +216,96 @@ async def test_cancelling_the_request_scope_ends_the_request_and_its_connection(
 
     await serve_one(app, client)
     assert reached == ["cancelled"]
+
+
+async def test_a_request_without_a_body_gets_one_empty_body_message(
+    autojump_clock: object,
+) -> None:
+    """ASGI's rule: a request without a body still gets one ``http.request`` (empty, no
+    more body) at once; the next ``receive`` waits for the client's going."""
+    messages: list[tuple[float, dict[str, Any]]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for _ in range(2):
+            message = await receive()
+            messages.append((trio.current_time(), message))
+        await reply(send, 200, b"ok")
+
+    async def client(stream: trio.abc.Stream) -> None:
+        await stream.send_all(post_head(0))
+        await trio.sleep(3)
+        await stream.send_eof()  # type: ignore[attr-defined]
+        await read_all(stream)
+
+    started = trio.current_time()
+    await serve_one(app, client)
+    assert [(at - started, message) for at, message in messages] == [
+        (0.0, {"type": "http.request", "body": b"", "more_body": False}),
+        (3.0, {"type": "http.disconnect"}),
+    ]
+
+
+class _HookedStream(trio.abc.HalfCloseableStream):
+    """A server-side stream that calls ``hook`` when the connection's reader asks for
+    bytes the second time: right after it handed the first request to the serving task,
+    before that task has run."""
+
+    def __init__(self, inner: trio.abc.HalfCloseableStream, hook: Callable[[], None]) -> None:
+        self._inner, self._hook, self._reads = inner, hook, 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        self._reads += 1
+        if self._reads == 2:
+            self._hook()
+        return await self._inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.mark.parametrize("cancel", ["shutdown", "header timeout"])
+async def test_a_head_in_hand_is_answered_though_its_wait_was_cancelled_as_it_came(
+    autojump_clock: trio.testing.MockClock, cancel: str
+) -> None:
+    """A head that had arrived when a shutdown closed the idle connections, or when the
+    header timeout passed, before the serving task ran, is still answered."""
+    client, server = trio.testing.memory_stream_pair()
+    closing = ConnectionClosing()
+
+    def hook() -> None:
+        if cancel == "shutdown":
+            closing.close_idle()
+        else:
+            autojump_clock.jump(6.0)  # past the 5 s header timeout
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await reply(send, 200, b"answered")
+
+    connection = HttpConnection(
+        _HookedStream(server, hook),
+        app,
+        header_timeout_s=5.0,
+        closing=closing,
+        client=("127.0.0.1", 1),
+        server=("127.0.0.1", 2),
+    )
+
+    async def serve() -> None:
+        async with server:
+            await connection.serve()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        await trio.sleep(1)  # idle, waiting for the head
+        await client.send_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        answer = await read_all(client)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"answered")

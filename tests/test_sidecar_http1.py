@@ -253,3 +253,32 @@ async def test_shutdown_closes_idle_kept_connections_at_once() -> None:
             assert (await responses.next())[0] == 200
             shutdown.set()
             assert await responses.closed()
+
+
+async def test_a_post_without_a_body_is_refused_at_once_and_the_connection_kept() -> None:
+    """A chat request with ``Content-Length: 0`` (or none at all) is answered 400 (not
+    JSON) at once, long before any body timeout, on the chat and Messages endpoints;
+    the connection then serves the next request."""
+    server = ServerConfig(body_timeout_ms=60_000)
+    empty = b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+    lengthless = b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n\r\n"
+    with trio.fail_after(10):
+        async with sidecar(server) as (port, _, fake):
+            stream = await connect(port)
+            responses = Responses(stream)
+            await stream.send_all(empty % b"/v1/chat/completions")
+            chat_answer = await responses.next()
+            await stream.send_all(empty % b"/v1/messages")
+            messages_answer = await responses.next()
+            await stream.send_all(lengthless + post())
+            lengthless_answer, served = await responses.next(), await responses.next()
+            await stream.aclose()
+    assert [chat_answer[0], messages_answer[0], lengthless_answer[0], served[0]] == [
+        400,
+        400,
+        400,
+        200,
+    ]
+    assert json.loads(chat_answer[2])["error"]["code"] == "invalid_json"
+    assert json.loads(messages_answer[2])["type"] == "error"
+    assert len(fake.calls) == 1

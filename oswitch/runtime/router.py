@@ -140,11 +140,10 @@ class Router:
     def pool(self, model: str, needs: RequestNeeds) -> Pool:
         """The targets serving ``model`` that admit ``needs``, grouped in tiers (cached:
         a router is rebuilt whenever its targets change)."""
-        if needs.require_tags or needs.avoid_tags:
-            if not needs.require_tags <= self._tags:
-                return _EMPTY_POOL  # a tag no target has: nothing can take it
-            # Tags no target has change nothing: leave them out of the key.
-            needs = attrs.evolve(needs, avoid_tags=needs.avoid_tags & self._tags)
+        known_needs = self._known_needs(needs)
+        if known_needs is None:
+            return _EMPTY_POOL  # a tag no target has: nothing can take it
+        needs = known_needs
         # A model not served by name has the passthrough targets only, whatever its name.
         key = (model if model in self._by_model else None, needs)
         pool = self._pools.get(key)
@@ -160,9 +159,14 @@ class Router:
         pools of ``model`` and of its ``fallbacks`` chain, each target once, in chain
         order; None when no target serves any model of the chain. Cached as
         :meth:`pool` is: every name neither served by name nor a ``fallbacks`` source
-        shares one entry, so callers' arbitrary names cannot grow the cache."""
+        shares one entry, and tags no target has are left out of the key, so what
+        callers invent cannot grow the cache."""
+        chain_needs = self._known_needs(needs)
+        if chain_needs is None:  # a tag no target has: no pool admits it (nothing kept)
+            chain = model_chain(model, self._fallbacks)
+            return () if any(self.serves(name) for name in chain) else None
         known = model in self._by_model or model in self._fallbacks
-        key = (model if known else None, needs)
+        key = (model if known else None, chain_needs)
         try:
             return self._reachable[key]
         except KeyError:
@@ -177,6 +181,16 @@ class Router:
             self._reachable.clear()
         self._reachable[key] = reachable
         return reachable
+
+    def _known_needs(self, needs: RequestNeeds) -> RequestNeeds | None:
+        """``needs`` as the caches key it: avoided tags no target has left out (they
+        change nothing, and a caller may invent any); None when it requires a tag no
+        target has (nothing can take the request)."""
+        if not (needs.require_tags or needs.avoid_tags):
+            return needs
+        if not needs.require_tags <= self._tags:
+            return None
+        return attrs.evolve(needs, avoid_tags=needs.avoid_tags & self._tags)
 
     def serves(self, model: str) -> bool:
         """Whether any target (whatever its state) serves ``model``: by name, or as a

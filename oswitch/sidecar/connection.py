@@ -11,17 +11,16 @@ framed by the sans-IO :mod:`oswitch.sidecar.h1`.
   request runs in (``oswitch.request_scope``, also its header timeout): a request
   needs no task or scope of its own. Bytes of a pipelined next request are kept.
 - The app's ``receive`` hands the request body over as it arrives (``100 Continue``
-  first when the client waits for it); once the body is in, it returns
-  ``http.disconnect`` when the client leaves or the response has ended (ASGI's rule,
-  for apps that watch ``receive`` instead of the extension).
+  first when the client waits for it; one empty message for a request without a body);
+  once the body is in, it returns ``http.disconnect`` when the client leaves or the
+  response has ended (ASGI's rule, for apps that watch ``receive``).
 - The app's ``send`` holds a response's head until its first body bytes, so a head and
   its body (or a stream's head and first events) leave in one write; the last body
   message and the chunked terminator too. A task may :meth:`cork` the connection to
   send several messages in one write (:class:`~oswitch.sidecar.responses.OneWrite`).
 - A head that breaks HTTP/1.1 is answered with an OpenAI-shaped error naming what is
-  wrong (400, 431, 501 or 505) and the connection closed.
-- A response sent before its request's body was read (a 401, a 413) is followed by a
-  bounded lingering close, so the client reads the answer instead of a reset.
+  wrong (400, 431, 501 or 505) and the connection closed. A response sent before its
+  request's body was read (a 401, a 413) is followed by a bounded lingering close.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from oswitch.sidecar.h1 import (
     RequestHead,
     ResponseFraming,
     asgi_scope,
+    content_length,
     find_head_end,
     parse_request_head,
     refusal,
@@ -113,6 +113,7 @@ class HttpConnection:
         self._body_left = head.length if head is not None and head.body == "length" else 0
         self._chunked = ChunkedBody() if head is not None and head.body == "chunked" else None
         self._body_done = head is None or head.body == "none"
+        self._body_given = head is None or head.upgrade == b"websocket"  # its last message
         self._body_error: BadRequest | None = None
         self._continue_sent = False
         self._keep = head is not None and head.keep_alive
@@ -139,23 +140,27 @@ class HttpConnection:
             nursery.cancel_scope.cancel()
 
     async def _serve_requests(self) -> None:
+        pending: RequestHead | None = None  # a head that came with its scope's cancel
         while True:
-            timeout = self._header_timeout_s
+            timeout = self._header_timeout_s if pending is None else None
             deadline = trio.current_time() + timeout if timeout is not None else math.inf
             # One cancel scope per request: the header timeout (and the idle wait that a
             # shutdown cancels) while its head is awaited, then the scope its app runs
             # in, which the client's going cancels (REQUEST_SCOPE_EXTENSION).
             with trio.CancelScope(deadline=deadline) as scope:
-                if not await self._serve_one(scope):
+                head, pending = pending or await self._next_head(scope), None
+                if head is None:
+                    return  # noqa: ASYNC910 (_next_head awaited)
+                if scope.cancel_called:  # the timeout or a shutdown came with the head:
+                    pending = head  # it is answered in a fresh scope
+                    continue
+                if not await self._serve_one(head, scope):
                     return
             if scope.cancelled_caught:
                 return  # no head in time, a shutdown while idle, or the client left
 
-    async def _serve_one(self, scope: trio.CancelScope) -> bool:
-        """Read one request's head and answer it in ``scope``; whether to go on."""
-        head = await self._next_head(scope)
-        if head is None or scope.cancel_called:
-            return False  # the timeout or a shutdown came with the head: close
+    async def _serve_one(self, head: RequestHead, scope: trio.CancelScope) -> bool:
+        """Answer the request ``head`` in ``scope``; whether to go on."""
         scope.deadline = math.inf
         self._request_scope = scope
         self._begin(head)
@@ -312,9 +317,7 @@ class HttpConnection:
                 BODY_IN_HAND_EXTENSION: self._body_in_hand,
                 REQUEST_SCOPE_EXTENSION: self._request_scope,
             }
-        return asgi_scope(
-            head, kind, client=self._client, server=self._server, extensions=extensions
-        )
+        return asgi_scope(head, kind, self._client, self._server, extensions)
 
     async def _run_app(self, head: RequestHead) -> None:  # noqa: ASYNC910 (the app checkpoints)
         try:
@@ -343,6 +346,10 @@ class HttpConnection:
             return DISCONNECT
         if not self._body_done:
             return await self._body_message()
+        if not self._body_given:  # a request without a body gets its one (empty) message
+            self._body_given = True
+            await trio.lowlevel.checkpoint()
+            return {"type": "http.request", "body": b"", "more_body": False}
         # Bytes arriving meanwhile are the next request, pipelined: left in the buffer.
         while await self._more() and not self.finished:
             pass
@@ -362,6 +369,7 @@ class HttpConnection:
                 await trio.lowlevel.checkpoint()
                 return DISCONNECT
             if piece or self._body_done:
+                self._body_given = self._body_done
                 await trio.lowlevel.checkpoint()
                 return {"type": "http.request", "body": piece, "more_body": not self._body_done}
             if not await self._more():
@@ -429,7 +437,7 @@ class HttpConnection:
                 raise RuntimeError(str(exc)) from None
             self._framing = framing
             if framing.kind == "length":
-                self._length_due = _content_length(self._headers)
+                self._length_due = content_length(self._headers)
         kind = framing.kind
         if kind == "chunked":
             if body:
@@ -489,10 +497,3 @@ class HttpConnection:
             await self._write(refusal(bad, self._head))
         self.finished = True
         self._keep = False
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int:
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            return int(value)
-    return 0

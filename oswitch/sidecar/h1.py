@@ -107,12 +107,12 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 def asgi_scope(
     head: RequestHead,
     kind: str,
-    *,
     client: tuple[str, int] | None,
     server: tuple[str, int] | None,
     extensions: dict[str, Any],
 ) -> dict[str, Any]:
-    """The ASGI connection scope of the request ``head``, ``kind`` "http" or "websocket"."""
+    """The ASGI connection scope of the request ``head``, ``kind`` "http" or "websocket",
+    from ``client`` to ``server`` (host and port each), with the server's ``extensions``."""
     path = head.path
     return {
         "type": kind,
@@ -129,6 +129,14 @@ def asgi_scope(
         "server": server,
         "extensions": extensions,
     }
+
+
+def content_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The Content-Length among an app's response ``headers`` (0 without one)."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 def find_head_end(buffer: bytes | bytearray, start: int = 0) -> int:

@@ -120,6 +120,8 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         ``response.stream`` (or ``aread()``) and must ``aclose()`` the response.
         Raises as :meth:`handle_async_request`.
         """
+        if self._closed:
+            raise httpx.LocalProtocolError("the connection pool is closed")
         # A target posts the same URL object with the same headers every time: its
         # origin and validated head are kept (the URL too, so its id is not reused).
         key = (id(url), tuple(headers.items()))
@@ -151,14 +153,14 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         body: bytes,
     ) -> httpx.Response:
         """Send one request; see :meth:`post`."""
+        if self._closed:
+            raise httpx.LocalProtocolError("the connection pool is closed")
         head = self._head_fields(method, url, headers) + wire.content_length_field(len(body))
         return await self._send(method, _origin(url), head, body)
 
     async def _send(
         self, method: bytes, origin: Origin, head: bytes, body: bytes
     ) -> httpx.Response:
-        if self._closed:
-            raise httpx.LocalProtocolError("the connection pool is closed")
         await self._acquire()
         connection: Connection | None = None
         try:
@@ -263,6 +265,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         """Close every idle connection; connections in use close when their reply ends."""
         self._closed = True
         self._heads.clear()  # they hold the targets' keys
+        self._posts.clear()
         for connections in self._idle.values():
             for connection in connections:
                 connection.close()
