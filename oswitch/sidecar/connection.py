@@ -113,7 +113,7 @@ class HttpConnection:
         self._body_left = head.length if head is not None and head.body == "length" else 0
         self._chunked = ChunkedBody() if head is not None and head.body == "chunked" else None
         self._body_done = head is None or head.body == "none"
-        self._body_given = head is None or head.upgrade == b"websocket"  # its last message
+        self._body_given = head is None or head.upgrade == b"websocket"  # the body's end sent
         self._body_error: BadRequest | None = None
         self._continue_sent = False
         self._keep = head is not None and head.keep_alive
