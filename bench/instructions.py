@@ -345,13 +345,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratelimit_headers=args.ratelimit_headers,
         floor=args.aiohttp,
     )
-    if args.json:
+    print_rows(rows, _line, args.json)
+    return 0
+
+
+def print_rows(
+    rows: list[dict[str, Any]], line: Callable[[dict[str, Any]], str], as_json: bool
+) -> None:
+    """Print ``rows`` as JSON, or one ``line`` each."""
+    if as_json:
         json.dump(rows, sys.stdout, indent=2)
         print()
     else:
         for row in rows:
-            print(_line(row))
-    return 0
+            print(line(row))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -42,10 +41,10 @@ from bench.instructions import (
     _dump_total,
     _parse_cells,
     count_cell,
+    print_rows,
     upstream,
 )
 from bench.overhead import aiohttp_available, child_env
-from bench.upstream import OVERHEAD_KEY, overhead_request
 
 DEFAULT_CELLS = ("plain:32", "stream:32")
 START_TIMEOUT_S = 120.0
@@ -84,26 +83,11 @@ def _report_port(port_file: str, port: int) -> None:
 async def _drive(
     url: str, streamed: bool, concurrency: int, warmup: int, requests: int, child_pid: int
 ) -> None:
-    """aiohttp's client in a closed loop; the child's counting window around the counted
-    requests."""
+    """aiohttp's client in ``bench.aiohttp_baseline``'s closed loop; the child's counting
+    window around the counted requests."""
     import aiohttp
 
-    body = overhead_request(streamed)
-    headers = {"authorization": f"Bearer {OVERHEAD_KEY}"}
-
-    async def closed_loop(session: aiohttp.ClientSession, count: int) -> None:
-        left = count
-
-        async def worker() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                async with session.post(url, json=body, headers=headers) as response:
-                    if response.status != 200:
-                        raise RuntimeError(f"the sidecar answered {response.status}")
-                    await response.read()
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    from bench.aiohttp_baseline import _closed_loop, aiohttp_call
 
     def control(*args: str) -> None:
         subprocess.run(
@@ -112,11 +96,14 @@ async def _drive(
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await closed_loop(session, warmup)
+        call = aiohttp_call(session, url, streamed)
+        errors = await _closed_loop(call, concurrency, warmup, [], [])
         control("-z")
         control("-d")
-        await closed_loop(session, requests)
+        errors += await _closed_loop(call, concurrency, requests, [], [])
         control("-d")
+    if errors:
+        raise RuntimeError(f"{errors} calls to the counted sidecar failed")
 
 
 def count_sidecar_cell(
@@ -230,13 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve_counted:
         return _serve_counted(args.url, args.port_file)
-    rows = measure(args.cells, requests=args.requests, warmup=args.warmup)
-    if args.json:
-        json.dump(rows, sys.stdout, indent=2)
-        print()
-    else:
-        for row in rows:
-            print(_line(row))
+    print_rows(measure(args.cells, requests=args.requests, warmup=args.warmup), _line, args.json)
     return 0
 
 

@@ -11,6 +11,7 @@ the metrics, as finished.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -304,18 +305,12 @@ class ChatCompletions:
         ``receive`` for ``http.disconnect``. Blocks until ``work`` returns."""
         extensions = scope.get("extensions", {})
         watch = extensions.get(DISCONNECT_EXTENSION)
-        request_scope = extensions.get(REQUEST_SCOPE_EXTENSION)
-        if watch is not None and request_scope is not None:
+        if watch is not None:
             # oswitch's own server runs the request in a scope it offers: cancelling it
             # on the client's going needs no scope of ours (Cancelled leaves the app).
-            watch(partial(self._client_left, request_scope, state))
-            try:
-                await work()
-            finally:
-                watch(None)
-            return
-        if watch is not None:
-            with trio.CancelScope() as cancel:
+            offered = extensions.get(REQUEST_SCOPE_EXTENSION)
+            own = trio.CancelScope() if offered is None else contextlib.nullcontext(offered)
+            with own as cancel:
                 watch(partial(self._client_left, cancel, state))
                 try:
                     await work()
