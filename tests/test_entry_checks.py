@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from oswitch import AllTargetsFailed, ErrorClass, RequestFailed, parse_config
 from oswitch.config import SwitcherConfig
@@ -265,6 +266,9 @@ async def test_a_key_set_later_is_picked_up(
             await switcher.complete(chat())
         no_keys.setenv("OPENAI_API_KEY", "sk-work")
         await trio.sleep(CREDENTIAL_POLL_S)
+        # The poll is due now: the request comes once the watcher has run, whichever
+        # of the two tasks woke first.
+        await trio.testing.wait_all_tasks_blocked()
         answer = await switcher.complete(chat())
     assert answer["oswitch"]["target_id"] == "openai-work"
 

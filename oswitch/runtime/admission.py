@@ -130,7 +130,9 @@ class Admission:
                 ) from None
             await self._wait_in_queue(held, deadline, request_id)
         else:
-            await trio.lowlevel.checkpoint()
+            # A free slot: a cancel point, not a schedule point. What a request does
+            # next (a target's answer, the upstream) always waits.
+            await trio.lowlevel.checkpoint_if_cancelled()
         self._admitted += 1
         held.admitted_at = trio.current_time()
         held.waited = held.admitted_at - started

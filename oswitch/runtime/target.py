@@ -187,9 +187,17 @@ class TargetActor(TargetReadings, FleetFace):
 
     async def send(self, message: AttemptOrder | Command) -> bool:
         """Put ``message`` in the inbox (blocks only while it is full); False if the
-        actor has stopped taking any."""
+        actor has stopped taking any. A cancel point, and a schedule point only when
+        the inbox is full: every sender waits for the actor's answer next, and that
+        wait is the schedule point (one per round trip, not two)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            await self._send_inbox.send(message)
+            self._send_inbox.send_nowait(message)
+        except trio.WouldBlock:
+            try:
+                await self._send_inbox.send(message)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await trio.lowlevel.checkpoint()  # refused without waiting: still a checkpoint
             return False

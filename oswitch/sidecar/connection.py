@@ -370,7 +370,7 @@ class HttpConnection:
                 return DISCONNECT
             if piece or self._body_done:
                 self._body_given = self._body_done
-                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint_if_cancelled()  # the app's next step waits
                 return {"type": "http.request", "body": piece, "more_body": not self._body_done}
             if not await self._more():
                 return DISCONNECT

@@ -101,8 +101,10 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         # Nearly every write fits the socket's buffer at once and needs no deadline: it is
-        # tried first as trio's own send tries (a cancelled task sends nothing; one
-        # schedule point after), without the cancel scope a waiting write needs.
+        # tried first, without the cancel scope a waiting write needs. A cancelled task
+        # sends nothing. A whole write is no schedule point: after it the connection
+        # reads (and waits), or the stream waits on its upstream; a pipelined request
+        # checkpoints as its head is taken from the buffer.
         await trio.lowlevel.checkpoint_if_cancelled()
         fd = self._socket.fileno()
         if fd == -1:
@@ -114,7 +116,6 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         except OSError as exc:
             raise _stream_error(exc) from None
         if sent == len(data):
-            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         with trio.move_on_after(self._write_timeout_s) as scope:
             try:
