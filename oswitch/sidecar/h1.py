@@ -54,8 +54,15 @@ _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A field value: visible bytes, obs-text, spaces and tabs (RFC 9110 §5.5).
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
-# A byte no field line may hold: controls other than HTAB (CR and LF only as CRLF).
-_BAD_FIELD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+# A byte no field line may hold: controls other than HTAB. In a line split off the head
+# at its CRLFs, a CR or LF is a bare one.
+_LINE_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# The same but CR and LF, for a whole head: its CRs and LFs are counted instead (a
+# pattern looking around every byte for a bare one cost more than the rest of a parse).
+_HEAD_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_FRAMING_FIELDS = frozenset(
+    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
+)
 # Field names seen before, as sent -> lower-cased (clients send the same few names).
 MAX_KEPT_NAMES = 512
 _NAMES: dict[bytes, bytes] = {}
@@ -164,21 +171,24 @@ def parse_request_head(head: bytes) -> RequestHead:
     method, target, version = _request_line(lines[0])
     if len(lines) - 1 > MAX_HEADERS:
         raise BadRequest(f"more than {MAX_HEADERS} header fields", 431)
-    headers: list[tuple[bytes, bytes]] = []
-    hosts = 0
-    lengths: set[bytes] = set()
-    codings: list[bytes] = []
-    connection: list[bytes] = []
-    expect = b""
-    upgrade = b""
-    if _BAD_FIELD_BYTE.search(head, len(lines[0]), len(head) - 4):
+    # Every CR and LF is one of the head's CRLFs: the lines' separators and the two at
+    # its end (a bare one in the request line failed it above).
+    crlfs = len(lines) + 1
+    if (
+        _HEAD_CONTROL.search(head, len(lines[0]), len(head) - 4)
+        or head.count(b"\r") != crlfs
+        or head.count(b"\n") != crlfs
+    ):
         _refuse_fields(lines)
+    headers: list[tuple[bytes, bytes]] = []
+    framing: list[tuple[bytes, bytes]] = []  # the fields the server itself reads
     names = _NAMES
-    for number, line in enumerate(lines[1:], start=1):
+    for line in lines[1:]:
         raw_name, colon, value = line.partition(b":")
         name = names.get(raw_name)
         if name is None:
             if not colon or not _FIELD_NAME.fullmatch(raw_name):
+                number = lines.index(line, 1)  # the first such line: those before it parsed
                 if line[:1] in (b" ", b"\t"):
                     raise BadRequest(f"header line {number} is folded (obsolete line folding)")
                 raise BadRequest(f"header line {number} is not a 'name: value' field")
@@ -187,17 +197,26 @@ def parse_request_head(head: bytes) -> RequestHead:
                 names[raw_name] = name
         value = value.strip(b" \t")
         headers.append((name, value))
+        if name in _FRAMING_FIELDS:
+            framing.append((name, value))
+    hosts = 0
+    lengths: set[bytes] = set()
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    expect = b""
+    upgrade = b""
+    for name, value in framing:
         if name == b"host":
             hosts += 1
         elif name == b"content-length":
-            lengths.update(part.strip(b" \t") for part in value.split(b","))
+            lengths.update(_list_items(value))
         elif name == b"transfer-encoding":
-            codings.extend(part.strip(b" \t").lower() for part in value.split(b","))
+            codings.extend(item.lower() for item in _list_items(value))
         elif name == b"connection":
-            connection.extend(part.strip(b" \t").lower() for part in value.split(b","))
+            connection.extend(item.lower() for item in _list_items(value))
         elif name == b"expect":
             expect = value.lower()
-        elif name == b"upgrade":
+        else:
             upgrade = value.lower()
     if version == "1.1" and hosts != 1:
         raise BadRequest(
@@ -218,10 +237,17 @@ def parse_request_head(head: bytes) -> RequestHead:
     )
 
 
+def _list_items(value: bytes) -> list[bytes]:
+    """The items of a comma-separated field value, trimmed (nearly always just one)."""
+    if b"," not in value:
+        return [value]
+    return [part.strip(b" \t") for part in value.split(b",")]
+
+
 def _refuse_fields(lines: list[bytes]) -> NoReturn:
     """Name the first field line holding a byte no field may hold, and refuse it."""
     for line in lines[1:]:
-        if _BAD_FIELD_BYTE.search(line) or not _FIELD_VALUE.fullmatch(line.partition(b":")[2]):
+        if _LINE_CONTROL.search(line) or not _FIELD_VALUE.fullmatch(line.partition(b":")[2]):
             raise BadRequest(f"header {_shown(line.partition(b':')[0])} holds a control character")
     raise BadRequest("a header line holds a control character")
 
