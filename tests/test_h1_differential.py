@@ -73,6 +73,10 @@ CORPUS: dict[str, bytes] = {
     "bad-name": request(HOST, b"x(y): 1"),
     "nul-in-value": request(HOST, b"X: a\x00b"),
     "cr-in-value": request(HOST, b"X: a\rb"),
+    "cr-ending-value": request(HOST, b"X: a\r"),
+    "cr-in-name": request(HOST, b"X\r: a"),
+    "cr-in-host": request(b"Host: 127.0.0.1\r:8787"),
+    "cr-in-target": request(HOST, line=b"GET /a\rb HTTP/1.1"),
     "lowercase-version": request(HOST, line=b"GET / http/1.1"),
     "no-version": request(HOST, line=b"GET /"),
     "double-space": request(HOST, line=b"GET  / HTTP/1.1"),
@@ -162,6 +166,27 @@ def test_requests_read_as_h11_reads_them(case: str) -> None:
     assert found[1:4] == reference[1:4]
     assert tuple(dict.fromkeys(found[4])) == reference[4]
     assert found[5:] == reference[5:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        # Controls h11 refuses too (it lets \x01-\x1f and DEL through; oswitch does not).
+        st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r", b"\x00", b"\x0b", b"\x0c"])).map(
+            b"".join
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_control_bytes_anywhere_in_values_are_refused_as_h11_refuses_them(
+    values: list[bytes],
+) -> None:
+    """A head whose values hold CRs (bare, doubled, last before the line's end), NUL, VT
+    or FF at any place is read or refused as h11 reads or refuses it."""
+    raw = request(HOST, *(b"X-%d: %s" % (number, value) for number, value in enumerate(values)))
+    found, reference = ours(raw), theirs(raw)
+    assert found[0] == reference[0], (raw, found, reference)
 
 
 @pytest.mark.parametrize(
