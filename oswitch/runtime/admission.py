@@ -113,10 +113,10 @@ class Admission:
         """Take one request slot (what :meth:`slot` holds), to be given back with
         :meth:`release` exactly once. Raises as :meth:`slot` does."""
         held = Held()  # also the limiter's borrower
-        started = trio.current_time()
         try:
             self._limiter.acquire_on_behalf_of_nowait(held)
         except trio.WouldBlock:
+            started = trio.current_time()
             if self._queued >= self.queue_limit:
                 self._rejected += 1
                 self._events.emit(
@@ -129,13 +129,14 @@ class Admission:
                     retry_after=self.retry_after_hint(),
                 ) from None
             await self._wait_in_queue(held, deadline, request_id)
+            held.admitted_at = trio.current_time()
+            held.waited = held.admitted_at - started
         else:
             # A free slot: a cancel point, not a schedule point. What a request does
             # next (a target's answer, the upstream) always waits.
             await trio.lowlevel.checkpoint_if_cancelled()
+            held.admitted_at = trio.current_time()  # it waited no time
         self._admitted += 1
-        held.admitted_at = trio.current_time()
-        held.waited = held.admitted_at - started
         return held
 
     def release(self, held: Held) -> None:

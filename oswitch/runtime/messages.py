@@ -126,6 +126,35 @@ class AttemptOutcome:
         )
 
 
+# A passthrough target serves any model name: its grants are kept for this many.
+MAX_KEPT_GRANTS = 256
+
+
+class Grants:
+    """A target's GRANTED outcomes, one per served model, each made once: the only
+    fact of a grant anyone reads is its kind (the attempt's facts are its order's, and
+    its clock starts when the caller's task runs it)."""
+
+    __slots__ = ("_by_model", "_target_id")
+
+    def __init__(self, target_id: str) -> None:
+        self._target_id = target_id
+        self._by_model: dict[str, AttemptOutcome] = {}
+
+    def __call__(self, served_model: str) -> AttemptOutcome:
+        grant = self._by_model.get(served_model)
+        if grant is None:
+            if len(self._by_model) >= MAX_KEPT_GRANTS:
+                self._by_model.clear()
+            grant = self._by_model[served_model] = AttemptOutcome(
+                kind=OutcomeKind.GRANTED,
+                target_id=self._target_id,
+                served_model=served_model,
+                started_at=0.0,
+            )
+        return grant
+
+
 @attrs.define(eq=False)
 class AttemptOrder:
     """One attempt of one request, sent to a target actor's inbox.

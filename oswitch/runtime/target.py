@@ -46,6 +46,7 @@ from oswitch.runtime.messages import (
     CancelReason,
     Command,
     CommandKind,
+    Grants,
     OutcomeKind,
 )
 from oswitch.runtime.settings import DEFAULT_POLICIES, target_settings
@@ -90,6 +91,7 @@ class TargetActor(TargetReadings, FleetFace):
         self.target = target
         self.config = config
         self.target_id = target.target_id
+        self._grants = Grants(target.target_id)
         self._events = events or EventHub()
         self._notify = notify or (lambda: None)
         self._rng = rng or random.Random()
@@ -303,7 +305,7 @@ class TargetActor(TargetReadings, FleetFace):
                 self._nursery.start_soon(deadlines.serve, self._expire_stream)
         # The caller's task does the attempt's I/O (run_granted) under the attempt's
         # cancel scope, which this target (or anyone) can cancel: no task per attempt.
-        order.reply.set(self._exchange.outcome(OutcomeKind.GRANTED, served, now))
+        order.reply.set(self._grants(served))
 
     def end_attempt(
         self, order: AttemptOrder, outcome: AttemptOutcome | None, *, started: float
