@@ -379,9 +379,21 @@ def test_response_heads_are_read_back_by_h11(
     assert ((b"connection", b"close") in response.headers) is (not keep)
 
 
-def test_a_response_header_that_would_break_the_head_is_refused() -> None:
-    """A header value with CR LF is never written (no response splitting by the app)."""
-    with pytest.raises(ValueError, match="cannot be written"):
-        h1.response_head(
-            200, [(b"x-bad", b"a\r\nx-injected: 1")], head_of(request(HOST)), keep_alive=True
-        )
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"x-bad", b"a\r\nx-injected: 1")],
+        [(b"content-type", b"text/plain"), (b"x-bad", b"a\x00"), (b"x-ok", b"fine")],
+        [(b"x-ok", b"fine"), (b"x-bad", b"\n")],
+        [(b"x bad", b"fine")],
+    ],
+)
+def test_a_response_header_that_would_break_the_head_is_refused(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """A header value with CR, LF or NUL, or a name that is no token, is never written
+    (no response splitting by the app), and the refusal names that header."""
+    bad = next(name for name, _ in headers if name.startswith(b"x") and name != b"x-ok")
+    with pytest.raises(ValueError) as refused:
+        h1.response_head(200, headers, head_of(request(HOST)), keep_alive=True)
+    assert str(refused.value) == f"response header {bad!r} cannot be written"

@@ -60,6 +60,8 @@ _LINE_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # The same but CR and LF, for a whole head: its CRs and LFs are counted instead (a
 # pattern looking around every byte for a bare one cost more than the rest of a parse).
 _HEAD_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Response field names the app wrote before, checked once (apps write the same few).
+_WRITTEN_NAMES: set[bytes] = set()
 _FRAMING_FIELDS = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
 )
@@ -384,6 +386,8 @@ def response_head(
     has_length = False
     close = not keep_alive or not request.keep_alive
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")), date_field()]
+    names: list[bytes] = []
+    values: list[bytes] = []
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"content-length":
@@ -393,9 +397,19 @@ def response_head(
             continue  # written once, below
         elif lowered in (b"transfer-encoding", b"date"):
             continue  # ours to decide
-        if not _FIELD_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
-            raise ValueError(f"response header {name[:40]!r} cannot be written")
+        if name not in _WRITTEN_NAMES:
+            if not _FIELD_NAME.fullmatch(name):
+                raise ValueError(f"response header {name[:40]!r} cannot be written")
+            if len(_WRITTEN_NAMES) < MAX_KEPT_NAMES:
+                _WRITTEN_NAMES.add(name)
+        names.append(name)
+        values.append(value)
         parts += (name, b": ", value, b"\r\n")
+    # Which bytes a value may hold is a rule per byte: the values are checked together.
+    if not _FIELD_VALUE.fullmatch(b"".join(values)):
+        for name, value in zip(names, values, strict=True):
+            if not _FIELD_VALUE.fullmatch(value):
+                raise ValueError(f"response header {name[:40]!r} cannot be written")
     no_body = request.method == "HEAD" or status in (204, 304) or status < 200
     if no_body or has_length:
         kind = "none" if no_body else "length"
