@@ -218,7 +218,7 @@ def parse_request_head(head: bytes) -> RequestHead:
             connection.extend(item.lower() for item in _list_items(value))
         elif name == b"expect":
             expect = value.lower()
-        else:
+        elif name == b"upgrade":
             upgrade = value.lower()
     if version == "1.1" and hosts != 1:
         raise BadRequest(
