@@ -96,6 +96,28 @@ async def test_a_cancelled_stream_is_client_cancelled(
         assert event["target_id"] == "a"
 
 
+async def test_a_request_made_in_a_cancelled_scope_takes_no_slot_and_sends_nothing(
+    autojump_clock: object,
+) -> None:
+    """A caller whose scope is already cancelled when it calls ``complete`` (a deadline
+    passed, a cancel landing just then) takes no admission slot, or gives it back, and
+    sends nothing: once ``concurrency_limit`` such calls kept their slots, every later
+    request would queue until its deadline."""
+    fake = FakeProvider().on("key-a", reply("served"))
+    limit = config(target("a")).concurrency_limit
+    async with open_switcher(config(target("a")), transport=fake.transport()) as switcher:
+        for attempt in range(limit + 1):
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await switcher.complete(chat(), request_id=f"r-early-{attempt}")
+            assert scope.cancelled_caught
+        assert switcher.statistics().admission.in_flight == 0
+        assert fake.calls == []
+        with trio.fail_after(1):
+            answer = await switcher.complete(chat())
+    assert answer["choices"][0]["message"]["content"] == "served"
+
+
 async def test_a_request_cancelled_in_the_queue_is_client_cancelled(
     autojump_clock: object, caplog: pytest.LogCaptureFixture
 ) -> None:

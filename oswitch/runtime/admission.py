@@ -112,6 +112,9 @@ class Admission:
     async def acquire(self, *, deadline: float, request_id: str) -> Held:
         """Take one request slot (what :meth:`slot` holds), to be given back with
         :meth:`release` exactly once. Raises as :meth:`slot` does."""
+        # The cancel point comes before the slot is taken: a Cancelled raised once it
+        # was held would leave it held for good.
+        await trio.lowlevel.checkpoint_if_cancelled()
         held = Held()  # also the limiter's borrower
         try:
             self._limiter.acquire_on_behalf_of_nowait(held)
@@ -132,9 +135,8 @@ class Admission:
             held.admitted_at = trio.current_time()
             held.waited = held.admitted_at - started
         else:
-            # A free slot: a cancel point, not a schedule point. What a request does
-            # next (a target's answer, the upstream) always waits.
-            await trio.lowlevel.checkpoint_if_cancelled()
+            # A free slot: no schedule point. What a request does next (a target's
+            # answer, the upstream) always waits.
             held.admitted_at = trio.current_time()  # it waited no time
         self._admitted += 1
         return held
