@@ -362,6 +362,7 @@ class HttpConnection:
             self._continue_sent = True
             await self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         while True:
+            await trio.lowlevel.checkpoint_if_cancelled()  # before a byte is taken; app waits next
             try:
                 piece = self._take_body()
             except BadRequest as bad:
@@ -370,7 +371,6 @@ class HttpConnection:
                 return DISCONNECT
             if piece or self._body_done:
                 self._body_given = self._body_done
-                await trio.lowlevel.checkpoint_if_cancelled()  # the app's next step waits
                 return {"type": "http.request", "body": piece, "more_body": not self._body_done}
             if not await self._more():
                 return DISCONNECT
