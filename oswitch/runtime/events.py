@@ -85,7 +85,8 @@ class EventHub:
         for key, value in fields.items():
             if type(value) is str and len(value) > MAX_TEXT_CHARS:
                 fields[key] = clip(value, MAX_TEXT_CHARS)
-        audit(name, **fields)
+        if audit_log.isEnabledFor(logging.INFO):  # else audit() would copy the fields first
+            audit(name, **fields)
         for listener in self._listeners:
             listener(name, fields)
         if not self._subscribers:
