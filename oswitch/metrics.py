@@ -136,6 +136,14 @@ class _SwitcherCollector(Collector):
             )
 
 
+# The token kinds a metric counts, each with the ``attempt`` event's field for it.
+_TOKEN_FIELDS = (
+    ("prompt", "prompt_tokens"),
+    ("completion", "completion_tokens"),
+    ("cached", "cached_tokens"),
+)
+
+
 class SwitcherMetrics:
     """The metrics of one switcher; ``render()`` gives the Prometheus text format.
 
@@ -238,8 +246,8 @@ class SwitcherMetrics:
 
     def _count_tokens(self, fields: dict[str, Any]) -> None:
         target_id, model = str(fields.get("target_id", "")), str(fields.get("model", ""))
-        for kind in ("prompt", "completion", "cached"):
-            count = fields.get(f"{kind}_tokens")
+        for kind, field in _TOKEN_FIELDS:
+            count = fields.get(field)
             if isinstance(count, int) and count > 0:
                 self._child(self.tokens, target_id, model, kind).inc(count)
         cost = fields.get("cost")
