@@ -70,6 +70,8 @@ CORPUS: dict[str, bytes] = {
     "space-before-colon": request(b"Host : 127.0.0.1"),
     "empty-name": request(HOST, b": value"),
     "no-colon": request(HOST, b"no colon here"),
+    # The same name just seen with a colon (names seen before are kept, lower-cased).
+    "no-colon-seen-name": request(HOST, b"X-Seen: 1", b"X-Seen"),
     "bad-name": request(HOST, b"x(y): 1"),
     "nul-in-value": request(HOST, b"X: a\x00b"),
     "cr-in-value": request(HOST, b"X: a\rb"),
@@ -206,6 +208,8 @@ def test_control_bytes_anywhere_in_values_are_refused_as_h11_refuses_them(
             "header line 3 is folded (obsolete line folding)",
         ),
         (request(HOST, b"X: a\x00b"), 400, "header 'X' holds a control character"),
+        (request(HOST, b"X\xff: \x01"), 400, "header 'X\\\\xff' holds a control character"),
+        (request(HOST, b"X-Seen: 1", b"X-Seen"), 400, "header line 3 is not a 'name: value' field"),
         (request(HOST, b"Content-Length: 1, 2", line=POST), 400, "Content-Length values disagree"),
         (
             request(HOST, b"Content-Length: -1", line=POST),
@@ -397,3 +401,24 @@ def test_a_response_header_that_would_break_the_head_is_refused(
     with pytest.raises(ValueError) as refused:
         h1.response_head(200, headers, head_of(request(HOST)), keep_alive=True)
     assert str(refused.value) == f"response header {bad!r} cannot be written"
+
+
+def test_a_refusal_names_the_first_header_that_would_break_the_head() -> None:
+    """With several headers that cannot be written, the first of them is named,
+    whether its value or its name is what is wrong."""
+    head = head_of(request(HOST))
+    for headers, first in (
+        ([(b"x-first", b"bad\x00"), (b"bad name", b"fine")], b"x-first"),
+        ([(b"bad name", b"fine"), (b"x-second", b"bad\x00")], b"bad name"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            h1.response_head(200, headers, head, keep_alive=True)
+        assert str(refused.value) == f"response header {first!r} cannot be written"
+
+
+def test_a_bytearray_header_name_is_written() -> None:
+    """A header name an app gives as a bytearray is checked and written as bytes are."""
+    written, _ = h1.response_head(
+        200, [(bytearray(b"x-a"), b"1")], head_of(request(HOST)), keep_alive=True
+    )
+    assert b"\r\nx-a: 1\r\n" in written

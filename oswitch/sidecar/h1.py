@@ -187,7 +187,7 @@ def parse_request_head(head: bytes) -> RequestHead:
     names = _NAMES
     for line in lines[1:]:
         raw_name, colon, value = line.partition(b":")
-        name = names.get(raw_name)
+        name = names.get(raw_name) if colon else None  # a line without one is no field
         if name is None:
             if not colon or not _FIELD_NAME.fullmatch(raw_name):
                 number = lines.index(line, 1)  # the first such line: those before it parsed
@@ -283,8 +283,9 @@ def _body_framing(lengths: set[bytes], codings: list[bytes]) -> tuple[str, int]:
 
 
 def _shown(name: bytes) -> str:
-    """A field name for a message (names are tokens: safe to show, but bounded)."""
-    return repr(name[:40].decode("ascii"))
+    """A field name for a message, bounded; a byte no token holds is shown escaped (a
+    name on a refused line was never checked)."""
+    return repr(name[:40].decode("ascii", "backslashreplace"))
 
 
 class ChunkedBody:
@@ -386,7 +387,6 @@ def response_head(
     has_length = False
     close = not keep_alive or not request.keep_alive
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")), date_field()]
-    names: list[bytes] = []
     values: list[bytes] = []
     for name, value in headers:
         lowered = name.lower()
@@ -397,19 +397,16 @@ def response_head(
             continue  # written once, below
         elif lowered in (b"transfer-encoding", b"date"):
             continue  # ours to decide
-        if name not in _WRITTEN_NAMES:
+        if type(name) is not bytes or name not in _WRITTEN_NAMES:
             if not _FIELD_NAME.fullmatch(name):
-                raise ValueError(f"response header {name[:40]!r} cannot be written")
-            if len(_WRITTEN_NAMES) < MAX_KEPT_NAMES:
+                _refuse_header(headers)
+            if type(name) is bytes and len(_WRITTEN_NAMES) < MAX_KEPT_NAMES:
                 _WRITTEN_NAMES.add(name)
-        names.append(name)
         values.append(value)
         parts += (name, b": ", value, b"\r\n")
     # Which bytes a value may hold is a rule per byte: the values are checked together.
     if not _FIELD_VALUE.fullmatch(b"".join(values)):
-        for name, value in zip(names, values, strict=True):
-            if not _FIELD_VALUE.fullmatch(value):
-                raise ValueError(f"response header {name[:40]!r} cannot be written")
+        _refuse_header(headers)
     no_body = request.method == "HEAD" or status in (204, 304) or status < 200
     if no_body or has_length:
         kind = "none" if no_body else "length"
@@ -424,6 +421,20 @@ def response_head(
         parts.append(b"connection: keep-alive\r\n")
     parts.append(b"\r\n")
     return b"".join(parts), ResponseFraming(kind, keep_alive=not close)
+
+
+def _refuse_header(headers: list[tuple[bytes, bytes]]) -> NoReturn:
+    """Name the first header, in order, that would break the head, and refuse it (as
+    :func:`response_head` drops Transfer-Encoding, Date and ``Connection: close``)."""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in (b"transfer-encoding", b"date"):
+            continue
+        if lowered == b"connection" and b"close" in value.lower():
+            continue
+        if not _FIELD_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            raise ValueError(f"response header {name[:40]!r} cannot be written")
+    raise ValueError("a response header cannot be written")
 
 
 _PLACEHOLDER = RequestHead(method="GET", target=b"/", http_version="1.1", headers=[], body="none")
