@@ -9,12 +9,15 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from oswitch.config import ServerConfig
 from oswitch.runtime.switcher import open_switcher
+from oswitch.sidecar import connection as connection_module
 from oswitch.sidecar.serve import serve_sidecar
 from oswitch.testing import FakeProvider, reply
 from support import chat, config, target
@@ -186,6 +189,8 @@ async def test_broken_heads_are_refused_and_the_server_serves_on() -> None:
         (post(b"{}", b"Transfer-Encoding: gzip"), 501, "Transfer-Encoding: chunked"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431, "over 65536"),
         (b"GET / HTTP/1.1\nHost: a\n\n", 400, "bare LF"),
+        # A name no token holds, on a line with a control byte: shown escaped.
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX\xff: \x01\r\n\r\n", 400, "control character"),
     ]
     with trio.fail_after(15):
         async with sidecar() as (port, _, _fake):
@@ -205,6 +210,43 @@ async def test_broken_heads_are_refused_and_the_server_serves_on() -> None:
                     f"http://127.0.0.1:{port}/v1/chat/completions", json=chat()
                 )
     assert served.status_code == 200
+
+
+async def test_a_fault_in_one_connection_ends_it_and_the_server_serves_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error while serving one connection (a bug of ours) closes that
+    connection and is logged by type as connection_failed; the server and its other
+    connections go on."""
+    real_parse = connection_module.parse_request_head
+
+    def parse(head: bytes) -> Any:
+        if b"x-explode" in head:
+            raise RuntimeError("a bug, quoting " + head.decode("latin-1"))
+        return real_parse(head)
+
+    monkeypatch.setattr(connection_module, "parse_request_head", parse)
+    with trio.fail_after(15):
+        async with sidecar() as (port, _, _fake):
+            kept = await connect(port)
+            await kept.send_all(post())
+            assert (await Responses(kept).next())[0] == 200
+            doomed = await connect(port)
+            await doomed.send_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nx-explode: 1\r\n\r\n")
+            assert await read_to_end(doomed) == b""
+            await kept.send_all(post())
+            assert (await Responses(kept).next())[0] == 200
+            await kept.aclose()
+    failed = [r for r in caplog.records if r.getMessage() == "connection_failed"]
+    assert [getattr(r, "note", None) for r in failed] == ["ExceptionGroup(RuntimeError)"]
+    assert all("quoting" not in r.getMessage() + str(r.__dict__) for r in failed)
+
+
+async def read_to_end(stream: trio.SocketStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return data
 
 
 async def test_an_unread_body_in_hand_keeps_the_connection() -> None:

@@ -31,7 +31,7 @@ import trio
 
 from oswitch.sidecar.closing import ConnectionClosing
 from oswitch.sidecar.connection import HttpConnection
-from oswitch.sidecar.responses import CONNECTION, ASGIApp
+from oswitch.sidecar.responses import CONNECTION, ASGIApp, error_type
 
 log = logging.getLogger("oswitch.sidecar")
 http_log = logging.getLogger("oswitch.sidecar.http")
@@ -240,7 +240,14 @@ class ConnectionGate:
             )
             # The app's tasks are spawned from this one, so they see their connection.
             CONNECTION.set(connection)
-            await connection.serve()
+            try:
+                await connection.serve()
+            except Exception as exc:
+                # A fault of ours in one connection ends that connection (trio closes
+                # the stream), never the server and its other connections. The type
+                # only: a message may quote what the client sent.
+                log.error("connection_failed", extra={"note": error_type(exc)})
+                await trio.lowlevel.checkpoint()  # it may have failed before any
         finally:
             self._open -= 1
             self._saturated = False
