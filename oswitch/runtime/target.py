@@ -40,6 +40,7 @@ from oswitch.runtime.events import EventHub
 from oswitch.runtime.exchange import Answer, TargetExchange
 from oswitch.runtime.fleet_face import FleetFace
 from oswitch.runtime.http import TargetTransport
+from oswitch.runtime.inbox import Inbox
 from oswitch.runtime.messages import (
     AttemptOrder,
     AttemptOutcome,
@@ -123,7 +124,7 @@ class TargetActor(TargetReadings, FleetFace):
         # The streamed ones among them whose headers are in, with their open streams.
         self._streams: dict[AttemptOrder, UpstreamStream] = {}
         self._idle = trio.lowlevel.ParkingLot()
-        self._send_inbox, self._inbox = trio.open_memory_channel[AttemptOrder | Command](INBOX_SIZE)
+        self._inbox = Inbox(INBOX_SIZE)
         self._nursery: trio.Nursery | None = None
         self._stream_deadlines = StreamDeadlines()
         # A fleet's shared store: admission before each attempt, transitions after.
@@ -188,22 +189,9 @@ class TargetActor(TargetReadings, FleetFace):
             await command.done.wait()
 
     async def send(self, message: AttemptOrder | Command) -> bool:
-        """Put ``message`` in the inbox (blocks only while it is full); False if the
-        actor has stopped taking any. A cancel point, and a schedule point only when
-        the inbox is full: every sender waits for the actor's answer next, and that
-        wait is the schedule point (one per round trip, not two)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            self._send_inbox.send_nowait(message)
-        except trio.WouldBlock:
-            try:
-                await self._send_inbox.send(message)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await trio.lowlevel.checkpoint()  # refused without waiting: still a checkpoint
-            return False
-        return True
+        """Put ``message`` in the inbox (blocks only while it is full; see
+        :meth:`Inbox.put`); False if the actor has stopped taking any."""
+        return await self._inbox.put(message)
 
     # ---- the actor ---------------------------------------------------------------
 
@@ -222,15 +210,15 @@ class TargetActor(TargetReadings, FleetFace):
                     nursery.start_soon(self._watch_credentials)
                 task_status.started()
                 try:
-                    async with self._inbox:
-                        async for first in self._inbox:
-                            if await self._take_turn(first):
-                                break
-                            del first  # keep no request alive while the inbox is empty
-                        # Retired: nothing new gets in, and whatever was queued is answered.
-                        self._send_inbox.close()
-                        self._refuse_queued()
+                    while (first := await self._inbox.take()) is not None:
+                        if await self._take_turn(first):
+                            break
+                        del first  # keep no request alive while the inbox is empty
+                    # Retired: nothing new gets in, and whatever was queued is answered.
+                    self._inbox.close()
+                    self._refuse_queued()
                 finally:
+                    self._inbox.close_taking()  # a sender from now on is refused
                     # From here the nursery may close at any checkpoint; an attempt its
                     # caller settles meanwhile must start nothing in it.
                     self.stopped = True
@@ -257,18 +245,14 @@ class TargetActor(TargetReadings, FleetFace):
                 self._start_attempt(message)
             if taken == TURN_MESSAGES:
                 return False  # noqa: ASYNC910 (the receive that brought `first` checkpointed)
-            try:
-                message = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
+            next_message = self._inbox.take_nowait()
+            if next_message is None:
                 return False  # noqa: ASYNC910 (the receive that brought `first` checkpointed)
+            message = next_message
             taken += 1
 
     def _refuse_queued(self) -> None:
-        while True:
-            try:
-                message = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
+        while (message := self._inbox.take_nowait()) is not None:
             if isinstance(message, Command):
                 message.done.set(None)
             else:

@@ -7,8 +7,6 @@ all synchronous, none blocks or raises.
 
 from __future__ import annotations
 
-import trio
-
 from oswitch.config import TargetConfig
 from oswitch.core.headroom import Headroom
 from oswitch.core.scoring import Candidate
@@ -16,7 +14,8 @@ from oswitch.core.target_health import Eligibility, TargetCondition, TargetHealt
 from oswitch.core.tokens import TokenEstimate
 from oswitch.runtime.attempt_tokens import TargetTokens
 from oswitch.runtime.exchange import TargetExchange
-from oswitch.runtime.messages import AttemptOrder, Command
+from oswitch.runtime.inbox import Inbox
+from oswitch.runtime.messages import AttemptOrder
 from oswitch.runtime.view import target_candidate
 
 
@@ -28,7 +27,7 @@ class TargetReadings:
     _tokens: TargetTokens
     _exchange: TargetExchange
     _running: set[AttemptOrder]
-    _send_inbox: trio.MemorySendChannel[AttemptOrder | Command]
+    _inbox: Inbox
 
     @property
     def state(self) -> TargetState:
@@ -53,7 +52,7 @@ class TargetReadings:
         granted) plus orders not yet taken from the inbox, so requests dispatched in
         the same tick see each other's load (an order being started counts only the
         attempts ahead of it: the inbox is first in, first out)."""
-        return len(self._running) + self._send_inbox.statistics().current_buffer_used
+        return len(self._running) + self._inbox.waiting
 
     def eligibility(self, model: str | None, now: float) -> Eligibility:
         """Whether a new order for ``model`` would find this target eligible at ``now``
