@@ -135,8 +135,10 @@ class Admission:
             held.admitted_at = trio.current_time()
             held.waited = held.admitted_at - started
         else:
-            # A free slot: no schedule point. What a request does next (a target's
-            # answer, the upstream) always waits.
+            # A free slot: a schedule point that cannot raise (the slot is held now).
+            # Without it a request arriving as others wake at the same instant (a
+            # retry after a timeout) reaches the targets before them.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             held.admitted_at = trio.current_time()  # it waited no time
         self._admitted += 1
         return held
