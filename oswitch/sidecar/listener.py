@@ -20,7 +20,6 @@ import contextlib
 import errno
 import json
 import logging
-import os
 import secrets
 import socket
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import trio
 from oswitch.sidecar.closing import ConnectionClosing
 from oswitch.sidecar.connection import HttpConnection
 from oswitch.sidecar.responses import CONNECTION, ASGIApp, error_type
+from oswitch.transport import socket_io
 
 log = logging.getLogger("oswitch.sidecar")
 http_log = logging.getLogger("oswitch.sidecar.http")
@@ -81,7 +81,8 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
     ``ClosedResourceError``) and the write raises ``BrokenResourceError``: the client
     is taken as gone. ``on_timeout`` is called once.
 
-    Reads and writes go to the trio socket directly, with the errors trio's
+    Reads and writes go to the socket directly (:mod:`oswitch.transport.socket_io`:
+    one schedule point per read, none for a write that fits), with the errors trio's
     ``SocketStream`` would raise (``BrokenResourceError``, or ``ClosedResourceError`` on
     a socket already closed), without its per-call conflict detector and error
     translation: one connection has one reader task and one writing task at a time.
@@ -106,22 +107,15 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         # reads (and waits), or the stream waits on its upstream; a pipelined request
         # checkpoints as its head is taken from the buffer.
         await trio.lowlevel.checkpoint_if_cancelled()
-        fd = self._socket.fileno()
-        if fd == -1:
-            raise trio.ClosedResourceError("this socket was already closed")
         try:
-            sent = os.write(fd, data)  # the socket is non-blocking: never waits
-        except BlockingIOError:
-            sent = 0
+            sent = socket_io.write_now(self._socket, data)
         except OSError as exc:
             raise _stream_error(exc) from None
         if sent == len(data):
             return
         with trio.move_on_after(self._write_timeout_s) as scope:
             try:
-                view = memoryview(data)
-                while sent < len(data):
-                    sent += await self._socket.send(view[sent:])
+                await socket_io.write_rest(self._socket, data, sent)
             except OSError as exc:
                 raise _stream_error(exc) from None
         if scope.cancelled_caught:
@@ -139,7 +133,7 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
-            return await self._socket.recv(max_bytes or RECEIVE_BYTES)
+            return await socket_io.receive(self._socket, max_bytes or RECEIVE_BYTES)
         except OSError as exc:
             raise _stream_error(exc) from None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import trio
 
-from oswitch.transport import wire
+from oswitch.transport import socket_io, wire
 
 READ_SIZE = 64 * 1024
 # A request this small goes out in one write, head and body together.
@@ -16,11 +16,13 @@ SMALL_BODY_BYTES = 64 * 1024
 class Connection:
     """One socket (plain or TLS) and the bytes read past the last response.
 
-    A plain TCP connection reads and writes its trio socket directly: trio's SocketStream
-    adds a conflict detector and a generator context manager (its error translation)
-    to every call, and one connection has one request at a time. The errors are of the
-    same types, ``httpx.WriteError`` / ``httpx.ReadError``, their text the socket's
-    OSError (``ConnectionResetError: [Errno 104] ...``) rather than trio's wording."""
+    A plain TCP connection reads and writes its socket directly
+    (:mod:`~oswitch.transport.socket_io`): trio's SocketStream adds a conflict detector
+    and a generator context manager (its error translation) to every call, trio's
+    socket a wrapper and a context manager of its own, and one connection has one
+    request at a time. The errors are of the same types, ``httpx.WriteError`` /
+    ``httpx.ReadError``, their text the socket's OSError (``ConnectionResetError:
+    [Errno 104] ...``) rather than trio's wording."""
 
     __slots__ = ("answered", "buffer", "direct", "idle_since", "socket", "stream")
 
@@ -55,18 +57,21 @@ class Connection:
         if not self.direct:
             await self.stream.send_all(data)
             return
-        socket = self.socket
-        sent = await socket.send(data)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sent = socket_io.write_now(self.socket, data)
         if sent < len(data):
-            view = memoryview(data)
-            while sent < len(data):
-                sent += await socket.send(view[sent:])
+            await socket_io.write_rest(self.socket, data, sent)
+        # A schedule point after the write, as trio's send has: the answer's first read
+        # then comes a round later, with more of it in. Without it, a stream of events
+        # written one by one is read in more pieces (docs/bench.md, "Run of 3 December,
+        # night"): cheaper for a plain request, dearer for a stream.
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive(self) -> bytes:
         data: bytes | bytearray
         try:
             if self.direct:
-                data = await self.socket.recv(READ_SIZE)
+                data = await socket_io.receive(self.socket, READ_SIZE)
             else:
                 data = await self.stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -76,9 +81,9 @@ class Connection:
     async def read_head(self, method: bytes) -> wire.Head:
         """Read the final response head (interim 1xx heads skipped).
 
-        A head already buffered is returned without a read, and so without a
-        checkpoint: read_head is only called right after the request was sent,
-        which checkpointed."""
+        Always reads (and so checkpoints) at least once: it is only called right after
+        the request was sent, on a connection with nothing buffered (a connection with
+        bytes left over is never reused)."""
         parser = wire.HeadParser(method)
         buffer = self.buffer
         try:
@@ -86,7 +91,7 @@ class Connection:
                 head, buffer = parser.parse(buffer)
                 if head is not None:
                     self.buffer = buffer
-                    return head  # noqa: ASYNC910 (the send before it checkpointed)
+                    return head  # noqa: ASYNC910 (never on the first pass: see above)
                 data = await self.receive()
                 if not data:
                     parser.end_of_stream(buffer)
