@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from oswitch.metric_tables import CounterTable, HistogramTable
 from oswitch.runtime.switcher import Switcher
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
@@ -29,6 +30,18 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # resumed elsewhere. ``return``, ``give_up``, ``cancelled`` and ``hedge_lost`` end an
 # attempt without the request moving because of it.
 MOVE_DECISIONS = frozenset({"failover", "fallback", "backoff", "cooldown", "retry", "resume"})
+
+
+class _TablesCollector(Collector):
+    """The counted families (requests, attempts, moves, breakers, tokens, cost and the
+    latency histograms), read from their tables at each scrape."""
+
+    def __init__(self, metrics: SwitcherMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        for table in self._metrics.tables():
+            yield table.family()
 
 
 class _SwitcherCollector(Collector):
@@ -152,107 +165,98 @@ class SwitcherMetrics:
     """
 
     def __init__(self, switcher: Switcher) -> None:
-        # Labelled children by (metric, label values): prometheus_client's ``labels()``
-        # validates and looks them up anew on every call, several times per request.
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+        self.requests = CounterTable(
             "oswitch_requests",
             "Requests by outcome (ok or the error raised) and error class.",
             ["outcome", "error_class", "stream"],
-            registry=self.registry,
         )
-        self.attempts = Counter(
+        self.attempts = CounterTable(
             "oswitch_attempts",
             "Attempts by target and error class ('' for success).",
             ["target_id", "error_class"],
-            registry=self.registry,
         )
-        self.failovers = Counter(
+        self.failovers = CounterTable(
             "oswitch_failovers",
             "Times a request moved on after an attempt (another target or model, a retry, "
             "a wait for a cooldown or backoff, a stream resume) or started a hedge, by "
             "decision.",
             ["decision"],
-            registry=self.registry,
         )
-        self.breaker_transitions = Counter(
+        self.breaker_transitions = CounterTable(
             "oswitch_breaker_transitions",
             "Circuit breaker transitions by target and new state.",
             ["target_id", "state"],
-            registry=self.registry,
         )
-        self.tokens = Counter(
+        self.tokens = CounterTable(
             "oswitch_tokens",
             "Tokens the providers reported used, by target, served model and kind "
             "(prompt, completion, cached: the cached ones are among the prompt ones).",
             ["target_id", "model", "kind"],
-            registry=self.registry,
         )
-        self.cost = Counter(
+        self.cost = CounterTable(
             "oswitch_cost",
             "Cost of the tokens used, at the targets' configured prices (targets with "
             "a price only), by target and served model.",
             ["target_id", "model"],
-            registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = HistogramTable(
             "oswitch_request_duration_seconds",
             "Time from arrival to the whole reply (streams: to the last chunk).",
             ["stream"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
         )
-        self.time_to_first_token = Histogram(
+        self.time_to_first_token = HistogramTable(
             "oswitch_time_to_first_token_seconds",
             "Time from arrival to the first content chunk of a stream.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            [],
+            LATENCY_BUCKETS,
         )
+        self.registry.register(_TablesCollector(self))
         self.registry.register(_SwitcherCollector(switcher))
         switcher.events.add_listener(self._on_event)
 
-    def _child(self, metric: Counter | Histogram, *values: str) -> Any:
-        """``metric.labels(*values)``, remembered (the label sets are few and fixed:
-        targets, models, error classes, decisions)."""
-        key = (metric, values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
+    def tables(self) -> tuple[CounterTable | HistogramTable, ...]:
+        """Every counted family, in the order a scrape lists them."""
+        return (
+            self.requests,
+            self.attempts,
+            self.failovers,
+            self.breaker_transitions,
+            self.tokens,
+            self.cost,
+            self.latency,
+            self.time_to_first_token,
+        )
 
     def _on_event(self, name: str, fields: dict[str, Any]) -> None:
         if name == "attempt":
-            self._child(
-                self.attempts,
-                str(fields.get("target_id", "")),
-                str(fields.get("error_class") or ""),
-            ).inc()
+            self.attempts.add(
+                (str(fields.get("target_id", "")), str(fields.get("error_class") or ""))
+            )
             decision = fields.get("decision")
             if decision in MOVE_DECISIONS:
-                self._child(self.failovers, str(decision)).inc()
+                self.failovers.add((str(decision),))
             if fields.get("prompt_tokens") is not None:
                 self._count_tokens(fields)
         elif name == "hedge":
             # A hop to a fallback model is not counted again here (its ``fallback``
             # event): the attempt that caused it was counted with its decision.
-            self._child(self.failovers, name).inc()
+            self.failovers.add((name,))
         elif name == "breaker":
-            self._child(
-                self.breaker_transitions,
-                str(fields.get("target_id", "")),
-                str(fields.get("state", "")),
-            ).inc()
+            self.breaker_transitions.add(
+                (str(fields.get("target_id", "")), str(fields.get("state", "")))
+            )
 
     def _count_tokens(self, fields: dict[str, Any]) -> None:
         target_id, model = str(fields.get("target_id", "")), str(fields.get("model", ""))
         for kind, field in _TOKEN_FIELDS:
             count = fields.get(field)
             if isinstance(count, int) and count > 0:
-                self._child(self.tokens, target_id, model, kind).inc(count)
+                self.tokens.add((target_id, model, kind), count)
         cost = fields.get("cost")
         if isinstance(cost, int | float) and cost > 0:
-            self._child(self.cost, target_id, model).inc(cost)
+            self.cost.add((target_id, model), cost)
 
     def observe_request(
         self,
@@ -265,10 +269,11 @@ class SwitcherMetrics:
     ) -> None:
         """Record one finished request (``started`` and ``first_token_at`` on trio's clock)."""
         now = trio.current_time()
-        self._child(self.requests, outcome, error_class, "true" if stream else "false").inc()
-        self._child(self.latency, "true" if stream else "false").observe(now - started)
+        streamed = "true" if stream else "false"
+        self.requests.add((outcome, error_class, streamed))
+        self.latency.observe((streamed,), now - started)
         if first_token_at is not None:
-            self.time_to_first_token.observe(first_token_at - started)
+            self.time_to_first_token.observe((), first_token_at - started)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
