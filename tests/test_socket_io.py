@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 
+import httpx
 import pytest
 import trio
 import trio.lowlevel
@@ -101,17 +102,26 @@ async def test_closing_the_socket_wakes_a_waiting_read() -> None:
                 await socket_io.receive(left, 100)
 
 
-async def test_a_closed_socket_reads_and_writes_as_ebadf() -> None:
-    """A socket already closed raises OSError(EBADF) at once, read or write."""
+async def test_a_closed_socket_reads_and_writes_as_ebadf_after_one_step() -> None:
+    """A socket already closed raises OSError(EBADF) at once, read or write; a failing
+    read, and a pool send that fails, still yield to the scheduler once first."""
     left, right = trio.socket.socketpair()
+    connection = Connection(trio.SocketStream(left), left)
     right.close()
     left.close()
+    steps = StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
     with pytest.raises(OSError) as read_error:
         await socket_io.receive(left, 100)
+    read_steps = steps.steps
+    with pytest.raises(httpx.WriteError, match=r"OSError: \[Errno 9\] Bad file descriptor"):
+        await connection.send(b"GET / HTTP/1.1\r\n\r\n", b"")
+    trio.lowlevel.remove_instrument(steps)
     with pytest.raises(OSError) as write_error:
         socket_io.write_now(left, b"x")
     assert read_error.value.errno == errno.EBADF
     assert write_error.value.errno == errno.EBADF
+    assert (read_steps, steps.steps) == (1, 2)
 
 
 async def test_a_write_that_fits_is_whole_and_a_full_buffer_returns_zero() -> None:
@@ -189,3 +199,49 @@ async def test_a_cancelled_pool_connection_sends_nothing() -> None:
         assert scope.cancelled_caught
         with pytest.raises(BlockingIOError):
             os.read(right.fileno(), 10)  # trio sockets are non-blocking: nothing came
+
+
+async def _read_woken_with_its_closer() -> object:
+    """Wake a read of ``a`` and a task that closes ``a`` and puts another connection
+    behind its number in one scheduling round; return what the read gave."""
+    a, a_peer = trio.socket.socketpair()
+    trigger, trigger_peer = trio.socket.socketpair()
+    other, other_peer = trio.socket.socketpair()
+    read: list[object] = []
+    reused: list[int] = []
+
+    async def read_a() -> None:
+        try:
+            read.append(await socket_io.receive(a, 100))
+        except (OSError, trio.ClosedResourceError) as exc:
+            read.append(type(exc))
+
+    async def close_a_and_reuse_its_number() -> None:
+        await trio.lowlevel.wait_readable(trigger)
+        number = a.fileno()
+        a.close()
+        os.dup2(other.fileno(), number)  # the freed number now reads `other`
+        reused.append(number)
+
+    with trio.fail_after(GUARD_S):
+        await other_peer.send(b"other connection's bytes")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_a)
+            nursery.start_soon(close_a_and_reuse_its_number)
+            await trio.testing.wait_all_tasks_blocked()
+            # Both written in one task step, so both tasks wake in one round.
+            os.write(a_peer.fileno(), b"a's bytes")
+            os.write(trigger_peer.fileno(), b"x")
+    os.close(reused[0])
+    for sock in (a_peer, trigger, trigger_peer, other, other_peer):
+        sock.close()
+    return read[0]
+
+
+async def test_a_read_woken_with_the_task_that_closes_its_socket_never_reads_another() -> None:
+    """A read woken in the same scheduling round as the task that closes its socket and
+    hands the descriptor's number to another connection (as an accept loop does) reads
+    its own bytes or fails as closed, never the other connection's bytes."""
+    # Which of the two woken tasks runs first is trio's random pick: both orders come up.
+    outcomes = {await _read_woken_with_its_closer() for _ in range(40)}
+    assert outcomes == {b"a's bytes", OSError}

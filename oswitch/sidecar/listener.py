@@ -110,6 +110,7 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         try:
             sent = socket_io.write_now(self._socket, data)
         except OSError as exc:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # as a failed trio send does
             raise _stream_error(exc) from None
         if sent == len(data):
             return

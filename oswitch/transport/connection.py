@@ -58,7 +58,11 @@ class Connection:
             await self.stream.send_all(data)
             return
         await trio.lowlevel.checkpoint_if_cancelled()
-        sent = socket_io.write_now(self.socket, data)
+        try:
+            sent = socket_io.write_now(self.socket, data)
+        except OSError:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # as a failed trio send does
+            raise
         if sent < len(data):
             await socket_io.write_rest(self.socket, data, sent)
         # A schedule point after the write, as trio's send has: the answer's first read

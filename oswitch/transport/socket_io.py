@@ -25,23 +25,28 @@ async def receive(socket: trio.socket.SocketType, max_bytes: int) -> bytes:
 
     Blocks until some bytes (or the end) arrive. A cancel point before the read, and one
     schedule point whichever way: the wait for the socket to become readable, or, when
-    bytes were waiting already, a cancel-shielded one after the read (so nothing read is
-    lost to a cancellation). Raises ``OSError`` from the read, and
-    ``trio.ClosedResourceError`` if the socket is closed while this waits."""
+    bytes (or an error) were waiting already, a cancel-shielded one after the read (so
+    nothing read is lost to a cancellation). Raises ``OSError`` from the read (``EBADF``
+    once the socket is closed), and ``trio.ClosedResourceError`` if the socket is closed
+    while this waits."""
     await trio.lowlevel.checkpoint_if_cancelled()
-    fd = socket.fileno()
     try:
-        data = os.read(fd, max_bytes)
+        data = os.read(socket.fileno(), max_bytes)
     except BlockingIOError:
         pass
+    except OSError:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        raise
     else:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
     while True:
         await trio.lowlevel.wait_readable(socket)
         try:
-            # The same task step as the wait: nothing can have closed the socket since.
-            return os.read(fd, max_bytes)
+            # The descriptor is asked for again: tasks woken with this one may have run
+            # first and closed the socket, and its number may already be another
+            # connection's (closed, it reads as -1 and so fails with EBADF).
+            return os.read(socket.fileno(), max_bytes)
         except BlockingIOError:  # a spurious wakeup: wait again
             continue
 
