@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client import utils
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
@@ -26,8 +27,22 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 _bound_text = cast(Callable[[float], str], utils.floatToGoString)
 
 
+def _use_created() -> bool:
+    """Whether prometheus_client writes ``_created`` samples: not once an operator turned
+    them off (``PROMETHEUS_DISABLE_CREATED_SERIES=True`` or ``disable_created_metrics()``),
+    which sets this private flag of its ``metrics`` module."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))
+
+
+def _label_values(key: tuple[object, ...]) -> tuple[str, ...]:
+    # prometheus_client's ``labels()`` writes every value with str(): None is "None".
+    return tuple(value if type(value) is str else str(value) for value in key)
+
+
 class CounterTable:
-    """A counter family: one count per tuple of label values, created at its first use."""
+    """A counter family: one count per tuple of label values, created at its first use.
+    Values that are not strings are written as ``str()`` makes them (as prometheus_client
+    does), and keys that read the same are one series."""
 
     __slots__ = ("_created", "_documentation", "_labels", "_name", "counts")
 
@@ -35,34 +50,46 @@ class CounterTable:
         self._name = name
         self._documentation = documentation
         self._labels = tuple(labels)
-        self.counts: dict[tuple[str, ...], float] = {}
-        self._created: dict[tuple[str, ...], float] = {}
+        self.counts: dict[tuple[object, ...], float] = {}
+        self._created: dict[tuple[object, ...], float] = {}
 
-    def add(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+    def add(self, key: tuple[object, ...], amount: float = 1.0) -> None:
         """Count ``amount`` (never negative: the callers only count what happened) for
         the label values ``key``, in the order of the table's labels."""
         counts = self.counts
         if key in counts:
             counts[key] += amount
         else:
-            self._created[key] = time.time()
+            self._created[key] = time.time()  # before the count: a scrape sees both
             counts[key] = amount
 
     def family(self) -> CounterMetricFamily:
         """The family as a scrape reads it (its counts copied first)."""
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
         created = self._created.copy()
+        totals: dict[tuple[str, ...], list[float]] = {}
         for key, value in self.counts.copy().items():
-            family.add_metric(key, value, created=created.get(key))
+            labels = _label_values(key)
+            first = created.get(key, 0.0)
+            if labels in totals:
+                total = totals[labels]
+                total[0] += value
+                total[1] = min(total[1], first)
+            else:
+                totals[labels] = [value, first]
+        use_created = _use_created()
+        for labels, (value, first) in totals.items():
+            family.add_metric(labels, value, created=first if use_created else None)
         return family
 
 
 class HistogramTable:
     """A histogram family with fixed upper bounds (``+Inf`` added): per tuple of label
     values, a count per bucket and the sum of what was observed. An unlabelled one
-    exists, all zeros, from the start, as prometheus_client's does."""
+    exists, all zeros, from the start, as prometheus_client's does; a NaN is added to
+    the sum and counted in no bucket, as there."""
 
-    __slots__ = ("_bounds", "_created", "_documentation", "_labels", "_name", "_rows", "_sums")
+    __slots__ = ("_bounds", "_created", "_documentation", "_labels", "_name", "_rows")
 
     def __init__(
         self, name: str, documentation: str, labels: Sequence[str], bounds: Sequence[float]
@@ -71,38 +98,48 @@ class HistogramTable:
         self._documentation = documentation
         self._labels = tuple(labels)
         self._bounds = tuple(float(bound) for bound in bounds)
-        self._rows: dict[tuple[str, ...], list[int]] = {}
-        self._sums: dict[tuple[str, ...], float] = {}
-        self._created: dict[tuple[str, ...], float] = {}
+        # Per key: a count per bound and one past the last (+Inf), not yet cumulative,
+        # then the sum, in one list so that a scrape copies them together.
+        self._rows: dict[tuple[object, ...], list[float]] = {}
+        self._created: dict[tuple[object, ...], float] = {}
         if not self._labels:
             self._row(())
 
-    def _row(self, key: tuple[str, ...]) -> list[int]:
+    def _row(self, key: tuple[object, ...]) -> list[float]:
         row = self._rows.get(key)
         if row is None:
             self._created[key] = time.time()
-            self._sums[key] = 0.0
-            # One slot per bound and one past the last (+Inf), not yet cumulative.
-            row = self._rows[key] = [0] * (len(self._bounds) + 1)
+            row = self._rows[key] = [0.0] * (len(self._bounds) + 2)
         return row
 
-    def observe(self, key: tuple[str, ...], value: float) -> None:
+    def observe(self, key: tuple[object, ...], value: float) -> None:
         """Count ``value`` in the first bucket whose bound is at least it."""
         row = self._rows.get(key) or self._row(key)
-        row[bisect.bisect_left(self._bounds, value)] += 1
-        self._sums[key] += value
+        if value == value:  # a NaN is in no bucket
+            row[bisect.bisect_left(self._bounds, value)] += 1
+        row[-1] += value
 
     def family(self) -> HistogramMetricFamily:
         """The family as a scrape reads it: cumulative buckets, count, sum, created."""
         family = HistogramMetricFamily(self._name, self._documentation, labels=self._labels)
         names = [*(_bound_text(bound) for bound in self._bounds), "+Inf"]
-        sums, created = self._sums.copy(), self._created.copy()
+        created = self._created.copy()
+        merged: dict[tuple[str, ...], tuple[list[float], float]] = {}
         for key, row in self._rows.copy().items():
-            totals = itertools.accumulate(list(row))
-            family.add_metric(list(key), list(zip(names, totals, strict=True)), sums.get(key, 0.0))
-            family.add_sample(
-                self._name + "_created",
-                dict(zip(self._labels, key, strict=True)),
-                created.get(key, 0.0),
-            )
+            labels = _label_values(key)
+            counts = list(row)
+            first = created.get(key, 0.0)
+            if labels in merged:
+                kept, kept_first = merged[labels]
+                counts = [a + b for a, b in zip(kept, counts, strict=True)]
+                first = min(first, kept_first)
+            merged[labels] = (counts, first)
+        use_created = _use_created()
+        for labels, (counts, first) in merged.items():
+            totals = itertools.accumulate(counts[:-1])
+            family.add_metric(list(labels), list(zip(names, totals, strict=True)), counts[-1])
+            if use_created:
+                family.add_sample(
+                    self._name + "_created", dict(zip(self._labels, labels, strict=True)), first
+                )
         return family

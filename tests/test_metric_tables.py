@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 
+import prometheus_client.metrics
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from oswitch.core.error_class import ErrorClass
 from oswitch.metric_tables import CounterTable, HistogramTable
 from oswitch.metrics import LATENCY_BUCKETS
 
@@ -97,3 +100,54 @@ def test_a_series_appears_at_its_first_count_with_its_created_time() -> None:
     assert 'x_events_created{kind="prompt"} ' in text
     assert 'x_first_seconds_bucket{le="0.5"} 1.0' in text  # a bound is in its own bucket
     assert "x_first_seconds_sum 0.5" in text
+
+
+def test_label_values_are_written_as_str_makes_them_and_merge_when_they_read_the_same() -> None:
+    """A label value that is not a string (None, an enum) is written as ``str()`` makes
+    it, as prometheus_client's ``labels()`` does, and keys that read the same are one
+    series: a scrape never fails on them."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    table = CounterTable("x_events", "Events.", ["error_class"])
+    spread = HistogramTable("x_seconds", "Durations.", ["error_class"], (1.0,))
+    ours.register(_Tables(table, spread))
+    counter = Counter("x_events", "Events.", ["error_class"], registry=theirs)
+    histogram = Histogram(
+        "x_seconds", "Durations.", ["error_class"], buckets=(1.0,), registry=theirs
+    )
+    for value in (None, "None", ErrorClass.RATE_LIMITED, "RateLimited", 3):
+        table.add((value,))
+        spread.observe((value,), 0.5)
+        counter.labels(value).inc()
+        histogram.labels(value).observe(0.5)
+    assert samples(ours) == samples(theirs)
+    assert samples(ours)[("x_events_total", (("error_class", "None"),))] == 2.0
+
+
+def test_a_nan_is_summed_and_counted_in_no_bucket() -> None:
+    """A NaN observation makes the sum NaN and leaves every bucket and the count as they
+    were, as prometheus_client's Histogram does."""
+    registry = CollectorRegistry()
+    spread = HistogramTable("x_seconds", "Durations.", [], (1.0,))
+    registry.register(_Tables(spread))
+    spread.observe((), 0.5)
+    spread.observe((), math.nan)
+    read = samples(registry)
+    assert read[("x_seconds_bucket", (("le", "1.0"),))] == 1.0
+    assert read[("x_seconds_bucket", (("le", "+Inf"),))] == 1.0
+    assert read[("x_seconds_count", ())] == 1.0
+    assert math.isnan(read[("x_seconds_sum", ())])
+
+
+def test_created_samples_follow_prometheus_clients_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With prometheus_client's created series turned off (``disable_created_metrics``,
+    or ``PROMETHEUS_DISABLE_CREATED_SERIES``), the tables write none either."""
+    registry = CollectorRegistry()
+    table = CounterTable("x_events", "Events.", ["kind"])
+    spread = HistogramTable("x_seconds", "Durations.", [], (1.0,))
+    registry.register(_Tables(table, spread))
+    table.add(("prompt",))
+    assert "_created" in generate_latest(registry).decode()
+    monkeypatch.setattr(prometheus_client.metrics, "_use_created", False)
+    text = generate_latest(registry).decode()
+    assert "_created" not in text
+    assert 'x_events_total{kind="prompt"} 1.0' in text
