@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from oswitch.transport import socket_io
 from oswitch.transport.connection import Connection
