@@ -62,6 +62,24 @@ async def _state(store: Store, pre: str) -> SharedState:
     return parse_state(reply[1])
 
 
+# The script computes in µs since the epoch (doubles ~1.8e15, a quarter µs apart) with
+# intervals rounded to 0.001 µs; the pure GCRA replays in seconds. The two roundings
+# can put a request this close to the line between allowed and denied on either side.
+BOUNDARY_S = 1e-6
+
+
+def _slack(limit: GcraLimit, tat: float | None, now: float, cost: float) -> float:
+    """How far past ``now`` the GCRA's line for this request lies (<= 0: allowed)."""
+    base = now if tat is None or tat < now else tat
+    return base + limit.interval * min(cost, limit.burst) - limit.tolerance - now
+
+
+def _stored_tat(redis_server: RedisServer, key: str) -> float | None:
+    """A bucket's TAT as the store keeps it, in seconds (None once it has expired)."""
+    value = redis_server.command("GET", key)
+    return None if value is None else float(str(value)) / 1e6
+
+
 @settings(max_examples=12, deadline=None)
 @given(
     costs=st.lists(st.integers(min_value=0, max_value=400), min_size=5, max_size=40),
@@ -71,13 +89,16 @@ async def _state(store: Store, pre: str) -> SharedState:
 def test_admission_decides_exactly_as_the_pure_gcra_on_the_stores_clock(
     redis_server: RedisServer, costs: list[int], rate: float, burst: int
 ) -> None:
-    """Replayed on the store's own ``now``, the pure GCRA gives every verdict and
-    retry-after the script gave, for a request and a token bucket together."""
+    """Replayed on the store's own ``now`` and TATs, the pure GCRA gives every verdict,
+    retry-after and new TAT the script gave, for a request and a token bucket together
+    (within a µs of the line, where the two roundings differ, either verdict is the
+    rule's)."""
     requests = GcraLimit(rate=rate, burst=float(burst))
     tokens = GcraLimit(rate=rate * 100, burst=500.0)
 
     async def main() -> None:
         pre = prefix()
+        keys = target_keys(pre, "t")
         req_tat: float | None = None
         tok_tat: float | None = None
         async with open_store(redis_server.url, timeout_s=2.0) as store:
@@ -87,11 +108,21 @@ def test_admission_decides_exactly_as_the_pure_gcra_on_the_stores_clock(
                 want_r, new_r = gcra_check(requests, req_tat, now, 1)
                 want_t, new_t = gcra_check(tokens, tok_tat, now, cost) if cost else (want_r, None)
                 allowed = want_r.allowed and (cost == 0 or want_t.allowed)
-                assert reply.allowed == allowed
-                if allowed:
-                    req_tat = new_r
-                    tok_tat = new_t if cost else tok_tat
-                else:
+                slacks = [_slack(requests, req_tat, now, 1)]
+                if cost:
+                    slacks.append(_slack(tokens, tok_tat, now, cost))
+                on_the_line = any(abs(slack) < BOUNDARY_S for slack in slacks)
+                assert reply.allowed == allowed or on_the_line
+                if reply.allowed:
+                    # Carried on from the store's own TATs, so its roundings never add up.
+                    req_tat = _stored_tat(redis_server, keys.requests)
+                    assert req_tat is not None
+                    assert on_the_line or math.isclose(req_tat, new_r, abs_tol=BOUNDARY_S)
+                    if cost:
+                        tok_tat = _stored_tat(redis_server, keys.tokens)
+                        assert tok_tat is not None and new_t is not None
+                        assert on_the_line or math.isclose(tok_tat, new_t, abs_tol=BOUNDARY_S)
+                elif not on_the_line:
                     wait = max(want_r.retry_after, want_t.retry_after if cost else 0.0)
                     assert math.isclose(reply.wait_s, wait, abs_tol=2e-6)
 
