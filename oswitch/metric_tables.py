@@ -43,19 +43,19 @@ class CounterTable:
     Values that are not strings are written as ``str()`` makes them (as prometheus_client
     does), and keys that read the same are one series."""
 
-    __slots__ = ("_created", "_documentation", "_labels", "_name", "counts")
+    __slots__ = ("_counts", "_created", "_documentation", "_labels", "_name")
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
         self._name = name
         self._documentation = documentation
         self._labels = tuple(labels)
-        self.counts: dict[tuple[object, ...], float] = {}
+        self._counts: dict[tuple[object, ...], float] = {}
         self._created: dict[tuple[object, ...], float] = {}
 
     def add(self, key: tuple[object, ...], amount: float = 1.0) -> None:
         """Count ``amount`` (never negative: the callers only count what happened) for
         the label values ``key``, in the order of the table's labels."""
-        counts = self.counts
+        counts = self._counts
         if key in counts:
             counts[key] += amount
         else:
@@ -67,7 +67,7 @@ class CounterTable:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
         created = self._created.copy()
         totals: dict[tuple[str, ...], list[float]] = {}
-        for key, value in self.counts.copy().items():
+        for key, value in self._counts.copy().items():
             labels = _label_values(key)
             first = created.get(key, 0.0)
             if labels in totals:
