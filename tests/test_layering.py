@@ -44,8 +44,9 @@ UPPER_LAYERS = (
     "oswitch.transport",
 )
 
-# Import oswitch.transport.wire alone (its package stubbed too, since the package
-# exports the trio pool), then the whole transport package, in a fresh interpreter.
+# Import oswitch.transport's sans-IO modules alone (wire, then request_head; the package
+# stubbed too, since it exports the trio pool), then the whole transport package, in a
+# fresh interpreter.
 _TRANSPORT_PROBE = """
 import importlib, json, sys, types
 for name, path in (("oswitch", sys.argv[1]), ("oswitch.transport", sys.argv[1] + "/transport")):
@@ -54,9 +55,11 @@ for name, path in (("oswitch", sys.argv[1]), ("oswitch.transport", sys.argv[1] +
     sys.modules[name] = package
 importlib.import_module("oswitch.transport.wire")
 wire = sorted(sys.modules)
+importlib.import_module("oswitch.transport.request_head")
+request_head = sorted(sys.modules)
 del sys.modules["oswitch.transport"]
 importlib.import_module("oswitch.transport")
-print(json.dumps({"wire": wire, "transport": sorted(sys.modules)}))
+print(json.dumps({"wire": wire, "request_head": request_head, "transport": sorted(sys.modules)}))
 """
 # The wire module is sans-IO: besides trio and the HTTP stacks, no sockets or TLS.
 NO_IO = FORBIDDEN | {"socket", "ssl", "selectors", "select"}
@@ -109,6 +112,20 @@ def test_the_wire_module_is_sans_io() -> None:
     assert sorted(m for m in loaded if m.split(".")[0] in NO_IO) == []
     ours = {m for m in loaded if m.startswith("oswitch")}
     assert ours == {"oswitch", "oswitch.transport", "oswitch.transport.wire"}
+
+
+def test_the_request_head_module_is_sans_io() -> None:
+    """oswitch.transport.request_head loads no trio, httpx, h11, socket or TLS module, and
+    nothing of oswitch beyond the wire module."""
+    loaded = _probe(_TRANSPORT_PROBE)["request_head"]
+    assert sorted(m for m in loaded if m.split(".")[0] in NO_IO) == []
+    ours = {m for m in loaded if m.startswith("oswitch")}
+    assert ours == {
+        "oswitch",
+        "oswitch.transport",
+        "oswitch.transport.wire",
+        "oswitch.transport.request_head",
+    }
 
 
 def test_the_transport_loads_nothing_else_of_oswitch() -> None:

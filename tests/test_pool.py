@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oswitch import ErrorClass, classify
-from oswitch.transport import wire as wire_module
+from oswitch.transport import request_head as request_head_module
 from oswitch.transport.connection import Connection
 from oswitch.transport.pool import HTTP1Pool, _Body
 from oswitch.transport.wire import Framing as _Framing
@@ -617,14 +617,14 @@ async def test_a_targets_repeated_head_is_validated_once_and_sent_whole(
     still carries its own Content-Length and body, and a new header set is validated
     anew."""
     validated: list[bytes] = []
-    original = wire_module.request_head_fields
+    original = request_head_module.request_head_fields
 
     def counting(*args: object) -> bytes:
         head = original(*args)  # type: ignore[arg-type]
         validated.append(head)
         return head
 
-    monkeypatch.setattr(wire_module, "request_head_fields", counting)
+    monkeypatch.setattr(request_head_module, "request_head_fields", counting)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             port, server = await nursery.start(serve, answering(*[ok(b"x")] * 4))

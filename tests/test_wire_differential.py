@@ -24,7 +24,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oswitch.transport import wire
+from oswitch.transport import request_head, wire
 from oswitch.transport.connection import Connection
 from oswitch.transport.pool import _Body
 
@@ -570,7 +570,7 @@ def test_a_request_head_reads_back_in_h11_as_sent(
     """What encode_request_head writes, h11 as a server reads as the same method,
     target, fields (Host, user-agent, accept-encoding and Content-Length added) and body."""
     url = httpx.URL("https://api.example.test:8443/v1/" + path)
-    raw = wire.encode_request_head(b"POST", url.raw_path, url.netloc, fields, len(body))
+    raw = request_head.encode_request_head(b"POST", url.raw_path, url.netloc, fields, len(body))
     request, *data, end = h11_server_reads(raw + body)
     assert (request.method, request.target) == (b"POST", url.raw_path)
     given_names = {name.lower() for name, _ in fields}
@@ -620,7 +620,7 @@ def test_a_header_h11_will_not_write_is_refused(name: bytes, value: bytes) -> No
             h11.Request(method="POST", target="/", headers=[("host", "x"), (name, value)])
         )
     with pytest.raises(wire.LocalProtocolError) as caught:
-        wire.encode_request_head(b"POST", b"/", b"x", [(name, value)], 0)
+        request_head.encode_request_head(b"POST", b"/", b"x", [(name, value)], 0)
     assert value not in str(caught.value).encode()
 
 
@@ -632,6 +632,6 @@ def test_surrounding_whitespace_in_a_value_is_sent_and_trimmed_by_the_reader() -
         h11.Connection(h11.CLIENT).send(
             h11.Request(method="POST", target="/", headers=[("host", "x"), ("x", " v\t")])
         )
-    raw = wire.encode_request_head(b"POST", b"/", b"x", [(b"x", b" v\t")], 0)
+    raw = request_head.encode_request_head(b"POST", b"/", b"x", [(b"x", b" v\t")], 0)
     request, _ = h11_server_reads(raw)
     assert (b"x", b"v") in list(request.headers)

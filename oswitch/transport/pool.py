@@ -39,7 +39,7 @@ import attrs
 import httpx
 import trio
 
-from oswitch.transport import wire
+from oswitch.transport import request_head, wire
 from oswitch.transport.connection import SMALL_BODY_BYTES, Connection
 from oswitch.transport.response import PoolResponse as _Response
 from oswitch.transport.response import headers_of as _headers
@@ -142,7 +142,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
             self._posts[key] = kept
         _, origin, fields = kept
         return await self._send(
-            b"POST", origin, fields + wire.content_length_field(len(body)), body
+            b"POST", origin, fields + request_head.content_length_field(len(body)), body
         )
 
     async def request(
@@ -155,7 +155,8 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         """Send one request; see :meth:`post`."""
         if self._closed:
             raise httpx.LocalProtocolError("the connection pool is closed")
-        head = self._head_fields(method, url, headers) + wire.content_length_field(len(body))
+        length_field = request_head.content_length_field(len(body))
+        head = self._head_fields(method, url, headers) + length_field
         return await self._send(method, _origin(url), head, body)
 
     async def _send(
@@ -210,7 +211,7 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
         fields = self._heads.get(key)
         if fields is None:
             try:
-                fields = wire.request_head_fields(*key)
+                fields = request_head.request_head_fields(*key)
             except wire.LocalProtocolError as exc:
                 raise httpx.LocalProtocolError(str(exc)) from None
             if len(self._heads) >= MAX_KEPT_HEADS:

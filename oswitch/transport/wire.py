@@ -1,12 +1,12 @@
-"""HTTP/1.1 for a client, without I/O: request heads out, response heads and bodies in.
+"""HTTP/1.1 for a client, without I/O: response heads and bodies in.
 
 This is the sans-IO half of oswitch's HTTP/1.1 client; :mod:`oswitch.transport.pool`
 is the trio half that owns the sockets and drives it. Nothing here reads, writes,
 waits or imports trio or httpx: bytes go in, values come out, and a response that
 breaks HTTP/1.1 raises :class:`RemoteProtocolError`.
 
-- :func:`encode_request_head` builds a request head (Host, user-agent,
-  accept-encoding and Content-Length added), refusing a header that would break it.
+- Request heads are built in :mod:`oswitch.transport.request_head`, which refuses a
+  header that would break one (:class:`LocalProtocolError`).
 - :class:`HeadParser` takes the final response head off the front of a connection's
   bytes, skipping interim 1xx heads, and says how its body is framed (:class:`Framing`).
 - :func:`decoder_for` gives that framing's body decoder: chunked (extensions ignored,
@@ -29,7 +29,6 @@ Transfer-Encoding and Content-Length.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import NoReturn, Protocol
 
 import attrs
@@ -42,7 +41,6 @@ MAX_LINE_BYTES = 8 * 1024
 MAX_CHUNK_SIZE_DIGITS = 16
 # As h11: 20 decimal digits are a billion terabytes.
 MAX_CONTENT_LENGTH_DIGITS = 20
-USER_AGENT = b"oswitch"
 
 
 class ProtocolError(Exception):
@@ -57,63 +55,15 @@ class LocalProtocolError(ProtocolError):
     """The request asked for cannot be written as HTTP/1.1."""
 
 
-# ---- request heads ----------------------------------------------------------------------
+# ---- field names ------------------------------------------------------------------------
 
 _TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _HEX = b"0123456789abcdefABCDEF"
-# Bytes no field value may hold (h11's field-value rule): they would end the line or
-# are whitespace a parser may split on.
-_NOT_IN_VALUE = re.compile(rb"[\x00\r\n\x0b\x0c]")
-_NOT_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 
 
 def is_token(name: bytes) -> bool:
     """Whether ``name`` is an RFC 9110 token (a valid field name)."""
     return bool(name) and not name.translate(None, _TOKEN)
-
-
-def encode_request_head(
-    method: bytes,
-    target: bytes,
-    host: bytes,
-    headers: Iterable[tuple[bytes, bytes]],
-    content_length: int,
-) -> bytes:
-    """The head of a request with a body of ``content_length`` bytes.
-
-    ``headers`` must not hold Host, Content-Length or Transfer-Encoding (added or
-    never sent here); ``user-agent: oswitch`` and ``accept-encoding: identity`` (bodies
-    are read raw) are added unless given. Raises :class:`LocalProtocolError` naming
-    the offending header, never repeating its value (it may be a key).
-    """
-    return request_head_fields(method, target, host, headers) + content_length_field(content_length)
-
-
-def request_head_fields(
-    method: bytes, target: bytes, host: bytes, headers: Iterable[tuple[bytes, bytes]]
-) -> bytes:
-    """A request head up to its Content-Length: request line, Host, ``headers`` and the
-    defaults, validated as :func:`encode_request_head` says. A target sends the same
-    ones request after request, so its pool keeps them (validating costs ~10 us)."""
-    if not is_token(method) or _NOT_IN_TARGET.search(target) or _NOT_IN_TARGET.search(host):
-        raise LocalProtocolError("invalid request line or host")
-    parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
-    given: set[bytes] = set()
-    for name, value in headers:
-        if _NOT_IN_VALUE.search(value) or not is_token(name):
-            raise LocalProtocolError(f"invalid request header {name!r}")
-        given.add(name.lower())
-        parts += (name, b": ", value, b"\r\n")
-    if b"user-agent" not in given:
-        parts += (b"user-agent: ", USER_AGENT, b"\r\n")
-    if b"accept-encoding" not in given:
-        parts += (b"accept-encoding: identity\r\n",)
-    return b"".join(parts)
-
-
-def content_length_field(content_length: int) -> bytes:
-    """The Content-Length line and the blank line that end a request head."""
-    return b"content-length: %d\r\n\r\n" % content_length
 
 
 # ---- response heads ---------------------------------------------------------------------
@@ -124,6 +74,17 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 # which _section_end counts).
 _NOT_IN_FIELDS = re.compile(rb"[\x00\x0b\x0c]")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: (.*))?", re.DOTALL)
+# The usual head, matched whole in one pass: a status line and fields (a token, a colon,
+# a value), every line ending in CRLF, no byte that the general path would refuse or
+# that needs its care (a bare LF, a folded line, a stray CR). Anything else, and every
+# malformed head, takes the general path, which decides.
+_VALUE_BYTES = rb"[^\x00\x0b\x0c\r\n]"
+_NAME_BYTES = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_COMMON_HEAD = re.compile(
+    rb"HTTP/1\.[0-9] ([0-9]{3})(?: (%s*))?\r\n((?:%s+:%s*\r\n)*)"
+    % (_VALUE_BYTES, _NAME_BYTES, _VALUE_BYTES)
+)
+_COMMON_FIELD = re.compile(rb"(%s+):[ \t]*(%s*?)[ \t]*\r\n" % (_NAME_BYTES, _VALUE_BYTES))
 
 
 @attrs.frozen
@@ -164,6 +125,13 @@ class HeadParser:
     def parse(self, buffer: bytes) -> tuple[Head | None, bytes]:
         """``(head, rest)`` once the final head is in, else ``(None, buffer)`` with any
         interim heads taken off. Raises :class:`RemoteProtocolError`."""
+        if not self._scanned and (common := _common_head(self._method, buffer)) is not None:
+            return common
+        return self._parse_by_lines(buffer)
+
+    def _parse_by_lines(self, buffer: bytes) -> tuple[Head | None, bytes]:
+        """:meth:`parse` for any head: interim ones, bare LFs, folded lines, heads cut
+        across reads, and every refusal."""
         while True:
             end = _section_end(buffer, self._scanned, "head")
             if end < 0:
@@ -196,6 +164,28 @@ class HeadParser:
             if buffer
             else "server disconnected without sending a response"
         )
+
+
+def _common_head(method: bytes, buffer: bytes) -> tuple[Head, bytes] | None:
+    """A final head of the usual shape at the front of ``buffer``, read in one pass,
+    with the rest; None when there is none (incomplete, interim, unusual or malformed:
+    :meth:`HeadParser.parse` reads those line by line)."""
+    end = buffer.find(b"\r\n\r\n") + 2  # past the last field's CRLF
+    if end < 2 or end + 2 > MAX_HEAD_BYTES:
+        return None
+    match = _COMMON_HEAD.fullmatch(buffer, 0, end)
+    if match is None or (status := int(match[1])) < 200:
+        return None
+    headers = _COMMON_FIELD.findall(buffer, match.start(3), end)
+    http_version = buffer[:8]
+    head = Head(
+        status=status,
+        reason=match[2] or b"",
+        http_version=http_version,
+        headers=headers,
+        framing=framing_of(method, status, http_version, headers),
+    )
+    return head, buffer[end + 2 :]
 
 
 def _section_end(buffer: bytes, start: int, what: str) -> int:
@@ -277,7 +267,7 @@ def framing_of(
             length = found
         elif lowered == b"connection":
             connection += b"," + value.lower()
-    tokens = {token.strip(b" \t") for token in connection.split(b",")}
+    tokens = {token.strip(b" \t") for token in connection.split(b",")} if connection else ()
     if http_version == b"HTTP/1.0":
         # HTTP/1.0 keep-alive is honoured (RFC 9112 §9.3), never with a transfer coding
         # (§6.1: the framing is faulty).

@@ -1,0 +1,95 @@
+"""The wire module's one-pass read of a usual response head against its line-by-line read.
+
+``tests/test_wire_differential.py`` holds both to h11's verdicts over a corpus; here
+random heads, built from the bytes that decide between the two paths (bare LFs, stray
+CRs, folded lines, control bytes, odd statuses), check that whenever the one-pass read
+answers, it answers exactly as the line-by-line read does.
+"""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+from hypothesis import example, given, settings
+
+from oswitch.transport import wire
+
+NAMES = [b"content-type", b"Content-Length", b"x-request-id", b"connection", b"x a", b"", b"a:b"]
+VALUES = [b"application/json", b"565", b" padded \t", b"", b"keep-alive", b"close", b"a\x00b"]
+VALUES += [b"a\rb", b"a\x0bb", b"\tlead", b"trail ", b"12, 12", b"chunked", b"x:y"]
+ENDS = [b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b"\r\r\n"]
+STATUS_LINES = [b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK", b"HTTP/1.1 204", b"HTTP/1.1 200 "]
+STATUS_LINES += [b"HTTP/1.1 100 Continue", b"HTTP/1.1 101 Switching", b"HTTP/2.0 200 OK"]
+STATUS_LINES += [b"HTTP/1.1 099 Low", b"HTTP/1.1 2000 OK", b"HTTP/1.1 503 Busy\x00"]
+STATUS_LINES += [b" HTTP/1.1 200"]
+
+_line = st.tuples(st.sampled_from(NAMES), st.sampled_from([b":", b": ", b":\t", b" : "]))
+_field = st.tuples(_line, st.sampled_from(VALUES), st.sampled_from(ENDS)).map(
+    lambda f: f[0][0] + f[0][1] + f[1] + f[2]
+)
+_folded = st.sampled_from([b" more\r\n", b"\tmore\r\n"])
+_head = st.tuples(
+    st.sampled_from(STATUS_LINES),
+    st.sampled_from(ENDS),
+    st.lists(st.one_of(_field, _field, _folded), max_size=6),
+    st.sampled_from(ENDS),
+    st.sampled_from([b"", b"body", b"HTTP/1.1 200 OK\r\n\r\n"]),
+).map(lambda h: h[0] + h[1] + b"".join(h[2]) + h[3] + h[4])
+
+
+def _by_lines(method: bytes, buffer: bytes) -> object:
+    try:
+        return wire.HeadParser(method)._parse_by_lines(buffer)
+    except wire.RemoteProtocolError as exc:
+        return ("refused", str(exc))
+
+
+def _one_pass(method: bytes, buffer: bytes) -> object:
+    try:
+        return wire._common_head(method, buffer)
+    except wire.RemoteProtocolError as exc:
+        return ("refused", str(exc))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(head=_head, method=st.sampled_from([b"POST", b"HEAD"]))
+@example(head=b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi", method=b"POST")
+@example(head=b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", method=b"POST")
+@example(head=b"HTTP/1.1 200 OK\r\n\r\n", method=b"POST")
+@example(head=b"HTTP/1.1 200 OK\r\na: b\n\r\nc: d\r\n\r\n", method=b"POST")
+def test_a_head_read_in_one_pass_reads_as_line_by_line(head: bytes, method: bytes) -> None:
+    """Whenever the one-pass read takes a head, its head, framing, rest or refusal are
+    the line-by-line read's."""
+    one_pass = _one_pass(method, head)
+    if one_pass is not None:
+        assert one_pass == _by_lines(method, head)
+
+
+def test_a_usual_provider_head_takes_the_one_pass_read() -> None:
+    """A provider's head of many plain fields, CRLF lines and a body behind it is read in
+    one pass, every field trimmed and in order."""
+    fields = [(b"Date", b"Thu, 03 Dec 2026 10:00:00 GMT"), (b"Content-Type", b"text/event-stream")]
+    fields += [(b"Transfer-Encoding", b"chunked"), (b"openai-processing-ms", b"212")]
+    fields += [(b"x-ratelimit-remaining-requests", b"9999"), (b"cf-ray", b"8c1f-SJC")]
+    raw = b"HTTP/1.1 200 OK\r\n" + b"".join(n + b":  " + v + b" \r\n" for n, v in fields)
+    raw += b"\r\n5\r\nhello\r\n"
+    taken = wire._common_head(b"POST", raw)
+    assert taken is not None
+    head, rest = taken
+    assert (head.status, head.reason, head.http_version) == (200, b"OK", b"HTTP/1.1")
+    assert head.headers == fields
+    assert head.framing == wire.Framing("chunked", keep_alive=True)
+    assert rest == b"5\r\nhello\r\n"
+    assert wire.HeadParser(b"POST").parse(raw) == taken
+
+
+def test_heads_the_one_pass_read_leaves_to_the_line_by_line_read() -> None:
+    """An interim head, a bare LF, a folded line, a stray CR and an incomplete head are
+    not taken in one pass; the parser still reads each as before."""
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
+    assert wire._common_head(b"POST", interim) is None
+    assert wire._common_head(b"POST", b"HTTP/1.1 200 OK\nx: y\n\n") is None
+    assert wire._common_head(b"POST", b"HTTP/1.1 200 OK\r\nx: y\r\n z\r\n\r\n") is None
+    assert wire._common_head(b"POST", b"HTTP/1.1 200 OK\r\nx: a\rb\r\n\r\n") is None
+    assert wire._common_head(b"POST", b"HTTP/1.1 200 OK\r\nx: y\r\n") is None
+    head, rest = wire.HeadParser(b"POST").parse(b"HTTP/1.1 200 OK\r\nx: y\r\n z\r\n\r\n")
+    assert head is not None and head.headers == [(b"x", b"y z")] and rest == b""
