@@ -14,6 +14,7 @@ import trio
 from oswitch.providers.base import MalformedReply
 from oswitch.runtime.replies import read_limited
 from oswitch.transport.pool import body_ended
+from oswitch.transport.response import PoolResponse
 from oswitch.transport.response import headers_of as _headers
 from tests.test_pool import (
     HEADERS,
@@ -85,6 +86,28 @@ async def test_a_coded_body_still_goes_through_httpx_decoding() -> None:
             assert response.is_closed
             await client.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_only_a_content_coding_other_than_identity_leaves_the_raw_body() -> None:
+    """A body sent as ``Content-Encoding: identity`` is handed over raw; one coded under a
+    name in any case, or with its codings listed over two fields, goes to httpx's
+    decoders."""
+    cases = [
+        (b"Content-Encoding: identity\r\n", True),
+        (b"CONTENT-ENCODING: gzip\r\n", False),
+        (b"content-encoding: identity\r\ncontent-encoding: identity\r\n", False),
+    ]
+    for field, raw in cases:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                port, _ = await nursery.start(serve, answering(ok(b"{}", field)))
+                client = pool()
+                response = await client.post(url(port), HEADERS, b"{}")
+                assert isinstance(response, PoolResponse)
+                assert (response.claim_raw_body() is not None) is raw, field
+                await response.aclose()
+                await client.aclose()
+                nursery.cancel_scope.cancel()
 
 
 async def test_a_body_left_unread_closes_its_connection() -> None:

@@ -49,7 +49,7 @@ class PoolResponse(httpx.Response):
         if (
             self._request is not None
             or hasattr(self, "_content")
-            or self.headers.get("content-encoding", "identity") != "identity"
+            or _coded(self.headers)
         ):
             return None
         if self.is_stream_consumed:
@@ -73,3 +73,13 @@ class PoolResponse(httpx.Response):
         stream = self.stream
         assert isinstance(stream, httpx.AsyncByteStream)
         await stream.aclose()
+
+
+def _coded(headers: httpx.Headers) -> bool:
+    """Whether the body is sent with a content coding, as httpx's decoder decides it; a
+    scan of the lowered names first, since ``Headers.get`` (which lowers and encodes the
+    name, then joins every value) cost 2 us a response against 0.2."""
+    for _, lowered, _ in headers._list:
+        if lowered == b"content-encoding":
+            return bool(headers.get("content-encoding", "identity") != "identity")
+    return False
