@@ -3,6 +3,8 @@ the bytes read past the last response, and the pool's reads and writes on it."""
 
 from __future__ import annotations
 
+import select
+
 import httpx
 import trio
 
@@ -24,7 +26,7 @@ class Connection:
     ``httpx.ReadError``, their text the socket's OSError (``ConnectionResetError:
     [Errno 104] ...``) rather than trio's wording."""
 
-    __slots__ = ("answered", "buffer", "direct", "idle_since", "socket", "stream")
+    __slots__ = ("_poller", "answered", "buffer", "direct", "idle_since", "socket", "stream")
 
     def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
         self.stream = stream
@@ -33,10 +35,19 @@ class Connection:
         self.buffer = b""
         self.idle_since = 0.0
         self.answered = False  # a byte of a response to the latest request arrived
+        self._poller: select.poll | None = None
 
     def reusable(self) -> bool:
-        # An idle connection has nothing to read: readable means closed by the peer.
-        return not self.buffer and self.socket.fileno() != -1 and not self.socket.is_readable()
+        """Whether the connection may carry another request: nothing left over, still
+        open, and nothing to read (an idle connection that is readable was closed by
+        the peer, or sent junk). One ``poll`` kept per connection: trio's
+        ``is_readable`` builds and registers a new one on every call."""
+        if self.buffer or self.socket.fileno() == -1:
+            return False
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.socket.fileno(), select.POLLIN)
+        return not self._poller.poll(0)
 
     def close(self) -> None:
         """Close at once, without a TLS goodbye (synchronous, so safe when cancelled)."""
