@@ -46,11 +46,7 @@ class PoolResponse(httpx.Response):
         request (httpx's path). A reader of a whole body saves the async generator (and
         trio's hooks on it) this way. Raises ``StreamConsumed`` or ``StreamClosed`` as
         ``aiter_bytes`` does."""
-        if (
-            self._request is not None
-            or hasattr(self, "_content")
-            or _coded(self.headers)
-        ):
+        if self._request is not None or hasattr(self, "_content") or _coded(self.headers):
             return None
         if self.is_stream_consumed:
             raise httpx.StreamConsumed()
