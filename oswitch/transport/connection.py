@@ -103,10 +103,11 @@ class Connection:
         buffer = self.buffer
         try:
             while True:
-                head, buffer = parser.parse(buffer)
-                if head is not None:
-                    self.buffer = buffer
-                    return head  # noqa: ASYNC910 (never on the first pass: see above)
+                if buffer:  # nothing to parse before the first read (see above)
+                    head, buffer = parser.parse(buffer)
+                    if head is not None:
+                        self.buffer = buffer
+                        return head  # noqa: ASYNC910 (never on the first pass: see above)
                 data = await self.receive()
                 if not data:
                     parser.end_of_stream(buffer)
