@@ -139,11 +139,11 @@ class TargetTokens:
 def _rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
     """What ``headers.items()`` holds of the headers whose names contain "ratelimit"
     (every name :func:`parse_limits` reads does), names in lower case, in one pass
-    over the raw names and decoding only those: a reply carries a dozen others."""
+    over the names httpx keeps lowered (``raw`` would build a list and each name be
+    lowered again) and decoding only those: a reply carries a dozen others."""
     picked: dict[str, str] = {}
     encoding = ""
-    for name, value in headers.raw:
-        lowered = name.lower()
+    for _, lowered, value in headers._list:
         if b"ratelimit" not in lowered:
             continue
         encoding = encoding or headers.encoding
