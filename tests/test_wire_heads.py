@@ -93,3 +93,75 @@ def test_heads_the_one_pass_read_leaves_to_the_line_by_line_read() -> None:
     assert wire._common_head(b"POST", b"HTTP/1.1 200 OK\r\nx: y\r\n") is None
     head, rest = wire.HeadParser(b"POST").parse(b"HTTP/1.1 200 OK\r\nx: y\r\n z\r\n\r\n")
     assert head is not None and head.headers == [(b"x", b"y z")] and rest == b""
+
+
+USUAL = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-request-id:  abc \t\r\n"
+    b"content-length: 2\r\nconnection: keep-alive\r\n\r\n{}"
+)
+BYTES = b" \t\r\n\x00\x0b\x0c\x7f\x80:;,aZ09"
+
+
+@st.composite
+def _near_usual(draw: st.DrawFn) -> bytes:
+    """The usual head with one to three bytes replaced, dropped or added."""
+    head = bytearray(USUAL)
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(head) - 1))
+        byte = draw(st.sampled_from(BYTES))
+        change = draw(st.sampled_from(["replace", "insert", "delete"]))
+        if change == "replace":
+            head[at] = byte
+        elif change == "insert":
+            head.insert(at, byte)
+        else:
+            del head[at]
+    return bytes(head)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(head=_near_usual(), method=st.sampled_from([b"POST", b"HEAD"]))
+@example(head=b"HTTP/1.1 200\tOK\r\nx: y\r\n\r\n", method=b"POST")
+@example(head=b"http/1.1 200 OK\r\nx: y\r\n\r\n", method=b"POST")
+@example(head=b"HTTP/1.1 200 OK\r\nx: a\x0cb\r\n\r\n", method=b"POST")
+@example(head=b"HTTP/1.1 200 OK\r\nx: a\x0c\r\n\r\n", method=b"POST")
+def test_a_head_one_byte_off_the_usual_reads_as_line_by_line(head: bytes, method: bytes) -> None:
+    """A usual head with a byte or three changed (most still take the one-pass read)
+    reads as the line-by-line read reads it, or is left to it."""
+    one_pass = _one_pass(method, head)
+    if one_pass is not None:
+        assert one_pass == _by_lines(method, head)
+
+
+def _head_of(size: int) -> bytes:
+    """A usual head of exactly ``size`` bytes, blank line included."""
+    start, end = b"HTTP/1.1 200 OK\r\nx: ", b"\r\n\r\n"
+    return start + b"v" * (size - len(start) - len(end)) + end
+
+
+def test_the_head_size_limit_is_the_same_on_both_paths() -> None:
+    """A head of MAX_HEAD_BYTES is read in one pass; one byte more is left to the
+    line-by-line read, which refuses it."""
+    at_limit, past_limit = _head_of(wire.MAX_HEAD_BYTES), _head_of(wire.MAX_HEAD_BYTES + 1)
+    taken = wire._common_head(b"POST", at_limit + b"body")
+    assert taken is not None and taken[1] == b"body"
+    assert taken == _by_lines(b"POST", at_limit + b"body")
+    assert wire._common_head(b"POST", past_limit) is None
+    assert _by_lines(b"POST", past_limit) == (
+        "refused",
+        f"response head over {wire.MAX_HEAD_BYTES} bytes",
+    )
+
+
+def test_a_value_of_long_blank_runs_is_read_whole() -> None:
+    """A value holding a 64 KiB run of blanks is read, and trimmed, as the line-by-line
+    read does it. The first one-pass field pattern (a lazy value before optional blanks)
+    backtracked over such a run for every byte of it: 10 s for this head, with trio's
+    loop blocked. This pins the answer; the possessive quantifiers of the patterns (they
+    never give a byte back) are what keep the read linear."""
+    start, end = b"HTTP/1.1 200 OK\r\nx: a", b"b \t \r\n\r\n"
+    run = b" \t" * ((wire.MAX_HEAD_BYTES - len(start) - len(end)) // 2)
+    head = start + run + end
+    taken = wire._common_head(b"POST", head)
+    assert taken is not None and taken[0].headers == [(b"x", b"a" + run + b"b")]
+    assert taken == _by_lines(b"POST", head)
