@@ -73,6 +73,34 @@ async def test_a_body_read_with_aiter_bytes_comes_whole_once_and_frees_its_conne
             nursery.cancel_scope.cancel()
 
 
+def test_a_pool_response_is_built_as_httpx_builds_it() -> None:
+    """``PoolResponse.of_pool`` sets exactly the attributes httpx's own constructor sets,
+    to the same values: an httpx that sets one more fails here, not in a caller."""
+
+    class Body(httpx.AsyncByteStream):
+        pass
+
+    fields = [(b"Content-Type", b"application/json"), (b"x-Request-Id", b"r1")]
+    body = Body()
+    fast = PoolResponse.of_pool(200, fields, body, http_version=b"HTTP/1.1", reason=b"OK")
+    slow = PoolResponse(
+        200,
+        headers=_headers(fields),
+        stream=body,
+        extensions={"http_version": b"HTTP/1.1", "reason_phrase": b"OK"},
+    )
+    fast_vars, slow_vars = vars(fast), vars(slow)
+    assert set(fast_vars) == set(slow_vars)
+    for name, value in slow_vars.items():
+        if name == "headers":
+            assert fast.headers.raw == slow.headers.raw
+            assert fast.headers.multi_items() == slow.headers.multi_items()
+            assert fast.headers.encoding == slow.headers.encoding
+        else:
+            assert fast_vars[name] == value, name
+    assert fast.stream is body and fast.headers is not _headers(fields)
+
+
 async def test_a_coded_body_still_goes_through_httpx_decoding() -> None:
     """A server that compresses anyway (oswitch asks for identity) is decoded by httpx."""
     packed = gzip.compress(b'{"ok":true}')

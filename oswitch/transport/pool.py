@@ -42,7 +42,6 @@ import trio
 from oswitch.transport import request_head, wire
 from oswitch.transport.connection import SMALL_BODY_BYTES, Connection
 from oswitch.transport.response import PoolResponse as _Response
-from oswitch.transport.response import headers_of as _headers
 
 DEFAULT_POOL_TIMEOUT_S = 5.0
 # Idle connections older than this are not reused: NATs and load balancers drop idle
@@ -191,11 +190,12 @@ class HTTP1Pool(httpx.AsyncBaseTransport):
             raise
         stream = _Body(self, connection, origin, answer.framing)  # owns the connection and slot now
         try:
-            return _Response(
+            return _Response.of_pool(
                 answer.status,
-                headers=_headers(answer.headers),
-                stream=stream,
-                extensions={"http_version": answer.http_version, "reason_phrase": answer.reason},
+                answer.headers,
+                stream,
+                http_version=answer.http_version,
+                reason=answer.reason,
             )
         except BaseException:
             stream.abandon()

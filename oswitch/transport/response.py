@@ -28,6 +28,34 @@ class PoolResponse(httpx.Response):
     or a response given a request (the transport API) take httpx's own path.
     """
 
+    @classmethod
+    def of_pool(
+        cls,
+        status: int,
+        fields: list[tuple[bytes, bytes]],
+        stream: httpx.AsyncByteStream,
+        *,
+        http_version: bytes,
+        reason: bytes,
+    ) -> PoolResponse:
+        """The response ``PoolResponse(status, headers=headers_of(fields), stream=stream,
+        extensions=...)`` builds, its attributes set directly: httpx's ``__init__``
+        copies the headers again and walks its branches for content given by value
+        (2.9 us a response against 0.8). Never raises."""
+        response = cls.__new__(cls)
+        response.status_code = status
+        response.headers = headers_of(fields)
+        response._request = None
+        response.next_request = None
+        response.extensions = {"http_version": http_version, "reason_phrase": reason}
+        response.history = []
+        response.is_closed = False
+        response.is_stream_consumed = False
+        response.default_encoding = "utf-8"
+        response.stream = stream
+        response._num_bytes_downloaded = 0
+        return response
+
     async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
         raw = None if chunk_size is not None else self.claim_raw_body()
         if raw is None:
