@@ -50,7 +50,7 @@ def _one_pass(method: bytes, buffer: bytes) -> object:
         return ("refused", str(exc))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(head=_head, method=st.sampled_from([b"POST", b"HEAD"]))
 @example(head=b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi", method=b"POST")
 @example(head=b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", method=b"POST")
@@ -119,7 +119,7 @@ def _near_usual(draw: st.DrawFn) -> bytes:
     return bytes(head)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(head=_near_usual(), method=st.sampled_from([b"POST", b"HEAD"]))
 @example(head=b"HTTP/1.1 200\tOK\r\nx: y\r\n\r\n", method=b"POST")
 @example(head=b"http/1.1 200 OK\r\nx: y\r\n\r\n", method=b"POST")
