@@ -82,7 +82,7 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: (.*))?", re.DOTALL)
 # optional blanks backtracked over a run of blanks once per byte of it (10 s for 64 KiB).
 _VALUE_BYTES = rb"[^\x00\x0b\x0c\r\n]"
 _VALUE_WORD = rb"[^ \t\x00\x0b\x0c\r\n]"  # a value's bytes between its blanks
-_NAME_BYTES = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_NAME_BYTES = b"[" + re.escape(_TOKEN) + b"]"
 _COMMON_HEAD = re.compile(
     rb"HTTP/1\.[0-9] ([0-9]{3})(?: (%s*+))?\r\n((?:%s++:%s*+\r\n)*+)"
     % (_VALUE_BYTES, _NAME_BYTES, _VALUE_BYTES)
