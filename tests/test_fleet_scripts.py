@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import trio
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer, prefix
 
@@ -86,6 +86,8 @@ def _stored_tat(redis_server: RedisServer, key: str) -> float | None:
     rate=st.floats(min_value=20.0, max_value=2000.0),
     burst=st.integers(min_value=1, max_value=5),
 )
+# Seen in CI: a request key kept 2 ms expired before the test read it back.
+@example(costs=[267, 14, 200, 41, 190, 53, 13, 292, 275, 4, 80, 133, 77], rate=1810.69, burst=1)
 def test_admission_decides_exactly_as_the_pure_gcra_on_the_stores_clock(
     redis_server: RedisServer, costs: list[int], rate: float, burst: int
 ) -> None:
@@ -101,10 +103,15 @@ def test_admission_decides_exactly_as_the_pure_gcra_on_the_stores_clock(
         keys = target_keys(pre, "t")
         req_tat: float | None = None
         tok_tat: float | None = None
+        # TATs whose keys expired before the test read them back: the store keeps a key
+        # a millisecond past its TAT, so each must have passed by the next request.
+        passed: list[float] = []
         async with open_store(redis_server.url, timeout_s=2.0) as store:
             for cost in costs:
                 reply = await _admit(store, pre, requests=requests, tokens=tokens, cost=cost)
                 now = reply.store_now_us / 1e6
+                assert all(tat < now for tat in passed)
+                passed.clear()
                 want_r, new_r = gcra_check(requests, req_tat, now, 1)
                 want_t, new_t = gcra_check(tokens, tok_tat, now, cost) if cost else (want_r, None)
                 allowed = want_r.allowed and (cost == 0 or want_t.allowed)
@@ -115,13 +122,20 @@ def test_admission_decides_exactly_as_the_pure_gcra_on_the_stores_clock(
                 assert reply.allowed == allowed or on_the_line
                 if reply.allowed:
                     # Carried on from the store's own TATs, so its roundings never add up.
+                    # An expired key replays as no TAT, as the script reads it.
                     req_tat = _stored_tat(redis_server, keys.requests)
-                    assert req_tat is not None
-                    assert on_the_line or math.isclose(req_tat, new_r, abs_tol=BOUNDARY_S)
+                    if req_tat is None:
+                        if not on_the_line and new_r is not None:
+                            passed.append(new_r)
+                    else:
+                        assert on_the_line or math.isclose(req_tat, new_r, abs_tol=BOUNDARY_S)
                     if cost:
                         tok_tat = _stored_tat(redis_server, keys.tokens)
-                        assert tok_tat is not None and new_t is not None
-                        assert on_the_line or math.isclose(tok_tat, new_t, abs_tol=BOUNDARY_S)
+                        if tok_tat is None:
+                            if not on_the_line and new_t is not None:
+                                passed.append(new_t)
+                        else:
+                            assert on_the_line or math.isclose(tok_tat, new_t, abs_tol=BOUNDARY_S)
                 elif not on_the_line:
                     wait = max(want_r.retry_after, want_t.retry_after if cost else 0.0)
                     assert math.isclose(reply.wait_s, wait, abs_tol=2e-6)
