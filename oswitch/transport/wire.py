@@ -148,15 +148,7 @@ class HeadParser:
             status, reason, http_version = _status_line(lines[0])
             headers = header_fields(lines[1:], "header")
             if status >= 200:
-                framing = framing_of(self._method, status, http_version, headers)
-                head = Head(
-                    status=status,
-                    reason=reason,
-                    http_version=http_version,
-                    headers=headers,
-                    framing=framing,
-                )
-                return head, buffer
+                return _final_head(self._method, status, reason, http_version, headers), buffer
             if status == 101:
                 raise RemoteProtocolError("unexpected 101 Switching Protocols")
             # 100 Continue, 103 Early Hints: the real head follows
@@ -183,15 +175,22 @@ def _common_head(method: bytes, buffer: bytes) -> tuple[Head, bytes] | None:
     if match is None or (status := int(match[1])) < 200:
         return None
     headers = _COMMON_FIELD.findall(buffer, match.start(3), end)
-    http_version = buffer[:8]
-    head = Head(
-        status=status,
-        reason=match[2] or b"",
-        http_version=http_version,
-        headers=headers,
-        framing=framing_of(method, status, http_version, headers),
-    )
+    head = _final_head(method, status, match[2] or b"", buffer[:8], headers)
     return head, buffer[end + 2 :]
+
+
+def _final_head(
+    method: bytes,
+    status: int,
+    reason: bytes,
+    http_version: bytes,
+    headers: list[tuple[bytes, bytes]],
+) -> Head:
+    """The final head of a response to ``method``, its body's framing decided."""
+    framing = framing_of(method, status, http_version, headers)
+    return Head(
+        status=status, reason=reason, http_version=http_version, headers=headers, framing=framing
+    )
 
 
 def _section_end(buffer: bytes, start: int, what: str) -> int:
