@@ -4,9 +4,11 @@ write, a reply's head with its first bytes, the last events with the body's end.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ from oswitch.runtime.switcher import open_switcher
 from oswitch.sidecar import listener
 from oswitch.sidecar.serve import serve_sidecar
 from oswitch.testing import FakeProvider, reply, stream
+from oswitch.transport import socket_io
 from support import chat, config, target
 
 CHAT_PATH = "/v1/chat/completions"
@@ -199,3 +202,28 @@ async def test_a_messages_stream_read_in_one_piece_is_one_write(
     data = writes[0][1]
     assert data.startswith(b"HTTP/1.1 200 ")
     assert b"event: message_stop" in data and data.endswith(b"\r\n0\r\n\r\n")
+
+
+async def test_a_kept_connection_waits_for_its_next_request_without_a_failed_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a read that took all the client had sent, the connection waits for the
+    socket to become readable before it reads again: its next request costs no read that
+    fails with EAGAIN (at most the connection's very first read may find nothing yet)."""
+    failed: list[int] = []
+
+    def counted_read(fd: int, size: int) -> bytes:
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            failed.append(fd)
+            raise
+
+    monkeypatch.setattr(socket_io, "os", SimpleNamespace(read=counted_read, write=os.write))
+    fake = FakeProvider().on("key-a", reply("hello"))
+    with trio.fail_after(10):
+        async with sidecar(fake) as url, httpx.AsyncClient() as client:
+            for _ in range(4):
+                response = await client.post(url, json=chat())
+                assert response.status_code == 200
+    assert len(failed) <= 1, failed

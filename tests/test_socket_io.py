@@ -125,6 +125,39 @@ async def test_a_closed_socket_reads_and_writes_as_ebadf_after_one_step() -> Non
     assert (read_steps, steps.steps) == (1, 2)
 
 
+async def test_a_read_when_readable_takes_one_step_whether_bytes_are_there_or_not() -> None:
+    """receive_when_readable waits for bytes before its first read: one step when they
+    come later, one step when they were there already, and b"" at the end."""
+    left, right = trio.socket.socketpair()
+    with left, trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+
+            async def answer() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                await right.send(b"late")
+
+            nursery.start_soon(answer)
+            late = await steps_of(lambda: socket_io.receive_when_readable(left, 100))
+        await right.send(b"ready")
+        ready = await steps_of(lambda: socket_io.receive_when_readable(left, 100))
+        right.close()
+        assert (late, ready) == ((b"late", 1), (b"ready", 1))
+        assert await socket_io.receive_when_readable(left, 100) == b""
+
+
+async def test_a_cancelled_read_when_readable_takes_nothing() -> None:
+    """A read that waits first, in a cancelled scope, raises Cancelled and leaves the
+    bytes for the next read."""
+    left, right = trio.socket.socketpair()
+    with left, right, trio.fail_after(GUARD_S):
+        await right.send(b"keep me")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await socket_io.receive_when_readable(left, 100)
+        assert scope.cancelled_caught
+        assert await socket_io.receive_when_readable(left, 100) == b"keep me"
+
+
 async def test_a_write_that_fits_is_whole_and_a_full_buffer_returns_zero() -> None:
     """write_now writes what fits and says how much: all of a small write, then nothing
     once the socket's buffer is full."""

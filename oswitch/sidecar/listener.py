@@ -99,6 +99,7 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         self._socket = stream.socket
         self._write_timeout_s = write_timeout_s
         self._on_timeout = on_timeout
+        self._drained = False  # the last read took all the socket held
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         # Nearly every write fits the socket's buffer at once and needs no deadline: it is
@@ -133,10 +134,19 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         await self._stream.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        # A read that got fewer bytes than it asked for emptied the socket: the next one
+        # waits for bytes before it reads (a client sends its next request only once it
+        # has this one's answer), instead of failing with EAGAIN first.
+        max_bytes = max_bytes or RECEIVE_BYTES
         try:
-            return await socket_io.receive(self._socket, max_bytes or RECEIVE_BYTES)
+            if self._drained:
+                data = await socket_io.receive_when_readable(self._socket, max_bytes)
+            else:
+                data = await socket_io.receive(self._socket, max_bytes)
         except OSError as exc:
             raise _stream_error(exc) from None
+        self._drained = 0 < len(data) < max_bytes
+        return data
 
     async def aclose(self) -> None:
         await self._stream.aclose()

@@ -51,6 +51,21 @@ async def receive(socket: trio.socket.SocketType, max_bytes: int) -> bytes:
             continue
 
 
+async def receive_when_readable(socket: trio.socket.SocketType, max_bytes: int) -> bytes:
+    """As :func:`receive`, but waits for the socket to become readable before the first
+    read: for a caller whose last read took all the socket had (fewer bytes than it
+    asked for), whose next read would only find nothing and cost a failed system call.
+
+    Blocks until some bytes (or the end) arrive; the wait is a cancel point and its one
+    schedule point (bytes already waiting end it at once). Raises as :func:`receive`."""
+    while True:
+        await trio.lowlevel.wait_readable(socket)
+        try:
+            return os.read(socket.fileno(), max_bytes)
+        except BlockingIOError:  # a spurious wakeup: wait again
+            continue
+
+
 def write_now(socket: trio.socket.SocketType, data: bytes | bytearray | memoryview) -> int:
     """Write what fits the socket's buffer now, and return how many bytes that was (0 when
     it is full). Never waits. Raises ``OSError`` (``EBADF`` once the socket is closed)."""
