@@ -53,13 +53,20 @@ for name, path in (("oswitch", sys.argv[1]), ("oswitch.transport", sys.argv[1] +
     package = types.ModuleType(name)
     package.__path__ = [path]
     sys.modules[name] = package
+importlib.import_module("oswitch.core.immutable")
+immutable = sorted(sys.modules)
 importlib.import_module("oswitch.transport.wire")
 wire = sorted(sys.modules)
 importlib.import_module("oswitch.transport.request_head")
 request_head = sorted(sys.modules)
 del sys.modules["oswitch.transport"]
 importlib.import_module("oswitch.transport")
-print(json.dumps({"wire": wire, "request_head": request_head, "transport": sorted(sys.modules)}))
+print(json.dumps({
+    "immutable": immutable,
+    "wire": wire,
+    "request_head": request_head,
+    "transport": sorted(sys.modules),
+}))
 """
 # The wire module is sans-IO: besides trio and the HTTP stacks, no sockets or TLS.
 NO_IO = FORBIDDEN | {"socket", "ssl", "selectors", "select"}
@@ -104,6 +111,20 @@ def test_core_modules_import_no_io_libraries() -> None:
     assert upward == []
 
 
+# The one module of oswitch every layer may use: the records' decorator, which imports
+# nothing of oswitch (test_the_immutable_helper_imports_nothing_of_oswitch).
+IMMUTABLE = {"oswitch.core", "oswitch.core.immutable"}
+
+
+def test_the_immutable_helper_imports_nothing_of_oswitch() -> None:
+    """oswitch.core.immutable, which the transport may use, loads no other oswitch
+    module and no I/O."""
+    loaded = _probe(_TRANSPORT_PROBE)["immutable"]
+    assert sorted(m for m in loaded if m.split(".")[0] in NO_IO) == []
+    ours = {m for m in loaded if m.startswith("oswitch")}
+    assert ours == {"oswitch", "oswitch.transport"} | IMMUTABLE  # the probe's two packages
+
+
 def test_the_wire_module_is_sans_io() -> None:
     """oswitch.transport.wire loads no trio, httpx, h11, socket or TLS module, and nothing
     else of oswitch."""
@@ -111,7 +132,7 @@ def test_the_wire_module_is_sans_io() -> None:
     assert "oswitch.transport.wire" in loaded
     assert sorted(m for m in loaded if m.split(".")[0] in NO_IO) == []
     ours = {m for m in loaded if m.startswith("oswitch")}
-    assert ours == {"oswitch", "oswitch.transport", "oswitch.transport.wire"}
+    assert ours == {"oswitch", "oswitch.transport", "oswitch.transport.wire"} | IMMUTABLE
 
 
 def test_the_request_head_module_is_sans_io() -> None:
@@ -120,12 +141,16 @@ def test_the_request_head_module_is_sans_io() -> None:
     loaded = _probe(_TRANSPORT_PROBE)["request_head"]
     assert sorted(m for m in loaded if m.split(".")[0] in NO_IO) == []
     ours = {m for m in loaded if m.startswith("oswitch")}
-    assert ours == {
-        "oswitch",
-        "oswitch.transport",
-        "oswitch.transport.wire",
-        "oswitch.transport.request_head",
-    }
+    assert (
+        ours
+        == {
+            "oswitch",
+            "oswitch.transport",
+            "oswitch.transport.wire",
+            "oswitch.transport.request_head",
+        }
+        | IMMUTABLE
+    )
 
 
 def test_the_transport_loads_nothing_else_of_oswitch() -> None:
@@ -133,7 +158,11 @@ def test_the_transport_loads_nothing_else_of_oswitch() -> None:
     under the runtime and knows nothing of targets, providers or config."""
     loaded = _probe(_TRANSPORT_PROBE)["transport"]
     assert "oswitch.transport.pool" in loaded
-    outside = [m for m in loaded if m.startswith("oswitch.") and m.split(".")[1] != "transport"]
+    outside = [
+        m
+        for m in loaded
+        if m.startswith("oswitch.") and m.split(".")[1] != "transport" and m not in IMMUTABLE
+    ]
     assert outside == []
 
 

@@ -47,6 +47,8 @@ from collections import OrderedDict
 
 import attrs
 
+from oswitch.core.immutable import immutable
+
 # Bucket layout: bucket 0 holds [0, 1 ms); bucket i >= 1 holds
 # [1 ms × 2^((i-1)/8), 1 ms × 2^(i/8)); the last also takes everything longer.
 _SMALLEST_S = 0.001
@@ -320,7 +322,7 @@ def bounded_by(policy: DeadlinePolicy, limit_s: float) -> DeadlinePolicy:
     )
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class Deadline:
     """A deadline in seconds, why it is that (``source``), the quantile it came from
     (None when none was read) and how many observations were in."""

@@ -32,6 +32,7 @@ import attrs
 
 from oswitch.core.bucket import TokenBucket
 from oswitch.core.headroom import ConfiguredLimits, Headroom, budget_of, headroom
+from oswitch.core.immutable import immutable
 from oswitch.core.learned_limits import LearnedLimits
 from oswitch.core.ratelimit_headers import ProviderLimits
 from oswitch.core.target_health import RateLimit
@@ -51,7 +52,7 @@ __all__ = [
 USAGE_WINDOW_S = 60
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class Reservation:
     """What one attempt reserved on a key: its ``estimate`` (``tokens`` of it taken
     from the configured bucket; 0 when none is configured)."""
@@ -89,7 +90,7 @@ class AttemptBudget(Protocol):
     def learn(self, limits: ProviderLimits) -> None: ...
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class UsageTotals:
     """Tokens a key used since it started, as its provider reported them, and what
     they cost (None while no priced usage was counted)."""

@@ -30,6 +30,7 @@ import attrs
 
 from oswitch.core.backoff import BackoffSettings, backoff_delay
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.immutable import immutable
 from oswitch.core.policy import RequestAction, recovery_for
 
 
@@ -87,7 +88,7 @@ class Ended:
     prefill_capable: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class Settlement:
     """The decision after one attempt and the changes it makes to the ledger.
 

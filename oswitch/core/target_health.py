@@ -39,6 +39,7 @@ from oswitch.core.bucket import TokenBucket
 from oswitch.core.clip import clip
 from oswitch.core.eligibility import ELIGIBLE, EVENT_ONLY, Eligibility, Unready
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.immutable import immutable
 from oswitch.core.policy import SHORT_COOLDOWN_S, TargetEffect, recovery_for
 from oswitch.core.scoring import HealthTracker
 from oswitch.core.shared_hold import NO_HOLD, SharedHold
@@ -120,7 +121,7 @@ class Cooldown:
     cause: ErrorClass
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class AttemptEnd:
     """How an attempt ended, in the terms the health rules use.
 

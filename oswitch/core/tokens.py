@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import attrs
+from oswitch.core.immutable import immutable
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -57,7 +57,7 @@ _IMAGE_PART_TYPES = frozenset({"image_url", "image", "input_image"})
 _MAX_WALK = 100_000
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class TokenEstimate:
     """Tokens a request is expected to use: ``prompt_tokens`` it sends and at most
     ``completion_tokens`` it may receive."""
@@ -71,7 +71,7 @@ class TokenEstimate:
         return self.prompt_tokens + self.completion_tokens
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class Usage:
     """What the provider reports a reply used, in one shape for both wire formats.
 
@@ -95,7 +95,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class Settlement:
     """The reservation made, what was used, and ``difference`` = used − reserved:
     positive to charge the budget more, negative to refund it."""

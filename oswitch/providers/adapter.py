@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-import attrs
-
 from oswitch.core.classify import Classification
+from oswitch.core.immutable import immutable
 from oswitch.core.secret import Secret
 
 
@@ -41,7 +40,7 @@ class StreamFault(Exception):
         self.classification = classification
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class UpstreamCall:
     """What to send upstream: the adapter's translation of one request."""
 

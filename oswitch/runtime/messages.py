@@ -13,6 +13,7 @@ import trio
 from oswitch.core.classify import Classification
 from oswitch.core.deadline_learning import Deadline, ModelTimings
 from oswitch.core.error_class import ErrorClass
+from oswitch.core.immutable import immutable
 from oswitch.core.key_budget import Reservation
 from oswitch.core.target_health import AttemptEnd
 from oswitch.core.tokens import TokenEstimate, Usage
@@ -76,7 +77,7 @@ class OutcomeKind(enum.StrEnum):
     GRANTED = "granted"  # the attempt may start: the caller's task does its I/O
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class AttemptOutcome:
     """How one attempt ended, as the target actor reports it to the dispatcher: plain
     data (a streamed attempt's open stream travels beside it, in an ``Answer``).

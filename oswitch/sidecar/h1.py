@@ -35,6 +35,7 @@ from urllib.parse import unquote
 
 import attrs
 
+from oswitch.core.immutable import immutable
 from oswitch.core.json_codec import encode
 
 # A request head (request line and fields), its blank line included.
@@ -80,7 +81,7 @@ class BadRequest(Exception):
         self.status = status
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class RequestHead:
     """A request head as ASGI wants it: ``headers`` with lower-cased names, in order.
 

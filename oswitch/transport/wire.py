@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from typing import NoReturn, Protocol
 
-import attrs
+from oswitch.core.immutable import immutable
 
 # A head (status line and fields) or a trailer section, blank line included.
 MAX_HEAD_BYTES = 64 * 1024
@@ -93,7 +93,7 @@ _COMMON_FIELD = re.compile(
 )
 
 
-@attrs.frozen
+@immutable
 class Framing:
     """How a response body ends: ``chunked``, ``length`` bytes, at ``close``, or ``none``;
     and whether the connection may carry another request afterwards."""
@@ -103,7 +103,7 @@ class Framing:
     keep_alive: bool = True
 
 
-@attrs.frozen(kw_only=True)
+@immutable(kw_only=True)
 class Head:
     """A final response head; ``headers`` keep their order and the names' case."""
 
