@@ -231,6 +231,26 @@ def test_refusals_name_what_is_wrong(raw: bytes, status: int, message: str) -> N
     assert (refused.value.status, refused.value.message) == (status, message)
 
 
+def test_a_request_line_read_before_reads_the_same_and_a_refused_one_is_refused_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Request lines are kept once read (clients repeat the same few): a kept line reads
+    as it did, a refused line is never kept (refused again, with the same message), and
+    no more than MAX_KEPT_REQUEST_LINES are kept, however many a client invents."""
+    monkeypatch.setattr(h1, "_REQUEST_LINES", {})
+    head = request(HOST)[: h1.find_head_end(request(HOST))]
+    first = h1.parse_request_head(head)
+    assert h1.parse_request_head(head) == first
+    bad = b"POST /a b HTTP/1.1\r\n" + HOST + b"\r\n\r\n"
+    for _ in range(2):
+        with pytest.raises(h1.BadRequest, match="malformed request line"):
+            h1.parse_request_head(bad)
+    for number in range(2 * h1.MAX_KEPT_REQUEST_LINES):
+        line = b"GET /path%d HTTP/1.1\r\n" % number
+        assert h1.parse_request_head(line + HOST + b"\r\n\r\n").target == b"/path%d" % number
+    assert len(h1._REQUEST_LINES) == h1.MAX_KEPT_REQUEST_LINES
+
+
 def test_a_head_past_the_limit_is_431_however_it_arrives() -> None:
     """A head longer than MAX_HEAD_BYTES is refused 431 whether or not its end came."""
     long_field = b"X-Long: " + b"a" * h1.MAX_HEAD_BYTES

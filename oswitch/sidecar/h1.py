@@ -33,8 +33,6 @@ from http import HTTPStatus
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
-import attrs
-
 from oswitch.core.immutable import immutable
 from oswitch.core.json_codec import encode
 
@@ -69,6 +67,11 @@ _FRAMING_FIELDS = frozenset(
 # Field names seen before, as sent -> lower-cased (clients send the same few names).
 MAX_KEPT_NAMES = 512
 _NAMES: dict[bytes, bytes] = {}
+# Request lines read before (clients send the same few: POST /v1/chat/completions), each
+# kept only once it was read and found valid; a line with a query string rarely repeats.
+MAX_KEPT_REQUEST_LINES = 256
+MAX_KEPT_LINE_BYTES = 256
+_REQUEST_LINES: dict[bytes, tuple[str, bytes, str]] = {}
 
 
 class BadRequest(Exception):
@@ -256,6 +259,9 @@ def _refuse_fields(lines: list[bytes]) -> NoReturn:
 
 
 def _request_line(line: bytes) -> tuple[str, bytes, str]:
+    known = _REQUEST_LINES.get(line)
+    if known is not None:
+        return known
     parts = line.split(b" ")
     if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or not _TARGET.fullmatch(parts[1]):
         raise BadRequest("malformed request line")
@@ -264,7 +270,10 @@ def _request_line(line: bytes) -> tuple[str, bytes, str]:
         if re.fullmatch(rb"HTTP/[0-9](\.[0-9])?", version):
             raise BadRequest("only HTTP/1.0 and HTTP/1.1 are served here", 505)
         raise BadRequest("malformed request line")
-    return parts[0].decode("ascii"), parts[1], version[5:].decode("ascii")
+    read = parts[0].decode("ascii"), parts[1], version[5:].decode("ascii")
+    if len(_REQUEST_LINES) < MAX_KEPT_REQUEST_LINES and len(line) <= MAX_KEPT_LINE_BYTES:
+        _REQUEST_LINES[line] = read
+    return read
 
 
 def _body_framing(lengths: set[bytes], codings: list[bytes]) -> tuple[str, int]:
@@ -362,7 +371,7 @@ def date_field() -> bytes:
     return _date_field
 
 
-@attrs.frozen
+@immutable
 class ResponseFraming:
     """How a response body goes out: ``"length"`` (as the app's Content-Length said),
     ``"chunked"``, ``"close"`` (HTTP/1.0 without a length: the body ends with the
