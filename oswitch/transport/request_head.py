@@ -9,12 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from oswitch.transport.wire import LocalProtocolError, is_token
+from oswitch.transport.wire import NOT_IN_FIELD_VALUE, LocalProtocolError, is_token
 
 USER_AGENT = b"oswitch"
-# Bytes no field value may hold (h11's field-value rule): they would end the line or
-# are whitespace a parser may split on.
-_NOT_IN_VALUE = re.compile(rb"[\x00\r\n\x0b\x0c]")
+_NOT_IN_VALUE = re.compile(b"[" + re.escape(NOT_IN_FIELD_VALUE) + b"]")
 _NOT_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 
 

@@ -70,6 +70,9 @@ def is_token(name: bytes) -> bool:
 
 # A field section ends at its first blank line; a bare LF may end a line (RFC 9112 §2.2).
 _BLANK_LINE = re.compile(rb"\n\r?\n")
+# Bytes no field value may hold (h11's field-value rule): they would end the line or are
+# whitespace a parser may split on. The request side refuses them too.
+NOT_IN_FIELD_VALUE = b"\x00\x0b\x0c\r\n"
 # None of the bytes h11's field-value rule refuses (and no CR outside a line's end,
 # which _section_end counts).
 _NOT_IN_FIELDS = re.compile(rb"[\x00\x0b\x0c]")
@@ -80,8 +83,8 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: (.*))?", re.DOTALL)
 # malformed head, takes the general path, which decides. Every quantifier is possessive
 # (it never gives a byte back), so a hostile head costs one pass: a lazy value before
 # optional blanks backtracked over a run of blanks once per byte of it (10 s for 64 KiB).
-_VALUE_BYTES = rb"[^\x00\x0b\x0c\r\n]"
-_VALUE_WORD = rb"[^ \t\x00\x0b\x0c\r\n]"  # a value's bytes between its blanks
+_VALUE_BYTES = b"[^" + re.escape(NOT_IN_FIELD_VALUE) + b"]"
+_VALUE_WORD = b"[^ \t" + re.escape(NOT_IN_FIELD_VALUE) + b"]"  # between a value's blanks
 _NAME_BYTES = b"[" + re.escape(_TOKEN) + b"]"
 _COMMON_HEAD = re.compile(
     rb"HTTP/1\.[0-9] ([0-9]{3})(?: (%s*+))?\r\n((?:%s++:%s*+\r\n)*+)"
