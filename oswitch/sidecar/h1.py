@@ -402,11 +402,9 @@ def response_head(
         lowered = name.lower()
         if lowered == b"content-length":
             has_length = True
-        elif lowered == b"connection" and b"close" in value.lower():
-            close = True
-            continue  # written once, below
-        elif lowered in (b"transfer-encoding", b"date"):
-            continue  # ours to decide
+        elif _written_by_the_server(lowered, value):
+            close = close or lowered == b"connection"  # written once, below
+            continue
         if type(name) is not bytes or name not in _WRITTEN_NAMES:
             if not _FIELD_NAME.fullmatch(name):
                 _refuse_header(headers)
@@ -433,14 +431,20 @@ def response_head(
     return b"".join(parts), ResponseFraming(kind, keep_alive=not close)
 
 
+def _written_by_the_server(lowered: bytes, value: bytes) -> bool:
+    """Whether an app's header (``lowered``: its name lower-cased) is one the server
+    decides and writes itself, dropping the app's: Transfer-Encoding, Date and
+    ``Connection: close``."""
+    if lowered == b"connection":
+        return b"close" in value.lower()
+    return lowered in (b"transfer-encoding", b"date")
+
+
 def _refuse_header(headers: list[tuple[bytes, bytes]]) -> NoReturn:
-    """Name the first header, in order, that would break the head, and refuse it (as
-    :func:`response_head` drops Transfer-Encoding, Date and ``Connection: close``)."""
+    """Name the first header, in order, that would break the head, and refuse it (those
+    the server writes itself are dropped, never refused)."""
     for name, value in headers:
-        lowered = name.lower()
-        if lowered in (b"transfer-encoding", b"date"):
-            continue
-        if lowered == b"connection" and b"close" in value.lower():
+        if _written_by_the_server(name.lower(), value):
             continue
         if not _FIELD_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
             raise ValueError(f"response header {name[:40]!r} cannot be written")
