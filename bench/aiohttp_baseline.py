@@ -1,8 +1,9 @@
 """aiohttp's own client on asyncio: the floor the overhead benchmark holds oswitch to.
 
-``python -m bench.aiohttp_baseline --url URL --concurrency N --requests N [--stream]``
-runs the overhead benchmark's closed loop with ``aiohttp.ClientSession`` (its C HTTP
-parser, the fastest Python client we know of) on asyncio: a warm-up, then ``N``
+``python -m bench.aiohttp_baseline --url URL --concurrency N --requests N [--stream]
+[--warmup N]`` runs the overhead benchmark's closed loop with ``aiohttp.ClientSession``
+(its C HTTP parser, the fastest Python client we know of) on asyncio: a warm-up
+(``--warmup`` calls, by default ``bench.record.warm_up_requests``), then ``N``
 requests by ``N`` workers with the same body and headers as the other variants, each
 reply parsed (every SSE event, when streamed). It prints one JSON object on stdout:
 ``cpu_s``, ``wall_s``, ``latencies`` and ``ttfts`` (seconds), ``errors``,
@@ -95,7 +96,13 @@ async def _sample_rss(peak: list[float]) -> None:
 
 
 async def measure(
-    url: str, streamed: bool, concurrency: int, requests: int, *, phases: bool = False
+    url: str,
+    streamed: bool,
+    concurrency: int,
+    requests: int,
+    *,
+    phases: bool = False,
+    warm_up: int | None = None,
 ) -> dict[str, Any]:
     """Warm up, then time ``requests`` calls at ``concurrency``; the figures as JSON data
     (with ``phases``, ``bench.record``'s phase lines printed around the timed calls,
@@ -105,7 +112,9 @@ async def measure(
     timeout = aiohttp.ClientTimeout(total=None)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         call = aiohttp_call(session, url, streamed)
-        await _closed_loop(call, concurrency, warm_up_requests(concurrency), [], [])
+        if warm_up is None:
+            warm_up = warm_up_requests(concurrency)
+        await _closed_loop(call, concurrency, warm_up, [], [])
         gc.collect()
         latencies: list[float] = []
         ttfts: list[float] = []
@@ -136,11 +145,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument(
+        "--warmup", type=int, default=None, help="uncounted calls first (default max(N, 20))"
+    )
+    parser.add_argument(
         "--phases", action="store_true", help="print when the counted calls start and end"
     )
     args = parser.parse_args(argv)
     figures = asyncio.run(
-        measure(args.url, args.stream, args.concurrency, args.requests, phases=args.phases)
+        measure(
+            args.url,
+            args.stream,
+            args.concurrency,
+            args.requests,
+            phases=args.phases,
+            warm_up=args.warmup,
+        )
     )
     json.dump(figures, sys.stdout)
     return 0

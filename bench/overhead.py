@@ -72,6 +72,8 @@ FLOOR = "aiohttp"
 # CPU, without the subtraction of a caller's. Needs aiohttp, as the floor does.
 SIDECAR_OWN = "sidecar-own"
 VARIANTS = ("httpx", "embedded", "sidecar", FLOOR)
+# The variants whose process runs oswitch (and so keeps its store of request traces).
+OSWITCH_VARIANTS = frozenset({"embedded", "embedded-httpx", "sidecar", SIDECAR_OWN})
 ALL_VARIANTS = ("httpx", "embedded", "embedded-httpx", "sidecar")
 AIOHTTP_SKIPPED = "aiohttp not installed: skipped"
 # Far above a full round's few seconds; only a hung child reaches it.
@@ -100,6 +102,9 @@ class OverheadSettings:
     variants: tuple[str, ...] = VARIANTS
     # Long enough to hold oswitch to the issue's targets (a quick run only indicates).
     judge_targets: bool = False
+    # Warm oswitch's cells up until their trace store is full (its steady state): the
+    # collector works harder while it fills (docs/bench.md). Too long for the suite.
+    steady_state: bool = False
 
     @classmethod
     def quick(cls) -> OverheadSettings:
@@ -120,6 +125,7 @@ class OverheadSettings:
             routing_targets=(3, 100, 1000),
             routing_requests=3000,
             judge_targets=True,
+            steady_state=True,
             variants=(*ALL_VARIANTS, FLOOR, SIDECAR_OWN),
         )
 
@@ -351,6 +357,10 @@ def embedded_config(base_url: str, *, targets: int = 1, concurrency: int = 512) 
     )
 
 
+# Request traces an engine keeps (the config's default, which embedded_config keeps).
+TRACE_CAPACITY: int = attrs.fields(SwitcherConfig).trace_capacity.default
+
+
 def pool_limits(concurrency: int = 512) -> httpx.Limits:
     """httpx pool limits as large as the benchmark's oswitch target gets."""
     return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -407,9 +417,14 @@ async def _sample_rss(peak: list[float]) -> None:
         await trio.sleep(0.02)
 
 
-async def _measure(call: Call, concurrency: int, requests: int) -> _Round:
-    # Warm-up: open every connection the cell will use, fill caches.
-    await _closed_loop(call, concurrency, warm_up_requests(concurrency), [], [])
+async def _measure(
+    call: Call, concurrency: int, requests: int, *, warm_up: int | None = None
+) -> _Round:
+    # Warm-up: open every connection the cell will use, fill caches (and, when asked,
+    # oswitch's trace store).
+    if warm_up is None:
+        warm_up = warm_up_requests(concurrency)
+    await _closed_loop(call, concurrency, warm_up, [], [])
     gc.collect()
     latencies: list[float] = []
     ttfts: list[float] = []
@@ -431,7 +446,13 @@ async def _measure(call: Call, concurrency: int, requests: int) -> _Round:
 
 
 def _aiohttp_command(
-    url: str, streamed: bool, concurrency: int, requests: int, *, phases: bool = False
+    url: str,
+    streamed: bool,
+    concurrency: int,
+    requests: int,
+    *,
+    phases: bool = False,
+    warm_up: int | None = None,
 ) -> list[str]:
     return [
         sys.executable,
@@ -445,6 +466,7 @@ def _aiohttp_command(
         str(requests),
         *(["--stream"] if streamed else []),
         *(["--phases"] if phases else []),
+        *(["--warmup", str(warm_up)] if warm_up is not None else []),
     ]
 
 
@@ -496,6 +518,7 @@ async def run_sidecar_own(
     requests: int,
     *,
     young_threshold: int = GATEWAY_YOUNG_THRESHOLD,
+    warm_up: int | None = None,
 ) -> _Round:
     """One round of the sidecar alone in this process, its caller aiohttp's client in
     a child process (``bench.aiohttp_baseline --phases``): this process's CPU, taken
@@ -505,7 +528,8 @@ async def run_sidecar_own(
     Latencies are the child's; the peak RSS is this process's, sampled meanwhile. The
     round runs with the cyclic collector set as ``oswitch serve`` sets it
     (:func:`oswitch.sidecar.collector.gateway_collector`; ``young_threshold`` as
-    ``--gc-threshold`` takes it), restored afterwards.
+    ``--gc-threshold`` takes it), restored afterwards. ``warm_up`` is the caller's
+    uncounted calls (default ``bench.record.warm_up_requests``).
 
     Blocks until the child exits; raises RuntimeError if it fails or never reports its
     phases, and trio.TooSlowError (the child killed) past ``AIOHTTP_ROUND_TIMEOUT_S``.
@@ -519,7 +543,9 @@ async def run_sidecar_own(
             async with trio.open_nursery() as nursery:
                 port = await nursery.start(functools.partial(serve_sidecar, switcher, port=0))
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                command = _aiohttp_command(url, streamed, concurrency, requests, phases=True)
+                command = _aiohttp_command(
+                    url, streamed, concurrency, requests, phases=True, warm_up=warm_up
+                )
                 with trio.fail_after(AIOHTTP_ROUND_TIMEOUT_S):
                     cpu_s, peak, out, err, returncode = await _phased_child(command)
                 nursery.cancel_scope.cancel()
@@ -577,33 +603,53 @@ async def _drain(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
         into += piece
 
 
+def cell_warm_up(variant: str, concurrency: int, *, steady_state: bool) -> int:
+    """The uncounted calls before a round of ``variant``: enough to open its connections,
+    and with ``steady_state`` for a variant running oswitch, enough more to fill its
+    trace store (``trace_capacity``), so the round counts oswitch as a process that has
+    served a thousand requests runs, not its first thousand."""
+    kept = TRACE_CAPACITY if steady_state and variant in OSWITCH_VARIANTS else 0
+    return warm_up_requests(concurrency, kept_traces=kept)
+
+
 async def _run_variant(
-    variant: str, upstream_url: str, streamed: bool, concurrency: int, requests: int
+    variant: str,
+    upstream_url: str,
+    streamed: bool,
+    concurrency: int,
+    requests: int,
+    *,
+    steady_state: bool = False,
 ) -> _Round:
     from oswitch.sidecar.serve import serve_sidecar
 
+    warm_up = cell_warm_up(variant, concurrency, steady_state=steady_state)
     if variant == FLOOR:
         return await _run_aiohttp(upstream_url, streamed, concurrency, requests)
     if variant == SIDECAR_OWN:
-        return await run_sidecar_own(upstream_url, streamed, concurrency, requests)
+        return await run_sidecar_own(upstream_url, streamed, concurrency, requests, warm_up=warm_up)
     if variant == "httpx":
         async with http_client() as client:
             url = f"{upstream_url}/chat/completions"
-            return await _measure(http_call(client, url, streamed), concurrency, requests)
+            call = http_call(client, url, streamed)
+            return await _measure(call, concurrency, requests, warm_up=warm_up)
     if variant == "embedded-httpx":
         transport = httpx.AsyncHTTPTransport(limits=pool_limits())
         try:
             async with open_switcher(embedded_config(upstream_url), transport=transport) as s:
-                return await _measure(switcher_call(s, streamed), concurrency, requests)
+                call = switcher_call(s, streamed)
+                return await _measure(call, concurrency, requests, warm_up=warm_up)
         finally:
             await transport.aclose()
     async with open_switcher(embedded_config(upstream_url)) as switcher:
         if variant == "embedded":
-            return await _measure(switcher_call(switcher, streamed), concurrency, requests)
+            call = switcher_call(switcher, streamed)
+            return await _measure(call, concurrency, requests, warm_up=warm_up)
         async with trio.open_nursery() as nursery, http_client() as client:
             port = await nursery.start(functools.partial(serve_sidecar, switcher, port=0))
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            result = await _measure(http_call(client, url, streamed), concurrency, requests)
+            call = http_call(client, url, streamed)
+            result = await _measure(call, concurrency, requests, warm_up=warm_up)
             nursery.cancel_scope.cancel()
             return result
 
@@ -723,7 +769,14 @@ async def _overhead(
                             note=f"{variant} {kind} x{concurrency}",
                         )
                     rounds[variant].append(
-                        await _run_variant(variant, url, streamed, concurrency, settings.requests)
+                        await _run_variant(
+                            variant,
+                            url,
+                            streamed,
+                            concurrency,
+                            settings.requests,
+                            steady_state=settings.steady_state,
+                        )
                     )
                     done += 1
             cells.extend(_cell(v, streamed, concurrency, rounds[v]) for v in variants)

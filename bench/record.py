@@ -146,10 +146,14 @@ PHASE_COUNTING = b"counting"
 PHASE_COUNTED = b"counted"
 
 
-def warm_up_requests(concurrency: int) -> int:
-    """How many calls a closed-loop round makes before it starts counting (enough to
-    open every connection the round will use)."""
-    return max(concurrency, 20)
+def warm_up_requests(concurrency: int, *, kept_traces: int = 0) -> int:
+    """How many calls a closed-loop round makes before it starts counting: enough to
+    open every connection the round will use, and ``kept_traces`` more, so that a
+    process running oswitch has filled its store of that many request traces (until it
+    is full, every request's trace survives the cyclic collector's young generations and
+    makes it run more often: a transient of the process's first requests,
+    docs/bench.md)."""
+    return max(concurrency, 20) + kept_traces
 
 
 def current_rss_mb() -> float:

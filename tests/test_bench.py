@@ -17,7 +17,13 @@ import pytest
 
 from bench.cli import main
 from bench.harness import VIRTUAL, WIRE, run_scenario
-from bench.overhead import OverheadSettings, run_overhead
+from bench.overhead import (
+    TRACE_CAPACITY,
+    OverheadSettings,
+    cell_warm_up,
+    embedded_config,
+    run_overhead,
+)
 from bench.report import overhead_targets
 from bench.scenarios import SCENARIOS, sampling_slack
 from bench.soak import run_soak
@@ -123,6 +129,20 @@ def test_overhead_measures_every_variant_against_the_same_upstream() -> None:
     names = [check.name for check in overhead_targets(result)]
     assert "routing cost at 1,000 targets <= 2x at 3" not in names  # no 1,000 here
     assert sum("embedded CPU/request" in name for name in names) == 4
+
+
+def test_the_full_run_warms_oswitch_up_until_its_trace_store_is_full() -> None:
+    """``--overhead`` counts oswitch's cells once the engine keeps as many traces as it
+    ever will (its steady state); the other variants, and the suite's quick run, warm up
+    only to open their connections."""
+    assert OverheadSettings.full().steady_state and not OverheadSettings.quick().steady_state
+    capacity = embedded_config("http://127.0.0.1:1/v1").trace_capacity
+    assert TRACE_CAPACITY == capacity == 1000
+    for variant in ("embedded", "embedded-httpx", "sidecar", "sidecar-own"):
+        assert cell_warm_up(variant, 32, steady_state=True) == 32 + capacity
+        assert cell_warm_up(variant, 256, steady_state=False) == 256
+    for variant in ("httpx", "aiohttp"):
+        assert cell_warm_up(variant, 1, steady_state=True) == 20
 
 
 def test_soak_reports_memory_from_start_to_end() -> None:
