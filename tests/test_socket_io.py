@@ -104,8 +104,9 @@ async def test_closing_the_socket_wakes_a_waiting_read() -> None:
 
 
 async def test_a_closed_socket_reads_and_writes_as_ebadf_after_one_step() -> None:
-    """A socket already closed raises OSError(EBADF) at once, read or write; a failing
-    read, and a pool send that fails, still yield to the scheduler once first."""
+    """A socket already closed raises OSError(EBADF) at once, read (waiting for
+    readability or not) or write; a failing read, and a pool send that fails, still
+    yield to the scheduler once first."""
     left, right = trio.socket.socketpair()
     connection = Connection(trio.SocketStream(left), left)
     right.close()
@@ -115,6 +116,11 @@ async def test_a_closed_socket_reads_and_writes_as_ebadf_after_one_step() -> Non
     with pytest.raises(OSError) as read_error:
         await socket_io.receive(left, 100)
     read_steps = steps.steps
+    for _ in range(2):  # a wait on a closed socket leaves nothing behind in trio
+        with pytest.raises(OSError) as waited_read_error:
+            await socket_io.receive_when_readable(left, 100)
+        assert waited_read_error.value.errno == errno.EBADF
+    waited_steps = steps.steps
     with pytest.raises(httpx.WriteError, match=r"OSError: \[Errno 9\] Bad file descriptor"):
         await connection.send(b"GET / HTTP/1.1\r\n\r\n", b"")
     trio.lowlevel.remove_instrument(steps)
@@ -122,7 +128,7 @@ async def test_a_closed_socket_reads_and_writes_as_ebadf_after_one_step() -> Non
         socket_io.write_now(left, b"x")
     assert read_error.value.errno == errno.EBADF
     assert write_error.value.errno == errno.EBADF
-    assert (read_steps, steps.steps) == (1, 2)
+    assert (read_steps, waited_steps, steps.steps) == (1, 3, 4)
 
 
 async def test_a_read_when_readable_takes_one_step_whether_bytes_are_there_or_not() -> None:

@@ -57,7 +57,12 @@ async def receive_when_readable(socket: trio.socket.SocketType, max_bytes: int) 
     asked for), whose next read would only find nothing and cost a failed system call.
 
     Blocks until some bytes (or the end) arrive; the wait is a cancel point and its one
-    schedule point (bytes already waiting end it at once). Raises as :func:`receive`."""
+    schedule point (bytes already waiting end it at once). Raises as :func:`receive`:
+    ``OSError`` (``EBADF``) after one schedule point on a socket already closed."""
+    if socket.fileno() < 0:
+        # trio would register descriptor -1 for the wait (a ValueError, and a stale entry
+        # that makes every later wait on a closed socket BusyResourceError): read instead.
+        return await receive(socket, max_bytes)
     while True:
         await trio.lowlevel.wait_readable(socket)
         try:
