@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -66,6 +67,8 @@ async def test_a_silent_primary_is_hedged_at_the_cold_first_token_deadline(
     # Silence before the headers is not a first-token sample: a dead key is not "slow".
     (learned,) = views["a"].deadlines
     assert (learned.model, learned.first_token.observations) == ("gpt-4o", 0)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):  # they are the engine's own
+        learned.response_headers.seconds = 0.0  # type: ignore[misc]
 
 
 async def test_a_late_first_token_is_hedged_and_the_loser_feeds_its_estimate(

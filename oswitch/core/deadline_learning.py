@@ -47,8 +47,6 @@ from collections import OrderedDict
 
 import attrs
 
-from oswitch.core.immutable import immutable
-
 # Bucket layout: bucket 0 holds [0, 1 ms); bucket i >= 1 holds
 # [1 ms × 2^((i-1)/8), 1 ms × 2^(i/8)); the last also takes everything longer.
 _SMALLEST_S = 0.001
@@ -322,10 +320,13 @@ def bounded_by(policy: DeadlinePolicy, limit_s: float) -> DeadlinePolicy:
     )
 
 
-@immutable(kw_only=True)
+@attrs.frozen(kw_only=True)
 class Deadline:
     """A deadline in seconds, why it is that (``source``), the quantile it came from
-    (None when none was read) and how many observations were in."""
+    (None when none was read) and how many observations were in.
+
+    Frozen at run time, not only to mypy: ``list_targets`` hands out the very records
+    the target's attempts use (they are kept, not built per request)."""
 
     seconds: float
     source: DeadlineSource
