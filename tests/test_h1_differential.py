@@ -235,12 +235,18 @@ def test_a_request_line_read_before_reads_the_same_and_a_refused_one_is_refused_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Request lines are kept once read (clients repeat the same few): a kept line reads
-    as it did, a refused line is never kept (refused again, with the same message), and
-    no more than MAX_KEPT_REQUEST_LINES are kept, however many a client invents."""
+    as it did, a refused line is never kept (refused again, with the same message), a
+    line with a query string is read but not kept, and no more than
+    MAX_KEPT_REQUEST_LINES are kept, however many a client invents."""
     monkeypatch.setattr(h1, "_REQUEST_LINES", {})
     head = request(HOST)[: h1.find_head_end(request(HOST))]
     first = h1.parse_request_head(head)
     assert h1.parse_request_head(head) == first
+    assert len(h1._REQUEST_LINES) == 1
+    for _ in range(2):
+        queried = h1.parse_request_head(b"GET /v1/models?id=7 HTTP/1.1\r\n" + HOST + b"\r\n\r\n")
+        assert queried.target == b"/v1/models?id=7"
+    assert len(h1._REQUEST_LINES) == 1
     bad = b"POST /a b HTTP/1.1\r\n" + HOST + b"\r\n\r\n"
     for _ in range(2):
         with pytest.raises(h1.BadRequest, match="malformed request line"):

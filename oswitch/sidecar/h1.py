@@ -68,7 +68,8 @@ _FRAMING_FIELDS = frozenset(
 MAX_KEPT_NAMES = 512
 _NAMES: dict[bytes, bytes] = {}
 # Request lines read before (clients send the same few: POST /v1/chat/completions), each
-# kept only once it was read and found valid; a line with a query string rarely repeats.
+# kept only once it was read and found valid. A line with a query string rarely repeats
+# and is never kept, so ids in query strings cannot fill the table.
 MAX_KEPT_REQUEST_LINES = 256
 MAX_KEPT_LINE_BYTES = 256
 _REQUEST_LINES: dict[bytes, tuple[str, bytes, str]] = {}
@@ -271,7 +272,11 @@ def _request_line(line: bytes) -> tuple[str, bytes, str]:
             raise BadRequest("only HTTP/1.0 and HTTP/1.1 are served here", 505)
         raise BadRequest("malformed request line")
     read = parts[0].decode("ascii"), parts[1], version[5:].decode("ascii")
-    if len(_REQUEST_LINES) < MAX_KEPT_REQUEST_LINES and len(line) <= MAX_KEPT_LINE_BYTES:
+    if (
+        len(_REQUEST_LINES) < MAX_KEPT_REQUEST_LINES
+        and len(line) <= MAX_KEPT_LINE_BYTES
+        and b"?" not in parts[1]
+    ):
         _REQUEST_LINES[line] = read
     return read
 

@@ -99,7 +99,7 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         self._socket = stream.socket
         self._write_timeout_s = write_timeout_s
         self._on_timeout = on_timeout
-        self._drained = False  # the last read took all the socket held
+        self._socket_emptied = False  # the last read took all the socket held
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         # Nearly every write fits the socket's buffer at once and needs no deadline: it is
@@ -139,13 +139,13 @@ class BoundedWriteStream(trio.abc.HalfCloseableStream):
         # has this one's answer), instead of failing with EAGAIN first.
         max_bytes = max_bytes or RECEIVE_BYTES
         try:
-            if self._drained:
+            if self._socket_emptied:
                 data = await socket_io.receive_when_readable(self._socket, max_bytes)
             else:
                 data = await socket_io.receive(self._socket, max_bytes)
         except OSError as exc:
             raise _stream_error(exc) from None
-        self._drained = 0 < len(data) < max_bytes
+        self._socket_emptied = 0 < len(data) < max_bytes
         return data
 
     async def aclose(self) -> None:

@@ -73,9 +73,11 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 # Bytes no field value may hold (h11's field-value rule): they would end the line or are
 # whitespace a parser may split on. The request side refuses them too.
 NOT_IN_FIELD_VALUE = b"\x00\x0b\x0c\r\n"
-# None of the bytes h11's field-value rule refuses (and no CR outside a line's end,
-# which _section_end counts).
-_NOT_IN_FIELDS = re.compile(rb"[\x00\x0b\x0c]")
+# The bytes of that rule that no field section holds anywhere: CR and LF end its lines
+# (a CR outside a line's end is counted by _section_end, not searched for).
+_NOT_IN_FIELDS = re.compile(
+    b"[" + re.escape(bytes(sorted(set(NOT_IN_FIELD_VALUE) - set(b"\r\n")))) + b"]"
+)
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: (.*))?", re.DOTALL)
 # The usual head, matched whole in one pass: a status line and fields (a token, a colon,
 # a value), every line ending in CRLF, no byte that the general path would refuse or
