@@ -9,7 +9,7 @@ reply parsed (every SSE event, when streamed). It prints one JSON object on stdo
 ``cpu_s``, ``wall_s``, ``latencies`` and ``ttfts`` (seconds), ``errors``,
 ``peak_rss_mb``.
 
-It runs in its own process, launched once per round by ``bench.overhead``, so that
+It runs in its own process, launched once per round by ``bench.rounds.run_aiohttp``, so that
 ``time.process_time`` counts aiohttp and asyncio only: the driver is trio, the
 upstream is another process. Needs the optional extra ``pip install -e '.[bench]'``.
 """
@@ -34,7 +34,7 @@ Call = Callable[[], Awaitable[float | None]]
 
 
 def aiohttp_call(session: aiohttp.ClientSession, url: str, streamed: bool) -> Call:
-    """One call the way ``bench.overhead.http_call`` makes it, with aiohttp."""
+    """One call the way ``bench.subjects.http_call`` makes it, with aiohttp."""
     headers = {"authorization": f"Bearer {OVERHEAD_KEY}"}
     body = overhead_request(streamed)
 
@@ -64,7 +64,7 @@ def aiohttp_call(session: aiohttp.ClientSession, url: str, streamed: bool) -> Ca
     return stream if streamed else plain
 
 
-async def _closed_loop(
+async def closed_loop(
     call: Call, concurrency: int, requests: int, latencies: list[float], ttfts: list[float]
 ) -> int:
     """Run ``requests`` calls with ``concurrency`` workers; return how many failed."""
@@ -106,7 +106,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Warm up, then time ``requests`` calls at ``concurrency``; the figures as JSON data
     (with ``phases``, ``bench.record``'s phase lines printed around the timed calls,
-    for ``bench.overhead.run_sidecar_own``)."""
+    for ``bench.rounds.run_sidecar_own``)."""
     # The same pool size and (absent) timeouts as the bare httpx client's.
     connector = aiohttp.TCPConnector(limit=512, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=None)
@@ -114,7 +114,7 @@ async def measure(
         call = aiohttp_call(session, url, streamed)
         if warm_up is None:
             warm_up = warm_up_requests(concurrency)
-        await _closed_loop(call, concurrency, warm_up, [], [])
+        await closed_loop(call, concurrency, warm_up, [], [])
         gc.collect()
         latencies: list[float] = []
         ttfts: list[float] = []
@@ -123,7 +123,7 @@ async def measure(
         if phases:
             print(PHASE_COUNTING.decode(), flush=True)
         cpu, wall = time.process_time(), time.perf_counter()
-        errors = await _closed_loop(call, concurrency, requests, latencies, ttfts)
+        errors = await closed_loop(call, concurrency, requests, latencies, ttfts)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         if phases:
             print(PHASE_COUNTED.decode(), flush=True)

@@ -21,7 +21,8 @@ import attrs
 import trio
 
 from bench.harness import VIRTUAL, WIRE, ScenarioResult, run_scenario
-from bench.overhead import OverheadResult, OverheadSettings, run_overhead
+from bench.overhead import run_overhead
+from bench.overhead_result import OverheadResult, OverheadSettings
 from bench.progress import Progress
 from bench.report import RunReport, summary, write_outputs
 from bench.scenarios import SCENARIOS

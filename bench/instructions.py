@@ -6,7 +6,7 @@
 CPU time on a loaded two-core machine spreads by tens of percent between rounds;
 the number of user-space instructions a request costs does not. Each cell runs a
 fresh child process under ``valgrind --tool=callgrind``: the
-child opens the switcher (``bench.overhead.embedded_config``: one target over
+child opens the switcher (``bench.subjects.embedded_config``: one target over
 oswitch's own HTTP/1.1 pool), sends ``--warmup`` requests uninstrumented, then asks
 callgrind (``callgrind_control``, through vgdb) to start counting, zeroes and dumps
 once (the cost of the control call itself), sends ``--requests`` requests in a
@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.overhead import child_env, port_reporting_child
+from bench.subjects import child_env, port_reporting_child
 
 Call = Callable[[], Awaitable[object]]
 
@@ -125,7 +125,7 @@ def _window_end() -> None:
 def _count_embedded(url: str, streamed: bool, concurrency: int, warmup: int, requests: int) -> int:
     import trio
 
-    from bench.overhead import embedded_config, switcher_call
+    from bench.subjects import embedded_config, switcher_call
     from oswitch import open_switcher
     from oswitch.core.deadline_learning import DeadlinePolicies
 
@@ -170,16 +170,16 @@ def _count_aiohttp(url: str, streamed: bool, concurrency: int, warmup: int, requ
 
     import aiohttp
 
-    from bench.aiohttp_baseline import _closed_loop, aiohttp_call
+    from bench.aiohttp_baseline import aiohttp_call, closed_loop
 
     async def run() -> int:
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0)
         timeout = aiohttp.ClientTimeout(total=None)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             call = aiohttp_call(session, f"{url}/chat/completions", streamed)
-            errors = await _closed_loop(call, concurrency, warmup, [], [])
+            errors = await closed_loop(call, concurrency, warmup, [], [])
             _window_start()
-            errors += await _closed_loop(call, concurrency, requests, [], [])
+            errors += await closed_loop(call, concurrency, requests, [], [])
             _window_end()
         return errors
 

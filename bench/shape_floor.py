@@ -33,8 +33,10 @@ from typing import Any
 
 import trio
 
-from bench.overhead import _measure, aiohttp_available, upstream_process
+from bench.overhead import aiohttp_available
+from bench.rounds import measure
 from bench.sidecar_cpu import aiohttp_round, embedded_round
+from bench.subjects import upstream_process
 from bench.upstream import overhead_request
 
 SHAPES = ("trio socket", "+ inbox", "+ inbox, spawn")
@@ -138,7 +140,7 @@ async def shape_round(port: int, shape: str, concurrency: int, requests: int) ->
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(actor, nursery)
-        measured = await _measure(call, concurrency, requests)
+        measured = await measure(call, concurrency, requests)
         nursery.cancel_scope.cancel()
     await client.aclose()
     if measured.errors:

@@ -33,14 +33,8 @@ from collections.abc import Iterator, Sequence
 
 import trio
 
-from bench.overhead import (
-    _measure,
-    _run_aiohttp,
-    embedded_config,
-    run_sidecar_own,
-    switcher_call,
-    upstream_process,
-)
+from bench.rounds import measure, run_aiohttp, run_sidecar_own
+from bench.subjects import embedded_config, switcher_call, upstream_process
 from oswitch import open_switcher
 from oswitch.sidecar.collector import GATEWAY_YOUNG_THRESHOLD, collector_threshold
 
@@ -54,7 +48,7 @@ async def sidecar_round_collected(
     young_threshold: int = GATEWAY_YOUNG_THRESHOLD,
 ) -> tuple[float, float]:
     """CPU ms per request of this process serving the sidecar to an aiohttp caller in a
-    child process, over its counted calls only (``bench.overhead.run_sidecar_own``), and
+    child process, over its counted calls only (``bench.rounds.run_sidecar_own``), and
     the milliseconds per request the cyclic collector ran in this process over the whole
     round (its warm-up included).
 
@@ -93,7 +87,7 @@ async def embedded_round(
 ) -> float:
     """CPU ms per request of the embedded engine on the same upstream."""
     async with open_switcher(embedded_config(upstream_url)) as switcher:
-        measured = await _measure(switcher_call(switcher, streamed), concurrency, requests)
+        measured = await measure(switcher_call(switcher, streamed), concurrency, requests)
     if measured.errors:
         raise RuntimeError(f"{measured.errors} embedded calls failed")
     return measured.cpu_s * 1000.0 / requests
@@ -104,7 +98,7 @@ async def aiohttp_round(
 ) -> float:
     """CPU ms per request of aiohttp's client alone on the same upstream (the floor),
     in a fresh process. Raises RuntimeError if it fails or any call failed."""
-    measured = await _run_aiohttp(upstream_url, streamed, concurrency, requests)
+    measured = await run_aiohttp(upstream_url, streamed, concurrency, requests)
     if measured.errors:
         raise RuntimeError(f"{measured.errors} aiohttp calls failed")
     return measured.cpu_s * 1000.0 / requests

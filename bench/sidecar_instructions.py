@@ -6,7 +6,7 @@ sidecar ratio.
 [--warmup N] [--json]``
 
 For each cell a fresh child runs ``oswitch serve``'s pieces under
-``valgrind --tool=callgrind`` (the engine on ``bench.overhead.embedded_config``, its
+``valgrind --tool=callgrind`` (the engine on ``bench.subjects.embedded_config``, its
 deadline policies scaled as ``bench.instructions`` scales them, the sidecar on a free
 loopback port, the gateway collector setting ``oswitch serve`` uses). This process drives
 it with aiohttp's client at the cell's concurrency: ``--warmup`` requests, then it zeroes
@@ -44,7 +44,8 @@ from bench.instructions import (
     print_rows,
     upstream,
 )
-from bench.overhead import aiohttp_available, child_env
+from bench.overhead import aiohttp_available
+from bench.subjects import child_env
 
 DEFAULT_CELLS = ("plain:32", "stream:32")
 START_TIMEOUT_S = 120.0
@@ -56,7 +57,7 @@ def _serve_counted(url: str, port_file: str) -> int:
 
     import trio
 
-    from bench.overhead import embedded_config
+    from bench.subjects import embedded_config
     from oswitch import open_switcher
     from oswitch.core.deadline_learning import DeadlinePolicies
     from oswitch.sidecar.collector import gateway_collector
@@ -87,7 +88,7 @@ async def _drive(
     window around the counted requests."""
     import aiohttp
 
-    from bench.aiohttp_baseline import _closed_loop, aiohttp_call
+    from bench.aiohttp_baseline import aiohttp_call, closed_loop
 
     def control(*args: str) -> None:
         subprocess.run(
@@ -97,10 +98,10 @@ async def _drive(
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         call = aiohttp_call(session, url, streamed)
-        errors = await _closed_loop(call, concurrency, warmup, [], [])
+        errors = await closed_loop(call, concurrency, warmup, [], [])
         control("-z")
         control("-d")
-        errors += await _closed_loop(call, concurrency, requests, [], [])
+        errors += await closed_loop(call, concurrency, requests, [], [])
         control("-d")
     if errors:
         raise RuntimeError(f"{errors} calls to the counted sidecar failed")

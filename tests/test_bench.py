@@ -17,16 +17,13 @@ import pytest
 
 from bench.cli import main
 from bench.harness import VIRTUAL, WIRE, run_scenario
-from bench.overhead import (
-    TRACE_CAPACITY,
-    OverheadSettings,
-    cell_warm_up,
-    embedded_config,
-    run_overhead,
-)
+from bench.overhead import run_overhead
+from bench.overhead_result import OverheadSettings
 from bench.report import overhead_targets
+from bench.rounds import cell_warm_up
 from bench.scenarios import SCENARIOS, sampling_slack
 from bench.soak import run_soak
+from bench.subjects import TRACE_CAPACITY, embedded_config
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 import bench.overhead
-from bench.overhead import (
-    AIOHTTP_SKIPPED,
-    OverheadSettings,
-    RoutingCell,
-    median_routing,
-    run_overhead,
-)
+from bench.overhead import median_routing, run_overhead
+from bench.overhead_result import AIOHTTP_SKIPPED, OverheadResult, OverheadSettings, RoutingCell
 from bench.report.as_json import to_json
 from bench.report.run import RunReport
 from bench.report.text import overhead_table
@@ -28,7 +23,7 @@ def _tiny(variants: tuple[str, ...], concurrencies: tuple[int, ...] = (2,)) -> O
     )
 
 
-def _report(result: bench.overhead.OverheadResult) -> RunReport:
+def _report(result: OverheadResult) -> RunReport:
     return RunReport(
         started="2026-01-01T00:00:00+00:00",
         argv=("python -m bench",),

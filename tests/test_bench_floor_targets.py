@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import attrs
 
-from bench.overhead import Cell, OverheadResult, OverheadSettings
+from bench.overhead_result import Cell, OverheadResult, OverheadSettings
 from bench.record import Percentiles
 from bench.report.run import RunReport
 from bench.report.targets import floor_gates

@@ -15,7 +15,7 @@ import attrs
 import pytest
 
 from bench.harness import Check, ScenarioResult
-from bench.overhead import ALL_VARIANTS, Cell, OverheadResult, OverheadSettings, RoutingCell
+from bench.overhead_result import ALL_VARIANTS, Cell, OverheadResult, OverheadSettings, RoutingCell
 from bench.record import BucketFigures, Figures, Percentiles
 from bench.report import (
     RunReport,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from bench.overhead import ALL_VARIANTS, Cell, OverheadResult
+from bench.overhead_result import ALL_VARIANTS, Cell, OverheadResult
 from bench.report.svg import WIDTH, escaped, legend_row, nice_ticks, open_svg, value_axis
 from bench.report.targets import ROUTING_RATIO_TARGET
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.harness import Check, ScenarioResult
-from bench.overhead import OverheadResult
+from bench.overhead_result import OverheadResult
 from bench.report.overhead_svg import overhead_charts
 from bench.report.run import RunReport
 from bench.report.summary import SummaryRow, summary_rows

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from bench.harness import Check, ScenarioResult
-from bench.overhead import OverheadResult
+from bench.overhead_result import OverheadResult
 from bench.report.targets import floor_gates, overhead_targets
 from bench.soak import SoakResult
 

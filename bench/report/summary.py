@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import attrs
 
 from bench.harness import Check
-from bench.overhead import OverheadResult
+from bench.overhead_result import OverheadResult
 from bench.record import Figures
 from bench.report.run import RunReport
 from bench.report.text import errors_seen, fmt

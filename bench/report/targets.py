@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.harness import Check
-from bench.overhead import OverheadResult
+from bench.overhead_result import OverheadResult
 
 CPU_RATIO_TARGET = 1.10
 ROUTING_RATIO_TARGET = 2.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.harness import Check, ScenarioResult
-from bench.overhead import SIDECAR_OWN, OverheadResult
+from bench.overhead_result import SIDECAR_OWN, OverheadResult
 from bench.record import Figures
 from bench.report.run import RunReport
 from bench.soak import SoakResult
